@@ -1,0 +1,301 @@
+//! The builder: components, their dependencies and timeouts, and the global settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::component::Component;
+use crate::error::BuildError;
+use crate::graph::Graph;
+use crate::handle::{ComponentState, LifecycleHandle};
+use crate::lifecycle::Lifecycle;
+use crate::shared::{Shared, Slot};
+use crate::signals::Signal;
+
+/// What the lifecycle does when a running component reports a failure (its task returned an
+/// error, or panicked, through [`Context::report_failure`](crate::Context::report_failure)).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnFailure {
+    /// Shut the whole service down, with a non-zero exit code. The default: a service missing
+    /// a part should be restarted by its supervisor, not limp on.
+    #[default]
+    Shutdown,
+    /// Stop the component and start it again after a backoff that doubles from
+    /// `initial_backoff` up to `max_backoff`; after `max_restarts` restarts, shut down.
+    /// Failures during start-up roll the start-up back instead.
+    Restart {
+        /// How many restarts are allowed over the lifetime of the process.
+        max_restarts: u32,
+        /// The wait before the first restart.
+        initial_backoff: Duration,
+        /// The longest wait between restarts.
+        max_backoff: Duration,
+    },
+    /// Log the failure and carry on without the component's failed task.
+    Ignore,
+}
+
+impl OnFailure {
+    /// [`OnFailure::Restart`] with a backoff from 100 ms doubling up to 30 s.
+    pub fn restart(max_restarts: u32) -> Self {
+        OnFailure::Restart {
+            max_restarts,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A component with its name, dependencies, timeouts and failure policy, ready to
+/// [register](LifecycleBuilder::register).
+///
+/// # Examples
+///
+/// ```
+/// use lifecycle_core::{Registration, Worker};
+/// use std::time::Duration;
+///
+/// let worker = Worker::new(|ctx| async move {
+///     ctx.token().cancelled().await;
+///     Ok::<_, std::io::Error>(())
+/// });
+/// let registration = Registration::new("mailer", worker)
+///     .depends_on("db")
+///     .depends_on("smtp")
+///     .stop_timeout(Duration::from_secs(10));
+/// ```
+#[must_use = "a registration does nothing until it is passed to `LifecycleBuilder::register`"]
+pub struct Registration {
+    pub(crate) name: String,
+    pub(crate) component: Arc<dyn Component>,
+    pub(crate) depends_on: Vec<String>,
+    pub(crate) start_timeout: Duration,
+    pub(crate) stop_timeout: Duration,
+    pub(crate) on_failure: OnFailure,
+}
+
+impl Registration {
+    /// The default start timeout: long enough for migrations and a connect retry.
+    pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
+    /// The default stop timeout.
+    pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Registers `component` under `name`, with no dependencies, the default timeouts and
+    /// [`OnFailure::Shutdown`].
+    pub fn new(name: impl Into<String>, component: impl Component) -> Self {
+        Registration {
+            name: name.into(),
+            component: Arc::new(component),
+            depends_on: Vec::new(),
+            start_timeout: Self::DEFAULT_START_TIMEOUT,
+            stop_timeout: Self::DEFAULT_STOP_TIMEOUT,
+            on_failure: OnFailure::Shutdown,
+        }
+    }
+
+    /// Declares that this component uses the component named `name`: it starts after it and
+    /// stops before it. Call once per dependency.
+    pub fn depends_on(mut self, name: impl Into<String>) -> Self {
+        self.depends_on.push(name.into());
+        self
+    }
+
+    /// How long the start may take before it counts as failed (default 30 s).
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// How long the stop, and the wait for the component's tasks, may take before they are cut
+    /// off (default 5 s).
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// What to do when the component fails while running (default [`OnFailure::Shutdown`]).
+    pub fn on_failure(mut self, policy: OnFailure) -> Self {
+        self.on_failure = policy;
+        self
+    }
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("name", &self.name)
+            .field("depends_on", &self.depends_on)
+            .field("start_timeout", &self.start_timeout)
+            .field("stop_timeout", &self.stop_timeout)
+            .field("on_failure", &self.on_failure)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Lifecycle`]: its components and the global shutdown settings.
+///
+/// Created by [`Lifecycle::builder`]; [`build`](Self::build) validates everything before
+/// anything runs.
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct LifecycleBuilder {
+    registrations: Vec<Registration>,
+    drain_delay: Duration,
+    shutdown_budget: Duration,
+    signals: Vec<Signal>,
+    shared: Arc<Shared>,
+}
+
+impl LifecycleBuilder {
+    /// The default shutdown budget: Kubernetes' default grace period of 30 s, less a margin.
+    pub const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_secs(25);
+
+    pub(crate) fn new() -> Self {
+        LifecycleBuilder {
+            registrations: Vec::new(),
+            drain_delay: Duration::ZERO,
+            shutdown_budget: Self::DEFAULT_SHUTDOWN_BUDGET,
+            signals: vec![Signal::Terminate, Signal::Interrupt],
+            shared: Arc::new(Shared::new(CancellationToken::new())),
+        }
+    }
+
+    /// Adds a component.
+    pub fn register(mut self, registration: Registration) -> Self {
+        self.registrations.push(registration);
+        self
+    }
+
+    /// How long to keep serving after the trigger, with readiness already withdrawn, before
+    /// anything stops (default 0). Size it to how long the load balancer takes to notice:
+    /// the readiness probe period times its failure threshold, plus propagation.
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.drain_delay = delay;
+        self
+    }
+
+    /// The most the whole shutdown may take, from the trigger to exit, drain delay included
+    /// (default 25 s). When it runs out, whatever still runs is cut off and the process exits
+    /// with [`exit_code::DEADLINE`](crate::exit_code::DEADLINE), even if the runtime is stuck.
+    pub fn shutdown_budget(mut self, budget: Duration) -> Self {
+        self.shutdown_budget = budget;
+        self
+    }
+
+    /// The signals that trigger the shutdown (default SIGTERM and SIGINT); a second one forces
+    /// the exit. An empty set leaves signals alone, as tests and embedded uses want.
+    pub fn signals(mut self, signals: impl IntoIterator<Item = Signal>) -> Self {
+        self.signals = signals.into_iter().collect();
+        self
+    }
+
+    /// Uses `token` as the shutdown token: cancelling it triggers the shutdown, and the
+    /// lifecycle cancels it at the trigger, so code outside the lifecycle can follow it.
+    ///
+    /// Components' own tokens are not its children: they are cancelled one by one, each at its
+    /// stop turn.
+    pub fn shutdown_token(mut self, token: CancellationToken) -> Self {
+        self.shared = Arc::new(Shared::new(token));
+        self
+    }
+
+    /// A handle to the lifecycle this builder will build, for wiring `main` before `build`.
+    ///
+    /// Call it after [`shutdown_token`](Self::shutdown_token), which replaces the handle's
+    /// shared state.
+    pub fn handle(&self) -> LifecycleHandle {
+        LifecycleHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Validates the configuration and returns the lifecycle, ready to [run](Lifecycle::run).
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] for a duplicate name, a missing dependency, a dependency cycle (with its
+    /// full path), a zero timeout, a restart policy with no restarts, or a shutdown budget
+    /// smaller than the drain delay plus the longest chain of stop timeouts (with that chain).
+    pub fn build(self) -> Result<Lifecycle, BuildError> {
+        let graph = Graph::new(
+            self.registrations
+                .iter()
+                .map(|r| (r.name.as_str(), r.depends_on.as_slice())),
+        )?;
+        for r in &self.registrations {
+            let zero = [("start", r.start_timeout), ("stop", r.stop_timeout)]
+                .into_iter()
+                .find(|(_, timeout)| timeout.is_zero());
+            if let Some((phase, _)) = zero {
+                return Err(BuildError::ZeroTimeout {
+                    component: r.name.clone(),
+                    phase,
+                });
+            }
+            if matches!(
+                r.on_failure,
+                OnFailure::Restart {
+                    max_restarts: 0,
+                    ..
+                }
+            ) {
+                return Err(BuildError::ZeroRestarts {
+                    component: r.name.clone(),
+                });
+            }
+        }
+        let (path, path_time) = graph.critical_path(|i| self.registrations[i].stop_timeout);
+        let critical_path: Vec<String> = path
+            .iter()
+            .map(|&i| self.registrations[i].name.clone())
+            .collect();
+        let required = self.drain_delay + path_time;
+        if self.shutdown_budget < required || self.shutdown_budget.is_zero() {
+            return Err(BuildError::BudgetTooSmall {
+                budget: self.shutdown_budget,
+                drain_delay: self.drain_delay,
+                critical_path,
+                critical_path_time: path_time,
+                required,
+            });
+        }
+
+        self.shared.record().slots = self
+            .registrations
+            .iter()
+            .map(|r| Slot {
+                name: r.name.as_str().into(),
+                dependencies: r.depends_on.clone(),
+                component: r.component.clone(),
+                state: ComponentState::Pending,
+                start_began: None,
+                start_ended: None,
+                stop_began: None,
+                stop_ended: None,
+                error: None,
+            })
+            .collect();
+        Ok(Lifecycle {
+            registrations: self.registrations,
+            graph,
+            drain_delay: self.drain_delay,
+            shutdown_budget: self.shutdown_budget,
+            signals: self.signals,
+            critical_path,
+            critical_path_time: path_time,
+            shared: self.shared,
+        })
+    }
+}
+
+impl std::fmt::Debug for LifecycleBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LifecycleBuilder")
+            .field("components", &self.registrations.len())
+            .field("drain_delay", &self.drain_delay)
+            .field("shutdown_budget", &self.shutdown_budget)
+            .field("signals", &self.signals)
+            .finish()
+    }
+}

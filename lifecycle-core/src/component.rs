@@ -1,0 +1,123 @@
+//! The `Component` trait: one part of a service with a start and a stop.
+
+use async_trait::async_trait;
+
+use crate::context::Context;
+use crate::error::BoxError;
+
+/// One part of a service (an HTTP server, a database pool, a background worker) that the
+/// [`Lifecycle`](crate::Lifecycle) starts in dependency order and stops in reverse.
+///
+/// Methods take `&self` because the lifecycle shares the component with health checks while it
+/// runs; keep what `start` creates (a join handle, a listener) behind a lock inside it.
+///
+/// Around each call the lifecycle does the parts every component needs, so `stop` only has to
+/// do what is particular to it:
+///
+/// - each start gets a fresh [`Context`] whose [token](Context::token) is cancelled when this
+///   component's stop turn comes, and whose [`spawn`](Context::spawn) tracks tasks;
+/// - `start` and `stop` run under their timeouts, and a panic in either is caught and reported;
+/// - after `stop` returns, the lifecycle waits for the component's tracked tasks, still under
+///   the stop timeout, and aborts those left when it runs out.
+///
+/// # Examples
+///
+/// ```
+/// use lifecycle_core::{async_trait, BoxError, Component, Context};
+/// use std::sync::Mutex;
+///
+/// /// Flushes a buffer on a timer until its stop turn, then once more.
+/// struct Flusher {
+///     buffer: std::sync::Arc<Mutex<Vec<String>>>,
+/// }
+///
+/// #[async_trait]
+/// impl Component for Flusher {
+///     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
+///         let (token, buffer) = (ctx.token().clone(), self.buffer.clone());
+///         ctx.spawn(async move {
+///             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+///             while token.run_until_cancelled(tick.tick()).await.is_some() {
+///                 buffer.lock().unwrap().clear();
+///             }
+///         });
+///         Ok(())
+///     }
+///
+///     async fn stop(&self, _ctx: &Context) -> Result<(), BoxError> {
+///         self.buffer.lock().unwrap().clear();
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Component: Send + Sync + 'static {
+    /// Brings the component up: connect, bind, spawn its tasks through `ctx`.
+    ///
+    /// Returns once the component can serve its dependents; long-running work belongs in
+    /// tasks spawned with [`Context::spawn`], not in this future.
+    ///
+    /// # Errors
+    ///
+    /// An error (like a timeout or a panic) fails the start-up: the components already started
+    /// are stopped in reverse order and the lifecycle exits with a non-zero code.
+    ///
+    /// # Cancellation safety
+    ///
+    /// The future is dropped when the start times out or the start-up is abandoned (another
+    /// component failed, or a signal arrived); the component is then not stopped, but its
+    /// context is cancelled and its tracked tasks are aborted.
+    async fn start(&self, ctx: &Context) -> Result<(), BoxError>;
+
+    /// Brings the component down, once every component that depends on it has stopped.
+    ///
+    /// The [context token](Context::token) is already cancelled when this is called. The
+    /// default does nothing more, which suits components whose tasks end on that token.
+    ///
+    /// # Errors
+    ///
+    /// An error is reported as this component's outcome; the shutdown goes on either way.
+    ///
+    /// # Cancellation safety
+    ///
+    /// The future is dropped when the stop timeout (or the shutdown budget) runs out.
+    async fn stop(&self, ctx: &Context) -> Result<(), BoxError> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Reports whether the component can do its work right now, for readiness checks.
+    ///
+    /// Called only while the component runs, possibly concurrently with itself; keep it cheap
+    /// (a ping, not a query). The default is always healthy.
+    async fn health(&self) -> Health {
+        Health::Healthy
+    }
+}
+
+/// The answer of [`Component::health`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Health {
+    /// The component can do its work.
+    Healthy,
+    /// The component cannot do its work right now; the service should not be sent traffic.
+    Unhealthy {
+        /// What is wrong, for `/readyz?verbose` and logs.
+        reason: String,
+    },
+}
+
+impl Health {
+    /// An unhealthy answer with a reason.
+    pub fn unhealthy(reason: impl Into<String>) -> Self {
+        Health::Unhealthy {
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether this is [`Health::Healthy`].
+    pub fn is_healthy(&self) -> bool {
+        matches!(self, Health::Healthy)
+    }
+}

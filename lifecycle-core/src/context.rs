@@ -1,0 +1,134 @@
+//! `Context`: what a component gets from the lifecycle for one run.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::BoxError;
+use crate::handle::LifecycleHandle;
+use crate::tasks::TrackedTasks;
+
+/// What a component gets for one run, from its start to the end of its stop: its name, its
+/// cancellation token, a tracked way to spawn tasks and a way to report a run-time failure.
+///
+/// Cloning is cheap; clones share everything. A restarted component gets a fresh context.
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    name: Arc<str>,
+    index: usize,
+    token: CancellationToken,
+    tasks: TrackedTasks,
+    failures: mpsc::UnboundedSender<Failure>,
+    lifecycle: LifecycleHandle,
+}
+
+/// A run-time failure reported by a component's context.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) component: usize,
+    /// The token of the context that reported it, to tell a failure of the current run from a
+    /// late one of a run that was already restarted or stopped.
+    pub(crate) token: CancellationToken,
+    pub(crate) error: String,
+}
+
+impl Context {
+    pub(crate) fn new(
+        name: Arc<str>,
+        index: usize,
+        failures: mpsc::UnboundedSender<Failure>,
+        lifecycle: LifecycleHandle,
+    ) -> Self {
+        Context {
+            inner: Arc::new(ContextInner {
+                name,
+                index,
+                token: CancellationToken::new(),
+                tasks: TrackedTasks::default(),
+                failures,
+                lifecycle,
+            }),
+        }
+    }
+
+    /// The name the component was registered under.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// This component's token: cancelled when its stop turn comes, that is after every component
+    /// that depends on it has stopped, and never earlier.
+    ///
+    /// For an earlier notice that the shutdown has begun, use
+    /// [`LifecycleHandle::shutdown_requested`] through [`lifecycle`](Self::lifecycle).
+    pub fn token(&self) -> &CancellationToken {
+        &self.inner.token
+    }
+
+    /// Spawns a task that belongs to this component.
+    ///
+    /// The lifecycle waits for these tasks after [`Component::stop`](crate::Component::stop)
+    /// returns, still under the stop timeout, and aborts those left when it runs out, so none
+    /// outlives the component. Tasks should end when [`token`](Self::token) is cancelled.
+    ///
+    /// # Panics
+    ///
+    /// Panics when called outside a tokio runtime, like [`tokio::spawn`].
+    pub fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.inner.tasks.spawn(task)
+    }
+
+    /// The number of this component's tracked tasks still running.
+    pub fn tasks_running(&self) -> usize {
+        self.inner.tasks.len()
+    }
+
+    /// Reports that the component failed while running, for its
+    /// [`OnFailure`](crate::OnFailure) policy to handle: shut the service down (the default),
+    /// restart the component, or ignore it.
+    ///
+    /// Ignored once this context's token is cancelled: an error while stopping is not a
+    /// run-time failure.
+    pub fn report_failure(&self, error: impl Into<BoxError>) {
+        if self.inner.token.is_cancelled() {
+            return;
+        }
+        let error: BoxError = error.into();
+        // The receiver is gone only after the lifecycle finished; nothing is left to tell.
+        let _ = self.inner.failures.send(Failure {
+            component: self.inner.index,
+            token: self.inner.token.clone(),
+            error: error.to_string(),
+        });
+    }
+
+    /// The lifecycle this component runs in: its phase, health, and shutdown.
+    pub fn lifecycle(&self) -> &LifecycleHandle {
+        &self.inner.lifecycle
+    }
+
+    pub(crate) fn tasks(&self) -> &TrackedTasks {
+        &self.inner.tasks
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("name", &self.inner.name)
+            .field("cancelled", &self.inner.token.is_cancelled())
+            .field("tasks_running", &self.inner.tasks.len())
+            .finish()
+    }
+}

@@ -1,0 +1,216 @@
+//! `LifecycleHandle`: what the rest of a service may read and do while the lifecycle runs.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::component::Health;
+use crate::report::{Outcome, TriggerKind};
+use crate::shared::Shared;
+
+/// Where the lifecycle as a whole is; readiness and liveness follow from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Components are starting; not ready yet.
+    Starting,
+    /// Every component has started; ready for traffic.
+    Ready,
+    /// The shutdown was triggered: not ready, but still serving during the drain delay.
+    Draining,
+    /// Components are stopping in reverse dependency order.
+    Stopping,
+    /// Every component has stopped or been cut off; the process is about to exit.
+    Stopped,
+}
+
+impl Phase {
+    /// Whether traffic should be routed here (`/readyz`): only in [`Phase::Ready`].
+    pub fn is_ready(self) -> bool {
+        self == Phase::Ready
+    }
+
+    /// Whether the process should be left alive (`/livez`): until [`Phase::Stopped`], draining
+    /// included, so that an orchestrator does not restart an instance that is shutting down.
+    pub fn is_live(self) -> bool {
+        self != Phase::Stopped
+    }
+
+    /// The lower-case name, as shown by health endpoints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Ready => "ready",
+            Phase::Draining => "draining",
+            Phase::Stopping => "stopping",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
+/// Where one component is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ComponentState {
+    /// Waiting for its dependencies to start.
+    Pending,
+    /// Its start is running.
+    Starting,
+    /// Started and serving.
+    Running,
+    /// Failed at run time; being stopped and started again under its restart policy.
+    Restarting,
+    /// Its stop is running.
+    Stopping,
+    /// Finished, with this outcome.
+    Done(Outcome),
+}
+
+impl ComponentState {
+    /// The lower-case name, as shown by health endpoints (`done` states show their outcome).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentState::Pending => "pending",
+            ComponentState::Starting => "starting",
+            ComponentState::Running => "running",
+            ComponentState::Restarting => "restarting",
+            ComponentState::Stopping => "stopping",
+            ComponentState::Done(outcome) => outcome.as_str(),
+        }
+    }
+}
+
+/// One component's state and health, from [`LifecycleHandle::check_health`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ComponentStatus {
+    /// The registered name.
+    pub name: String,
+    /// Where it is.
+    pub state: ComponentState,
+    /// Its answer to [`Component::health`](crate::Component::health) when it is running, or
+    /// unhealthy with the state as reason when it is not.
+    pub health: Health,
+}
+
+/// A cheap, cloneable handle to a [`Lifecycle`](crate::Lifecycle): its phase, its components'
+/// health, and a way to ask for the shutdown.
+///
+/// Get one from [`LifecycleBuilder::handle`](crate::LifecycleBuilder::handle) while wiring
+/// `main`, from [`Lifecycle::handle`](crate::Lifecycle::handle), or from
+/// [`Context::lifecycle`](crate::Context::lifecycle) inside a component.
+#[derive(Clone)]
+pub struct LifecycleHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl LifecycleHandle {
+    /// Asks for a graceful shutdown, as SIGTERM would, giving `reason` for the report.
+    ///
+    /// Safe to call from anywhere, any number of times: only the first trigger counts.
+    pub fn shutdown(&self, reason: impl Into<String>) {
+        self.shared.trigger(TriggerKind::Requested, reason);
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        *self.shared.phase.borrow()
+    }
+
+    /// A receiver that sees every phase change, for code that must react at once (a readiness
+    /// endpoint, an sd_notify bridge).
+    pub fn watch_phase(&self) -> watch::Receiver<Phase> {
+        self.shared.phase.subscribe()
+    }
+
+    /// Completes when the shutdown has been triggered (before any component's stop turn).
+    ///
+    /// Long-lived work that should wind down early (a streaming response, a long poll) waits on
+    /// this; a component's own [`Context::token`](crate::Context::token) is cancelled later, at
+    /// its stop turn.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe.
+    pub fn shutdown_requested(&self) -> WaitForCancellationFuture<'_> {
+        self.shared.shutdown_requested.cancelled()
+    }
+
+    /// The token cancelled when the shutdown is triggered; see
+    /// [`shutdown_requested`](Self::shutdown_requested).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shared.shutdown_requested.clone()
+    }
+
+    /// Each component's state, in registration order, without calling any health check.
+    pub fn states(&self) -> Vec<(String, ComponentState)> {
+        let record = self.shared.record();
+        record
+            .slots
+            .iter()
+            .map(|s| (s.name.to_string(), s.state))
+            .collect()
+    }
+
+    /// Each component's state and health, in registration order.
+    ///
+    /// Calls [`Component::health`](crate::Component::health) on every running component,
+    /// concurrently; a panicking check reads as unhealthy. Bound the call with a timeout where a
+    /// check could hang.
+    pub async fn check_health(&self) -> Vec<ComponentStatus> {
+        let slots: Vec<_> = {
+            let record = self.shared.record();
+            record
+                .slots
+                .iter()
+                .map(|s| (s.name.to_string(), s.state, s.component.clone()))
+                .collect()
+        };
+        futures::future::join_all(
+            slots
+                .into_iter()
+                .map(|(name, state, component)| async move {
+                    let health = if state == ComponentState::Running {
+                        AssertUnwindSafe(component.health())
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| Health::unhealthy("health check panicked"))
+                    } else {
+                        Health::unhealthy(state.as_str())
+                    };
+                    ComponentStatus {
+                        name,
+                        state,
+                        health,
+                    }
+                }),
+        )
+        .await
+    }
+
+    /// Whether the service should get traffic: the phase is [`Phase::Ready`] and every
+    /// component is healthy. Answers at once, without health checks, when not ready.
+    pub async fn is_ready(&self) -> bool {
+        self.phase().is_ready()
+            && self
+                .check_health()
+                .await
+                .iter()
+                .all(|c| c.health.is_healthy())
+    }
+}
+
+impl std::fmt::Debug for LifecycleHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LifecycleHandle")
+            .field("phase", &self.phase())
+            .field(
+                "shutdown_requested",
+                &self.shared.shutdown_requested.is_cancelled(),
+            )
+            .finish()
+    }
+}

@@ -1,0 +1,98 @@
+//! A dependency-ordered component registry that starts a tokio service in order and shuts it
+//! down without dropping work: readiness off first, a drain delay, then each component stopped
+//! after everything that depends on it, under its own timeout and a global budget, ending with
+//! a report and an exit code.
+//!
+//! A service's `main` registers its parts as [`Component`]s (an HTTP server, a database pool, a
+//! background [`Worker`]), each with its dependencies. [`Lifecycle::run`] then:
+//!
+//! 1. installs the signal handlers (SIGTERM and SIGINT by default);
+//! 2. starts the components in dependency order, independent ones concurrently, each under its
+//!    start timeout; a failure, a timeout, a panic or a signal stops what did start, in reverse;
+//! 3. reports [`Phase::Ready`] and waits for the trigger: a signal, a
+//!    [`LifecycleHandle::shutdown`] call, or a component failing at run time (per its
+//!    [`OnFailure`] policy);
+//! 4. withdraws readiness at once and keeps serving for the drain delay, so load balancers stop
+//!    sending traffic before anything closes;
+//! 5. stops the components in reverse dependency order: each one's [`Context::token`] is
+//!    cancelled at its own turn, its stop runs under min(its timeout, the budget left), and its
+//!    tracked tasks are awaited, or aborted when time runs out;
+//! 6. returns a [`Report`] (table, JSON and `tracing` events) with the exit code.
+//!
+//! A second signal, or the shutdown budget running out, ends the process at once with a distinct
+//! [exit code](exit_code), from a watchdog thread that works even when the runtime is stuck.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use lifecycle_core::{Lifecycle, Registration, Report, Worker};
+//! use std::time::Duration;
+//!
+//! #[tokio::main]
+//! async fn main() -> Report {
+//!     let queue = Worker::new(|ctx| async move {
+//!         while !ctx.token().is_cancelled() {
+//!             // Take one job and finish it; check the token only between jobs.
+//!             tokio::time::sleep(Duration::from_millis(100)).await;
+//!         }
+//!         Ok::<_, std::io::Error>(())
+//!     });
+//!     let metrics = Worker::new(|ctx| async move {
+//!         ctx.token().cancelled().await;
+//!         Ok::<_, std::io::Error>(())
+//!     });
+//!
+//!     let lifecycle = Lifecycle::builder()
+//!         .drain_delay(Duration::from_secs(5))
+//!         .shutdown_budget(Duration::from_secs(25))
+//!         .register(Registration::new("metrics", metrics))
+//!         .register(
+//!             Registration::new("queue", queue)
+//!                 .depends_on("metrics")
+//!                 .stop_timeout(Duration::from_secs(10)),
+//!         )
+//!         .build()
+//!         .expect("valid configuration");
+//!
+//!     // Returning the report keeps the deadline armed until the runtime has shut down.
+//!     lifecycle.run().await
+//! }
+//! ```
+
+mod builder;
+mod component;
+mod context;
+mod error;
+mod graph;
+mod handle;
+mod lifecycle;
+mod report;
+mod shared;
+mod signals;
+mod tasks;
+mod watchdog;
+mod worker;
+
+pub use async_trait::async_trait;
+pub use tokio_util::sync::CancellationToken;
+
+pub use builder::{LifecycleBuilder, OnFailure, Registration};
+pub use component::{Component, Health};
+pub use context::Context;
+pub use error::{BoxError, BuildError};
+pub use handle::{ComponentState, ComponentStatus, LifecycleHandle, Phase};
+pub use lifecycle::Lifecycle;
+pub use report::{exit_code, ComponentReport, Outcome, Report, TriggerKind, TriggerReport};
+pub use signals::Signal;
+pub use worker::Worker;
+
+/// The message of a caught panic, for reports.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a non-string panic payload".to_owned()
+    }
+}

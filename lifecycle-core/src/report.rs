@@ -1,0 +1,304 @@
+//! The shutdown report: what happened to each component, and the exit code.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::watchdog::Watchdog;
+
+/// The process exit codes a lifecycle ends with, as [`Report::exit_code`] gives them.
+pub mod exit_code {
+    /// Every component started, the shutdown was asked for (signal or request) and every
+    /// component stopped in time.
+    pub const SUCCESS: i32 = 0;
+    /// Something failed: a start, a component at run time, or a stop (error, timeout, panic).
+    pub const FAILURE: i32 = 1;
+    /// The shutdown budget ran out before the shutdown finished.
+    pub const DEADLINE: i32 = 70;
+    /// A second signal arrived during the shutdown and ended the process at once, as a shell
+    /// reports a command ended by Ctrl-C.
+    pub const FORCED: i32 = 130;
+}
+
+/// What a lifecycle did, from start-up to exit.
+///
+/// [`Lifecycle::run`](crate::Lifecycle::run) returns it; a forced exit prints it before the
+/// process ends. It renders as a table with `Display` and as JSON with serde, in this stable
+/// shape (times in milliseconds since [`run`](crate::Lifecycle::run) began, `null` for phases
+/// that did not happen):
+///
+/// ```json
+/// {"trigger": {"kind": "signal", "detail": "SIGTERM"}, "exit_code": 0, "total_ms": 812.4,
+///  "drain_delay_ms": 500.0, "components": [{"name": "db", "dependencies": [],
+///  "outcome": "stopped", "start_began_ms": 0.1, "start_ended_ms": 20.3,
+///  "stop_began_ms": 790.2, "stop_ended_ms": 812.3, "error": null}]}
+/// ```
+///
+/// # Returning it from `main`
+///
+/// `Report` implements [`Termination`](std::process::Termination), and while it is alive the
+/// lifecycle's deadline stays armed: return it from `main` so that a runtime that cannot shut
+/// down (a `spawn_blocking` that never returns) still exits by the deadline. Dropping the
+/// report disarms the deadline and the signal handlers.
+#[derive(Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Report {
+    /// What started the shutdown.
+    pub trigger: TriggerReport,
+    /// The code the process should exit with; see [`exit_code`].
+    pub exit_code: i32,
+    /// Milliseconds from the start of the lifecycle to the end of the shutdown.
+    pub total_ms: f64,
+    /// The configured drain delay, in milliseconds (0 when the shutdown came during start-up,
+    /// which skips it).
+    pub drain_delay_ms: f64,
+    /// Every registered component, in registration order.
+    pub components: Vec<ComponentReport>,
+    /// Keeps the deadline armed while the report is alive.
+    #[serde(skip)]
+    pub(crate) watchdog: Option<Watchdog>,
+}
+
+/// What started a shutdown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TriggerReport {
+    /// The kind of trigger.
+    pub kind: TriggerKind,
+    /// The signal name, the reason given, or the failing component and its error.
+    pub detail: String,
+}
+
+/// The kinds of [`TriggerReport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TriggerKind {
+    /// A signal (SIGTERM, SIGINT, Ctrl-C).
+    Signal,
+    /// [`LifecycleHandle::shutdown`](crate::LifecycleHandle::shutdown), or the shutdown token
+    /// cancelled from outside.
+    Requested,
+    /// A component failed at run time and its policy was to shut down.
+    ComponentFailed,
+    /// A component failed to start (error, timeout or panic).
+    StartFailed,
+}
+
+/// One component's line in the [`Report`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ComponentReport {
+    /// The registered name.
+    pub name: String,
+    /// The names it depends on.
+    pub dependencies: Vec<String>,
+    /// How its lifecycle ended.
+    pub outcome: Outcome,
+    /// When its (last) start began.
+    pub start_began_ms: Option<f64>,
+    /// When its (last) start ended, in success or not.
+    pub start_ended_ms: Option<f64>,
+    /// When its stop began.
+    pub stop_began_ms: Option<f64>,
+    /// When its stop ended, or was cut off.
+    pub stop_ended_ms: Option<f64>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
+/// How a component's lifecycle ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Started and stopped cleanly.
+    Stopped,
+    /// Its start or stop returned an error, or it failed at run time.
+    Failed,
+    /// Its start or stop overran its timeout or the shutdown budget.
+    TimedOut,
+    /// Its start or stop panicked.
+    Panicked,
+    /// It never started: the start-up ended before its turn, or its start was abandoned.
+    NotStarted,
+}
+
+impl Outcome {
+    /// The name used in JSON and in the table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Stopped => "stopped",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Panicked => "panicked",
+            Outcome::NotStarted => "not_started",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TriggerKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            TriggerKind::Signal => "signal",
+            TriggerKind::Requested => "requested",
+            TriggerKind::ComponentFailed => "component_failed",
+            TriggerKind::StartFailed => "start_failed",
+        }
+    }
+}
+
+impl Report {
+    /// The code the process should exit with; see [`exit_code`].
+    pub fn exit_code(&self) -> i32 {
+        self.exit_code
+    }
+
+    /// The report as the JSON object documented on [`Report`].
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a report always serialises")
+    }
+
+    /// The component named `name`, if registered.
+    pub fn component(&self, name: &str) -> Option<&ComponentReport> {
+        self.components.iter().find(|c| c.name == name)
+    }
+}
+
+impl std::process::Termination for Report {
+    fn report(self) -> std::process::ExitCode {
+        std::process::ExitCode::from(u8::try_from(self.exit_code).unwrap_or(1))
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "shutdown by {} ({}): exit code {}, {:.1} ms, drain delay {:.1} ms",
+            self.trigger.kind.as_str(),
+            self.trigger.detail,
+            self.exit_code,
+            self.total_ms,
+            self.drain_delay_ms
+        )?;
+        let span = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{a:.1}..{b:.1}"),
+            (Some(a), None) => format!("{a:.1}.."),
+            _ => "-".to_owned(),
+        };
+        let rows: Vec<[String; 6]> = self
+            .components
+            .iter()
+            .map(|c| {
+                [
+                    c.name.clone(),
+                    if c.dependencies.is_empty() {
+                        "-".into()
+                    } else {
+                        c.dependencies.join(",")
+                    },
+                    c.outcome.to_string(),
+                    span(c.start_began_ms, c.start_ended_ms),
+                    span(c.stop_began_ms, c.stop_ended_ms),
+                    c.error.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        let header = [
+            "component",
+            "depends on",
+            "outcome",
+            "start ms",
+            "stop ms",
+            "error",
+        ];
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |f: &mut fmt::Formatter<'_>, cells: [&str; 6]| {
+            for (i, cell) in cells.iter().enumerate() {
+                if i == 5 {
+                    writeln!(f, "{cell}")?;
+                } else {
+                    write!(f, "{cell:<w$}  ", w = widths[i])?;
+                }
+            }
+            Ok(())
+        };
+        line(f, header)?;
+        for row in &rows {
+            line(f, [&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]])?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Report {
+        Report {
+            trigger: TriggerReport {
+                kind: TriggerKind::Signal,
+                detail: "SIGTERM".into(),
+            },
+            exit_code: 0,
+            total_ms: 12.5,
+            drain_delay_ms: 0.0,
+            components: vec![ComponentReport {
+                name: "db".into(),
+                dependencies: vec![],
+                outcome: Outcome::Stopped,
+                start_began_ms: Some(0.0),
+                start_ended_ms: Some(1.0),
+                stop_began_ms: None,
+                stop_ended_ms: None,
+                error: None,
+            }],
+            watchdog: None,
+        }
+    }
+
+    #[test]
+    fn json_has_the_documented_shape() {
+        let value: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "trigger": {"kind": "signal", "detail": "SIGTERM"},
+                "exit_code": 0, "total_ms": 12.5, "drain_delay_ms": 0.0,
+                "components": [{"name": "db", "dependencies": [], "outcome": "stopped",
+                    "start_began_ms": 0.0, "start_ended_ms": 1.0,
+                    "stop_began_ms": null, "stop_ended_ms": null, "error": null}]
+            })
+        );
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let report: Report = serde_json::from_str(&sample().to_json()).unwrap();
+        assert_eq!(report.components, sample().components);
+        assert_eq!(report.trigger, sample().trigger);
+    }
+
+    #[test]
+    fn table_lists_each_component() {
+        let table = sample().to_string();
+        assert!(
+            table.starts_with("shutdown by signal (SIGTERM): exit code 0"),
+            "{table}"
+        );
+        assert!(table.lines().nth(2).unwrap().starts_with("db "), "{table}");
+    }
+}

@@ -1,0 +1,117 @@
+//! The watchdog: a thread that ends the process at the deadline or on a second signal, even
+//! when the async runtime is stuck.
+
+use std::io::Write;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::report::{exit_code, TriggerKind};
+use crate::shared::Shared;
+use crate::signals::{Signal, SignalListener};
+
+/// Arms the process deadline at the trigger and forces the exit when it passes or when a
+/// second signal arrives. Disarmed when dropped.
+///
+/// It runs on a plain thread and uses the wall clock, never tokio's: it exists for the case
+/// where the runtime cannot make progress (a blocking call on a worker, a runtime drop waiting
+/// for `spawn_blocking`).
+#[derive(Debug)]
+pub(crate) struct Watchdog {
+    events: mpsc::Sender<Event>,
+    _signals: Option<SignalListener>,
+}
+
+#[derive(Debug)]
+enum Event {
+    Signal(Signal),
+    Triggered,
+    Disarm,
+}
+
+impl Watchdog {
+    /// Installs the signal handlers and starts the watchdog thread.
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        budget: Duration,
+        signals: &[Signal],
+    ) -> std::io::Result<Self> {
+        let (events, receiver) = mpsc::channel();
+        let listener = if signals.is_empty() {
+            None
+        } else {
+            let events = events.clone();
+            Some(SignalListener::install(signals, move |signal| {
+                let _ = events.send(Event::Signal(signal));
+            })?)
+        };
+        std::thread::Builder::new()
+            .name("lifecycle-watchdog".into())
+            .spawn(move || watch(&receiver, &shared, budget))?;
+        Ok(Watchdog {
+            events,
+            _signals: listener,
+        })
+    }
+
+    /// Tells the watchdog the shutdown began (by any trigger), which arms the deadline if a
+    /// signal has not already.
+    pub(crate) fn triggered(&self) {
+        let _ = self.events.send(Event::Triggered);
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let _ = self.events.send(Event::Disarm);
+    }
+}
+
+fn watch(events: &mpsc::Receiver<Event>, shared: &Shared, budget: Duration) {
+    let mut deadline: Option<Instant> = None;
+    let mut signalled = false;
+    loop {
+        let event = match deadline {
+            None => events.recv().ok(),
+            Some(deadline) => {
+                match events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(event) => Some(event),
+                    Err(RecvTimeoutError::Timeout) => force_exit(
+                        shared,
+                        exit_code::DEADLINE,
+                        &format!("shutdown budget of {budget:?} exhausted"),
+                    ),
+                    Err(RecvTimeoutError::Disconnected) => None,
+                }
+            }
+        };
+        match event {
+            None | Some(Event::Disarm) => return,
+            Some(Event::Signal(signal)) if signalled => force_exit(
+                shared,
+                exit_code::FORCED,
+                &format!("second signal ({})", signal.name()),
+            ),
+            Some(Event::Signal(signal)) => {
+                signalled = true;
+                tracing::warn!(signal = signal.name(), "signal received, shutting down");
+                shared.trigger(TriggerKind::Signal, signal.name());
+                deadline.get_or_insert_with(|| Instant::now() + budget);
+            }
+            Some(Event::Triggered) => {
+                deadline.get_or_insert_with(|| Instant::now() + budget);
+            }
+        }
+    }
+}
+
+/// Prints what is known and ends the process now, without unwinding or waiting for anything.
+fn force_exit(shared: &Shared, code: i32, why: &str) -> ! {
+    let report = shared.snapshot(code, &format!("cut off by forced exit: {why}"));
+    tracing::error!(exit_code = code, reason = why, report = %report.to_json(), "forced exit");
+    let _ = std::io::stdout().flush();
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "lifecycle: forced exit: {why}\n{report}");
+    let _ = stderr.flush();
+    std::process::exit(code)
+}
