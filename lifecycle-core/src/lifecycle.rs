@@ -128,22 +128,26 @@ impl Lifecycle {
             };
 
         let (failures_tx, failures) = mpsc::unbounded_channel();
+        let (restarts_tx, restarts_done) = mpsc::unbounded_channel();
+        let n = self.graph.len();
         let mut run = Run {
             shutdown: self.shared.shutdown_requested.clone(),
-            contexts: vec![None; self.graph.len()],
-            runtime_errors: vec![None; self.graph.len()],
-            restarts: vec![0; self.graph.len()],
+            contexts: vec![None; n],
+            runtime_errors: vec![None; n],
+            restarts: vec![0; n],
+            failed_while_restarting: (0..n).map(|_| None).collect(),
             lifecycle: &self,
             failures_tx,
             failures,
+            restarts_tx,
+            restarts_done,
         };
 
         let started = run.start_all().await;
-        let mut restarting = FuturesUnordered::new();
         if started {
             self.shared.phase.send_replace(Phase::Ready);
-            tracing::info!(components = self.graph.len(), "ready");
-            run.supervise(&mut restarting).await;
+            tracing::info!(components = n, "ready");
+            run.supervise().await;
         }
         // The shutdown token may have been cancelled from outside; that is a request too.
         self.shared
@@ -159,13 +163,7 @@ impl Lifecycle {
             self.shared.phase.send_replace(Phase::Draining);
             self.shared.record().drain_delay = self.drain_delay;
             tracing::info!(drain_delay = ?self.drain_delay, "readiness withdrawn, draining");
-            let drain = tokio::time::sleep(self.drain_delay);
-            let finish_restarts = async {
-                while let Some((i, result)) = restarting.next().await {
-                    run.restart_ended(i, result, None);
-                }
-            };
-            futures::join!(drain, finish_restarts);
+            tokio::time::sleep(self.drain_delay).await;
         }
 
         self.shared.phase.send_replace(Phase::Stopping);
@@ -219,12 +217,16 @@ struct Run<'a> {
     contexts: Vec<Option<Context>>,
     /// A run-time failure that ends a component's run, reported as its outcome.
     runtime_errors: Vec<Option<String>>,
+    /// How many times each component has been restarted.
     restarts: Vec<u32>,
+    /// A failure of a restarted run that came while its start was still in progress.
+    failed_while_restarting: Vec<Option<Failure>>,
     failures_tx: mpsc::UnboundedSender<Failure>,
     failures: mpsc::UnboundedReceiver<Failure>,
+    /// Restarts run as tasks of their own, which report here how they ended.
+    restarts_tx: mpsc::UnboundedSender<(usize, Result<(), Fault>)>,
+    restarts_done: mpsc::UnboundedReceiver<(usize, Result<(), Fault>)>,
 }
-
-type RestartFuture = futures::future::BoxFuture<'static, (usize, Result<(), Fault>)>;
 
 impl Run<'_> {
     fn slot<R>(&self, i: usize, f: impl FnOnce(&mut Slot) -> R) -> R {
@@ -261,7 +263,7 @@ impl Run<'_> {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
-                Some(failure) = self.failures.recv() => self.failed_at_run_time(failure, None),
+                Some(failure) = self.failures.recv() => self.failed_at_run_time(failure, false),
                 Some((i, result)) = starting.next() => {
                     let now = Instant::now();
                     match result {
@@ -336,72 +338,71 @@ impl Run<'_> {
     }
 
     /// Waits for the trigger, meanwhile applying each component's failure policy.
-    async fn supervise(&mut self, restarting: &mut FuturesUnordered<RestartFuture>) {
+    async fn supervise(&mut self) {
         loop {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return,
-                Some(failure) = self.failures.recv() => self.failed_at_run_time(failure, Some(restarting)),
-                Some((i, result)) = restarting.next() => self.restart_ended(i, result, Some(restarting)),
+                Some(failure) = self.failures.recv() => self.failed_at_run_time(failure, true),
+                Some((i, result)) = self.restarts_done.recv() => self.restart_ended(i, result),
             }
         }
     }
 
     /// Applies component `failure.component`'s policy to a failure of its current run.
-    /// `restarting` is `None` during start-up, where every failure rolls the start-up back.
-    fn failed_at_run_time(
-        &mut self,
-        failure: Failure,
-        restarting: Option<&mut FuturesUnordered<RestartFuture>>,
-    ) {
+    /// Without `may_restart` (during start-up) every failure but an ignored one rolls back.
+    fn failed_at_run_time(&mut self, failure: Failure, may_restart: bool) {
         let i = failure.component;
         let current = self.contexts[i]
             .as_ref()
             .is_some_and(|ctx| ctx.token() == &failure.token);
-        if !current {
+        if !current || self.shutdown.is_cancelled() {
+            return;
+        }
+        if self.slot(i, |s| s.state) == ComponentState::Restarting {
+            // The restarted run failed before its start returned; handled once it has.
+            self.failed_while_restarting[i] = Some(failure);
             return;
         }
         let name = self.name(i).to_owned();
         let error = failure.error;
-        match (&self.lifecycle.registrations[i].on_failure, restarting) {
-            (OnFailure::Ignore, _) => {
+        match self.lifecycle.registrations[i].on_failure {
+            OnFailure::Ignore => {
                 tracing::warn!(component = %name, %error, "failed at run time; ignored by policy");
             }
-            (
-                &OnFailure::Restart {
-                    max_restarts,
-                    initial_backoff,
-                    max_backoff,
-                },
-                Some(restarting),
-            ) if self.restarts[i] < max_restarts => {
+            OnFailure::Restart {
+                max_restarts,
+                initial_backoff,
+                max_backoff,
+            } if may_restart && self.restarts[i] < max_restarts => {
                 self.restarts[i] += 1;
                 let attempt = self.restarts[i];
                 let backoff = initial_backoff
                     .saturating_mul(1 << (attempt - 1).min(20))
                     .min(max_backoff);
                 tracing::warn!(component = %name, %error, attempt, ?backoff, "failed at run time; restarting");
-                restarting.push(self.launch_restart(i, backoff));
+                self.launch_restart(i, backoff);
             }
-            (policy, _) => {
+            ref policy => {
                 let detail = match policy {
-                    OnFailure::Restart { max_restarts, .. } => {
+                    OnFailure::Restart { max_restarts, .. } if may_restart => {
                         format!("{error} (after {max_restarts} restarts)")
                     }
                     _ => error,
                 };
                 tracing::error!(component = %name, error = %detail, "failed at run time");
+                self.runtime_errors[i] = Some(format!("failed at run time: {detail}"));
                 self.lifecycle
                     .shared
                     .trigger(TriggerKind::ComponentFailed, format!("{name}: {detail}"));
-                self.runtime_errors[i] = Some(format!("failed at run time: {detail}"));
             }
         }
     }
 
-    /// Stops component `i`'s failed run, waits `backoff` and starts it again; the shutdown
-    /// abandons the wait and the start.
-    fn launch_restart(&mut self, i: usize, backoff: Duration) -> RestartFuture {
+    /// Spawns a task that stops component `i`'s failed run, waits `backoff` and starts it
+    /// again; the shutdown abandons the wait and the start. The task reports on
+    /// `restarts_done`.
+    fn launch_restart(&mut self, i: usize, backoff: Duration) {
         let old = self.contexts[i]
             .take()
             .expect("a running component has a context");
@@ -413,8 +414,12 @@ impl Run<'_> {
             registration.start_timeout,
             registration.stop_timeout,
         );
-        let (shutdown, shared) = (self.shutdown.clone(), self.lifecycle.shared.clone());
-        Box::pin(async move {
+        let (shutdown, shared, done) = (
+            self.shutdown.clone(),
+            self.lifecycle.shared.clone(),
+            self.restarts_tx.clone(),
+        );
+        tokio::spawn(async move {
             let _ = stop(&*component, &old, stop_timeout).await;
             let abandoned = || {
                 (
@@ -422,33 +427,28 @@ impl Run<'_> {
                     "restart abandoned: the shutdown began".to_owned(),
                 )
             };
-            if shutdown
+            let result = if shutdown
                 .run_until_cancelled(tokio::time::sleep(backoff))
                 .await
                 .is_none()
             {
-                return (i, Err(abandoned()));
-            }
-            shared.record().slots[i].start_began = Some(Instant::now());
-            let result = match shutdown
-                .run_until_cancelled(start(&*component, &new, start_timeout))
-                .await
-            {
-                Some(result) => result,
-                None => Err(abandoned()),
+                Err(abandoned())
+            } else {
+                shared.record().slots[i].start_began = Some(Instant::now());
+                shutdown
+                    .run_until_cancelled(start(&*component, &new, start_timeout))
+                    .await
+                    .unwrap_or_else(|| Err(abandoned()))
             };
-            (i, result)
-        })
+            let _ = done.send((i, result));
+        });
     }
 
-    /// Records how a restart ended; a failed restart counts as another run-time failure.
-    fn restart_ended(
-        &mut self,
-        i: usize,
-        result: Result<(), Fault>,
-        restarting: Option<&mut FuturesUnordered<RestartFuture>>,
-    ) {
+    /// Records how a restart ended. After the trigger, a failed restart leaves the component
+    /// down; before it, it counts as another run-time failure.
+    fn restart_ended(&mut self, i: usize, result: Result<(), Fault>) {
         let now = Instant::now();
+        let pending_failure = self.failed_while_restarting[i].take();
         match result {
             Ok(()) => {
                 self.slot(i, |s| {
@@ -456,8 +456,12 @@ impl Run<'_> {
                     s.start_ended = Some(now);
                 });
                 tracing::info!(component = self.name(i), "restarted");
+                if let Some(failure) = pending_failure {
+                    self.failed_at_run_time(failure, true);
+                }
             }
-            Err((_, error)) if restarting.is_none() || self.shutdown.is_cancelled() => {
+            Err((_, error)) if self.shutdown.is_cancelled() => {
+                let error = self.runtime_errors[i].take().unwrap_or(error);
                 self.abandon(i, Outcome::Failed, error);
             }
             Err((_, error)) => {
@@ -466,14 +470,17 @@ impl Run<'_> {
                     .expect("restarting")
                     .token()
                     .clone();
-                self.slot(i, |s| s.start_ended = Some(now));
+                self.slot(i, |s| {
+                    s.state = ComponentState::Running;
+                    s.start_ended = Some(now);
+                });
                 self.failed_at_run_time(
                     Failure {
                         component: i,
                         token,
                         error,
                     },
-                    restarting,
+                    true,
                 );
             }
         }
@@ -487,54 +494,75 @@ impl Run<'_> {
         let mut waiting_on: Vec<usize> = graph.dependents.iter().map(Vec::len).collect();
         let mut ready: Vec<usize> = (0..graph.len()).filter(|&i| waiting_on[i] == 0).collect();
         let mut stopping = FuturesUnordered::new();
+        // Components whose turn came while a restart of theirs was still stopping or starting.
+        let mut turn_came = vec![false; graph.len()];
+        let mut awaiting_restart = 0;
         let mut budget_exhausted = false;
         loop {
             // Components that are not running have nothing to stop: they finish at once, which
             // still releases their dependencies in order.
             while let Some(i) = ready.pop() {
                 match self.launch_stop(i, deadline) {
-                    Some(stop) => stopping.push(stop),
-                    None => {
-                        budget_exhausted |=
-                            self.slot(i, |s| s.state) == ComponentState::Done(Outcome::TimedOut);
+                    Turn::Stop(stop) => stopping.push(stop),
+                    Turn::Restarting => {
+                        turn_came[i] = true;
+                        awaiting_restart += 1;
+                    }
+                    Turn::BudgetExhausted => {
+                        budget_exhausted = true;
                         release(graph, i, &mut waiting_on, &mut ready);
                     }
+                    Turn::NotRunning => release(graph, i, &mut waiting_on, &mut ready),
                 }
             }
-            let Some((i, outcome, error, cut_by_budget)) = stopping.next().await else {
+            if stopping.is_empty() && awaiting_restart == 0 {
                 break;
-            };
-            budget_exhausted |= cut_by_budget;
-            let (outcome, error) = match (outcome, self.runtime_errors[i].take()) {
-                (Outcome::Stopped, Some(runtime_error)) => (Outcome::Failed, Some(runtime_error)),
-                (outcome, _) => (outcome, error),
-            };
-            let now = Instant::now();
-            self.slot(i, |s| {
-                s.state = ComponentState::Done(outcome);
-                s.stop_ended = Some(now);
-                s.error = error.clone();
-            });
-            match &error {
-                None => tracing::info!(component = self.name(i), %outcome, "stopped"),
-                Some(error) => {
-                    tracing::warn!(component = self.name(i), %outcome, %error, "stopped")
+            }
+            tokio::select! {
+                Some((i, result)) = self.restarts_done.recv() => {
+                    self.restart_ended(i, result);
+                    if std::mem::take(&mut turn_came[i]) {
+                        awaiting_restart -= 1;
+                        ready.push(i);
+                    }
+                }
+                Some((i, outcome, error, cut_by_budget)) = stopping.next() => {
+                    budget_exhausted |= cut_by_budget;
+                    self.stop_ended(i, outcome, error);
+                    release(graph, i, &mut waiting_on, &mut ready);
                 }
             }
-            release(graph, i, &mut waiting_on, &mut ready);
         }
         budget_exhausted
     }
 
-    /// Begins component `i`'s stop if it is running and time is left. Returns `None` when
-    /// there is nothing to wait for.
+    fn stop_ended(&mut self, i: usize, outcome: Outcome, error: Option<String>) {
+        let (outcome, error) = match (outcome, self.runtime_errors[i].take()) {
+            (Outcome::Stopped, Some(runtime_error)) => (Outcome::Failed, Some(runtime_error)),
+            (outcome, _) => (outcome, error),
+        };
+        let now = Instant::now();
+        self.slot(i, |s| {
+            s.state = ComponentState::Done(outcome);
+            s.stop_ended = Some(now);
+            s.error = error.clone();
+        });
+        match &error {
+            None => tracing::info!(component = self.name(i), %outcome, "stopped"),
+            Some(error) => tracing::warn!(component = self.name(i), %outcome, %error, "stopped"),
+        }
+    }
+
+    /// Begins component `i`'s stop if it is running and time is left.
     fn launch_stop(
         &mut self,
         i: usize,
         deadline: Instant,
-    ) -> Option<impl std::future::Future<Output = (usize, Outcome, Option<String>, bool)>> {
-        if self.slot(i, |s| s.state) != ComponentState::Running {
-            return None;
+    ) -> Turn<impl std::future::Future<Output = (usize, Outcome, Option<String>, bool)>> {
+        match self.slot(i, |s| s.state) {
+            ComponentState::Running => {}
+            ComponentState::Restarting => return Turn::Restarting,
+            _ => return Turn::NotRunning,
         }
         let ctx = self.contexts[i]
             .take()
@@ -553,7 +581,7 @@ impl Run<'_> {
                 component = self.name(i),
                 "shutdown budget exhausted before its stop turn"
             );
-            return None;
+            return Turn::BudgetExhausted;
         }
         let own_timeout = self.lifecycle.registrations[i].stop_timeout;
         let limit = own_timeout.min(deadline - now);
@@ -563,7 +591,7 @@ impl Run<'_> {
         });
         tracing::info!(component = self.name(i), "stopping");
         let component = self.lifecycle.registrations[i].component.clone();
-        Some(async move {
+        Turn::Stop(async move {
             let (outcome, error) = match stop(&*component, &ctx, limit).await {
                 Ok(()) => (Outcome::Stopped, None),
                 Err((outcome, error)) => (outcome, Some(error)),
@@ -572,6 +600,18 @@ impl Run<'_> {
             (i, outcome, error, cut_by_budget)
         })
     }
+}
+
+/// What a component's stop turn calls for.
+enum Turn<F> {
+    /// Wait for this stop.
+    Stop(F),
+    /// Wait for its restart to end, then take the turn again.
+    Restarting,
+    /// Nothing: it is not running.
+    NotRunning,
+    /// Nothing: the budget ran out before its turn, so it was cut off without a stop.
+    BudgetExhausted,
 }
 
 /// Marks component `i` as stopped for its dependencies, queueing those with no dependent left.
@@ -596,7 +636,7 @@ async fn start(component: &dyn Component, ctx: &Context, timeout: Duration) -> R
         Ok(Ok(Err(error))) => Err((Outcome::Failed, format!("start failed: {error}"))),
         Ok(Err(panic)) => Err((
             Outcome::Panicked,
-            format!("start panicked: {}", crate::panic_message(&panic)),
+            format!("start panicked: {}", crate::panic_message(&*panic)),
         )),
         Err(_) => Err((
             Outcome::TimedOut,
@@ -609,17 +649,26 @@ async fn start(component: &dyn Component, ctx: &Context, timeout: Duration) -> R
 /// `limit`; aborts the tasks left when it runs out. A panic in stop is caught.
 async fn stop(component: &dyn Component, ctx: &Context, limit: Duration) -> Result<(), Fault> {
     ctx.token().cancel();
+    let began = Instant::now();
     let work = async {
         let stopped = AssertUnwindSafe(component.stop(ctx)).catch_unwind().await;
         ctx.tasks().close_and_wait().await;
         stopped
     };
-    match tokio::time::timeout(limit, work).await {
+    let result = tokio::time::timeout(limit, work).await;
+    let took = began.elapsed();
+    match result {
+        // The timer cannot fire while a stop blocks its thread; a stop that returns late
+        // anyway still overran.
+        Ok(_) if took > limit => Err((
+            Outcome::TimedOut,
+            format!("stop took {took:?}, over its {limit:?} limit: it blocked its thread"),
+        )),
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(error))) => Err((Outcome::Failed, format!("stop failed: {error}"))),
         Ok(Err(panic)) => Err((
             Outcome::Panicked,
-            format!("stop panicked: {}", crate::panic_message(&panic)),
+            format!("stop panicked: {}", crate::panic_message(&*panic)),
         )),
         Err(_) => {
             let aborted = ctx.tasks().abort_all();

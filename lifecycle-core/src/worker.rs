@@ -75,7 +75,7 @@ where
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => ctx.report_failure(error),
                 Err(panic) => {
-                    ctx.report_failure(format!("panicked: {}", crate::panic_message(&panic)))
+                    ctx.report_failure(format!("panicked: {}", crate::panic_message(&*panic)))
                 }
             }
         });
