@@ -96,3 +96,8 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         "a non-string panic payload".to_owned()
     }
 }
+
+/// The README's example, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -98,7 +98,7 @@ impl Shared {
         let record = self.record();
         let began = record.began.unwrap_or(now);
         let ms =
-            |t: Option<Instant>| t.map(|t| t.saturating_duration_since(began).as_secs_f64() * 1e3);
+            |t: Option<Instant>| t.map(|t| millis(t.saturating_duration_since(began)));
         let components = record
             .slots
             .iter()
@@ -135,10 +135,15 @@ impl Shared {
         Report {
             trigger,
             exit_code,
-            total_ms: now.saturating_duration_since(began).as_secs_f64() * 1e3,
-            drain_delay_ms: record.drain_delay.as_secs_f64() * 1e3,
+            total_ms: millis(now.saturating_duration_since(began)),
+            drain_delay_ms: millis(record.drain_delay),
             components,
             watchdog: None,
         }
     }
+}
+
+/// Milliseconds with microsecond precision, as the report shows them.
+fn millis(duration: Duration) -> f64 {
+    duration.as_micros() as f64 / 1e3
 }
