@@ -205,6 +205,9 @@ impl std::fmt::Debug for Lifecycle {
     }
 }
 
+/// How long a stop that timed out waits for its aborted tasks to end.
+const ABORT_GRACE: Duration = Duration::from_millis(100);
+
 /// How a start or stop ended, when not cleanly: the outcome and the error text.
 type Fault = (Outcome, String);
 
@@ -672,6 +675,10 @@ async fn stop(component: &dyn Component, ctx: &Context, limit: Duration) -> Resu
         )),
         Err(_) => {
             let aborted = ctx.tasks().abort_all();
+            // Aborted tasks end at their next poll; wait for that briefly, so what they hold
+            // (a socket, a pooled connection) is released before the dependencies stop. A task
+            // stuck in blocking code is not waited for.
+            let _ = tokio::time::timeout(ABORT_GRACE, ctx.tasks().close_and_wait()).await;
             Err((
                 Outcome::TimedOut,
                 format!("stop timed out after {limit:?}; {aborted} tasks aborted"),

@@ -97,8 +97,7 @@ impl Shared {
         let now = Instant::now();
         let record = self.record();
         let began = record.began.unwrap_or(now);
-        let ms =
-            |t: Option<Instant>| t.map(|t| millis(t.saturating_duration_since(began)));
+        let ms = |t: Option<Instant>| t.map(|t| millis(t.saturating_duration_since(began)));
         let components = record
             .slots
             .iter()

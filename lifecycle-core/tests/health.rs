@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lifecycle_core::{
-    async_trait, BoxError, Component, ComponentState, Context, Health, Lifecycle, Phase, Registration,
+    async_trait, BoxError, Component, ComponentState, Context, Health, Lifecycle, Phase,
+    Registration,
 };
 
 /// Healthy while its flag is set; its start takes a second.
@@ -46,7 +47,9 @@ async fn readiness_follows_phase_and_health() {
     let lifecycle = Lifecycle::builder()
         .signals([])
         .register(Registration::new("db", Pingable(db_up.clone())))
-        .register(Registration::new("http", Pingable(Arc::new(AtomicBool::new(true)))).depends_on("db"))
+        .register(
+            Registration::new("http", Pingable(Arc::new(AtomicBool::new(true)))).depends_on("db"),
+        )
         .build()
         .unwrap();
     let handle = lifecycle.handle();
@@ -56,7 +59,11 @@ async fn readiness_follows_phase_and_health() {
             // During start-up: not ready, db starting, http pending.
             tokio::time::sleep(Duration::from_millis(500)).await;
             let starting = (handle.is_ready().await, handle.check_health().await);
-            handle.watch_phase().wait_for(|p| *p == Phase::Ready).await.unwrap();
+            handle
+                .watch_phase()
+                .wait_for(|p| *p == Phase::Ready)
+                .await
+                .unwrap();
             let ready = handle.is_ready().await;
             db_up.store(false, Ordering::SeqCst);
             let db_down = (handle.is_ready().await, handle.check_health().await);
@@ -66,7 +73,8 @@ async fn readiness_follows_phase_and_health() {
     });
     let report = lifecycle.run().await;
     assert_eq!(report.exit_code(), 0);
-    let ((starting_ready, starting), ready, (down_ready, down), after_trigger) = checks.await.unwrap();
+    let ((starting_ready, starting), ready, (down_ready, down), after_trigger) =
+        checks.await.unwrap();
 
     assert!(!starting_ready);
     assert_eq!(starting[0].state, ComponentState::Starting);
@@ -78,8 +86,14 @@ async fn readiness_follows_phase_and_health() {
     assert_eq!(down[0].name, "db");
     assert_eq!(down[0].health, Health::unhealthy("ping failed"));
     assert!(down[1].health.is_healthy());
-    assert!(!after_trigger, "not ready from the first moment of shutdown");
-    assert_eq!(handle.states()[0].1, ComponentState::Done(lifecycle_core::Outcome::Stopped));
+    assert!(
+        !after_trigger,
+        "not ready from the first moment of shutdown"
+    );
+    assert_eq!(
+        handle.states()[0].1,
+        ComponentState::Done(lifecycle_core::Outcome::Stopped)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -93,7 +107,11 @@ async fn a_panicking_health_check_reads_as_unhealthy() {
     let check = tokio::spawn({
         let handle = handle.clone();
         async move {
-            handle.watch_phase().wait_for(|p| p.is_ready()).await.unwrap();
+            handle
+                .watch_phase()
+                .wait_for(|p| p.is_ready())
+                .await
+                .unwrap();
             let status = handle.check_health().await;
             handle.shutdown("test over");
             status
@@ -101,5 +119,8 @@ async fn a_panicking_health_check_reads_as_unhealthy() {
     });
     let report = lifecycle.run().await;
     assert_eq!(report.exit_code(), 0);
-    assert_eq!(check.await.unwrap()[0].health, Health::unhealthy("health check panicked"));
+    assert_eq!(
+        check.await.unwrap()[0].health,
+        Health::unhealthy("health check panicked")
+    );
 }

@@ -1,3 +1,49 @@
-//! An HTTP server component for [`lifecycle_core`] that drains without dropping a request.
+//! An HTTP server component for [`lifecycle_core`] that drains without dropping a request, and
+//! the `/livez` and `/readyz` endpoints that tell load balancers and Kubernetes when to send
+//! traffic.
 //!
-//! This crate is a placeholder: the server component lands with its own issue.
+//! [`HttpServer`] serves an axum router over HTTP/1.1 and HTTP/2 on one port. When the service
+//! shuts down, readiness goes off first and the server keeps serving through the drain delay
+//! (asking HTTP/1 keep-alive clients to reconnect elsewhere); at its stop turn it stops
+//! accepting, closes idle connections, lets requests in progress finish, sends HTTP/2 GOAWAY,
+//! tells long-lived handlers through [`ShutdownSignal`], and cuts off what is left at its stop
+//! timeout. Because the lifecycle stops a component only after everything that depends on it,
+//! registering the server as depending on the database pool means no request loses its pool.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use lifecycle_core::{Lifecycle, Registration, Report};
+//! use lifecycle_http::{health_routes, HttpServer};
+//! use std::time::Duration;
+//!
+//! #[tokio::main]
+//! async fn main() -> Report {
+//!     let builder = Lifecycle::builder().drain_delay(Duration::from_secs(5));
+//!     let router = Router::new()
+//!         .route("/", get(|| async { "hello" }))
+//!         .merge(health_routes(builder.handle()));
+//!     builder
+//!         .register(Registration::new("http", HttpServer::bind(([127, 0, 0, 1], 8080).into(), router)))
+//!         .build()
+//!         .expect("valid configuration")
+//!         .run()
+//!         .await
+//! }
+//! ```
+
+mod connection;
+mod drain;
+mod error;
+mod health;
+mod listener;
+mod server;
+mod shutdown_signal;
+mod stats;
+
+pub use error::HttpError;
+pub use health::health_routes;
+pub use server::{HttpServer, LocalAddr};
+pub use shutdown_signal::ShutdownSignal;
+pub use stats::HttpStats;

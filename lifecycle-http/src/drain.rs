@@ -1,0 +1,132 @@
+//! The per-request layer: counts requests, hands handlers their [`ShutdownSignal`], and asks
+//! HTTP/1 clients to close once the shutdown has begun.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderValue, Request, Response, Version};
+use futures::future::BoxFuture;
+use http_body::{Frame, SizeHint};
+use tower::Service;
+
+use crate::shutdown_signal::ShutdownSignal;
+use crate::stats::{HttpStats, RequestGuard};
+
+/// Wraps the user's service for one connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Drain<S> {
+    pub(crate) inner: S,
+    pub(crate) signal: ShutdownSignal,
+    pub(crate) stats: HttpStats,
+    /// Requests of this connection in progress, from dispatch to the end of the response body.
+    pub(crate) active: Arc<AtomicUsize>,
+}
+
+impl<S: Clone> Drain<S> {
+    /// The same service for a new connection, with a counter of its own.
+    pub(crate) fn for_connection(&self) -> Self {
+        Drain {
+            active: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether a request of this connection is in progress (its response may still be
+    /// streaming).
+    pub(crate) fn is_busy(&self) -> bool {
+        self.active.load(Ordering::Acquire) > 0
+    }
+}
+
+impl<S, B> Service<Request<B>> for Drain<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let http1 = request.version() < Version::HTTP_2;
+        request.extensions_mut().insert(self.signal.clone());
+        let in_flight = Active::new(self.stats.request(), self.active.clone());
+        let response = self.inner.call(request);
+        let shutdown = self.signal.requested.clone();
+        Box::pin(async move {
+            let mut response = response.await?;
+            // During the drain delay the server still answers, but keep-alive clients should
+            // reconnect through the load balancer, which no longer routes here. hyper closes
+            // the connection after a response that carries this header.
+            if http1 && shutdown.is_cancelled() {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            // The request stays in progress until hyper has sent the whole body.
+            Ok(response.map(|inner| {
+                Body::new(TrackedBody {
+                    inner,
+                    _in_flight: in_flight,
+                })
+            }))
+        })
+    }
+}
+
+/// A request in progress, counted for the server and for its connection until dropped.
+#[derive(Debug)]
+struct Active {
+    _stats: RequestGuard,
+    connection: Arc<AtomicUsize>,
+}
+
+impl Active {
+    fn new(stats: RequestGuard, connection: Arc<AtomicUsize>) -> Self {
+        connection.fetch_add(1, Ordering::AcqRel);
+        Active {
+            _stats: stats,
+            connection,
+        }
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.connection.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in progress until it is dropped.
+struct TrackedBody {
+    inner: Body,
+    _in_flight: Active,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,120 @@
+//! `/livez` and `/readyz`, fed by the lifecycle's phase and its components' health.
+
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use lifecycle_core::{Health, LifecycleHandle};
+
+/// How long `/readyz` waits for the components' health checks before it reads them as
+/// unhealthy: a probe must answer well inside its own timeout.
+const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Routes for the health endpoints of the lifecycle behind `handle`:
+///
+/// - `GET /livez`: `200 live` until the lifecycle has stopped, draining included, so a
+///   shutting-down instance is not restarted by its liveness probe;
+/// - `GET /readyz`: `200 ready` only when every component has started and reports healthy;
+///   `503` with the phase (`starting`, `draining`, ...) otherwise, from the first moment of the
+///   shutdown; `GET /readyz?verbose` answers JSON with each component's state and health.
+///
+/// Merge them into the main router, or serve them on an admin address with a second
+/// [`HttpServer`](crate::HttpServer).
+///
+/// # Examples
+///
+/// ```
+/// use axum::Router;
+/// use lifecycle_core::Lifecycle;
+/// use lifecycle_http::health_routes;
+///
+/// let builder = Lifecycle::builder();
+/// let router: Router = Router::new().merge(health_routes(builder.handle()));
+/// ```
+pub fn health_routes(handle: LifecycleHandle) -> Router {
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .with_state(handle)
+}
+
+async fn livez(State(handle): State<LifecycleHandle>) -> (StatusCode, &'static str) {
+    if handle.phase().is_live() {
+        (StatusCode::OK, "live\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopped\n")
+    }
+}
+
+async fn readyz(State(handle): State<LifecycleHandle>, RawQuery(query): RawQuery) -> Response {
+    let verbose = query.is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair.split('=').next() == Some("verbose"))
+    });
+    let phase = handle.phase();
+    if !verbose {
+        // Not ready answers at once, without health checks: this is the hot path of the
+        // shutdown, when load balancers poll hardest.
+        let ready = phase.is_ready()
+            && tokio::time::timeout(HEALTH_CHECK_TIMEOUT, handle.check_health())
+                .await
+                .is_ok_and(|all| all.iter().all(|c| c.health.is_healthy()));
+        return if ready {
+            (StatusCode::OK, "ready\n").into_response()
+        } else if phase.is_ready() {
+            (StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n").into_response()
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{}\n", phase.as_str()),
+            )
+                .into_response()
+        };
+    }
+
+    let statuses = tokio::time::timeout(HEALTH_CHECK_TIMEOUT, handle.check_health()).await;
+    let components: Vec<serde_json::Value> = match &statuses {
+        Ok(statuses) => statuses
+            .iter()
+            .map(|c| {
+                let reason = match &c.health {
+                    Health::Unhealthy { reason } => Some(reason.as_str()),
+                    _ => None,
+                };
+                serde_json::json!({
+                    "name": c.name,
+                    "state": c.state.as_str(),
+                    "healthy": c.health.is_healthy(),
+                    "reason": reason,
+                })
+            })
+            .collect(),
+        Err(_) => handle
+            .states()
+            .into_iter()
+            .map(|(name, state)| {
+                serde_json::json!({
+                    "name": name, "state": state.as_str(), "healthy": false,
+                    "reason": "health checks timed out",
+                })
+            })
+            .collect(),
+    };
+    let ready = phase.is_ready() && components.iter().all(|c| c["healthy"] == true);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body =
+        serde_json::json!({ "ready": ready, "phase": phase.as_str(), "components": components });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}

@@ -1,0 +1,181 @@
+//! `HttpServer`: the component.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use lifecycle_core::{async_trait, BoxError, Component, Context};
+
+use crate::connection::{accept_loop, builder};
+use crate::drain::Drain;
+use crate::error::HttpError;
+use crate::listener::Listen;
+use crate::shutdown_signal::ShutdownSignal;
+use crate::stats::HttpStats;
+
+/// An HTTP server component: serves an axum [`Router`] over HTTP/1.1 and HTTP/2 (h2c, by prior
+/// knowledge) on one port, and drains without dropping a request.
+///
+/// - **Start** binds the address (a port in use fails the start, so the lifecycle rolls back)
+///   or takes the given listener, then accepts in a tracked task.
+/// - **Drain delay** (readiness already withdrawn): it keeps serving, and every HTTP/1 response
+///   carries `Connection: close` so keep-alive clients reconnect through the load balancer.
+/// - **Stop turn**: the listener closes at once (later connects are refused); idle connections,
+///   including ones that never sent a byte, close at once; HTTP/1 requests in progress finish
+///   with `Connection: close`; HTTP/2 connections get GOAWAY and their open streams finish;
+///   handlers of long-lived responses see their [`ShutdownSignal`] fire. Whatever is left when
+///   the stop timeout runs out is cut off and counted ([`HttpStats::force_closed`]).
+///
+/// A header read timeout (10 s by default) keeps slow clients from holding a connection, and
+/// request heads are limited in size (64 KiB by default); bodies are limited by axum's
+/// `DefaultBodyLimit` (2 MB).
+///
+/// # Examples
+///
+/// ```no_run
+/// use axum::{routing::get, Router};
+/// use lifecycle_core::{Lifecycle, Registration, Report};
+/// use lifecycle_http::{health_routes, HttpServer};
+/// use std::time::Duration;
+///
+/// #[tokio::main]
+/// async fn main() -> Report {
+///     let builder = Lifecycle::builder().drain_delay(Duration::from_secs(5));
+///     let router = Router::new()
+///         .route("/", get(|| async { "hello" }))
+///         .merge(health_routes(builder.handle()));
+///     let server = HttpServer::bind("127.0.0.1:8080".parse().unwrap(), router);
+///     builder
+///         .register(Registration::new("http", server).stop_timeout(Duration::from_secs(10)))
+///         .build()
+///         .expect("valid configuration")
+///         .run()
+///         .await
+/// }
+/// ```
+pub struct HttpServer {
+    listen: Listen,
+    router: Router,
+    header_read_timeout: Duration,
+    max_header_size: usize,
+    stats: HttpStats,
+    local_addr: Arc<Mutex<Option<SocketAddr>>>,
+}
+
+impl HttpServer {
+    /// The default time a client has to send a request head.
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The default limit on the size of a request head.
+    pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 * 1024;
+
+    /// A server that binds `addr` when it starts. Port 0 picks a free port; see
+    /// [`local_addr`](Self::local_addr).
+    pub fn bind(addr: SocketAddr, router: Router) -> Self {
+        Self::new(Listen::Bind(addr), router)
+    }
+
+    /// A server on a socket that is already bound and listening.
+    pub fn from_listener(listener: std::net::TcpListener, router: Router) -> Self {
+        Self::new(Listen::Bound(listener), router)
+    }
+
+    /// A server on the first socket passed by systemd socket activation (`LISTEN_FDS`), so
+    /// that during a restart the kernel queues connections instead of refusing them.
+    ///
+    /// # Errors
+    ///
+    /// [`HttpError::NoInheritedSocket`] when systemd passed no TCP socket.
+    pub fn from_systemd(router: Router) -> Result<Self, HttpError> {
+        Ok(Self::new(Listen::from_systemd()?, router))
+    }
+
+    fn new(listen: Listen, router: Router) -> Self {
+        HttpServer {
+            listen,
+            router,
+            header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
+            max_header_size: Self::DEFAULT_MAX_HEADER_SIZE,
+            stats: HttpStats::default(),
+            local_addr: Arc::default(),
+        }
+    }
+
+    /// How long a client has to send a complete request head (default 10 s); a slow or silent
+    /// client is disconnected after it.
+    #[must_use]
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// The largest request head accepted, in bytes (default 64 KiB).
+    #[must_use]
+    pub fn max_header_size(mut self, bytes: usize) -> Self {
+        self.max_header_size = bytes;
+        self
+    }
+
+    /// The server's counters; the handle stays valid after the server is registered.
+    pub fn stats(&self) -> HttpStats {
+        self.stats.clone()
+    }
+
+    /// A handle that reads the address the server listens on, once it has started (useful
+    /// with port 0).
+    pub fn local_addr(&self) -> LocalAddr {
+        LocalAddr(self.local_addr.clone())
+    }
+}
+
+/// The address an [`HttpServer`] listens on, known once it has started.
+#[derive(Debug, Clone)]
+pub struct LocalAddr(Arc<Mutex<Option<SocketAddr>>>);
+
+impl LocalAddr {
+    /// The address, or `None` before the server has started.
+    pub fn get(&self) -> Option<SocketAddr> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl Component for HttpServer {
+    async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
+        let listener = self.listen.open().await?;
+        let addr = listener.local_addr()?;
+        *self.local_addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+        let service = Drain {
+            inner: self.router.clone(),
+            signal: ShutdownSignal {
+                stopping: ctx.token().clone(),
+                requested: ctx.lifecycle().shutdown_token(),
+            },
+            stats: self.stats.clone(),
+            active: Default::default(),
+        };
+        let builder = Arc::new(builder(ctx, self.header_read_timeout, self.max_header_size));
+        ctx.spawn(accept_loop(
+            listener,
+            ctx.clone(),
+            builder,
+            service,
+            self.stats.clone(),
+        ));
+        tracing::info!(component = ctx.name(), %addr, "listening");
+        Ok(())
+    }
+
+    // Stop needs nothing of its own: the accept loop and every connection end on the token,
+    // and the lifecycle waits for them (they are tracked tasks) under the stop timeout.
+}
+
+impl std::fmt::Debug for HttpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpServer")
+            .field("listen", &self.listen)
+            .field("local_addr", &self.local_addr().get())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}

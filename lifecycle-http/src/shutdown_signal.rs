@@ -1,0 +1,56 @@
+//! `ShutdownSignal`: the request extension that tells handlers of long-lived responses when to
+//! end.
+
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+/// Inserted into every request's extensions by [`HttpServer`](crate::HttpServer), so handlers
+/// of long-lived responses (server-sent events, streaming bodies, WebSockets) can end them
+/// cleanly instead of being cut off at the stop timeout.
+///
+/// # Examples
+///
+/// An event stream that ends with a last event when the server's stop turn comes:
+///
+/// ```
+/// use axum::response::sse::{Event, Sse};
+/// use axum::Extension;
+/// use futures::stream::{self, Stream, StreamExt};
+/// use lifecycle_http::ShutdownSignal;
+/// use std::convert::Infallible;
+///
+/// async fn events(Extension(shutdown): Extension<ShutdownSignal>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+///     let token = shutdown.token().clone();
+///     let ticks = stream::pending::<Result<Event, Infallible>>() // events would come from a channel
+///         .take_until(token.cancelled_owned());
+///     let bye = stream::once(async { Ok(Event::default().event("shutdown").data("bye")) });
+///     Sse::new(ticks.chain(bye))
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ShutdownSignal {
+    pub(crate) stopping: CancellationToken,
+    pub(crate) requested: CancellationToken,
+}
+
+impl ShutdownSignal {
+    /// The server's own token, cancelled when its stop turn comes (after the drain delay):
+    /// end long-lived responses when it fires.
+    pub fn token(&self) -> &CancellationToken {
+        &self.stopping
+    }
+
+    /// Completes when the server's stop turn comes; see [`token`](Self::token).
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe.
+    pub fn stopping(&self) -> WaitForCancellationFuture<'_> {
+        self.stopping.cancelled()
+    }
+
+    /// Whether the service's shutdown has begun (readiness is withdrawn, the drain delay may
+    /// still be running). Handlers may use it to ask clients to reconnect elsewhere early.
+    pub fn is_requested(&self) -> bool {
+        self.requested.is_cancelled()
+    }
+}

@@ -1,0 +1,87 @@
+//! Counters of what the server is doing, for the report, health endpoints and tests.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Live counters of an [`HttpServer`](crate::HttpServer): cheap to clone and to read at any
+/// time, including after the server has stopped.
+#[derive(Debug, Clone, Default)]
+pub struct HttpStats(Arc<Counters>);
+
+#[derive(Debug, Default)]
+struct Counters {
+    open_connections: AtomicUsize,
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    force_closed: AtomicUsize,
+}
+
+impl HttpStats {
+    /// Connections open right now.
+    pub fn open_connections(&self) -> usize {
+        self.0.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose handler is running right now.
+    pub fn in_flight(&self) -> usize {
+        self.0.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests received since the server was created.
+    pub fn requests(&self) -> u64 {
+        self.0.requests.load(Ordering::Relaxed)
+    }
+
+    /// Connections cut off because they were still open when the stop timeout ran out.
+    pub fn force_closed(&self) -> usize {
+        self.0.force_closed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn connection(&self) -> ConnectionGuard {
+        self.0.open_connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard {
+            stats: self.clone(),
+            closed: false,
+        }
+    }
+
+    pub(crate) fn request(&self) -> RequestGuard {
+        self.0.requests.fetch_add(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_add(1, Ordering::Relaxed);
+        RequestGuard(self.clone())
+    }
+}
+
+/// Counts a connection as open until dropped; a connection dropped before
+/// [`closed`](Self::closed) was called was cut off (its task aborted).
+#[derive(Debug)]
+pub(crate) struct ConnectionGuard {
+    stats: HttpStats,
+    closed: bool,
+}
+
+impl ConnectionGuard {
+    pub(crate) fn closed(mut self) {
+        self.closed = true;
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let counters = &self.stats.0;
+        counters.open_connections.fetch_sub(1, Ordering::Relaxed);
+        if !self.closed {
+            counters.force_closed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Counts a request as in flight until dropped.
+#[derive(Debug)]
+pub(crate) struct RequestGuard(HttpStats);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0 .0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,68 @@
+//! A port in use fails the start with a clear error and rolls the start-up back.
+
+mod common;
+
+use std::time::Duration;
+
+use lifecycle_core::{exit_code, Lifecycle, Outcome, Registration, TriggerKind, Worker};
+use lifecycle_http::HttpServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_in_use_fails_the_start_and_rolls_back() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let builder = Lifecycle::builder().signals([]);
+    let router = common::router(builder.handle());
+    let db = Worker::new(|ctx| async move {
+        ctx.token().cancelled().await;
+        Ok::<_, std::io::Error>(())
+    });
+    let report = builder
+        .register(Registration::new("db", db))
+        .register(Registration::new("http", HttpServer::bind(addr, router)).depends_on("db"))
+        .build()
+        .unwrap()
+        .run()
+        .await;
+    assert_eq!(report.exit_code(), exit_code::FAILURE);
+    assert_eq!(report.trigger.kind, TriggerKind::StartFailed);
+    let http = report.component("http").unwrap();
+    assert_eq!(http.outcome, Outcome::Failed);
+    let error = http.error.as_deref().unwrap();
+    assert!(
+        error.starts_with(&format!("start failed: binding {addr} failed: ")),
+        "{error}"
+    );
+    assert!(error.to_lowercase().contains("in use"), "{error}");
+    assert_eq!(report.component("db").unwrap().outcome, Outcome::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_on_a_listener_it_is_given() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let builder = Lifecycle::builder().signals([]);
+    let router = common::router(builder.handle());
+    let lifecycle = builder
+        .register(Registration::new(
+            "http",
+            HttpServer::from_listener(listener, router),
+        ))
+        .build()
+        .unwrap();
+    let handle = lifecycle.handle();
+    let run = tokio::spawn(lifecycle.run());
+    handle
+        .watch_phase()
+        .wait_for(|p| p.is_ready())
+        .await
+        .unwrap();
+    let mut conn = common::H1::connect(addr).await.unwrap();
+    assert_eq!(conn.get("/work").await.unwrap().status, 200);
+    handle.shutdown("test over");
+    let report = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.exit_code(), exit_code::SUCCESS, "{report}");
+}
