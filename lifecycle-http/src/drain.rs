@@ -9,8 +9,10 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, Request, Response, Version};
-use futures::future::BoxFuture;
+use std::future::Future;
+
 use http_body::{Frame, SizeHint};
+use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::shutdown_signal::ShutdownSignal;
@@ -44,12 +46,11 @@ impl<S: Clone> Drain<S> {
 
 impl<S, B> Service<Request<B>> for Drain<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Send + 'static,
-    S::Future: Send + 'static,
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
 {
-    type Response = Response<Body>;
+    type Response = Response<TrackedBody>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+    type Future = DrainFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -59,26 +60,54 @@ where
         let http1 = request.version() < Version::HTTP_2;
         request.extensions_mut().insert(self.signal.clone());
         let in_flight = Active::new(self.stats.request(), self.active.clone());
-        let response = self.inner.call(request);
-        let shutdown = self.signal.requested.clone();
-        Box::pin(async move {
-            let mut response = response.await?;
-            // During the drain delay the server still answers, but keep-alive clients should
-            // reconnect through the load balancer, which no longer routes here. hyper closes
-            // the connection after a response that carries this header.
-            if http1 && shutdown.is_cancelled() {
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            // The request stays in progress until hyper has sent the whole body.
-            Ok(response.map(|inner| {
-                Body::new(TrackedBody {
-                    inner,
-                    _in_flight: in_flight,
-                })
-            }))
-        })
+        DrainFuture {
+            response: self.inner.call(request),
+            in_flight: Some(in_flight),
+            close: http1.then(|| self.signal.requested().clone()),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Drain`]; written out rather than boxed, as it runs per request.
+    pub(crate) struct DrainFuture<F> {
+        #[pin]
+        response: F,
+        in_flight: Option<Active>,
+        // For HTTP/1: the shutdown token, to ask the client to close once it is cancelled.
+        close: Option<CancellationToken>,
+    }
+}
+
+impl<F> Future for DrainFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<TrackedBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Poll::Ready(Ok(mut response)) = this.response.poll(cx) else {
+            return Poll::Pending;
+        };
+        // During the drain delay the server still answers, but keep-alive clients should
+        // reconnect through the load balancer, which no longer routes here. hyper closes the
+        // connection after a response that carries this header.
+        if this
+            .close
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
+        {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        // The request stays in progress until hyper has sent the whole body.
+        let in_flight = this.in_flight.take().expect("polled after completion");
+        Poll::Ready(Ok(response.map(|inner| TrackedBody {
+            inner,
+            _in_flight: in_flight,
+        })))
     }
 }
 
@@ -106,7 +135,8 @@ impl Drop for Active {
 }
 
 /// A response body that keeps its request counted as in progress until it is dropped.
-struct TrackedBody {
+#[derive(Debug)]
+pub(crate) struct TrackedBody {
     inner: Body,
     _in_flight: Active,
 }

@@ -1,6 +1,8 @@
 //! `ShutdownSignal`: the request extension that tells handlers of long-lived responses when to
 //! end.
 
+use std::sync::Arc;
+
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 /// Inserted into every request's extensions by [`HttpServer`](crate::HttpServer), so handlers
@@ -27,16 +29,30 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 /// }
 /// ```
 #[derive(Debug, Clone)]
-pub struct ShutdownSignal {
-    pub(crate) stopping: CancellationToken,
-    pub(crate) requested: CancellationToken,
+pub struct ShutdownSignal(Arc<Tokens>);
+
+#[derive(Debug)]
+struct Tokens {
+    stopping: CancellationToken,
+    requested: CancellationToken,
 }
 
 impl ShutdownSignal {
+    pub(crate) fn new(stopping: CancellationToken, requested: CancellationToken) -> Self {
+        ShutdownSignal(Arc::new(Tokens {
+            stopping,
+            requested,
+        }))
+    }
+
+    pub(crate) fn requested(&self) -> &CancellationToken {
+        &self.0.requested
+    }
+
     /// The server's own token, cancelled when its stop turn comes (after the drain delay):
     /// end long-lived responses when it fires.
     pub fn token(&self) -> &CancellationToken {
-        &self.stopping
+        &self.0.stopping
     }
 
     /// Completes when the server's stop turn comes; see [`token`](Self::token).
@@ -45,12 +61,12 @@ impl ShutdownSignal {
     ///
     /// Cancel-safe.
     pub fn stopping(&self) -> WaitForCancellationFuture<'_> {
-        self.stopping.cancelled()
+        self.0.stopping.cancelled()
     }
 
     /// Whether the service's shutdown has begun (readiness is withdrawn, the drain delay may
     /// still be running). Handlers may use it to ask clients to reconnect elsewhere early.
     pub fn is_requested(&self) -> bool {
-        self.requested.is_cancelled()
+        self.0.requested.is_cancelled()
     }
 }

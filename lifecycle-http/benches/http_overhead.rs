@@ -1,0 +1,154 @@
+//! HTTP overhead: the same router served through `lifecycle-http` and through plain
+//! `axum::serve`, loaded alternately by `wrk` (a separate process) on loopback, in one run.
+//!
+//! Run: `cargo bench -p lifecycle-http --bench http_overhead` (needs `wrk` on the PATH;
+//! Debian: `apt-get install wrk`). Options through the environment: `ROUNDS` (default 5),
+//! `SECONDS` per run (default 5), `CONNECTIONS` (default 32).
+//!
+//! Both servers run in this process on one runtime with one worker thread, so that on a
+//! two-core machine `wrk` has the other core; they are loaded one at a time, alternating, and
+//! the ratios compare the medians.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use lifecycle_core::{Lifecycle, Phase, Registration};
+use lifecycle_http::HttpServer;
+
+fn router() -> Router {
+    Router::new().route("/", get(|| async { "hello, world" }))
+}
+
+/// Requests per second and the 99th percentile latency in milliseconds, from `wrk`.
+fn wrk(addr: SocketAddr, seconds: u32, connections: u32) -> (f64, f64) {
+    let output = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+        ])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .expect("wrk is installed (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(|v| to_ms(v.trim()))
+        .unwrap_or_else(|| panic!("no 99% latency in wrk output:\n{text}"));
+    let errors = text
+        .lines()
+        .find(|l| l.contains("Socket errors") || l.contains("Non-2xx"));
+    if let Some(errors) = errors {
+        eprintln!("wrk reported: {errors}");
+    }
+    (rps, p99)
+}
+
+fn to_ms(value: &str) -> f64 {
+    let split = value
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().expect("a number");
+    match unit {
+        "us" => number / 1e3,
+        "ms" => number,
+        "s" => number * 1e3,
+        _ => panic!("unknown unit in {value}"),
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn env(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let (rounds, seconds, connections) =
+        (env("ROUNDS", 5), env("SECONDS", 5), env("CONNECTIONS", 32));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let (ours, plain) = runtime.block_on(async {
+        // lifecycle-http
+        let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), router());
+        let local = server.local_addr();
+        let lifecycle = Lifecycle::builder()
+            .signals([])
+            .register(Registration::new("http", server))
+            .build()
+            .unwrap();
+        let handle = lifecycle.handle();
+        tokio::spawn(async move { drop(lifecycle.run().await) });
+        handle
+            .watch_phase()
+            .wait_for(|p| *p == Phase::Ready)
+            .await
+            .unwrap();
+
+        // plain axum::serve
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plain = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router()).await.unwrap() });
+        (local.get().unwrap(), plain)
+    });
+
+    // Warm both up.
+    wrk(ours, 1, connections);
+    wrk(plain, 1, connections);
+    let (mut ours_rps, mut ours_p99, mut plain_rps, mut plain_p99) =
+        (vec![], vec![], vec![], vec![]);
+    println!("round  server          req/s     p99 ms");
+    for round in 1..=rounds {
+        // Alternate which goes first, so drift in the machine's load hits both alike.
+        let order = if round % 2 == 1 {
+            [("lifecycle-http", ours), ("axum::serve", plain)]
+        } else {
+            [("axum::serve", plain), ("lifecycle-http", ours)]
+        };
+        for (name, addr) in order {
+            let (rps, p99) = wrk(addr, seconds, connections);
+            println!("{round:>5}  {name:<14} {rps:>9.0} {p99:>10.3}");
+            if addr == ours {
+                ours_rps.push(rps);
+                ours_p99.push(p99);
+            } else {
+                plain_rps.push(rps);
+                plain_p99.push(p99);
+            }
+        }
+    }
+    let (ours_rps, ours_p99) = (median(&mut ours_rps), median(&mut ours_p99));
+    let (plain_rps, plain_p99) = (median(&mut plain_rps), median(&mut plain_p99));
+    println!();
+    println!("median         lifecycle-http  axum::serve  ratio");
+    println!(
+        "req/s          {ours_rps:>14.0} {plain_rps:>12.0} {:>6.3}",
+        ours_rps / plain_rps
+    );
+    println!(
+        "p99 latency ms {ours_p99:>14.3} {plain_p99:>12.3} {:>6.3}",
+        ours_p99 / plain_p99
+    );
+    runtime.shutdown_timeout(Duration::from_secs(1));
+}
