@@ -1,10 +1,11 @@
 //! `Context`: what a component gets from the lifecycle for one run.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::BoxError;
@@ -27,6 +28,7 @@ struct ContextInner {
     tasks: TrackedTasks,
     failures: mpsc::UnboundedSender<Failure>,
     lifecycle: LifecycleHandle,
+    deadline: Mutex<Option<Instant>>,
 }
 
 /// A run-time failure reported by a component's context.
@@ -54,6 +56,7 @@ impl Context {
                 tasks: TrackedTasks::default(),
                 failures,
                 lifecycle,
+                deadline: Mutex::new(None),
             }),
         }
     }
@@ -116,6 +119,27 @@ impl Context {
     /// The lifecycle this component runs in: its phase, health, and shutdown.
     pub fn lifecycle(&self) -> &LifecycleHandle {
         &self.inner.lifecycle
+    }
+
+    /// When the component's current (or latest) start or stop is cut off: its timeout, or for
+    /// a stop, the end of the shutdown budget if that comes first. `None` before the first.
+    ///
+    /// A component that retries or waits uses it to give up on its own a little earlier, with
+    /// an error that says what it was waiting for rather than a bare timeout.
+    pub fn deadline(&self) -> Option<Instant> {
+        *self
+            .inner
+            .deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_deadline(&self, deadline: Instant) {
+        *self
+            .inner
+            .deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(deadline);
     }
 
     pub(crate) fn tasks(&self) -> &TrackedTasks {

@@ -629,6 +629,7 @@ fn release(graph: &Graph, i: usize, waiting_on: &mut [usize], ready: &mut Vec<us
 
 /// Runs `component.start` under `timeout`, catching a panic.
 async fn start(component: &dyn Component, ctx: &Context, timeout: Duration) -> Result<(), Fault> {
+    ctx.set_deadline(Instant::now() + timeout);
     match tokio::time::timeout(
         timeout,
         AssertUnwindSafe(component.start(ctx)).catch_unwind(),
@@ -653,6 +654,7 @@ async fn start(component: &dyn Component, ctx: &Context, timeout: Duration) -> R
 async fn stop(component: &dyn Component, ctx: &Context, limit: Duration) -> Result<(), Fault> {
     ctx.token().cancel();
     let began = Instant::now();
+    ctx.set_deadline(began + limit);
     let work = async {
         let stopped = AssertUnwindSafe(component.stop(ctx)).catch_unwind().await;
         ctx.tasks().close_and_wait().await;

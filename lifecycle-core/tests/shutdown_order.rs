@@ -281,3 +281,43 @@ async fn liveness_holds_until_stopped() {
         [(true, true), (false, true), (false, true), (false, false)]
     );
 }
+
+/// Records the deadline its start and stop were given.
+struct DeadlineProbe(std::sync::Arc<std::sync::Mutex<Vec<Duration>>>);
+
+#[lifecycle_core::async_trait]
+impl lifecycle_core::Component for DeadlineProbe {
+    async fn start(&self, ctx: &lifecycle_core::Context) -> Result<(), lifecycle_core::BoxError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(ctx.deadline().unwrap() - Instant::now());
+        Ok(())
+    }
+
+    async fn stop(&self, ctx: &lifecycle_core::Context) -> Result<(), lifecycle_core::BoxError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(ctx.deadline().unwrap() - Instant::now());
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_and_stop_know_their_deadline() {
+    let seen = std::sync::Arc::default();
+    let lifecycle = builder()
+        .shutdown_budget(secs(20))
+        .drain_delay(secs(12))
+        .register(
+            Registration::new("db", DeadlineProbe(std::sync::Arc::clone(&seen)))
+                .start_timeout(secs(7))
+                .stop_timeout(secs(8)),
+        )
+        .build()
+        .unwrap();
+    shutdown_when_ready(&lifecycle, secs(1));
+    assert_eq!(lifecycle.run().await.exit_code(), 0);
+    assert_eq!(*seen.lock().unwrap(), [secs(7), secs(8)]);
+}
