@@ -1,0 +1,611 @@
+//! `SqlPool` against the real PostgreSQL and MariaDB servers of the machine, and SQLite: it
+//! closes after its dependents, never waits forever, and leaves no session behind.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{mariadb_url, postgres_url, server_available, Proxy, MARIADB, POSTGRES};
+use lifecycle_core::{exit_code, Lifecycle, Outcome, Registration, Report, Worker};
+use lifecycle_db::SqlPool;
+use sqlx::pool::PoolOptions;
+use sqlx::{MySql, Postgres, Sqlite};
+use tokio::time::Instant;
+
+/// Runs the lifecycle and asks for the shutdown once it is ready.
+async fn run_until_ready(lifecycle: Lifecycle) -> Report {
+    let handle = lifecycle.handle();
+    let run = tokio::spawn(lifecycle.run());
+    handle
+        .watch_phase()
+        .wait_for(|p| p.is_ready() || !p.is_live())
+        .await
+        .unwrap();
+    handle.shutdown("test over");
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the shutdown is bounded")
+        .unwrap()
+}
+
+/// Sessions on the PostgreSQL server whose application name is `app`, by state.
+async fn pg_sessions(app: &str) -> Vec<String> {
+    let admin = SqlPool::<Postgres>::new(&postgres_url("lifecycle-admin")).unwrap();
+    let states: Vec<(Option<String>,)> =
+        sqlx::query_as("SELECT state FROM pg_stat_activity WHERE application_name = $1")
+            .bind(app)
+            .fetch_all(admin.pool())
+            .await
+            .unwrap();
+    admin.pool().close().await;
+    states
+        .into_iter()
+        .map(|(s,)| s.unwrap_or_default())
+        .collect()
+}
+
+/// Waits up to `within` for the sessions of `app` to be gone; returns those left.
+async fn pg_sessions_gone(app: &str, within: Duration) -> Vec<String> {
+    let until = Instant::now() + within;
+    loop {
+        let left = pg_sessions(app).await;
+        if left.is_empty() || Instant::now() >= until {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closes_after_its_dependents_so_their_transactions_commit() {
+    if !server_available("PostgreSQL", POSTGRES).await {
+        return;
+    }
+    let app = "lifecycle-ordered-close";
+    let db = SqlPool::<Postgres>::new(&postgres_url(app)).unwrap();
+    let pool = db.pool().clone();
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS lifecycle_ordered (id BIGSERIAL PRIMARY KEY, note TEXT)",
+    )
+    .execute(
+        &sqlx::PgPool::connect(&postgres_url("lifecycle-admin"))
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let note = format!("ordered-{}", std::process::id());
+    // A worker that, at its stop turn, finishes a transaction that takes 300 ms.
+    let worker = {
+        let (pool, note) = (pool.clone(), note.clone());
+        Worker::new(move |ctx| {
+            let (pool, note) = (pool.clone(), note.clone());
+            async move {
+                ctx.token().cancelled().await;
+                let mut tx = pool.begin().await?;
+                sqlx::query("INSERT INTO lifecycle_ordered (note) VALUES ($1)")
+                    .bind(&note)
+                    .execute(&mut *tx)
+                    .await?;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(())
+            }
+        })
+    };
+    let report = run_until_ready(
+        Lifecycle::builder()
+            .signals([])
+            .register(Registration::new("db", db))
+            .register(Registration::new("worker", worker).depends_on("db"))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(report.exit_code(), exit_code::SUCCESS, "{report}");
+    let (worker, db) = (
+        report.component("worker").unwrap(),
+        report.component("db").unwrap(),
+    );
+    assert!(worker.stop_ended_ms <= db.stop_began_ms);
+    let check = sqlx::PgPool::connect(&postgres_url("lifecycle-admin"))
+        .await
+        .unwrap();
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM lifecycle_ordered WHERE note = $1")
+        .bind(&note)
+        .fetch_one(&check)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "the transaction committed before the pool closed");
+    assert!(pool.is_closed());
+    assert!(matches!(pool.acquire().await, Err(sqlx::Error::PoolClosed)));
+    assert_eq!(
+        pg_sessions_gone(app, Duration::from_secs(1)).await,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaked_connection_is_reported_and_does_not_hold_the_shutdown() {
+    if !server_available("PostgreSQL", POSTGRES).await {
+        return;
+    }
+    let db = SqlPool::<Postgres>::new(&postgres_url("lifecycle-leak")).unwrap();
+    let pool = db.pool().clone();
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .register(Registration::new("db", db).stop_timeout(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let handle = lifecycle.handle();
+    let run = tokio::spawn(lifecycle.run());
+    handle
+        .watch_phase()
+        .wait_for(|p| p.is_ready())
+        .await
+        .unwrap();
+    let leaked = pool.acquire().await.unwrap();
+    let began = Instant::now();
+    handle.shutdown("test over");
+    let report = run.await.unwrap();
+    assert!(
+        began.elapsed() < Duration::from_millis(1500),
+        "stop took {:?}",
+        began.elapsed()
+    );
+    let db = report.component("db").unwrap();
+    assert_eq!(db.outcome, Outcome::Failed, "{report}");
+    assert_eq!(
+        db.error.as_deref(),
+        Some(&*format!(
+            "stop failed: closing postgres://{POSTGRES}/test?application_name=lifecycle-leak timed out with 1 connections still checked out"
+        ))
+    );
+    drop(leaked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_and_later_acquires_fail_at_once_after_close() {
+    let options = PoolOptions::<Sqlite>::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(30));
+    let db = SqlPool::with_options(options, "sqlite::memory:").unwrap();
+    let pool = db.pool().clone();
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .register(Registration::new("db", db).stop_timeout(Duration::from_millis(500)))
+        .build()
+        .unwrap();
+    let handle = lifecycle.handle();
+    let run = tokio::spawn(lifecycle.run());
+    handle
+        .watch_phase()
+        .wait_for(|p| p.is_ready())
+        .await
+        .unwrap();
+    let held = pool.acquire().await.unwrap();
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let result = pool.acquire().await;
+            (result.map(drop), Instant::now())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let closed_at = Instant::now();
+    handle.shutdown("test over");
+    let (result, failed_at) = waiter.await.unwrap();
+    assert!(matches!(result, Err(sqlx::Error::PoolClosed)), "{result:?}");
+    assert!(
+        failed_at - closed_at < Duration::from_millis(50),
+        "the waiter failed after {:?}",
+        failed_at - closed_at
+    );
+    assert!(matches!(pool.acquire().await, Err(sqlx::Error::PoolClosed)));
+    drop(held);
+    let report = run.await.unwrap();
+    assert_eq!(
+        report.component("db").unwrap().outcome,
+        Outcome::Stopped,
+        "{report}"
+    );
+}
+
+/// A worker that, at its stop turn, inserts two rows in one transaction, sleeping `hold` between
+/// them, then commits.
+fn transaction_worker(
+    pool: sqlx::PgPool,
+    note: String,
+    hold: Duration,
+) -> impl lifecycle_core::Component {
+    Worker::new(move |ctx| {
+        let (pool, note) = (pool.clone(), note.clone());
+        async move {
+            ctx.token().cancelled().await;
+            let mut tx = pool.begin().await?;
+            sqlx::query("INSERT INTO lifecycle_tx (note) VALUES ($1)")
+                .bind(&note)
+                .execute(&mut *tx)
+                .await?;
+            tokio::time::sleep(hold).await;
+            sqlx::query("INSERT INTO lifecycle_tx (note) VALUES ($1)")
+                .bind(&note)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(())
+        }
+    })
+}
+
+async fn transaction_rows(note: &str, hold: Duration) -> (Report, i64, Vec<String>) {
+    let app = format!("lifecycle-tx-{}", hold.as_millis());
+    let admin = sqlx::PgPool::connect(&postgres_url("lifecycle-admin"))
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE IF NOT EXISTS lifecycle_tx (id BIGSERIAL PRIMARY KEY, note TEXT)")
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM lifecycle_tx WHERE note = $1")
+        .bind(note)
+        .execute(&admin)
+        .await
+        .unwrap();
+    let db = SqlPool::<Postgres>::new(&postgres_url(&app)).unwrap();
+    let worker = transaction_worker(db.pool().clone(), note.to_owned(), hold);
+    let report = run_until_ready(
+        Lifecycle::builder()
+            .signals([])
+            .register(Registration::new("db", db).stop_timeout(Duration::from_secs(2)))
+            .register(
+                Registration::new("worker", worker)
+                    .depends_on("db")
+                    .stop_timeout(Duration::from_millis(500)),
+            )
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM lifecycle_tx WHERE note = $1")
+        .bind(note)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    let left = pg_sessions_gone(&app, Duration::from_secs(1)).await;
+    (report, rows, left)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_drains_in_time_commits() {
+    if !server_available("PostgreSQL", POSTGRES).await {
+        return;
+    }
+    let (report, rows, left) = transaction_rows("tx-in-time", Duration::from_millis(100)).await;
+    assert_eq!(report.exit_code(), exit_code::SUCCESS, "{report}");
+    assert_eq!(rows, 2);
+    assert_eq!(left, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_cut_off_rolls_back_and_leaves_no_session() {
+    if !server_available("PostgreSQL", POSTGRES).await {
+        return;
+    }
+    let (report, rows, left) = transaction_rows("tx-cut-off", Duration::from_secs(5)).await;
+    assert_eq!(
+        report.component("worker").unwrap().outcome,
+        Outcome::TimedOut,
+        "{report}"
+    );
+    assert_eq!(
+        report.component("db").unwrap().outcome,
+        Outcome::Stopped,
+        "{report}"
+    );
+    assert_eq!(rows, 0, "no partial rows");
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "no session left, idle in transaction or otherwise"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_postgres_session_is_left_after_stop_in_repeated_runs() {
+    if !server_available("PostgreSQL", POSTGRES).await {
+        return;
+    }
+    for run in 0..25 {
+        let app = "lifecycle-sessions";
+        let db = SqlPool::<Postgres>::with_options(
+            PoolOptions::new().max_connections(5),
+            &postgres_url(app),
+        )
+        .unwrap();
+        let pool = db.pool().clone();
+        let queries = Worker::new(move |ctx| {
+            let pool = pool.clone();
+            async move {
+                let runs = (0..8).map(|_| sqlx::query("SELECT pg_sleep(0.01)").execute(&pool));
+                futures::future::try_join_all(runs).await?;
+                ctx.token().cancelled().await;
+                Ok::<_, sqlx::Error>(())
+            }
+        });
+        let lifecycle = Lifecycle::builder()
+            .signals([])
+            .register(Registration::new("db", db))
+            .register(Registration::new("queries", queries).depends_on("db"))
+            .build()
+            .unwrap();
+        let handle = lifecycle.handle();
+        let running = tokio::spawn(lifecycle.run());
+        handle
+            .watch_phase()
+            .wait_for(|p| p.is_ready())
+            .await
+            .unwrap();
+        if run == 0 {
+            // The control: while running, the pool's sessions are there to be seen.
+            let until = Instant::now() + Duration::from_secs(5);
+            while pg_sessions(app).await.is_empty() {
+                assert!(
+                    Instant::now() < until,
+                    "the pool's sessions never showed up"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        handle.shutdown("test over");
+        let report = running.await.unwrap();
+        assert_eq!(report.exit_code(), 0, "run {run}: {report}");
+        let left = pg_sessions_gone(app, Duration::from_secs(1)).await;
+        assert_eq!(
+            left,
+            Vec::<String>::new(),
+            "run {run}: sessions left after stop"
+        );
+    }
+}
+
+/// Sessions on the MariaDB server using the `lifecycle_sessions` database.
+async fn mariadb_sessions(admin: &sqlx::MySqlPool) -> i64 {
+    let (count,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM information_schema.PROCESSLIST WHERE DB = 'lifecycle_sessions'",
+    )
+    .fetch_one(admin)
+    .await
+    .unwrap();
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_mariadb_session_is_left_after_stop_in_repeated_runs() {
+    if !server_available("MariaDB", MARIADB).await {
+        return;
+    }
+    let admin = sqlx::MySqlPool::connect(&mariadb_url("test"))
+        .await
+        .unwrap();
+    sqlx::query("CREATE DATABASE IF NOT EXISTS lifecycle_sessions")
+        .execute(&admin)
+        .await
+        .unwrap();
+    for run in 0..15 {
+        let db = SqlPool::<MySql>::with_options(
+            PoolOptions::new().max_connections(5),
+            &mariadb_url("lifecycle_sessions"),
+        )
+        .unwrap();
+        let pool = db.pool().clone();
+        let queries = Worker::new(move |ctx| {
+            let pool = pool.clone();
+            async move {
+                let runs = (0..8).map(|_| sqlx::query("SELECT SLEEP(0.01)").execute(&pool));
+                futures::future::try_join_all(runs).await?;
+                ctx.token().cancelled().await;
+                Ok::<_, sqlx::Error>(())
+            }
+        });
+        let lifecycle = Lifecycle::builder()
+            .signals([])
+            .register(Registration::new("db", db))
+            .register(Registration::new("queries", queries).depends_on("db"))
+            .build()
+            .unwrap();
+        let handle = lifecycle.handle();
+        let running = tokio::spawn(lifecycle.run());
+        handle
+            .watch_phase()
+            .wait_for(|p| p.is_ready())
+            .await
+            .unwrap();
+        if run == 0 {
+            // The control: while running, the pool's sessions are there to be seen.
+            let until = Instant::now() + Duration::from_secs(5);
+            while mariadb_sessions(&admin).await == 0 {
+                assert!(
+                    Instant::now() < until,
+                    "the pool's sessions never showed up"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        handle.shutdown("test over");
+        let report = running.await.unwrap();
+        assert_eq!(report.exit_code(), 0, "run {run}: {report}");
+        let until = Instant::now() + Duration::from_secs(1);
+        loop {
+            let left = mariadb_sessions(&admin).await;
+            if left == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "run {run}: {left} sessions left after stop"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_leaves_no_wal_files_after_stop() {
+    let dir = std::env::temp_dir().join(format!("lifecycle-sqlite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("app.db");
+    let url = format!("sqlite://{}?mode=rwc", file.display());
+    let db = SqlPool::<Sqlite>::new(&url).unwrap();
+    let pool = db.pool().clone();
+    let writer = Worker::new(move |ctx| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+            sqlx::query("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+                .execute(&pool)
+                .await?;
+            sqlx::query("INSERT INTO t VALUES (1)")
+                .execute(&pool)
+                .await?;
+            ctx.token().cancelled().await;
+            Ok::<_, sqlx::Error>(())
+        }
+    });
+    let report = run_until_ready(
+        Lifecycle::builder()
+            .signals([])
+            .register(Registration::new("db", db))
+            .register(Registration::new("writer", writer).depends_on("db"))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    for sidecar in ["app.db-wal", "app.db-shm"] {
+        assert!(!dir.join(sidecar).exists(), "{sidecar} left behind");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_fails_the_start_naming_the_host_in_bounded_time() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let db =
+        SqlPool::<Postgres>::new(&format!("postgres://app:secret@127.0.0.1:{port}/app")).unwrap();
+    let began = Instant::now();
+    let report = Lifecycle::builder()
+        .signals([])
+        .register(Registration::new("db", db).start_timeout(Duration::from_secs(2)))
+        .build()
+        .unwrap()
+        .run()
+        .await;
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "gave up after {:?}",
+        began.elapsed()
+    );
+    assert_eq!(report.exit_code(), exit_code::FAILURE);
+    let db = report.component("db").unwrap();
+    assert_eq!(db.outcome, Outcome::Failed, "{report}");
+    let error = db.error.as_deref().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "start failed: cannot reach postgres://127.0.0.1:{port}/app after "
+        )),
+        "{error}"
+    );
+    assert!(
+        !error.contains("secret"),
+        "credentials stay out of reports: {error}"
+    );
+    assert!(error.to_lowercase().contains("refused"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_database_fails_the_start_in_bounded_time() {
+    if !server_available("PostgreSQL", POSTGRES).await {
+        return;
+    }
+    let proxy = Proxy::start(POSTGRES).await;
+    proxy.black_hole();
+    let db = SqlPool::<Postgres>::new(&format!("postgres://postgres@{}/test", proxy.addr)).unwrap();
+    let began = Instant::now();
+    let report = Lifecycle::builder()
+        .signals([])
+        .register(Registration::new("db", db).start_timeout(Duration::from_secs(2)))
+        .build()
+        .unwrap()
+        .run()
+        .await;
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "gave up after {:?}",
+        began.elapsed()
+    );
+    let error = report.component("db").unwrap().error.clone().unwrap();
+    assert!(
+        error.contains(&format!("cannot reach postgres://{}/test", proxy.addr)),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_gone_at_shutdown_cannot_stretch_the_stop() {
+    if !server_available("PostgreSQL", POSTGRES).await {
+        return;
+    }
+    for cut in [false, true] {
+        let proxy = Arc::new(Proxy::start(POSTGRES).await);
+        let db =
+            SqlPool::<Postgres>::new(&format!("postgres://postgres@{}/test", proxy.addr)).unwrap();
+        let pool = db.pool().clone();
+        let lifecycle = Lifecycle::builder()
+            .signals([])
+            .register(Registration::new("db", db).stop_timeout(Duration::from_secs(1)))
+            .build()
+            .unwrap();
+        let handle = lifecycle.handle();
+        let run = tokio::spawn(lifecycle.run());
+        handle
+            .watch_phase()
+            .wait_for(|p| p.is_ready())
+            .await
+            .unwrap();
+        // Idle connections in the pool, and one query stuck in flight.
+        sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+        let stuck = tokio::spawn({
+            let pool = pool.clone();
+            async move { sqlx::query("SELECT pg_sleep(30)").execute(&pool).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if cut {
+            proxy.cut();
+        } else {
+            proxy.black_hole();
+        }
+        let began = Instant::now();
+        handle.shutdown("test over");
+        let report = run.await.unwrap();
+        assert!(
+            began.elapsed() < Duration::from_millis(1500),
+            "cut={cut}: stop took {:?}",
+            began.elapsed()
+        );
+        let db = report.component("db").unwrap();
+        assert!(
+            matches!(db.outcome, Outcome::Stopped | Outcome::Failed),
+            "cut={cut}: {report}"
+        );
+        stuck.abort();
+    }
+}
