@@ -1,39 +1,62 @@
-//! The example service: one ordinary `main` that registers its parts with a lifecycle and
-//! returns the shutdown report.
+//! The example service: one ordinary `main` that wires an HTTP server and a database pool into
+//! a lifecycle and returns the shutdown report. It is the model to copy.
 //!
-//! Run it with `cargo run --release -p example-service`, then press Ctrl-C (or send SIGTERM):
-//! the log shows readiness withdrawn, the drain delay, and each part stopping after the parts
-//! that use it, then the report. Flags: `--drain-delay 2s`, `--shutdown-budget 25s`,
-//! `--report-json report.json`.
+//! Run it with `cargo run --release -p example-service` (SQLite by default, no server needed),
+//! then `curl localhost:8080/work?ms=100`, and stop it with Ctrl-C or SIGTERM: the log shows
+//! readiness withdrawn, the drain delay, the server stopping before the pool, and the report.
 //!
-//! This first version wires a job store and two workers; the HTTP server and database pool
-//! join it as their crates land.
+//! Flags (each also read from the environment variable shown):
+//! `--listen` (`LISTEN_ADDR`), `--database-url` (`DATABASE_URL`, SQLite or PostgreSQL),
+//! `--drain-delay` (`DRAIN_DELAY`), `--shutdown-budget` (`SHUTDOWN_BUDGET`), `--grace-period`
+//! (`TERMINATION_GRACE_PERIOD`: refuse to start when the shutdown could not fit in it),
+//! `--report-json PATH` (write the report there on exit).
 
-use std::collections::VecDeque;
+mod routes;
+
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
-use lifecycle_core::{Lifecycle, Registration, Report, Worker};
+use lifecycle_core::{exit_code, Lifecycle, Registration, Report};
+use lifecycle_db::SqlPool;
+use lifecycle_http::{health_routes, HttpServer};
+use sqlx::Any;
 
 /// Command-line flags; each can also come from the environment variable shown.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
+    /// The address to serve HTTP on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The database: SQLite (the default, a file next to where it runs) or PostgreSQL.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://example-service.db?mode=rwc"
+    )]
+    database_url: String,
     /// How long to keep serving after the signal, readiness withdrawn, before stopping.
     #[arg(long, env = "DRAIN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
     drain_delay: Duration,
     /// The most the whole shutdown may take.
     #[arg(long, env = "SHUTDOWN_BUDGET", default_value = "25s", value_parser = humantime::parse_duration)]
     shutdown_budget: Duration,
+    /// The orchestrator's grace period before SIGKILL (Kubernetes'
+    /// terminationGracePeriodSeconds); the service refuses to start if its shutdown cannot fit.
+    #[arg(long, env = "TERMINATION_GRACE_PERIOD", value_parser = humantime::parse_duration)]
+    grace_period: Option<Duration>,
     /// Write the shutdown report as JSON to this file on exit.
     #[arg(long)]
     report_json: Option<PathBuf>,
 }
 
-/// A stand-in for a database: a queue of jobs shared by the producer and the consumer.
-type Jobs = Arc<Mutex<VecDeque<u64>>>;
+/// Ends the process before anything started, for configuration errors.
+fn refuse(message: impl std::fmt::Display) -> ! {
+    eprintln!("example-service: {message}");
+    std::process::exit(exit_code::FAILURE)
+}
 
 #[tokio::main]
 async fn main() -> Report {
@@ -43,72 +66,39 @@ async fn main() -> Report {
         )
         .init();
     let args = Args::parse();
-    let jobs: Jobs = Arc::default();
+    sqlx::any::install_default_drivers();
 
-    // Enqueues a job every 100 ms until its stop turn.
-    let producer = {
-        let jobs = jobs.clone();
-        Worker::new(move |ctx| {
-            let jobs = jobs.clone();
-            async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(100));
-                let mut next = 0;
-                while ctx.token().run_until_cancelled(tick.tick()).await.is_some() {
-                    jobs.lock().unwrap().push_back(next);
-                    next += 1;
-                }
-                Ok::<_, std::io::Error>(())
-            }
-        })
-    };
-    // Takes jobs one at a time; checks its token only between jobs, so a job in hand finishes.
-    let consumer = {
-        let jobs = jobs.clone();
-        Worker::new(move |ctx| {
-            let jobs = jobs.clone();
-            async move {
-                while !ctx.token().is_cancelled() {
-                    let job = jobs.lock().unwrap().pop_front();
-                    match job {
-                        Some(job) => {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            tracing::debug!(job, "job done");
-                        }
-                        None => {
-                            let _ = ctx
-                                .token()
-                                .run_until_cancelled(tokio::time::sleep(Duration::from_millis(20)))
-                                .await;
-                        }
-                    }
-                }
-                Ok::<_, std::io::Error>(())
-            }
-        })
-    };
-    let store = Worker::new(|ctx| async move {
-        ctx.token().cancelled().await;
-        Ok::<_, std::io::Error>(())
-    });
-
-    let lifecycle = match Lifecycle::builder()
+    let db = SqlPool::<Any>::new(&args.database_url).unwrap_or_else(|e| refuse(e));
+    let builder = Lifecycle::builder()
         .drain_delay(args.drain_delay)
-        .shutdown_budget(args.shutdown_budget)
-        .register(Registration::new("store", store))
-        .register(Registration::new("producer", producer).depends_on("store"))
-        .register(Registration::new("consumer", consumer).depends_on("store"))
+        .shutdown_budget(args.shutdown_budget);
+    let router = routes::router(db.pool().clone()).merge(health_routes(builder.handle()));
+    let http = HttpServer::bind(args.listen, router);
+
+    let lifecycle = builder
+        .register(Registration::new("db", db).stop_timeout(Duration::from_secs(5)))
+        .register(
+            Registration::new("http", http)
+                .depends_on("db")
+                .stop_timeout(Duration::from_secs(10)),
+        )
         .build()
-    {
-        Ok(lifecycle) => lifecycle,
-        Err(error) => {
-            eprintln!("example-service: invalid configuration: {error}");
-            std::process::exit(lifecycle_core::exit_code::FAILURE);
+        .unwrap_or_else(|e| refuse(format_args!("invalid configuration: {e}")));
+    if let Some(grace) = args.grace_period {
+        if lifecycle.shutdown_bound() > grace {
+            refuse(format_args!(
+                "the shutdown may take {:?} (drain delay {:?} + stops along {}), more than the grace period of {grace:?}",
+                lifecycle.shutdown_bound(),
+                args.drain_delay,
+                lifecycle.critical_path().join(" -> "),
+            ));
         }
-    };
+    }
     tracing::info!(
         start_order = ?lifecycle.start_order(),
         shutdown_bound = ?lifecycle.shutdown_bound(),
         critical_path = ?lifecycle.critical_path(),
+        listen = %args.listen,
         "starting"
     );
 
@@ -119,6 +109,5 @@ async fn main() -> Report {
             tracing::error!(path = %path.display(), %error, "could not write the report");
         }
     }
-    tracing::info!(left = jobs.lock().unwrap().len(), "jobs left in the queue");
     report
 }
