@@ -93,6 +93,13 @@ pub trait Component: Send + Sync + 'static {
     async fn health(&self) -> Health {
         Health::Healthy
     }
+
+    /// A short account of what the component is doing (`"3 connections open, 1 request in
+    /// flight"`), shown next to its health by verbose readiness endpoints. Called at any
+    /// time, even before start and after stop; the default says nothing.
+    fn describe(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The answer of [`Component::health`].

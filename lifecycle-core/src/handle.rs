@@ -94,6 +94,8 @@ pub struct ComponentStatus {
     /// Its answer to [`Component::health`](crate::Component::health) when it is running, or
     /// unhealthy with the state as reason when it is not.
     pub health: Health,
+    /// Its [`Component::describe`](crate::Component::describe).
+    pub detail: Option<String>,
 }
 
 /// A cheap, cloneable handle to a [`Lifecycle`](crate::Lifecycle): its phase, its components'
@@ -181,10 +183,12 @@ impl LifecycleHandle {
                     } else {
                         Health::unhealthy(state.as_str())
                     };
+                    let detail = component.describe();
                     ComponentStatus {
                         name,
                         state,
                         health,
+                        detail,
                     }
                 }),
         )

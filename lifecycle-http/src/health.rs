@@ -19,7 +19,8 @@ const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 ///   shutting-down instance is not restarted by its liveness probe;
 /// - `GET /readyz`: `200 ready` only when every component has started and reports healthy;
 ///   `503` with the phase (`starting`, `draining`, ...) otherwise, from the first moment of the
-///   shutdown; `GET /readyz?verbose` answers JSON with each component's state and health.
+///   shutdown; `GET /readyz?verbose` answers JSON with each component's state, health and
+///   [`describe`](lifecycle_core::Component::describe) (an HTTP server's counters, say).
 ///
 /// Merge them into the main router, or serve them on an admin address with a second
 /// [`HttpServer`](crate::HttpServer).
@@ -89,6 +90,7 @@ async fn readyz(State(handle): State<LifecycleHandle>, RawQuery(query): RawQuery
                     "state": c.state.as_str(),
                     "healthy": c.health.is_healthy(),
                     "reason": reason,
+                    "detail": c.detail,
                 })
             })
             .collect(),

@@ -165,6 +165,17 @@ impl Component for HttpServer {
 
     // Stop needs nothing of its own: the accept loop and every connection end on the token,
     // and the lifecycle waits for them (they are tracked tasks) under the stop timeout.
+
+    fn describe(&self) -> Option<String> {
+        let stats = &self.stats;
+        Some(format!(
+            "{} connections open, {} requests in flight, {} served, {} force-closed",
+            stats.open_connections(),
+            stats.in_flight(),
+            stats.requests(),
+            stats.force_closed()
+        ))
+    }
 }
 
 impl std::fmt::Debug for HttpServer {
