@@ -250,7 +250,7 @@ impl LifecycleBuilder {
             .iter()
             .map(|&i| self.registrations[i].name.clone())
             .collect();
-        let required = self.drain_delay + path_time;
+        let required = self.drain_delay.saturating_add(path_time);
         if self.shutdown_budget < required || self.shutdown_budget.is_zero() {
             return Err(BuildError::BudgetTooSmall {
                 budget: self.shutdown_budget,

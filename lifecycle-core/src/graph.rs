@@ -82,7 +82,7 @@ impl Graph {
                 .iter()
                 .copied()
                 .max_by_key(|&d| longest[d]);
-            longest[i] = weight(i) + heaviest.map_or(Duration::ZERO, |d| longest[d]);
+            longest[i] = weight(i).saturating_add(heaviest.map_or(Duration::ZERO, |d| longest[d]));
             next[i] = heaviest;
         }
         let Some(mut at) = (0..self.len()).max_by_key(|&i| longest[i]) else {

@@ -90,7 +90,7 @@ impl Lifecycle {
     /// The longest a shutdown can take: the drain delay plus the stop timeouts along the
     /// [critical path](Self::critical_path). Never more than the shutdown budget.
     pub fn shutdown_bound(&self) -> Duration {
-        self.drain_delay + self.critical_path_time
+        self.drain_delay.saturating_add(self.critical_path_time)
     }
 
     /// The components' names in a valid start order (each after its dependencies).
@@ -157,13 +157,18 @@ impl Lifecycle {
         }
         let (trigger, triggered_at) = self.shared.record().trigger.clone().expect("triggered");
         tracing::info!(kind = ?trigger.kind, detail = %trigger.detail, "shutdown triggered");
-        let deadline = triggered_at + self.shutdown_budget;
+        let deadline = triggered_at
+            .checked_add(self.shutdown_budget)
+            .unwrap_or_else(|| triggered_at + crate::watchdog::NO_DEADLINE);
 
         if started {
             self.shared.phase.send_replace(Phase::Draining);
             self.shared.record().drain_delay = self.drain_delay;
             tracing::info!(drain_delay = ?self.drain_delay, "readiness withdrawn, draining");
-            tokio::time::sleep(self.drain_delay).await;
+            // Even a zero sleep waits for the timer's next tick (a millisecond).
+            if !self.drain_delay.is_zero() {
+                tokio::time::sleep(self.drain_delay).await;
+            }
         }
 
         self.shared.phase.send_replace(Phase::Stopping);

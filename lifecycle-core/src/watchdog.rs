@@ -96,13 +96,22 @@ fn watch(events: &mpsc::Receiver<Event>, shared: &Shared, budget: Duration) {
                 signalled = true;
                 tracing::warn!(signal = signal.name(), "signal received, shutting down");
                 shared.trigger(TriggerKind::Signal, signal.name());
-                deadline.get_or_insert_with(|| Instant::now() + budget);
+                deadline.get_or_insert_with(|| deadline_after(budget));
             }
             Some(Event::Triggered) => {
-                deadline.get_or_insert_with(|| Instant::now() + budget);
+                deadline.get_or_insert_with(|| deadline_after(budget));
             }
         }
     }
+}
+
+/// What stands for "no deadline" when the budget is too large to add to a clock reading
+/// (`Duration::MAX`, say): a century.
+pub(crate) const NO_DEADLINE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+fn deadline_after(budget: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(budget).unwrap_or(now + NO_DEADLINE)
 }
 
 /// Prints what is known and ends the process now, without unwinding or waiting for anything.

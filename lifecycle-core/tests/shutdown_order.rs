@@ -321,3 +321,15 @@ async fn start_and_stop_know_their_deadline() {
     assert_eq!(lifecycle.run().await.exit_code(), 0);
     assert_eq!(*seen.lock().unwrap(), [secs(7), secs(8)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unbounded_budget_is_accepted() {
+    let log = Log::default();
+    let lifecycle = builder()
+        .shutdown_budget(Duration::MAX)
+        .register(Registration::new("db", Probe::new("db", &log)))
+        .build()
+        .unwrap();
+    shutdown_when_ready(&lifecycle, secs(1));
+    assert_eq!(lifecycle.run().await.exit_code(), 0);
+}
