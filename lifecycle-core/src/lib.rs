@@ -22,6 +22,10 @@
 //! A second signal, or the shutdown budget running out, ends the process at once with a distinct
 //! [exit code](exit_code), from a watchdog thread that works even when the runtime is stuck.
 //!
+//! Under systemd (`Type=notify`, `NOTIFY_SOCKET` set), the lifecycle sends `READY=1` once
+//! started, `STOPPING=1` with `EXTEND_TIMEOUT_USEC` at the trigger, and watchdog pings when the
+//! unit asks for them.
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -69,6 +73,8 @@ mod lifecycle;
 mod report;
 mod shared;
 mod signals;
+#[cfg(unix)]
+mod systemd;
 mod tasks;
 mod watchdog;
 mod worker;

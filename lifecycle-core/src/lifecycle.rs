@@ -127,6 +127,10 @@ impl Lifecycle {
                 }
             };
 
+        #[cfg(unix)]
+        let notifier = crate::systemd::wanted()
+            .then(|| tokio::spawn(crate::systemd::notify(self.handle(), self.shutdown_budget)));
+
         let (failures_tx, failures) = mpsc::unbounded_channel();
         let (restarts_tx, restarts_done) = mpsc::unbounded_channel();
         let n = self.graph.len();
@@ -174,6 +178,11 @@ impl Lifecycle {
         self.shared.phase.send_replace(Phase::Stopping);
         let budget_exhausted = run.stop_all(deadline).await;
         self.shared.phase.send_replace(Phase::Stopped);
+        #[cfg(unix)]
+        if let Some(notifier) = notifier {
+            // It ends as soon as it sees the stopped phase.
+            let _ = tokio::time::timeout(Duration::from_millis(100), notifier).await;
+        }
 
         let failed = matches!(
             trigger.kind,

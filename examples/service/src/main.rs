@@ -73,7 +73,12 @@ async fn main() -> Report {
         .drain_delay(args.drain_delay)
         .shutdown_budget(args.shutdown_budget);
     let router = routes::router(db.pool().clone()).merge(health_routes(builder.handle()));
-    let http = HttpServer::bind(args.listen, router);
+    // Under systemd socket activation the socket is inherited; otherwise bind `--listen`.
+    let http = if std::env::var_os("LISTEN_FDS").is_some() {
+        HttpServer::from_systemd(router).unwrap_or_else(|e| refuse(e))
+    } else {
+        HttpServer::bind(args.listen, router)
+    };
 
     let lifecycle = builder
         .register(Registration::new("db", db).stop_timeout(Duration::from_secs(5)))

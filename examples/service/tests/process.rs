@@ -1,0 +1,277 @@
+//! The real `example-service` binary as a child process: health endpoints across SIGTERM, the
+//! report file, the grace-period refusal, and systemd socket activation with notifications.
+
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_example-service");
+
+/// A child process, killed if the test ends before it exits.
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Service {
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait(&mut self, within: Duration) -> ExitStatus {
+        let until = Instant::now() + within;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < until,
+                "the service did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A minimal HTTP/1.1 GET on a fresh connection: the status code, or `None` if refused.
+fn get(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split(' ').nth(1)?.parse().ok()
+}
+
+fn wait_ready(addr: SocketAddr) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while get(addr, "/readyz") != Some(200) {
+        assert!(Instant::now() < until, "the service did not become ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start(args: &[&str], dir: &std::path::Path) -> Service {
+    let child = Command::new(BIN)
+        .args(args)
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.join("service.db").display()),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Service(child)
+}
+
+#[test]
+fn health_endpoints_across_sigterm_and_the_report_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let report_path = dir.path().join("report.json");
+    let mut service = start(
+        &[
+            "--listen",
+            &addr.to_string(),
+            "--drain-delay",
+            "1s",
+            "--report-json",
+            report_path.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    wait_ready(addr);
+    assert_eq!(get(addr, "/work?ms=10"), Some(200));
+    assert_eq!(get(addr, "/livez"), Some(200));
+
+    let signalled = Instant::now();
+    service.signal("TERM");
+    // Readiness goes off at once; liveness and the work endpoint keep answering while draining.
+    let mut readyz_503_after = None;
+    let mut livez = Vec::new();
+    while signalled.elapsed() < Duration::from_millis(800) {
+        if readyz_503_after.is_none() && get(addr, "/readyz") == Some(503) {
+            readyz_503_after = Some(signalled.elapsed());
+        }
+        livez.push(get(addr, "/livez"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(readyz_503_after.expect("readyz turned 503") < Duration::from_millis(200));
+    assert!(livez.iter().all(|s| *s == Some(200)), "{livez:?}");
+    assert_eq!(
+        get(addr, "/work"),
+        Some(200),
+        "still serving during the drain delay"
+    );
+
+    let status = service.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(get(addr, "/livez"), None, "refused once exited");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["exit_code"], 0);
+    assert_eq!(report["trigger"]["kind"], "signal");
+    assert_eq!(report["trigger"]["detail"], "SIGTERM");
+    assert_eq!(report["drain_delay_ms"], 1000.0);
+    let outcomes: Vec<(&str, &str)> = report["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(outcomes, [("db", "stopped"), ("http", "stopped")]);
+    let stop = |name: &str, field: &str| {
+        report["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()[field]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        stop("http", "stop_ended_ms") <= stop("db", "stop_began_ms"),
+        "the pool closes after the server"
+    );
+}
+
+#[test]
+fn refuses_to_start_when_the_shutdown_cannot_fit_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut service = start(
+        &[
+            "--listen",
+            &free_addr().to_string(),
+            "--drain-delay",
+            "20s",
+            "--shutdown-budget",
+            "40s",
+            "--grace-period",
+            "30s",
+        ],
+        dir.path(),
+    );
+    let status = service.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1));
+    let mut stderr = String::new();
+    service
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("more than the grace period of 30s"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("http -> db"), "names the chain: {stderr}");
+}
+
+#[test]
+fn socket_activation_and_notifications_under_systemd() {
+    if Command::new("systemd-socket-activate")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").is_err(),
+            "systemd-socket-activate is needed in CI"
+        );
+        eprintln!("SKIPPED: systemd-socket-activate is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let addr = free_addr();
+    let child = Command::new("systemd-socket-activate")
+        .args([
+            "-l",
+            &addr.to_string(),
+            "-E",
+            "NOTIFY_SOCKET",
+            "-E",
+            "DATABASE_URL",
+            "-E",
+            "RUST_LOG",
+            BIN,
+        ])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env(
+            "DATABASE_URL",
+            format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("service.db").display()
+            ),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut service = Service(child);
+    // systemd-socket-activate listens first and starts the service on the first connection,
+    // handing over the socket: that connection is served by the service itself.
+    let until = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < until, "the socket never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut buf = [0u8; 512];
+    let n = notify.recv(&mut buf).expect("a notification");
+    let ready = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
+    assert_eq!(
+        get(addr, "/work"),
+        Some(200),
+        "served on the inherited socket"
+    );
+
+    service.signal("TERM");
+    let n = notify.recv(&mut buf).expect("a notification");
+    let stopping = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping}");
+    assert!(
+        stopping
+            .lines()
+            .any(|l| l == "EXTEND_TIMEOUT_USEC=25000000"),
+        "{stopping}"
+    );
+    let status = service.wait(Duration::from_secs(10));
+    let mut stderr = String::new();
+    BufReader::new(service.0.stderr.take().unwrap())
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
