@@ -666,9 +666,10 @@ async fn start(component: &dyn Component, ctx: &Context, timeout: Duration) -> R
 /// Cancels the context, runs `component.stop` and waits for the component's tasks, all under
 /// `limit`; aborts the tasks left when it runs out. A panic in stop is caught.
 async fn stop(component: &dyn Component, ctx: &Context, limit: Duration) -> Result<(), Fault> {
-    ctx.token().cancel();
+    // The deadline first: tasks that wake on the token may read it at once.
     let began = Instant::now();
     ctx.set_deadline(began + limit);
+    ctx.token().cancel();
     let work = async {
         let stopped = AssertUnwindSafe(component.stop(ctx)).catch_unwind().await;
         ctx.tasks().close_and_wait().await;

@@ -27,6 +27,9 @@ use crate::stats::HttpStats;
 ///   handlers of long-lived responses see their [`ShutdownSignal`] fire. Whatever is left when
 ///   the stop timeout runs out is cut off and counted ([`HttpStats::force_closed`]).
 ///
+/// Any tower service can be served by wrapping it in a router:
+/// `Router::new().fallback_service(service)`.
+///
 /// A header read timeout (10 s by default) keeps slow clients from holding a connection, and
 /// request heads are limited in size (64 KiB by default); bodies are limited by axum's
 /// `DefaultBodyLimit` (2 MB).
