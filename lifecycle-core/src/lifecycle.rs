@@ -219,6 +219,9 @@ impl std::fmt::Debug for Lifecycle {
     }
 }
 
+/// The resolution of tokio's timer, as slack when checking elapsed time against a timeout.
+const TIMER_TICK: Duration = Duration::from_millis(2);
+
 /// How long a stop that timed out waits for its aborted tasks to end.
 const ABORT_GRACE: Duration = Duration::from_millis(100);
 
@@ -679,8 +682,8 @@ async fn stop(component: &dyn Component, ctx: &Context, limit: Duration) -> Resu
     let took = began.elapsed();
     match result {
         // The timer cannot fire while a stop blocks its thread; a stop that returns late
-        // anyway still overran.
-        Ok(_) if took > limit => Err((
+        // anyway still overran. (A timer tick of slack: tokio's timer has millisecond ticks.)
+        Ok(_) if took > limit + TIMER_TICK => Err((
             Outcome::TimedOut,
             format!("stop took {took:?}, over its {limit:?} limit: it blocked its thread"),
         )),

@@ -1,0 +1,259 @@
+//! `JobWorker`: a component that takes jobs from a [`SqlJobQueue`] and finishes or hands back
+//! the job in hand when its stop turn comes.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use lifecycle_core::{async_trait, BoxError, Component, Context};
+
+use crate::deadline::give_up_at;
+use crate::job_queue::{Job, SqlJobQueue};
+
+/// A worker on a [`SqlJobQueue`] whose contract is *finish or hand back*: on its stop turn it
+/// takes no new job; the job in hand finishes if it can before the stop timeout, and otherwise
+/// is handed back to the queue shortly before it, without counting against the job's retry
+/// limit. A job is never lost: if the process dies instead, the job's lease expires and the next
+/// worker to start takes it up again.
+///
+/// Register it as depending on the pool's component, so the pool is still open when it hands a
+/// job back.
+///
+/// # Examples
+///
+/// ```no_run
+/// use lifecycle_core::{Lifecycle, Registration};
+/// use lifecycle_db::{JobWorker, SqlJobQueue, SqlPool};
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// sqlx::any::install_default_drivers();
+/// let db = SqlPool::<sqlx::Any>::new("sqlite://jobs.db?mode=rwc")?;
+/// let queue = SqlJobQueue::new(db.pool().clone(), "emails");
+/// let worker = JobWorker::new(queue, |job| async move {
+///     println!("sending {}", job.payload);
+///     Ok(())
+/// });
+/// let lifecycle = Lifecycle::builder()
+///     .register(Registration::new("db", db))
+///     .register(Registration::new("emails", worker).depends_on("db"))
+///     .build()?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct JobWorker<H> {
+    queue: SqlJobQueue,
+    handler: Arc<H>,
+    lease: Duration,
+    poll_interval: Duration,
+    max_attempts: i64,
+    handed_back: Arc<AtomicU64>,
+    done: Arc<AtomicU64>,
+}
+
+impl<H, Fut> JobWorker<H>
+where
+    H: Fn(Job) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    /// A worker that runs `handler` on each job of `queue`, one at a time, with a 30 s lease, a
+    /// poll every 100 ms when the queue is empty, and 3 attempts per job.
+    pub fn new(queue: SqlJobQueue, handler: H) -> Self {
+        JobWorker {
+            queue,
+            handler: Arc::new(handler),
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(100),
+            max_attempts: 3,
+            handed_back: Arc::default(),
+            done: Arc::default(),
+        }
+    }
+
+    /// How long a job stays claimed without a renewal (default 30 s); the worker renews it at a
+    /// third of that while the job runs. A killed worker's job waits this long to be taken again.
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How long to wait before asking an empty queue again (default 100 ms).
+    #[must_use]
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// How many times a failing job is tried before it is marked failed (default 3).
+    #[must_use]
+    pub fn max_attempts(mut self, attempts: i64) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// Jobs this worker handed back at a shutdown, since it was created.
+    pub fn handed_back(&self) -> u64 {
+        self.handed_back.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl<H, Fut> Component for JobWorker<H>
+where
+    H: Fn(Job) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
+        self.queue.create_table().await?;
+        let reclaimed = self.queue.reclaim_expired().await?;
+        if reclaimed > 0 {
+            tracing::warn!(
+                component = ctx.name(),
+                reclaimed,
+                "took back jobs of workers that died"
+            );
+        }
+        let run = Run {
+            ctx: ctx.clone(),
+            queue: self.queue.clone(),
+            handler: self.handler.clone(),
+            worker: worker_id(ctx.name()),
+            lease: self.lease,
+            poll_interval: self.poll_interval,
+            max_attempts: self.max_attempts,
+            handed_back: self.handed_back.clone(),
+            done: self.done.clone(),
+        };
+        ctx.spawn(run.work());
+        Ok(())
+    }
+
+    fn describe(&self) -> Option<String> {
+        Some(format!(
+            "{} jobs done, {} handed back at shutdown",
+            self.done.load(Ordering::Relaxed),
+            self.handed_back.load(Ordering::Relaxed)
+        ))
+    }
+}
+
+/// A unique name for one run of a worker, stored with the jobs it holds.
+fn worker_id(name: &str) -> String {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// One run of a worker, from its start to its stop.
+struct Run<H> {
+    ctx: Context,
+    queue: SqlJobQueue,
+    handler: Arc<H>,
+    worker: String,
+    lease: Duration,
+    poll_interval: Duration,
+    max_attempts: i64,
+    handed_back: Arc<AtomicU64>,
+    done: Arc<AtomicU64>,
+}
+
+impl<H, Fut> Run<H>
+where
+    H: Fn(Job) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    async fn work(self) {
+        let token = self.ctx.token().clone();
+        // The token is checked only between jobs: a job in hand is never dropped here.
+        while !token.is_cancelled() {
+            match self.queue.claim(&self.worker, self.lease).await {
+                Ok(Some(job)) => self.run(job).await,
+                Ok(None) => {
+                    let _ = token
+                        .run_until_cancelled(tokio::time::sleep(self.poll_interval))
+                        .await;
+                }
+                Err(error) => {
+                    tracing::warn!(component = self.ctx.name(), %error, "could not claim a job");
+                    let _ = token
+                        .run_until_cancelled(tokio::time::sleep(self.poll_interval))
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Runs one job to its end, renewing its lease, unless the stop deadline comes first; then
+    /// hands it back.
+    async fn run(&self, job: Job) {
+        let id = job.id;
+        let mut handling = std::pin::pin!(AssertUnwindSafe((self.handler)(job)).catch_unwind());
+        let mut renew = tokio::time::interval(self.lease / 3);
+        renew.tick().await;
+        let outcome = loop {
+            let cut_off = async {
+                self.ctx.token().cancelled().await;
+                tokio::time::sleep_until(give_up_at(&self.ctx, Duration::from_secs(5))).await;
+            };
+            tokio::select! {
+                outcome = &mut handling => break Some(outcome),
+                _ = renew.tick() => {
+                    if let Err(error) = self.queue.renew(id, &self.worker, self.lease).await {
+                        tracing::warn!(job = id, %error, "could not renew a job's lease");
+                    }
+                }
+                () = cut_off => break None,
+            }
+        };
+        let recorded = match outcome {
+            Some(Ok(Ok(()))) => {
+                self.done.fetch_add(1, Ordering::Relaxed);
+                self.queue.complete(id, &self.worker).await
+            }
+            Some(Ok(Err(error))) => {
+                self.queue
+                    .fail(id, &self.worker, &error.to_string(), self.max_attempts)
+                    .await
+            }
+            Some(Err(panic)) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .unwrap_or("the job panicked");
+                self.queue
+                    .fail(id, &self.worker, message, self.max_attempts)
+                    .await
+            }
+            None => {
+                tracing::info!(
+                    component = self.ctx.name(),
+                    job = id,
+                    "stop timeout near: handing the job back"
+                );
+                self.handed_back.fetch_add(1, Ordering::Relaxed);
+                self.queue.hand_back(id, &self.worker).await
+            }
+        };
+        if let Err(error) = recorded {
+            // The lease will expire and the job will be taken again: not lost, maybe run twice.
+            tracing::warn!(component = self.ctx.name(), job = id, %error, "could not record a job's end");
+        }
+    }
+}
+
+impl<H> std::fmt::Debug for JobWorker<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobWorker")
+            .field("queue", &self.queue)
+            .field("lease", &self.lease)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
