@@ -16,8 +16,8 @@ use crate::job_queue::{Job, SqlJobQueue};
 /// A worker on a [`SqlJobQueue`] whose contract is *finish or hand back*: on its stop turn it
 /// takes no new job; the job in hand finishes if it can before the stop timeout, and otherwise
 /// is handed back to the queue shortly before it, without counting against the job's retry
-/// limit. A job is never lost: if the process dies instead, the job's lease expires and the next
-/// worker to start takes it up again.
+/// limit. A job is never lost: if the process dies instead, the job's lease expires and a worker
+/// takes it up again (each worker reclaims expired jobs at start, and when idle).
 ///
 /// Register it as depending on the pool's component, so the pool is still open when it hands a
 /// job back.
@@ -171,11 +171,18 @@ where
 {
     async fn work(self) {
         let token = self.ctx.token().clone();
+        let mut last_reclaim = tokio::time::Instant::now();
         // The token is checked only between jobs: a job in hand is never dropped here.
         while !token.is_cancelled() {
             match self.queue.claim(&self.worker, self.lease).await {
                 Ok(Some(job)) => self.run(job).await,
                 Ok(None) => {
+                    // With nothing to do, take back jobs whose worker died since the start (at
+                    // most once a lease, as no lease can expire faster).
+                    if last_reclaim.elapsed() >= self.lease {
+                        last_reclaim = tokio::time::Instant::now();
+                        self.reclaim().await;
+                    }
                     let _ = token
                         .run_until_cancelled(tokio::time::sleep(self.poll_interval))
                         .await;
@@ -186,6 +193,22 @@ where
                         .run_until_cancelled(tokio::time::sleep(self.poll_interval))
                         .await;
                 }
+            }
+        }
+    }
+
+    async fn reclaim(&self) {
+        match self.queue.reclaim_expired().await {
+            Ok(0) => {}
+            Ok(reclaimed) => {
+                tracing::warn!(
+                    component = self.ctx.name(),
+                    reclaimed,
+                    "took back jobs of workers that died"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(component = self.ctx.name(), %error, "could not reclaim expired jobs");
             }
         }
     }

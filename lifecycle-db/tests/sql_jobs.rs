@@ -352,3 +352,33 @@ fn no_job_is_lost_on_postgres() {
         no_job_is_lost(postgres_url("lifecycle-jobs"), 1000, 2);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_takes_up_the_job_of_a_worker_that_died_after_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    sqlx::any::install_default_drivers();
+    let db = SqlPool::<Any>::new(&url).unwrap();
+    let other = SqlJobQueue::new(db.pool().clone(), "died-later");
+    other.create_table().await.unwrap();
+    let id = other.enqueue("10").await.unwrap();
+    // Another worker holds it with a lease that outlives our worker's start, then dies.
+    let claimed_at = Instant::now();
+    assert!(other
+        .claim("doomed", Duration::from_millis(300))
+        .await
+        .unwrap()
+        .is_some());
+
+    let runs = Runs::default();
+    let (lifecycle, queue) = lifecycle(&url, "died-later", 1, &runs, Duration::from_secs(1));
+    let (handle, run) = start(lifecycle).await;
+    wait_for_state(&queue, id, JobState::Done).await;
+    assert!(
+        claimed_at.elapsed() >= Duration::from_millis(300),
+        "taken only once the lease expired"
+    );
+    handle.shutdown("test over");
+    run.await.unwrap();
+    assert_eq!(runs.get(id), (1, 1));
+}

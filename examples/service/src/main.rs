@@ -1,16 +1,21 @@
-//! The example service: one ordinary `main` that wires an HTTP server and a database pool into
-//! a lifecycle and returns the shutdown report. It is the model to copy.
+//! The example service: one ordinary `main` that wires an HTTP server, a database pool, its
+//! schema and a job worker into a lifecycle and returns the shutdown report. It is the model to
+//! copy.
 //!
 //! Run it with `cargo run --release -p example-service` (SQLite by default, no server needed),
-//! then `curl localhost:8080/work?ms=100`, and stop it with Ctrl-C or SIGTERM: the log shows
-//! readiness withdrawn, the drain delay, the server stopping before the pool, and the report.
+//! then `curl localhost:8080/work?ms=100` or `curl -d '{"ms": 500}' -H 'content-type:
+//! application/json' localhost:8080/jobs`, and stop it with Ctrl-C or SIGTERM: the log shows
+//! readiness withdrawn, the drain delay, the server and the job worker stopping before the pool
+//! (the job in hand finished or handed back), and the report.
 //!
 //! Flags (each also read from the environment variable shown):
 //! `--listen` (`LISTEN_ADDR`), `--database-url` (`DATABASE_URL`, SQLite or PostgreSQL),
 //! `--drain-delay` (`DRAIN_DELAY`), `--shutdown-budget` (`SHUTDOWN_BUDGET`), `--grace-period`
 //! (`TERMINATION_GRACE_PERIOD`: refuse to start when the shutdown could not fit in it),
+//! `--job-lease` (`JOB_LEASE`),
 //! `--report-json PATH` (write the report there on exit).
 
+mod migrations;
 mod routes;
 
 use std::net::SocketAddr;
@@ -19,9 +24,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use lifecycle_core::{exit_code, Lifecycle, Registration, Report};
-use lifecycle_db::SqlPool;
+use lifecycle_db::{JobWorker, SqlJobQueue, SqlPool};
 use lifecycle_http::{health_routes, HttpServer};
 use sqlx::Any;
+
+use crate::migrations::Migrations;
+use crate::routes::AppState;
 
 /// Command-line flags; each can also come from the environment variable shown.
 #[derive(Debug, Parser)]
@@ -47,6 +55,10 @@ struct Args {
     /// terminationGracePeriodSeconds); the service refuses to start if its shutdown cannot fit.
     #[arg(long, env = "TERMINATION_GRACE_PERIOD", value_parser = humantime::parse_duration)]
     grace_period: Option<Duration>,
+    /// How long a job stays claimed without renewal: a killed instance's job is taken up again
+    /// after it.
+    #[arg(long, env = "JOB_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    job_lease: Duration,
     /// Write the shutdown report as JSON to this file on exit.
     #[arg(long)]
     report_json: Option<PathBuf>,
@@ -72,7 +84,35 @@ async fn main() -> Report {
     let builder = Lifecycle::builder()
         .drain_delay(args.drain_delay)
         .shutdown_budget(args.shutdown_budget);
-    let router = routes::router(db.pool().clone()).merge(health_routes(builder.handle()));
+    let pool = db.pool().clone();
+    let jobs = SqlJobQueue::new(pool.clone(), "default");
+    let state = AppState {
+        pool: pool.clone(),
+        jobs: jobs.clone(),
+    };
+    let router = routes::router(state).merge(health_routes(builder.handle()));
+    let migrations = Migrations {
+        pool: pool.clone(),
+        jobs: jobs.clone(),
+    };
+    let worker = JobWorker::new(jobs, move |job| {
+        let pool = pool.clone();
+        async move {
+            // The work: record the run, wait the job's milliseconds, mark the run finished.
+            let ms: u64 = job.payload.parse()?;
+            sqlx::query("INSERT INTO job_runs (job_id, finished) VALUES ($1, 0)")
+                .bind(job.id)
+                .execute(&pool)
+                .await?;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            sqlx::query("UPDATE job_runs SET finished = 1 WHERE job_id = $1 AND finished = 0")
+                .bind(job.id)
+                .execute(&pool)
+                .await?;
+            Ok(())
+        }
+    })
+    .lease(args.job_lease);
     // Under systemd socket activation the socket is inherited; otherwise bind `--listen`.
     let http = if std::env::var_os("LISTEN_FDS").is_some() {
         HttpServer::from_systemd(router).unwrap_or_else(|e| refuse(e))
@@ -83,9 +123,19 @@ async fn main() -> Report {
     let lifecycle = builder
         .register(Registration::new("db", db).stop_timeout(Duration::from_secs(5)))
         .register(
-            Registration::new("http", http)
+            Registration::new("migrations", migrations)
                 .depends_on("db")
-                .stop_timeout(Duration::from_secs(10)),
+                .stop_timeout(Duration::from_secs(1)),
+        )
+        .register(
+            Registration::new("jobs", worker)
+                .depends_on("migrations")
+                .stop_timeout(Duration::from_secs(8)),
+        )
+        .register(
+            Registration::new("http", http)
+                .depends_on("migrations")
+                .stop_timeout(Duration::from_secs(8)),
         )
         .build()
         .unwrap_or_else(|e| refuse(format_args!("invalid configuration: {e}")));

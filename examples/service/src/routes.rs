@@ -3,22 +3,74 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures::stream::{self, Stream, StreamExt};
+use lifecycle_db::SqlJobQueue;
 use lifecycle_http::ShutdownSignal;
 use serde::Deserialize;
 use sqlx::AnyPool;
 
-pub(crate) fn router(pool: AnyPool) -> Router {
+/// What the handlers share.
+#[derive(Debug, Clone, FromRef)]
+pub(crate) struct AppState {
+    pub(crate) pool: AnyPool,
+    pub(crate) jobs: SqlJobQueue,
+}
+
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/work", get(work))
         .route("/sse", get(sse))
-        .with_state(pool)
+        .route("/jobs", post(enqueue))
+        .route("/jobs/{id}", get(job_state))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+struct NewJob {
+    ms: u64,
+}
+
+/// `POST /jobs` with `{"ms": N}`: queues a job that takes N ms; answers `{"id": ...}`.
+async fn enqueue(State(jobs): State<SqlJobQueue>, Json(job): Json<NewJob>) -> Response {
+    match jobs.enqueue(&job.ms.to_string()).await {
+        Ok(id) => (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response(),
+        Err(error) => database_error(error),
+    }
+}
+
+/// `GET /jobs/{id}`: `{"id": ..., "state": "queued" | "running" | "done" | "failed"}`.
+async fn job_state(State(jobs): State<SqlJobQueue>, Path(id): Path<i64>) -> Response {
+    match jobs.state(id).await {
+        Ok(Some(state)) => {
+            Json(serde_json::json!({ "id": id, "state": state.as_str() })).into_response()
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, "no such job\n").into_response(),
+        Err(error) => database_error(error),
+    }
+}
+
+/// The answer to a failed database call.
+fn database_error(error: sqlx::Error) -> Response {
+    match error {
+        // The pool closes only after the server has stopped, so this is rare; when it happens
+        // the request is safe to retry elsewhere.
+        sqlx::Error::PoolClosed => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "shutting down\n",
+        )
+            .into_response(),
+        error => {
+            tracing::error!(%error, "database call failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "database error\n").into_response()
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,18 +87,7 @@ async fn work(State(pool): State<AnyPool>, Query(params): Query<WorkParams>) -> 
             tokio::time::sleep(Duration::from_millis(params.ms)).await;
             Json(serde_json::json!({ "ok": true, "ms": params.ms })).into_response()
         }
-        // The pool closes only after the server has stopped, so this is rare; when it happens
-        // the request is safe to retry elsewhere.
-        Err(sqlx::Error::PoolClosed) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-            "shutting down\n",
-        )
-            .into_response(),
-        Err(error) => {
-            tracing::error!(%error, "database round trip failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "database error\n").into_response()
-        }
+        Err(error) => database_error(error),
     }
 }
 

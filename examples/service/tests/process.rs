@@ -144,7 +144,15 @@ fn health_endpoints_across_sigterm_and_the_report_file() {
         .iter()
         .map(|c| (c["name"].as_str().unwrap(), c["outcome"].as_str().unwrap()))
         .collect();
-    assert_eq!(outcomes, [("db", "stopped"), ("http", "stopped")]);
+    assert_eq!(
+        outcomes,
+        [
+            ("db", "stopped"),
+            ("migrations", "stopped"),
+            ("jobs", "stopped"),
+            ("http", "stopped")
+        ]
+    );
     let stop = |name: &str, field: &str| {
         report["components"]
             .as_array()
@@ -191,7 +199,10 @@ fn refuses_to_start_when_the_shutdown_cannot_fit_the_grace_period() {
         stderr.contains("more than the grace period of 30s"),
         "{stderr}"
     );
-    assert!(stderr.contains("http -> db"), "names the chain: {stderr}");
+    assert!(
+        stderr.contains(" -> migrations -> db"),
+        "names the chain: {stderr}"
+    );
 }
 
 #[test]

@@ -1,0 +1,25 @@
+//! The service's schema, created at start-up before anything that uses it starts.
+
+use lifecycle_core::{async_trait, BoxError, Component, Context};
+use lifecycle_db::SqlJobQueue;
+use sqlx::AnyPool;
+
+/// Creates the tables the service needs. A component of its own so that the job worker and the
+/// HTTP server, which depend on it, start only once the schema is there.
+#[derive(Debug)]
+pub(crate) struct Migrations {
+    pub(crate) pool: AnyPool,
+    pub(crate) jobs: SqlJobQueue,
+}
+
+#[async_trait]
+impl Component for Migrations {
+    async fn start(&self, _ctx: &Context) -> Result<(), BoxError> {
+        self.jobs.create_table().await?;
+        // One row per job run, as the work a job does: it shows runs that did not finish.
+        sqlx::query("CREATE TABLE IF NOT EXISTS job_runs (job_id BIGINT NOT NULL, finished BIGINT NOT NULL)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
