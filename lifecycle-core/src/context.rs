@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::error::BoxError;
 use crate::handle::LifecycleHandle;
@@ -90,6 +91,14 @@ impl Context {
         F::Output: Send + 'static,
     {
         self.inner.tasks.spawn(task)
+    }
+
+    /// A guard that counts as one of this component's tasks until dropped, for work that
+    /// another library spawns (axum spawns the task of an upgraded WebSocket itself): stop
+    /// waits for it like for a task from [`spawn`](Self::spawn), but cannot abort it, so the
+    /// work should end on [`token`](Self::token).
+    pub fn track(&self) -> TaskTrackerToken {
+        self.inner.tasks.token()
     }
 
     /// The number of this component's tracked tasks still running.

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use tokio::task::{AbortHandle, JoinHandle};
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
 
 /// A [`TaskTracker`] that also keeps an abort handle per live task.
@@ -39,6 +40,12 @@ impl TrackedTasks {
         }
         live.handles.push(handle.abort_handle());
         handle
+    }
+
+    /// A token that counts as a running task until dropped: waited for like one, but it cannot
+    /// be aborted.
+    pub(crate) fn token(&self) -> TaskTrackerToken {
+        self.tracker.token()
     }
 
     /// The number of tasks still running.

@@ -3,7 +3,9 @@
 //!
 //! Run: `cargo bench -p lifecycle-http --bench http_overhead` (needs `wrk` on the PATH;
 //! Debian: `apt-get install wrk`). Options through the environment: `ROUNDS` (default 5),
-//! `SECONDS` per run (default 5), `CONNECTIONS` (default 32).
+//! `SECONDS` per run (default 5), `CONNECTIONS` (default 32), and `WRK_CPU` to pin `wrk` to a
+//! core with `taskset` (pin the bench to another: `taskset -c 0 cargo bench ...` with
+//! `WRK_CPU=1`), which steadies tail latencies.
 //!
 //! Both servers run in this process on one runtime with one worker thread, so that on a
 //! two-core machine `wrk` has the other core; they are loaded one at a time, alternating, and

@@ -150,7 +150,7 @@ impl Component for HttpServer {
         *self.local_addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
         let service = Drain {
             inner: self.router.clone(),
-            signal: ShutdownSignal::new(ctx.token().clone(), ctx.lifecycle().shutdown_token()),
+            signal: ShutdownSignal::new(ctx),
             stats: self.stats.clone(),
             active: Default::default(),
         };

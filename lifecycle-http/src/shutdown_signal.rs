@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
+use lifecycle_core::Context;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 /// Inserted into every request's extensions by [`HttpServer`](crate::HttpServer), so handlers
 /// of long-lived responses (server-sent events, streaming bodies, WebSockets) can end them
@@ -35,13 +37,15 @@ pub struct ShutdownSignal(Arc<Tokens>);
 struct Tokens {
     stopping: CancellationToken,
     requested: CancellationToken,
+    ctx: Context,
 }
 
 impl ShutdownSignal {
-    pub(crate) fn new(stopping: CancellationToken, requested: CancellationToken) -> Self {
+    pub(crate) fn new(ctx: &Context) -> Self {
         ShutdownSignal(Arc::new(Tokens {
-            stopping,
-            requested,
+            stopping: ctx.token().clone(),
+            requested: ctx.lifecycle().shutdown_token(),
+            ctx: ctx.clone(),
         }))
     }
 
@@ -62,6 +66,32 @@ impl ShutdownSignal {
     /// Cancel-safe.
     pub fn stopping(&self) -> WaitForCancellationFuture<'_> {
         self.0.stopping.cancelled()
+    }
+
+    /// A guard that makes the server's stop wait for the work that holds it, for tasks the
+    /// handler does not run itself: move it into the callback of a WebSocket upgrade (axum
+    /// spawns that task on its own), and end the work when [`token`](Self::token) fires.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::extract::ws::{close_code, CloseFrame, Message, WebSocketUpgrade};
+    /// use axum::response::Response;
+    /// use axum::Extension;
+    /// use lifecycle_http::ShutdownSignal;
+    ///
+    /// async fn ws(upgrade: WebSocketUpgrade, Extension(shutdown): Extension<ShutdownSignal>) -> Response {
+    ///     let tracked = shutdown.track();
+    ///     upgrade.on_upgrade(move |mut socket| async move {
+    ///         let _tracked = tracked;
+    ///         shutdown.stopping().await;
+    ///         let frame = CloseFrame { code: close_code::AWAY, reason: "server stopping".into() };
+    ///         let _ = socket.send(Message::Close(Some(frame))).await;
+    ///     })
+    /// }
+    /// ```
+    pub fn track(&self) -> TaskTrackerToken {
+        self.0.ctx.track()
     }
 
     /// Whether the service's shutdown has begun (readiness is withdrawn, the drain delay may

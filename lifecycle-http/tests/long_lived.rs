@@ -53,9 +53,17 @@ async fn a_websocket_gets_a_going_away_close_frame() {
         panic!("expected a close frame, got {close:?}")
     };
     assert_eq!(frame.code, CloseCode::Away);
-    drop(socket);
+    // The server waits for the close handshake: its stop lasts until we answer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = socket.close(None).await;
     let report = server.report.await.unwrap();
     assert_eq!(report.exit_code(), exit_code::SUCCESS, "{report}");
+    let http = report.component("http").unwrap();
+    let stop_ms = http.stop_ended_ms.unwrap() - http.stop_began_ms.unwrap();
+    assert!(
+        stop_ms >= 250.0,
+        "the stop did not wait for the WebSocket ({stop_ms} ms)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,12 +49,15 @@ async fn endless() -> Body {
     Body::from_stream(chunks)
 }
 
-/// `GET /ws`: a WebSocket that echoes until the server's stop turn, then closes with 1001.
+/// `GET /ws`: a WebSocket that echoes until the server's stop turn, then closes with 1001. The
+/// server's stop waits for it (axum runs it in a task of its own, so it holds a tracking guard).
 async fn ws(
     upgrade: WebSocketUpgrade,
     Extension(shutdown): Extension<ShutdownSignal>,
 ) -> Response<Body> {
+    let tracked = shutdown.track();
     upgrade.on_upgrade(move |mut socket| async move {
+        let _tracked = tracked;
         loop {
             tokio::select! {
                 () = shutdown.stopping() => {
