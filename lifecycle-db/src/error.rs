@@ -39,6 +39,28 @@ pub enum DbError {
         /// Connections held by code that never returned them (a leak, a stuck query).
         checked_out: u32,
     },
+
+    /// Some Redis commands were still waiting for their reply shortly before the stop timeout;
+    /// they were failed with an error so that none is left pending, and the connections closed.
+    #[error("closing {target} cut off {pending} commands still waiting for a reply")]
+    CommandsCutOff {
+        /// The server, without credentials.
+        target: String,
+        /// How many commands were failed.
+        pending: usize,
+    },
+
+    /// A Redis subscription ended while it should have been running: the server closed the
+    /// connection (`CLIENT KILL`, an output buffer limit, a restart) or stopped answering.
+    #[error("the subscription to {channels} on {target} ended: {reason}")]
+    SubscriptionLost {
+        /// The server, without credentials.
+        target: String,
+        /// The channels and patterns subscribed to, comma-separated.
+        channels: String,
+        /// What was seen.
+        reason: String,
+    },
 }
 
 /// `url` without the user and password, for messages and reports.

@@ -6,14 +6,26 @@
 //!   using it) closes within its stop timeout, reporting connections that never came back.
 //! - [`JobWorker`] on a [`SqlJobQueue`] (PostgreSQL or SQLite): takes jobs with a lease and, at
 //!   its stop turn, finishes the job in hand or hands it back; a job is never lost.
+//! - [`RedisClient`] and [`Subscriber`] (feature `redis`, on by default): a shared Redis
+//!   connection plus dedicated ones for blocking commands, and a pub/sub subscriber; at the stop
+//!   every command resolves, and no connection, reconnect loop or task is left, even with Redis
+//!   down.
 
 mod deadline;
 mod error;
 mod job_queue;
 mod job_worker;
+#[cfg(feature = "redis")]
+mod redis_client;
+#[cfg(feature = "redis")]
+mod redis_subscriber;
 mod sql_pool;
 
 pub use error::DbError;
 pub use job_queue::{Job, JobState, SqlJobQueue};
 pub use job_worker::JobWorker;
+#[cfg(feature = "redis")]
+pub use redis_client::{RedisClient, RedisConnection};
+#[cfg(feature = "redis")]
+pub use redis_subscriber::Subscriber;
 pub use sql_pool::SqlPool;

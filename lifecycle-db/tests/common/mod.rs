@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 pub const POSTGRES: &str = "127.0.0.1:5432";
 pub const MARIADB: &str = "127.0.0.1:3306";
+pub const REDIS: &str = "127.0.0.1:6379";
 
 /// Whether the server at `addr` answers. When it does not: in CI (`CI=true`) the test fails,
 /// loudly; elsewhere it says so and the test returns early.
@@ -37,6 +38,65 @@ pub fn postgres_url(app: &str) -> String {
 
 pub fn mariadb_url(database: &str) -> String {
     format!("mysql://root@{MARIADB}/{database}")
+}
+
+pub fn redis_url() -> String {
+    format!("redis://{REDIS}/")
+}
+
+/// A connection to the Redis server of its own, for checks made beside the code under test.
+pub async fn redis_admin() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// The Redis server's clients (`CLIENT LIST`, one map of fields per client) that `keep`
+/// selects, e.g. by name.
+pub async fn redis_clients(
+    keep: impl Fn(&std::collections::HashMap<String, String>) -> bool,
+) -> Vec<std::collections::HashMap<String, String>> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut redis_admin().await)
+        .await
+        .unwrap();
+    list.lines()
+        .map(|line| {
+            line.split(' ')
+                .filter_map(|field| field.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .filter(|client| keep(client))
+        .collect()
+}
+
+/// Counts the TCP connections made to `addr` from now on (accepting and closing each), to
+/// catch reconnect attempts to a server that went away. `addr` may still be held by a listener
+/// that is closing; binding is retried for a second.
+pub async fn count_connections(addr: SocketAddr) -> (Arc<AtomicU64>, CancellationToken) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    let listener = loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => break listener,
+            Err(_) if tokio::time::Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("cannot listen on {addr} again: {e}"),
+        }
+    };
+    let (count, stop) = (Arc::new(AtomicU64::new(0)), CancellationToken::new());
+    let c = count.clone();
+    tokio::spawn(stop.clone().run_until_cancelled_owned(async move {
+        while let Ok((connection, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            drop(connection);
+        }
+    }));
+    (count, stop)
 }
 
 /// A TCP proxy in front of a server, which a test can black-hole (connections stay open, no
