@@ -8,8 +8,9 @@
 #   graceful (default): drain delay 2s; expect zero failed requests.
 #   control: drain delay 0, so readiness is withdrawn no earlier than the listener closes;
 #            expect failures: the test can see the race it guards against.
-# Needs haproxy and wrk (Debian: apt-get install haproxy wrk). Prints wrk's figures and a
-# verdict line; exits non-zero when the verdict is not the expected one.
+# Needs haproxy and wrk (Debian: apt-get install haproxy wrk). BIN=path/to/example-service uses
+# that binary instead of building a release one. Prints wrk's figures and a verdict line; exits
+# non-zero when the verdict is not the expected one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +24,10 @@ for tool in haproxy wrk; do
   command -v "$tool" >/dev/null || { echo "rolling-restart: $tool is not installed" >&2; exit 2; }
 done
 
-cargo build --release -q -p example-service
-bin=target/release/example-service
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p example-service
+fi
+bin=${BIN:-target/release/example-service}
 work=$(mktemp -d)
 lb=$((20000 + RANDOM % 10000))
 slots=($((lb + 1)) $((lb + 2)) $((lb + 3)))
