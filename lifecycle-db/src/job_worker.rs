@@ -1,5 +1,5 @@
-//! `JobWorker`: a component that takes jobs from a [`SqlJobQueue`] and finishes or hands back
-//! the job in hand when its stop turn comes.
+//! `JobWorker`: a component that takes jobs from a [`JobQueue`] and finishes or hands back the
+//! job in hand when its stop turn comes.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -11,9 +11,10 @@ use futures::FutureExt;
 use lifecycle_core::{async_trait, BoxError, Component, Context};
 
 use crate::deadline::give_up_at;
-use crate::job_queue::{Job, SqlJobQueue};
+use crate::job_queue::{Job, JobQueue};
 
-/// A worker on a [`SqlJobQueue`] whose contract is *finish or hand back*: on its stop turn it
+/// A worker on a [`JobQueue`] ([`SqlJobQueue`](crate::SqlJobQueue),
+/// [`RedisJobQueue`](crate::RedisJobQueue)) whose contract is *finish or hand back*: on its stop turn it
 /// takes no new job; the job in hand finishes if it can before the stop timeout, and otherwise
 /// is handed back to the queue shortly before it, without counting against the job's retry
 /// limit. A job is never lost: if the process dies instead, the job's lease expires and a worker
@@ -45,7 +46,7 @@ use crate::job_queue::{Job, SqlJobQueue};
 /// # }
 /// ```
 pub struct JobWorker<H> {
-    queue: SqlJobQueue,
+    queue: Arc<dyn JobQueue>,
     handler: Arc<H>,
     lease: Duration,
     poll_interval: Duration,
@@ -61,9 +62,9 @@ where
 {
     /// A worker that runs `handler` on each job of `queue`, one at a time, with a 30 s lease, a
     /// poll every 100 ms when the queue is empty, and 3 attempts per job.
-    pub fn new(queue: SqlJobQueue, handler: H) -> Self {
+    pub fn new(queue: impl JobQueue, handler: H) -> Self {
         JobWorker {
-            queue,
+            queue: Arc::new(queue),
             handler: Arc::new(handler),
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(100),
@@ -108,7 +109,8 @@ where
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
 {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
-        self.queue.create_table().await?;
+        let worker = worker_id(ctx.name());
+        self.queue.prepare(&worker).await?;
         let reclaimed = self.queue.reclaim_expired().await?;
         if reclaimed > 0 {
             tracing::warn!(
@@ -121,7 +123,7 @@ where
             ctx: ctx.clone(),
             queue: self.queue.clone(),
             handler: self.handler.clone(),
-            worker: worker_id(ctx.name()),
+            worker,
             lease: self.lease,
             poll_interval: self.poll_interval,
             max_attempts: self.max_attempts,
@@ -154,7 +156,7 @@ fn worker_id(name: &str) -> String {
 /// One run of a worker, from its start to its stop.
 struct Run<H> {
     ctx: Context,
-    queue: SqlJobQueue,
+    queue: Arc<dyn JobQueue>,
     handler: Arc<H>,
     worker: String,
     lease: Duration,
@@ -175,6 +177,12 @@ where
         // The token is checked only between jobs: a job in hand is never dropped here.
         while !token.is_cancelled() {
             match self.queue.claim(&self.worker, self.lease).await {
+                // A claim that waited on the queue may return after the stop turn came.
+                Ok(Some(job)) if token.is_cancelled() => {
+                    if let Err(error) = self.queue.hand_back(job.id, &self.worker).await {
+                        tracing::warn!(component = self.ctx.name(), job = job.id, %error, "could not hand a job back");
+                    }
+                }
                 Ok(Some(job)) => self.run(job).await,
                 Ok(None) => {
                     // With nothing to do, take back jobs whose worker died since the start (at

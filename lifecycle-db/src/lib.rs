@@ -4,8 +4,9 @@
 //! - [`SqlPool`]: a sqlx pool (PostgreSQL, SQLite, MySQL/MariaDB through sqlx's features) that
 //!   connects with retry at start, pings for health, and at its stop turn (after everything
 //!   using it) closes within its stop timeout, reporting connections that never came back.
-//! - [`JobWorker`] on a [`SqlJobQueue`] (PostgreSQL or SQLite): takes jobs with a lease and, at
-//!   its stop turn, finishes the job in hand or hands it back; a job is never lost.
+//! - [`JobWorker`] on a [`SqlJobQueue`] (PostgreSQL or SQLite) or a [`RedisJobQueue`] (a
+//!   reliable queue): takes jobs with a lease and, at its stop turn, finishes the job in hand or
+//!   hands it back; a job is never lost.
 //! - [`RedisClient`] and [`Subscriber`] (feature `redis`, on by default): a shared Redis
 //!   connection plus dedicated ones for blocking commands, and a pub/sub subscriber; at the stop
 //!   every command resolves, and no connection, reconnect loop or task is left, even with Redis
@@ -18,14 +19,20 @@ mod job_worker;
 #[cfg(feature = "redis")]
 mod redis_client;
 #[cfg(feature = "redis")]
+mod redis_job_queue;
+#[cfg(feature = "redis")]
 mod redis_subscriber;
+mod sql_job_queue;
 mod sql_pool;
 
 pub use error::DbError;
-pub use job_queue::{Job, JobState, SqlJobQueue};
+pub use job_queue::{Job, JobQueue, JobState};
 pub use job_worker::JobWorker;
 #[cfg(feature = "redis")]
 pub use redis_client::{RedisClient, RedisConnection};
 #[cfg(feature = "redis")]
+pub use redis_job_queue::RedisJobQueue;
+#[cfg(feature = "redis")]
 pub use redis_subscriber::Subscriber;
+pub use sql_job_queue::SqlJobQueue;
 pub use sql_pool::SqlPool;
