@@ -12,9 +12,11 @@
 //! `--listen` (`LISTEN_ADDR`), `--database-url` (`DATABASE_URL`, SQLite or PostgreSQL),
 //! `--drain-delay` (`DRAIN_DELAY`), `--shutdown-budget` (`SHUTDOWN_BUDGET`), `--grace-period`
 //! (`TERMINATION_GRACE_PERIOD`: refuse to start when the shutdown could not fit in it),
-//! `--job-lease` (`JOB_LEASE`),
+//! `--redis-url` (`REDIS_URL`: the job queue in Redis instead of the SQL database),
+//! `--job-queue` (`JOB_QUEUE`), `--job-lease` (`JOB_LEASE`),
 //! `--report-json PATH` (write the report there on exit).
 
+mod jobs;
 mod migrations;
 mod routes;
 
@@ -24,10 +26,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use lifecycle_core::{exit_code, Lifecycle, Registration, Report};
-use lifecycle_db::{JobWorker, SqlJobQueue, SqlPool};
+use lifecycle_db::{Job, JobWorker, RedisClient, RedisJobQueue, SqlJobQueue, SqlPool};
 use lifecycle_http::{health_routes, HttpServer};
 use sqlx::Any;
 
+use crate::jobs::Jobs;
 use crate::migrations::Migrations;
 use crate::routes::AppState;
 
@@ -45,6 +48,12 @@ struct Args {
         default_value = "sqlite://example-service.db?mode=rwc"
     )]
     database_url: String,
+    /// Redis, for the job queue; without it the jobs live in the SQL database.
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+    /// The job queue's name, so that several services can share a database or a Redis.
+    #[arg(long, env = "JOB_QUEUE", default_value = "default")]
+    job_queue: String,
     /// How long to keep serving after the signal, readiness withdrawn, before stopping.
     #[arg(long, env = "DRAIN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
     drain_delay: Duration,
@@ -85,7 +94,15 @@ async fn main() -> Report {
         .drain_delay(args.drain_delay)
         .shutdown_budget(args.shutdown_budget);
     let pool = db.pool().clone();
-    let jobs = SqlJobQueue::new(pool.clone(), "default");
+    let sql_jobs = SqlJobQueue::new(pool.clone(), &*args.job_queue);
+    let redis = args
+        .redis_url
+        .as_deref()
+        .map(|url| RedisClient::new(url).unwrap_or_else(|e| refuse(e)));
+    let jobs = match &redis {
+        Some(redis) => Jobs::Redis(RedisJobQueue::new(redis.clone(), &args.job_queue)),
+        None => Jobs::Sql(sql_jobs.clone()),
+    };
     let state = AppState {
         pool: pool.clone(),
         jobs: jobs.clone(),
@@ -93,12 +110,12 @@ async fn main() -> Report {
     let router = routes::router(state).merge(health_routes(builder.handle()));
     let migrations = Migrations {
         pool: pool.clone(),
-        jobs: jobs.clone(),
+        jobs: sql_jobs,
     };
-    let worker = JobWorker::new(jobs, move |job| {
+    // The work of a job: record the run, wait the job's milliseconds, mark the run finished.
+    let work = move |job: Job| {
         let pool = pool.clone();
         async move {
-            // The work: record the run, wait the job's milliseconds, mark the run finished.
             let ms: u64 = job.payload.parse()?;
             sqlx::query("INSERT INTO job_runs (job_id, finished) VALUES ($1, 0)")
                 .bind(job.id)
@@ -111,8 +128,11 @@ async fn main() -> Report {
                 .await?;
             Ok(())
         }
-    })
-    .lease(args.job_lease);
+    };
+    let worker = match jobs {
+        Jobs::Sql(queue) => JobWorker::new(queue, work).lease(args.job_lease),
+        Jobs::Redis(queue) => JobWorker::new(queue, work).lease(args.job_lease),
+    };
     // Under systemd socket activation the socket is inherited; otherwise bind `--listen`.
     let http = if std::env::var_os("LISTEN_FDS").is_some() {
         HttpServer::from_systemd(router).unwrap_or_else(|e| refuse(e))
@@ -120,23 +140,29 @@ async fn main() -> Report {
         HttpServer::bind(args.listen, router)
     };
 
-    let lifecycle = builder
+    // The worker and the server use Redis when the jobs live there: they stop before it.
+    let mut jobs_registration = Registration::new("jobs", worker)
+        .depends_on("migrations")
+        .stop_timeout(Duration::from_secs(8));
+    let mut http_registration = Registration::new("http", http)
+        .depends_on("migrations")
+        .stop_timeout(Duration::from_secs(8));
+    let mut builder = builder
         .register(Registration::new("db", db).stop_timeout(Duration::from_secs(5)))
         .register(
             Registration::new("migrations", migrations)
                 .depends_on("db")
                 .stop_timeout(Duration::from_secs(1)),
-        )
-        .register(
-            Registration::new("jobs", worker)
-                .depends_on("migrations")
-                .stop_timeout(Duration::from_secs(8)),
-        )
-        .register(
-            Registration::new("http", http)
-                .depends_on("migrations")
-                .stop_timeout(Duration::from_secs(8)),
-        )
+        );
+    if let Some(redis) = redis {
+        builder = builder
+            .register(Registration::new("redis", redis).stop_timeout(Duration::from_secs(2)));
+        jobs_registration = jobs_registration.depends_on("redis");
+        http_registration = http_registration.depends_on("redis");
+    }
+    let lifecycle = builder
+        .register(jobs_registration)
+        .register(http_registration)
         .build()
         .unwrap_or_else(|e| refuse(format_args!("invalid configuration: {e}")));
     if let Some(grace) = args.grace_period {

@@ -1,7 +1,7 @@
 //! The service's schema, created at start-up before anything that uses it starts.
 
 use lifecycle_core::{async_trait, BoxError, Component, Context};
-use lifecycle_db::SqlJobQueue;
+use lifecycle_db::{JobQueue, SqlJobQueue};
 use sqlx::AnyPool;
 
 /// Creates the tables the service needs. A component of its own so that the job worker and the
@@ -9,13 +9,14 @@ use sqlx::AnyPool;
 #[derive(Debug)]
 pub(crate) struct Migrations {
     pub(crate) pool: AnyPool,
+    /// The SQL job queue's table is created even when jobs live in Redis: it costs nothing.
     pub(crate) jobs: SqlJobQueue,
 }
 
 #[async_trait]
 impl Component for Migrations {
     async fn start(&self, _ctx: &Context) -> Result<(), BoxError> {
-        self.jobs.create_table().await?;
+        self.jobs.prepare("migrations").await?;
         // One row per job run, as the work a job does: it shows runs that did not finish.
         sqlx::query("CREATE TABLE IF NOT EXISTS job_runs (job_id BIGINT NOT NULL, finished BIGINT NOT NULL)")
             .execute(&self.pool)

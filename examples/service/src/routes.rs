@@ -10,16 +10,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures::stream::{self, Stream, StreamExt};
-use lifecycle_db::SqlJobQueue;
+use lifecycle_core::BoxError;
 use lifecycle_http::ShutdownSignal;
 use serde::Deserialize;
 use sqlx::AnyPool;
+
+use crate::jobs::Jobs;
 
 /// What the handlers share.
 #[derive(Debug, Clone, FromRef)]
 pub(crate) struct AppState {
     pub(crate) pool: AnyPool,
-    pub(crate) jobs: SqlJobQueue,
+    pub(crate) jobs: Jobs,
 }
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -37,21 +39,32 @@ struct NewJob {
 }
 
 /// `POST /jobs` with `{"ms": N}`: queues a job that takes N ms; answers `{"id": ...}`.
-async fn enqueue(State(jobs): State<SqlJobQueue>, Json(job): Json<NewJob>) -> Response {
+async fn enqueue(State(jobs): State<Jobs>, Json(job): Json<NewJob>) -> Response {
     match jobs.enqueue(&job.ms.to_string()).await {
         Ok(id) => (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response(),
-        Err(error) => database_error(error),
+        Err(error) => queue_error(error),
     }
 }
 
 /// `GET /jobs/{id}`: `{"id": ..., "state": "queued" | "running" | "done" | "failed"}`.
-async fn job_state(State(jobs): State<SqlJobQueue>, Path(id): Path<i64>) -> Response {
+async fn job_state(State(jobs): State<Jobs>, Path(id): Path<i64>) -> Response {
     match jobs.state(id).await {
         Ok(Some(state)) => {
             Json(serde_json::json!({ "id": id, "state": state.as_str() })).into_response()
         }
         Ok(None) => (StatusCode::NOT_FOUND, "no such job\n").into_response(),
-        Err(error) => database_error(error),
+        Err(error) => queue_error(error),
+    }
+}
+
+/// The answer to a failed call to the job queue.
+fn queue_error(error: BoxError) -> Response {
+    match error.downcast::<sqlx::Error>() {
+        Ok(error) => database_error(*error),
+        Err(error) => {
+            tracing::error!(%error, "job queue call failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "job queue error\n").into_response()
+        }
     }
 }
 
