@@ -22,6 +22,9 @@
 //! A second signal, or the shutdown budget running out, ends the process at once with a distinct
 //! [exit code](exit_code), from a watchdog thread that works even when the runtime is stuck.
 //!
+//! Panics in starts, stops, health checks and workers are caught and reported; building with
+//! `panic = "abort"` is not supported, as a panic would then end the process without a report.
+//!
 //! Under systemd (`Type=notify`, `NOTIFY_SOCKET` set), the lifecycle sends `READY=1` once
 //! started, `STOPPING=1` with `EXTEND_TIMEOUT_USEC` at the trigger, and watchdog pings when the
 //! unit asks for them.
