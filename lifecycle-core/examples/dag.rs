@@ -232,6 +232,17 @@ async fn main() -> ExitCode {
     }
     let bare = ms(bare.elapsed());
     let serial: f64 = nodes.iter().map(|node| ms(node.stop)).sum();
+    // The two other strategies, run for real on the same stops: one after another in reverse
+    // registration order (uber-go/fx), and all at once (ignoring dependencies: a database pool
+    // would close under the requests still using it).
+    let serial_run = Instant::now();
+    for node in nodes.iter().rev() {
+        tokio::time::sleep(node.stop).await;
+    }
+    let serial_run = ms(serial_run.elapsed());
+    let at_once = Instant::now();
+    futures::future::join_all(nodes.iter().map(|node| tokio::time::sleep(node.stop))).await;
+    let at_once = ms(at_once.elapsed());
     let measured = ms(returned - triggered);
     let span = stop_ended - stop_began;
     let first_stop_after_trigger = stop_began - ms(triggered - run_called);
@@ -265,6 +276,8 @@ async fn main() -> ExitCode {
         ),
         ("longest path of the measured stop times", longest_measured),
         ("that path's sleeps back to back, no lifecycle", bare),
+        ("serial reverse order (fx), run", serial_run),
+        ("all at once, ignoring dependencies, run", at_once),
     ] {
         eprintln!("  {label:<46} {value:9.1} ms");
     }
@@ -279,7 +292,8 @@ async fn main() -> ExitCode {
          serial_ms={serial:.1} measured_ms={measured:.1} span_ms={span:.1} \
          first_stop_ms={first_stop_after_trigger:.1} \
          longest_measured_ms={longest_measured:.1} bare_ms={bare:.1} ratio={ratio:.3} \
-         nominal_ratio={nominal_ratio:.3} within={within} \
+         nominal_ratio={nominal_ratio:.3} serial_run_ms={serial_run:.1} at_once_ms={at_once:.1} \
+         within={within} \
          exit_code={exit_code}",
         args.seed,
         path.len(),
