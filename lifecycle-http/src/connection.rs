@@ -42,17 +42,13 @@ pub(crate) type Service = Drain<axum::Router>;
 /// The connection settings of one run of the server.
 pub(crate) type ConnBuilder = auto::Builder<TrackedExecutor>;
 
-pub(crate) fn builder(
-    ctx: &Context,
-    header_read_timeout: Duration,
-    max_header_size: usize,
-) -> ConnBuilder {
+pub(crate) fn builder(ctx: &Context, max_header_size: usize) -> ConnBuilder {
     let mut builder = auto::Builder::new(TrackedExecutor(ctx.clone()));
+    // No hyper header read timeout: it arms a timer for every request. `serve_connection`
+    // enforces it per connection instead (`Activity::idle_for`).
     builder
         .http1()
-        // Without a timer the header read timeout is inert.
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(max_header_size.max(8192));
     builder
         .http2()
@@ -71,6 +67,7 @@ pub(crate) async fn accept_loop(
     builder: Arc<ConnBuilder>,
     service: Service,
     stats: HttpStats,
+    header_read_timeout: Duration,
 ) {
     let serve = |stream: TcpStream| {
         let _ = stream.set_nodelay(true);
@@ -81,6 +78,7 @@ pub(crate) async fn accept_loop(
             service.for_connection(),
             ctx.clone(),
             guard,
+            header_read_timeout,
         ));
     };
     loop {
@@ -123,16 +121,22 @@ async fn serve_connection(
     service: Service,
     ctx: Context,
     guard: ConnectionGuard,
+    header_read_timeout: Duration,
 ) {
     let conn = builder.serve_connection_with_upgrades(
         TokioIo::new(stream),
         TowerToHyperService::new(service.clone()),
     );
     let mut conn = std::pin::pin!(conn);
+    let activity = service.activity();
     let result = tokio::select! {
         result = conn.as_mut() => result,
+        () = activity.idle_for(header_read_timeout) => {
+            tracing::trace!("closing a connection that sent no request head in time");
+            Ok(())
+        }
         () = ctx.token().cancelled() => 'stopping: {
-            if !service.is_busy() {
+            if !activity.is_busy() {
                 // A request may be on its way (the client reused the connection, or just
                 // opened it): closing now would drop it. Serve what arrives in the grace
                 // period; the response says `Connection: close`.
@@ -145,7 +149,7 @@ async fn serve_connection(
             loop {
                 tokio::select! {
                     result = conn.as_mut() => break 'stopping result,
-                    () = tokio::time::sleep(GRACE) => if !service.is_busy() {
+                    () = tokio::time::sleep(GRACE) => if !activity.is_busy() {
                         tracing::trace!("closing a connection with no request in progress");
                         break 'stopping Ok(());
                     },

@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -15,6 +14,7 @@ use http_body::{Frame, SizeHint};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
+use crate::activity::{Activity, InProgress};
 use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::{HttpStats, RequestGuard};
 
@@ -24,23 +24,23 @@ pub(crate) struct Drain<S> {
     pub(crate) inner: S,
     pub(crate) signal: ShutdownSignal,
     pub(crate) stats: HttpStats,
-    /// Requests of this connection in progress, from dispatch to the end of the response body.
-    pub(crate) active: Arc<AtomicUsize>,
+    /// The connection's activity: a request is in progress from its dispatch to the end of its
+    /// response body.
+    pub(crate) activity: Arc<Activity>,
 }
 
 impl<S: Clone> Drain<S> {
-    /// The same service for a new connection, with a counter of its own.
+    /// The same service for a new connection, with an activity of its own.
     pub(crate) fn for_connection(&self) -> Self {
         Drain {
-            active: Arc::default(),
+            activity: Activity::new(),
             ..self.clone()
         }
     }
 
-    /// Whether a request of this connection is in progress (its response may still be
-    /// streaming).
-    pub(crate) fn is_busy(&self) -> bool {
-        self.active.load(Ordering::Acquire) > 0
+    /// This connection's activity.
+    pub(crate) fn activity(&self) -> &Activity {
+        &self.activity
     }
 }
 
@@ -59,7 +59,10 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let http1 = request.version() < Version::HTTP_2;
         request.extensions_mut().insert(self.signal.clone());
-        let in_flight = Active::new(self.stats.request(), self.active.clone());
+        let in_flight = Active {
+            _stats: self.stats.request(),
+            _connection: self.activity.begin(),
+        };
         DrainFuture {
             response: self.inner.call(request),
             in_flight: Some(in_flight),
@@ -115,23 +118,7 @@ where
 #[derive(Debug)]
 struct Active {
     _stats: RequestGuard,
-    connection: Arc<AtomicUsize>,
-}
-
-impl Active {
-    fn new(stats: RequestGuard, connection: Arc<AtomicUsize>) -> Self {
-        connection.fetch_add(1, Ordering::AcqRel);
-        Active {
-            _stats: stats,
-            connection,
-        }
-    }
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.connection.fetch_sub(1, Ordering::AcqRel);
-    }
+    _connection: InProgress,
 }
 
 /// A response body that keeps its request counted as in progress until it is dropped.

@@ -33,6 +33,7 @@
 //! }
 //! ```
 
+mod activity;
 mod connection;
 mod drain;
 mod error;

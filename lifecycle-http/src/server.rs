@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use lifecycle_core::{async_trait, BoxError, Component, Context};
 
+use crate::activity::Activity;
 use crate::connection::{accept_loop, builder};
 use crate::drain::Drain;
 use crate::error::HttpError;
@@ -104,8 +105,9 @@ impl HttpServer {
         }
     }
 
-    /// How long a client has to send a complete request head (default 10 s); a slow or silent
-    /// client is disconnected after it.
+    /// How long a client has to send a complete request head (default 10 s), from connecting
+    /// or from its previous response; a slow or silent client, or a keep-alive connection left
+    /// idle, is disconnected after it.
     #[must_use]
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
@@ -152,15 +154,16 @@ impl Component for HttpServer {
             inner: self.router.clone(),
             signal: ShutdownSignal::new(ctx),
             stats: self.stats.clone(),
-            active: Default::default(),
+            activity: Activity::new(),
         };
-        let builder = Arc::new(builder(ctx, self.header_read_timeout, self.max_header_size));
+        let builder = Arc::new(builder(ctx, self.max_header_size));
         ctx.spawn(accept_loop(
             listener,
             ctx.clone(),
             builder,
             service,
             self.stats.clone(),
+            self.header_read_timeout,
         ));
         tracing::info!(component = ctx.name(), %addr, "listening");
         Ok(())

@@ -74,3 +74,57 @@ async fn idle_silent_and_slowloris_connections_do_not_delay_the_stop() {
             .unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_read_timeout_closes_slow_and_idle_connections() {
+    let server = common::start_with(
+        Duration::ZERO,
+        Duration::from_secs(5),
+        Duration::from_millis(300),
+    )
+    .await;
+
+    // A slowloris client: a byte every 50 ms never makes a head in 300 ms.
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    let began = Instant::now();
+    let writer = tokio::spawn(async move {
+        for byte in b"GET /work HTTP/1.1\r\nHost: slow\r\nX-Padding: "
+            .iter()
+            .cycle()
+        {
+            if slow.write_all(&[*byte]).await.is_err() {
+                return slow;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        unreachable!()
+    });
+    let mut slow = tokio::time::timeout(Duration::from_secs(3), writer)
+        .await
+        .expect("cut off")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let _ = slow.read(&mut buf).await;
+    let cut_after = began.elapsed();
+    assert!(
+        cut_after >= Duration::from_millis(250) && cut_after < Duration::from_secs(1),
+        "{cut_after:?}"
+    );
+
+    // A keep-alive connection that goes quiet after a request is closed after the same time,
+    // and a busy one is not: a request longer than the timeout completes.
+    let mut idle = H1::connect(server.addr).await.unwrap();
+    assert_eq!(
+        idle.get("/work?ms=600").await.unwrap().status,
+        200,
+        "busy for longer than the timeout"
+    );
+    let quiet = Instant::now();
+    assert!(idle.closed.await.unwrap().is_ok());
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(250) && quiet.elapsed() < Duration::from_secs(1)
+    );
+
+    server.handle.shutdown("test over");
+    server.report.await.unwrap();
+}

@@ -96,10 +96,19 @@ pub struct Running {
 
 /// Starts the server with this drain delay and stop timeout, and waits until it is ready.
 pub async fn start(drain_delay: Duration, stop_timeout: Duration) -> Running {
+    start_with(drain_delay, stop_timeout, Duration::from_secs(10)).await
+}
+
+/// [`start`] with a header read timeout.
+pub async fn start_with(
+    drain_delay: Duration,
+    stop_timeout: Duration,
+    header_read_timeout: Duration,
+) -> Running {
     let builder = Lifecycle::builder().signals([]).drain_delay(drain_delay);
     let handle = builder.handle();
     let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), router(handle.clone()))
-        .header_read_timeout(Duration::from_secs(10));
+        .header_read_timeout(header_read_timeout);
     let (stats, local_addr) = (server.stats(), server.local_addr());
     let lifecycle = builder
         .register(Registration::new("http", server).stop_timeout(stop_timeout))
