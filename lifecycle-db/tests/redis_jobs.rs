@@ -5,55 +5,16 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{redis_admin, redis_url, server_available, REDIS};
-use lifecycle_core::{Lifecycle, LifecycleHandle, Outcome, Registration, Report};
-use lifecycle_db::{Job, JobQueue, JobState, JobWorker, RedisClient, RedisJobQueue};
+use common::{queue_name, redis_admin, redis_url, server_available, start, Runs, REDIS};
+use lifecycle_core::{Lifecycle, Outcome, Registration};
+use lifecycle_db::{JobQueue, JobState, JobWorker, RedisClient, RedisJobQueue};
 use rand::{Rng, SeedableRng};
 use redis::AsyncCommands;
 use tokio::time::Instant;
 
 const LEASE: Duration = Duration::from_millis(300);
-
-/// A unique queue name, so tests and runs do not meet.
-fn queue_name(test: &str) -> String {
-    format!(
-        "test-{test}-{}-{}",
-        std::process::id(),
-        rand::rng().random::<u32>()
-    )
-}
-
-/// Runs begun and finished per job id.
-#[derive(Debug, Clone, Default)]
-struct Runs(Arc<Mutex<HashMap<i64, (u32, u32)>>>);
-
-impl Runs {
-    fn sleeper(
-        &self,
-    ) -> impl Fn(Job) -> futures::future::BoxFuture<'static, Result<(), lifecycle_core::BoxError>>
-           + Send
-           + Sync
-           + 'static {
-        let runs = self.clone();
-        move |job: Job| {
-            let runs = runs.clone();
-            Box::pin(async move {
-                runs.0.lock().unwrap().entry(job.id).or_default().0 += 1;
-                tokio::time::sleep(Duration::from_millis(job.payload.parse().unwrap())).await;
-                runs.0.lock().unwrap().entry(job.id).or_default().1 += 1;
-                Ok(())
-            })
-        }
-    }
-
-    fn get(&self, id: i64) -> (u32, u32) {
-        self.0.lock().unwrap().get(&id).copied().unwrap_or_default()
-    }
-}
 
 fn lifecycle(
     queue: &str,
@@ -77,17 +38,6 @@ fn lifecycle(
         );
     }
     (builder.build().unwrap(), jobs)
-}
-
-async fn start(lifecycle: Lifecycle) -> (LifecycleHandle, tokio::task::JoinHandle<Report>) {
-    let handle = lifecycle.handle();
-    let run = tokio::spawn(lifecycle.run());
-    handle
-        .watch_phase()
-        .wait_for(|p| p.is_ready())
-        .await
-        .unwrap();
-    (handle, run)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

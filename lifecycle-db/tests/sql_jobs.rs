@@ -3,57 +3,18 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{postgres_url, server_available, POSTGRES};
-use lifecycle_core::{Lifecycle, LifecycleHandle, Outcome, Registration, Report};
-use lifecycle_db::{Job, JobState, JobWorker, SqlJobQueue, SqlPool};
+use common::{postgres_url, queue_name, server_available, start, Runs, POSTGRES};
+use lifecycle_core::{Lifecycle, Outcome, Registration};
+use lifecycle_db::{JobState, JobWorker, SqlJobQueue, SqlPool};
 use rand::{Rng, SeedableRng};
 use sqlx::Any;
 use tokio::time::Instant;
 
 fn sqlite_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display())
-}
-
-/// A unique queue name, so tests sharing the PostgreSQL table do not meet.
-fn queue_name(test: &str) -> String {
-    format!(
-        "{test}-{}-{}",
-        std::process::id(),
-        rand::rng().random::<u32>()
-    )
-}
-
-/// What the handlers did, per job id: how many runs began and how many finished.
-#[derive(Debug, Clone, Default)]
-struct Runs(Arc<Mutex<HashMap<i64, (u32, u32)>>>);
-
-impl Runs {
-    /// A handler that sleeps the job's payload in milliseconds, recording its runs.
-    fn sleeper(
-        &self,
-    ) -> impl Fn(Job) -> futures::future::BoxFuture<'static, Result<(), lifecycle_core::BoxError>>
-           + Send
-           + Sync
-           + 'static {
-        let runs = self.clone();
-        move |job: Job| {
-            let runs = runs.clone();
-            Box::pin(async move {
-                runs.0.lock().unwrap().entry(job.id).or_default().0 += 1;
-                tokio::time::sleep(Duration::from_millis(job.payload.parse().unwrap())).await;
-                runs.0.lock().unwrap().entry(job.id).or_default().1 += 1;
-                Ok(())
-            })
-        }
-    }
-
-    fn get(&self, id: i64) -> (u32, u32) {
-        self.0.lock().unwrap().get(&id).copied().unwrap_or_default()
-    }
 }
 
 const LEASE: Duration = Duration::from_millis(200);
@@ -83,18 +44,6 @@ fn lifecycle(
         );
     }
     (builder.build().unwrap(), jobs)
-}
-
-/// Starts the lifecycle and returns its handle and the task running it, once it is ready.
-async fn start(lifecycle: Lifecycle) -> (LifecycleHandle, tokio::task::JoinHandle<Report>) {
-    let handle = lifecycle.handle();
-    let run = tokio::spawn(lifecycle.run());
-    handle
-        .watch_phase()
-        .wait_for(|p| p.is_ready())
-        .await
-        .unwrap();
-    (handle, run)
 }
 
 async fn wait_for_state(queue: &SqlJobQueue, id: i64, state: JobState) {

@@ -7,6 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use lifecycle_core::{Lifecycle, LifecycleHandle, Report};
+use lifecycle_db::Job;
+use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -181,4 +187,54 @@ async fn pipe(
         }
         forwarded.fetch_add(n as u64, Ordering::Relaxed);
     }
+}
+
+/// A unique queue name, so tests sharing a table or a Redis do not meet.
+pub fn queue_name(test: &str) -> String {
+    format!(
+        "{test}-{}-{}",
+        std::process::id(),
+        rand::rng().random::<u32>()
+    )
+}
+
+/// What the handlers did, per job id: how many runs began and how many finished.
+#[derive(Debug, Clone, Default)]
+pub struct Runs(Arc<Mutex<HashMap<i64, (u32, u32)>>>);
+
+impl Runs {
+    /// A handler that sleeps the job's payload in milliseconds, recording its runs.
+    pub fn sleeper(
+        &self,
+    ) -> impl Fn(Job) -> futures::future::BoxFuture<'static, Result<(), lifecycle_core::BoxError>>
+           + Send
+           + Sync
+           + 'static {
+        let runs = self.clone();
+        move |job: Job| {
+            let runs = runs.clone();
+            Box::pin(async move {
+                runs.0.lock().unwrap().entry(job.id).or_default().0 += 1;
+                tokio::time::sleep(Duration::from_millis(job.payload.parse().unwrap())).await;
+                runs.0.lock().unwrap().entry(job.id).or_default().1 += 1;
+                Ok(())
+            })
+        }
+    }
+
+    pub fn get(&self, id: i64) -> (u32, u32) {
+        self.0.lock().unwrap().get(&id).copied().unwrap_or_default()
+    }
+}
+
+/// Runs the lifecycle in a task; returns its handle and the task once it is ready.
+pub async fn start(lifecycle: Lifecycle) -> (LifecycleHandle, tokio::task::JoinHandle<Report>) {
+    let handle = lifecycle.handle();
+    let run = tokio::spawn(lifecycle.run());
+    handle
+        .watch_phase()
+        .wait_for(|p| p.is_ready())
+        .await
+        .unwrap();
+    (handle, run)
 }
