@@ -154,7 +154,9 @@ fn no_job_is_lost_on_redis() {
             lost_acks += reclaim_before_start(&name).await;
             let (handle, run) = start(lifecycle).await;
             tokio::time::sleep(Duration::from_millis(run_for)).await;
-            if !kill {
+            if kill {
+                runs.wait_in_progress().await;
+            } else {
                 handle.shutdown("deploy");
                 let report = run.await.unwrap();
                 let wrong = report

@@ -231,7 +231,9 @@ fn no_job_is_lost(url: String, jobs: usize, seed: u64) {
             lost_acks += queue.reclaim_expired().await.unwrap();
             let (handle, run) = start(lifecycle).await;
             tokio::time::sleep(Duration::from_millis(run_for)).await;
-            if !kill {
+            if kill {
+                runs.wait_in_progress().await;
+            } else {
                 handle.shutdown("deploy");
                 let report = run.await.unwrap();
                 // A stop too short even to hand the job back times out; the job's lease then

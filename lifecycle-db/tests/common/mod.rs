@@ -222,6 +222,24 @@ impl Runs {
         }
     }
 
+    /// Whether a handler is running right now.
+    pub fn in_progress(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap()
+            .values()
+            .any(|(began, finished)| began > finished)
+    }
+
+    /// Waits until a handler is running, so that a kill interrupts a job for sure.
+    pub async fn wait_in_progress(&self) {
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !self.in_progress() {
+            assert!(tokio::time::Instant::now() < until, "no job ever ran");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     pub fn get(&self, id: i64) -> (u32, u32) {
         self.0.lock().unwrap().get(&id).copied().unwrap_or_default()
     }
