@@ -155,11 +155,12 @@ async fn readiness_goes_off_within_100ms_while_liveness_stays_up() {
         tokio::spawn(async move {
             let mut seen = Vec::new();
             loop {
+                let sent = Instant::now();
                 let Ok(mut conn) = H1::connect(addr).await else {
                     return seen;
                 };
                 match conn.get(path).await {
-                    Ok(answer) => seen.push((Instant::now(), answer.status.as_u16())),
+                    Ok(answer) => seen.push((sent, answer.status.as_u16())),
                     Err(_) => return seen,
                 }
                 tokio::time::sleep(10 * MS).await;
@@ -184,7 +185,9 @@ async fn readiness_goes_off_within_100ms_while_liveness_stays_up() {
         "readyz 503 after {:?}",
         first_503 - signal_at
     );
-    assert!(readyz.iter().all(|(t, s)| *t < signal_at || *s == 503));
+    // Once off, readiness stays off (a probe sent just after the signal may still have been
+    // answered before the lifecycle took the trigger: that is what the 100 ms allow).
+    assert!(readyz.iter().all(|(t, s)| *t < first_503 || *s == 503));
     assert!(
         livez.iter().all(|(_, s)| *s == 200),
         "livez stays 200 while it answers"
