@@ -137,8 +137,9 @@ async fn keep_alive_client_every_50ms_is_never_reset() {
         before.len(),
         after.len()
     );
+    // The last request sent before the signal may be answered after it, with `close`.
     assert!(
-        before.iter().all(|(_, close)| !close),
+        before[..before.len() - 1].iter().all(|(_, close)| !close),
         "keep-alive before the signal"
     );
     assert!(
