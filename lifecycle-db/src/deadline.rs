@@ -1,9 +1,12 @@
-//! Giving up a little before the lifecycle would cut a start or stop off.
+//! Giving up in time: shortly before the lifecycle would cut a start or stop off, and after
+//! retrying a connection until then.
 
 use std::time::Duration;
 
 use lifecycle_core::Context;
 use tokio::time::Instant;
+
+use crate::error::DbError;
 
 /// The moment to give up at so what follows (reporting an error, handing a job back) still fits:
 /// a quarter of the time left, at most 250 ms, before the lifecycle's deadline; `fallback` from
@@ -17,4 +20,44 @@ pub(crate) fn give_up_at(ctx: &Context, fallback: Duration) -> Instant {
         }
         None => now + fallback,
     }
+}
+
+/// The longest wait between connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Runs `attempt` until it succeeds, waiting 50 ms after the first failure and doubling up to
+/// 2 s, each attempt cut off at `give_up`; past it, fails with [`DbError::Unreachable`] naming
+/// `target` and the last error.
+pub(crate) async fn retry_until<T, E, Fut>(
+    target: &str,
+    give_up: Instant,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<T, DbError>
+where
+    E: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let began = Instant::now();
+    let mut backoff = Duration::from_millis(50);
+    let mut attempts = 0;
+    let last_error = loop {
+        attempts += 1;
+        let error = match tokio::time::timeout_at(give_up, attempt()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "connecting timed out".to_owned(),
+        };
+        if Instant::now() + backoff >= give_up {
+            break error;
+        }
+        tracing::debug!(target_db = %target, %error, ?backoff, "connection attempt failed");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    };
+    Err(DbError::Unreachable {
+        target: target.to_owned(),
+        attempts,
+        waited: began.elapsed(),
+        last_error,
+    })
 }

@@ -13,13 +13,11 @@ use tokio::time::Instant;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
 
-use crate::deadline::give_up_at;
+use crate::deadline::{give_up_at, retry_until};
 use crate::error::{redact, DbError};
 
 /// How long the health ping may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
-/// The longest wait between connection attempts at start.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// A Redis client as a lifecycle component: one shared, multiplexed connection for ordinary
 /// commands, and [dedicated connections](Self::dedicated) for blocking ones.
@@ -230,31 +228,10 @@ impl RedisClient {
     /// Connects once, retrying with backoff, to prove the server is there; the connection is
     /// kept as the shared one.
     async fn reach(&self, give_up: Instant) -> Result<(), DbError> {
-        let began = Instant::now();
-        let mut backoff = Duration::from_millis(50);
-        let mut attempts = 0;
-        let last_error = loop {
-            attempts += 1;
-            let error = match tokio::time::timeout_at(give_up, self.shared.link.connection()).await
-            {
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(error)) => error.to_string(),
-                Err(_) => "connecting timed out".to_owned(),
-            };
-            if Instant::now() + backoff >= give_up {
-                break error;
-            }
-            tracing::debug!(target_db = %self.inner.target, %error, ?backoff,
-                "connection attempt failed");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        };
-        Err(DbError::Unreachable {
-            target: self.inner.target.clone(),
-            attempts,
-            waited: began.elapsed(),
-            last_error,
+        retry_until(&self.inner.target, give_up, || async {
+            self.shared.link.connection().await.map(drop)
         })
+        .await
     }
 }
 

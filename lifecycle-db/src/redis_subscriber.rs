@@ -11,12 +11,10 @@ use redis::aio::{PubSub, PubSubSink, PubSubStream};
 use redis::{Msg, RedisResult};
 use tokio::time::Instant;
 
-use crate::deadline::give_up_at;
+use crate::deadline::{give_up_at, retry_until};
 use crate::error::DbError;
 use crate::redis_client::redact_redis;
 
-/// The longest wait between connection attempts at start.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long a keep-alive ping, or the unsubscribe at the stop, may take.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -142,30 +140,13 @@ where
 
     /// Connects and subscribes, retrying with backoff until `give_up`.
     async fn subscribe(&self, give_up: Instant) -> Result<PubSub, DbError> {
-        let began = Instant::now();
-        let mut backoff = Duration::from_millis(50);
-        let mut attempts = 0;
-        let last_error = loop {
-            attempts += 1;
-            let attempt = tokio::time::timeout(self.connect_timeout, self.subscribe_once());
-            let error = match tokio::time::timeout_at(give_up, attempt).await {
-                Ok(Ok(Ok(pubsub))) => return Ok(pubsub),
-                Ok(Ok(Err(error))) => error.to_string(),
-                Ok(Err(_)) | Err(_) => "connecting timed out".to_owned(),
-            };
-            if Instant::now() + backoff >= give_up {
-                break error;
+        retry_until(&self.target, give_up, || async {
+            match tokio::time::timeout(self.connect_timeout, self.subscribe_once()).await {
+                Ok(result) => result.map_err(|error| error.to_string()),
+                Err(_) => Err("connecting timed out".to_owned()),
             }
-            tracing::debug!(target_db = %self.target, %error, ?backoff, "subscribe attempt failed");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        };
-        Err(DbError::Unreachable {
-            target: self.target.clone(),
-            attempts,
-            waited: began.elapsed(),
-            last_error,
         })
+        .await
     }
 
     async fn subscribe_once(&self) -> RedisResult<PubSub> {

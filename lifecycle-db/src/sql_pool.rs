@@ -7,13 +7,11 @@ use sqlx::pool::PoolOptions;
 use sqlx::{ConnectOptions, Connection, Database, Pool};
 use tokio::time::Instant;
 
-use crate::deadline::give_up_at;
+use crate::deadline::{give_up_at, retry_until};
 use crate::error::{redact, DbError};
 
 /// How long the health ping may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
-/// The longest wait between connection attempts at start.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// A sqlx connection pool as a lifecycle component, for any database sqlx supports (features
 /// `postgres`, `sqlite`, `mysql`).
@@ -98,33 +96,13 @@ impl<DB: Database> SqlPool<DB> {
 
     /// Connects once, retrying with backoff, to prove the server is there.
     async fn reach(&self, give_up: Instant) -> Result<(), DbError> {
-        let began = Instant::now();
-        let mut backoff = Duration::from_millis(50);
-        let mut attempts = 0;
-        let last_error = loop {
-            attempts += 1;
-            let error = match tokio::time::timeout_at(give_up, self.connect.connect()).await {
-                Ok(Ok(connection)) => {
-                    // The probe is not kept: the pool opens its own connections.
-                    let _ = tokio::time::timeout_at(give_up, connection.close()).await;
-                    return Ok(());
-                }
-                Ok(Err(error)) => error.to_string(),
-                Err(_) => "connecting timed out".to_owned(),
-            };
-            if Instant::now() + backoff >= give_up {
-                break error;
-            }
-            tracing::debug!(target_db = %self.target, %error, ?backoff, "connection attempt failed");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        };
-        Err(DbError::Unreachable {
-            target: self.target.clone(),
-            attempts,
-            waited: began.elapsed(),
-            last_error,
+        retry_until(&self.target, give_up, || async {
+            let connection = self.connect.connect().await?;
+            // The probe is not kept: the pool opens its own connections.
+            let _ = tokio::time::timeout_at(give_up, connection.close()).await;
+            Ok::<_, sqlx::Error>(())
         })
+        .await
     }
 }
 
