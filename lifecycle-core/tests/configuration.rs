@@ -4,15 +4,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Log, Probe};
-use lifecycle_core::{BuildError, Lifecycle, LifecycleBuilder, OnFailure, Registration};
+use common::{builder, Log, Probe};
+use lifecycle_core::{BuildError, OnFailure, Registration};
 
 fn probe(name: &str) -> Registration {
     Registration::new(name, Probe::new(name, &Log::default()))
-}
-
-fn builder() -> LifecycleBuilder {
-    Lifecycle::builder().signals([])
 }
 
 #[test]

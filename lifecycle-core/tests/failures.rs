@@ -8,30 +8,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Act, Event, Log, Probe};
+use common::{builder, secs, shutdown_when_ready, Act, Event, Log, Probe};
 use lifecycle_core::{
-    async_trait, exit_code, BoxError, Component, Context, Lifecycle, LifecycleBuilder, OnFailure,
-    Outcome, Phase, Registration, TriggerKind, Worker,
+    async_trait, exit_code, BoxError, Component, Context, Lifecycle, OnFailure, Outcome,
+    Registration, TriggerKind, Worker,
 };
 use tokio::time::Instant;
-
-fn builder() -> LifecycleBuilder {
-    Lifecycle::builder().signals([])
-}
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-fn shutdown_when_ready(lifecycle: &Lifecycle, after: Duration) {
-    let handle = lifecycle.handle();
-    let mut phase = handle.watch_phase();
-    tokio::spawn(async move {
-        phase.wait_for(|p| *p == Phase::Ready).await.unwrap();
-        tokio::time::sleep(after).await;
-        handle.shutdown("test over");
-    });
-}
 
 /// A chain `a <- b <- c <- d` where `c` starts with `act`.
 fn chain_with_start(log: &Log, act: Act) -> Lifecycle {

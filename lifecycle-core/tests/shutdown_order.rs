@@ -5,30 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Act, Event, Log, Probe};
-use lifecycle_core::{
-    exit_code, Lifecycle, LifecycleBuilder, Outcome, Phase, Registration, TriggerKind,
-};
+use common::{builder, secs, shutdown_when_ready, Act, Event, Log, Probe};
+use lifecycle_core::{exit_code, Outcome, Phase, Registration, TriggerKind};
 use tokio::time::Instant;
-
-fn builder() -> LifecycleBuilder {
-    Lifecycle::builder().signals([])
-}
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-/// Asks for the shutdown `after` the lifecycle is ready.
-fn shutdown_when_ready(lifecycle: &Lifecycle, after: Duration) {
-    let handle = lifecycle.handle();
-    let mut phase = handle.watch_phase();
-    tokio::spawn(async move {
-        phase.wait_for(|p| *p == Phase::Ready).await.unwrap();
-        tokio::time::sleep(after).await;
-        handle.shutdown("test over");
-    });
-}
 
 #[tokio::test(start_paused = true)]
 async fn readiness_off_then_drain_then_reverse_order() {

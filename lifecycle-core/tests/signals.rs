@@ -79,19 +79,19 @@ fn main() -> std::process::ExitCode {
 }
 
 /// The child, killed if the test ends first, and its stdout lines as they come.
-struct Child_ {
+struct Service {
     child: Child,
     lines: mpsc::Receiver<String>,
 }
 
-impl Drop for Child_ {
+impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-impl Child_ {
+impl Service {
     fn spawn(args: &[&str]) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .arg("--")
@@ -108,7 +108,7 @@ impl Child_ {
                 let _ = send.send(line);
             }
         });
-        Child_ { child, lines }
+        Service { child, lines }
     }
 
     fn expect_line(&self, expected: &str) {
@@ -188,7 +188,7 @@ fn time(report: &serde_json::Value, name: &str, field: &str) -> f64 {
 }
 
 fn graceful(signal: &str) {
-    let mut child = Child_::spawn(&[]);
+    let mut child = Service::spawn(&[]);
     child.expect_line("starting");
     child.expect_line("ready");
     child.signal(signal);
@@ -226,7 +226,7 @@ fn sigint_takes_the_graceful_path() {
 }
 
 fn a_second_sigterm_forces_the_exit() {
-    let mut child = Child_::spawn(&["--stop-hangs"]);
+    let mut child = Service::spawn(&["--stop-hangs"]);
     child.expect_line("starting");
     child.expect_line("ready");
     child.signal("TERM");
@@ -245,7 +245,7 @@ fn a_second_sigterm_forces_the_exit() {
 }
 
 fn a_signal_during_start_up_rolls_back() {
-    let mut child = Child_::spawn(&["--slow-start", "10000"]);
+    let mut child = Service::spawn(&["--slow-start", "10000"]);
     child.expect_line("starting");
     std::thread::sleep(Duration::from_millis(300));
     child.signal("TERM");
@@ -265,7 +265,7 @@ fn a_signal_during_start_up_rolls_back() {
 }
 
 fn a_spawn_blocking_that_never_returns_cannot_hold_the_exit_past_the_deadline() {
-    let mut child = Child_::spawn(&["--blocking-forever", "--budget-ms", "1500"]);
+    let mut child = Service::spawn(&["--blocking-forever", "--budget-ms", "1500"]);
     child.expect_line("starting");
     child.expect_line("ready");
     child.signal("TERM");
@@ -285,7 +285,7 @@ fn a_spawn_blocking_that_never_returns_cannot_hold_the_exit_past_the_deadline() 
 }
 
 fn a_wedged_runtime_still_exits_at_the_deadline() {
-    let mut child = Child_::spawn(&["--wedge", "--budget-ms", "1500"]);
+    let mut child = Service::spawn(&["--wedge", "--budget-ms", "1500"]);
     child.expect_line("starting");
     child.expect_line("ready");
     child.signal("TERM");

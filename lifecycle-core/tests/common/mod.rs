@@ -6,7 +6,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lifecycle_core::{async_trait, BoxError, Component, Context};
+use lifecycle_core::{
+    async_trait, BoxError, Component, Context, Lifecycle, LifecycleBuilder, Phase,
+};
 use tokio::time::Instant;
 
 /// What a scripted start or stop does.
@@ -155,4 +157,24 @@ impl Component for Probe {
         self.log.push(&self.name, Event::StopEnded);
         Ok(())
     }
+}
+
+/// A builder that leaves the process's signals alone, as tests must.
+pub fn builder() -> LifecycleBuilder {
+    Lifecycle::builder().signals([])
+}
+
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Asks for the shutdown `after` the lifecycle is ready.
+pub fn shutdown_when_ready(lifecycle: &Lifecycle, after: Duration) {
+    let handle = lifecycle.handle();
+    let mut phase = handle.watch_phase();
+    tokio::spawn(async move {
+        phase.wait_for(|p| *p == Phase::Ready).await.unwrap();
+        tokio::time::sleep(after).await;
+        handle.shutdown("test over");
+    });
 }
