@@ -22,7 +22,7 @@ impl HttpStats {
         self.0.open_connections.load(Ordering::Relaxed)
     }
 
-    /// Requests whose handler is running right now.
+    /// Requests in progress right now: from dispatch until their response body has been sent.
     pub fn in_flight(&self) -> usize {
         self.0.in_flight.load(Ordering::Relaxed)
     }
