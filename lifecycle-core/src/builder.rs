@@ -1,5 +1,6 @@
 //! The builder: components, their dependencies and timeouts, and the global settings.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,9 +9,10 @@ use tokio_util::sync::CancellationToken;
 use crate::component::Component;
 use crate::error::BuildError;
 use crate::graph::Graph;
-use crate::handle::{ComponentState, LifecycleHandle};
+use crate::handle::LifecycleHandle;
 use crate::lifecycle::Lifecycle;
-use crate::shared::{Shared, Slot};
+use crate::record::{Record, Slot};
+use crate::shared::Shared;
 use crate::signals::Signal;
 
 /// What the lifecycle does when a running component reports a failure (its task returned an
@@ -74,6 +76,7 @@ pub struct Registration {
     pub(crate) start_timeout: Duration,
     pub(crate) stop_timeout: Duration,
     pub(crate) on_failure: OnFailure,
+    pub(crate) readiness: bool,
 }
 
 impl Registration {
@@ -92,6 +95,7 @@ impl Registration {
             start_timeout: Self::DEFAULT_START_TIMEOUT,
             stop_timeout: Self::DEFAULT_STOP_TIMEOUT,
             on_failure: OnFailure::Shutdown,
+            readiness: true,
         }
     }
 
@@ -120,6 +124,14 @@ impl Registration {
         self.on_failure = policy;
         self
     }
+
+    /// Leaves the component's health out of readiness: the service stays ready while it is
+    /// unhealthy (a cache the service can do without), and health checks still report it.
+    /// Its start and stop are ordered as any other's.
+    pub fn exclude_from_readiness(mut self) -> Self {
+        self.readiness = false;
+        self
+    }
 }
 
 impl std::fmt::Debug for Registration {
@@ -130,6 +142,7 @@ impl std::fmt::Debug for Registration {
             .field("start_timeout", &self.start_timeout)
             .field("stop_timeout", &self.stop_timeout)
             .field("on_failure", &self.on_failure)
+            .field("readiness", &self.readiness)
             .finish_non_exhaustive()
     }
 }
@@ -144,12 +157,16 @@ pub struct LifecycleBuilder {
     drain_delay: Duration,
     shutdown_budget: Duration,
     signals: Vec<Signal>,
+    health_cache: Duration,
+    report_file: Option<PathBuf>,
     shared: Arc<Shared>,
 }
 
 impl LifecycleBuilder {
     /// The default shutdown budget: Kubernetes' default grace period of 30 s, less a margin.
     pub const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_secs(25);
+    /// The default time a health check's answers are reused for.
+    pub const DEFAULT_HEALTH_CACHE: Duration = Duration::from_secs(1);
 
     pub(crate) fn new() -> Self {
         LifecycleBuilder {
@@ -157,6 +174,8 @@ impl LifecycleBuilder {
             drain_delay: Duration::ZERO,
             shutdown_budget: Self::DEFAULT_SHUTDOWN_BUDGET,
             signals: vec![Signal::Terminate, Signal::Interrupt],
+            health_cache: Self::DEFAULT_HEALTH_CACHE,
+            report_file: None,
             shared: Arc::new(Shared::new(CancellationToken::new())),
         }
     }
@@ -178,6 +197,10 @@ impl LifecycleBuilder {
     /// The most the whole shutdown may take, from the trigger to exit, drain delay included
     /// (default 25 s). When it runs out, whatever still runs is cut off and the process exits
     /// with [`exit_code::DEADLINE`](crate::exit_code::DEADLINE), even if the runtime is stuck.
+    ///
+    /// The stops are cut a little earlier (a tenth of the budget, at most 500 ms), so that
+    /// [`Lifecycle::run`] still returns the full report; the watchdog thread's exit at the
+    /// budget itself is the backstop for a runtime that cannot get there.
     pub fn shutdown_budget(mut self, budget: Duration) -> Self {
         self.shutdown_budget = budget;
         self
@@ -187,6 +210,23 @@ impl LifecycleBuilder {
     /// the exit. An empty set leaves signals alone, as tests and embedded uses want.
     pub fn signals(mut self, signals: impl IntoIterator<Item = Signal>) -> Self {
         self.signals = signals.into_iter().collect();
+        self
+    }
+
+    /// How long the answers of the components' health checks are reused (default 1 s), so a
+    /// flood of readiness probes runs one check per component per period, not one per probe.
+    /// Zero checks on every call.
+    pub fn health_cache(mut self, ttl: Duration) -> Self {
+        self.health_cache = ttl;
+        self
+    }
+
+    /// Writes the report as JSON (the shape documented on [`Report`](crate::Report)) to `path`
+    /// when the lifecycle ends, whether through [`Lifecycle::run`] or a forced exit (second
+    /// signal, deadline). The file is written next to `path` and renamed over it, so a reader
+    /// never sees half a report.
+    pub fn report_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.report_file = Some(path.into());
         self
     }
 
@@ -261,27 +301,27 @@ impl LifecycleBuilder {
             });
         }
 
-        self.shared.record().slots = self
-            .registrations
-            .iter()
-            .map(|r| Slot {
-                name: r.name.as_str().into(),
-                dependencies: r.depends_on.clone(),
-                component: r.component.clone(),
-                state: ComponentState::Pending,
-                start_began: None,
-                start_ended: None,
-                stop_began: None,
-                stop_ended: None,
-                error: None,
-            })
-            .collect();
+        *self.shared.record() = Record::new(
+            self.registrations
+                .iter()
+                .map(|r| {
+                    Slot::new(
+                        &r.name,
+                        r.depends_on.clone(),
+                        r.component.clone(),
+                        r.readiness,
+                    )
+                })
+                .collect(),
+        );
+        self.shared.health.set_ttl(self.health_cache);
         Ok(Lifecycle {
             registrations: self.registrations,
             graph,
             drain_delay: self.drain_delay,
             shutdown_budget: self.shutdown_budget,
             signals: self.signals,
+            report_file: self.report_file,
             critical_path,
             critical_path_time: path_time,
             shared: self.shared,
@@ -296,6 +336,7 @@ impl std::fmt::Debug for LifecycleBuilder {
             .field("drain_delay", &self.drain_delay)
             .field("shutdown_budget", &self.shutdown_budget)
             .field("signals", &self.signals)
+            .field("report_file", &self.report_file)
             .finish()
     }
 }

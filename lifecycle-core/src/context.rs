@@ -1,14 +1,17 @@
 //! `Context`: what a component gets from the lifecycle for one run.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
+use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
+use crate::component_error::TaskPanicked;
 use crate::error::BoxError;
 use crate::handle::LifecycleHandle;
 use crate::tasks::TrackedTasks;
@@ -39,7 +42,7 @@ pub(crate) struct Failure {
     /// The token of the context that reported it, to tell a failure of the current run from a
     /// late one of a run that was already restarted or stopped.
     pub(crate) token: CancellationToken,
-    pub(crate) error: String,
+    pub(crate) error: BoxError,
 }
 
 impl Context {
@@ -82,6 +85,9 @@ impl Context {
     /// returns, still under the stop timeout, and aborts those left when it runs out, so none
     /// outlives the component. Tasks should end when [`token`](Self::token) is cancelled.
     ///
+    /// A task that panics is a failure of the component, reported as by
+    /// [`report_failure`](Self::report_failure); the returned handle still sees the panic.
+    ///
     /// # Panics
     ///
     /// Panics when called outside a tokio runtime, like [`tokio::spawn`].
@@ -90,7 +96,16 @@ impl Context {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.inner.tasks.spawn(task)
+        let ctx = self.clone();
+        self.inner.tasks.spawn(async move {
+            match AssertUnwindSafe(task).catch_unwind().await {
+                Ok(output) => output,
+                Err(panic) => {
+                    ctx.report_failure(TaskPanicked(crate::panic_message(&*panic)));
+                    std::panic::resume_unwind(panic)
+                }
+            }
+        })
     }
 
     /// A guard that counts as one of this component's tasks until dropped, for work that
@@ -110,18 +125,15 @@ impl Context {
     /// [`OnFailure`](crate::OnFailure) policy to handle: shut the service down (the default),
     /// restart the component, or ignore it.
     ///
-    /// Ignored once this context's token is cancelled: an error while stopping is not a
-    /// run-time failure.
+    /// Once the shutdown has begun no policy applies: the failure becomes the component's
+    /// outcome in the report (and the exit code says a component failed), whether it comes
+    /// during the drain delay or during the component's own stop.
     pub fn report_failure(&self, error: impl Into<BoxError>) {
-        if self.inner.token.is_cancelled() {
-            return;
-        }
-        let error: BoxError = error.into();
         // The receiver is gone only after the lifecycle finished; nothing is left to tell.
         let _ = self.inner.failures.send(Failure {
             component: self.inner.index,
             token: self.inner.token.clone(),
-            error: error.to_string(),
+            error: error.into(),
         });
     }
 

@@ -1,9 +1,7 @@
 //! `LifecycleHandle`: what the rest of a service may read and do while the lifecycle runs.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures::FutureExt;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
@@ -96,6 +94,17 @@ pub struct ComponentStatus {
     pub health: Health,
     /// Its [`Component::describe`](crate::Component::describe).
     pub detail: Option<String>,
+    /// Whether its health counts toward readiness; see
+    /// [`Registration::exclude_from_readiness`](crate::Registration::exclude_from_readiness).
+    pub counts_for_readiness: bool,
+}
+
+impl ComponentStatus {
+    /// Whether this component lets the service be ready: it is healthy, or it does not count
+    /// for readiness.
+    pub fn allows_readiness(&self) -> bool {
+        !self.counts_for_readiness || self.health.is_healthy()
+    }
 }
 
 /// A cheap, cloneable handle to a [`Lifecycle`](crate::Lifecycle): its phase, its components'
@@ -151,7 +160,7 @@ impl LifecycleHandle {
     pub fn states(&self) -> Vec<(String, ComponentState)> {
         let record = self.shared.record();
         record
-            .slots
+            .slots()
             .iter()
             .map(|s| (s.name.to_string(), s.state))
             .collect()
@@ -160,50 +169,69 @@ impl LifecycleHandle {
     /// Each component's state and health, in registration order.
     ///
     /// Calls [`Component::health`](crate::Component::health) on every running component,
-    /// concurrently; a panicking check reads as unhealthy. Bound the call with a timeout where a
-    /// check could hang.
+    /// concurrently, unless the answers of a check younger than the
+    /// [health cache's time to live](crate::LifecycleBuilder::health_cache) are at hand;
+    /// concurrent callers share one check. A panicking check reads as unhealthy, and so does a
+    /// component whose run has failed (during the drain, say). Bound the call with a timeout
+    /// where a check could hang.
     pub async fn check_health(&self) -> Vec<ComponentStatus> {
         let slots: Vec<_> = {
             let record = self.shared.record();
             record
-                .slots
+                .slots()
                 .iter()
-                .map(|s| (s.name.to_string(), s.state, s.component.clone()))
+                .enumerate()
+                .map(|(i, s)| {
+                    (
+                        s.name.to_string(),
+                        s.state,
+                        s.component.clone(),
+                        s.readiness,
+                        record.error(i).map(|e| e.render()),
+                    )
+                })
                 .collect()
         };
-        futures::future::join_all(
-            slots
-                .into_iter()
-                .map(|(name, state, component)| async move {
-                    let health = if state == ComponentState::Running {
-                        AssertUnwindSafe(component.health())
-                            .catch_unwind()
-                            .await
-                            .unwrap_or_else(|_| Health::unhealthy("health check panicked"))
-                    } else {
-                        Health::unhealthy(state.as_str())
-                    };
-                    let detail = component.describe();
-                    ComponentStatus {
-                        name,
-                        state,
-                        health,
-                        detail,
-                    }
-                }),
-        )
-        .await
+        let running: Vec<_> = slots
+            .iter()
+            .map(|(_, state, component, _, failure)| {
+                (
+                    *state == ComponentState::Running && failure.is_none(),
+                    component.clone(),
+                )
+            })
+            .collect();
+        let answers = self.shared.health.get(&running).await;
+        slots
+            .into_iter()
+            .zip(answers)
+            .map(|((name, state, component, readiness, failure), answer)| {
+                let health = match (answer, failure) {
+                    (Some(health), _) => health,
+                    (None, Some(failure)) => Health::unhealthy(failure),
+                    (None, None) => Health::unhealthy(state.as_str()),
+                };
+                ComponentStatus {
+                    name,
+                    state,
+                    health,
+                    detail: component.describe(),
+                    counts_for_readiness: readiness,
+                }
+            })
+            .collect()
     }
 
     /// Whether the service should get traffic: the phase is [`Phase::Ready`] and every
-    /// component is healthy. Answers at once, without health checks, when not ready.
+    /// component that [counts for readiness](crate::Registration::exclude_from_readiness) is
+    /// healthy. Answers at once, without health checks, when not ready.
     pub async fn is_ready(&self) -> bool {
         self.phase().is_ready()
             && self
                 .check_health()
                 .await
                 .iter()
-                .all(|c| c.health.is_healthy())
+                .all(ComponentStatus::allows_readiness)
     }
 }
 

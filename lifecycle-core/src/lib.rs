@@ -68,14 +68,23 @@
 
 mod builder;
 mod component;
+mod component_error;
 mod context;
+mod drain;
 mod error;
 mod graph;
+mod guarded;
 mod handle;
+mod health_cache;
 mod lifecycle;
+mod record;
 mod report;
+mod run;
 mod shared;
+mod shut_down;
 mod signals;
+mod start_up;
+mod supervise;
 #[cfg(unix)]
 mod systemd;
 mod tasks;
@@ -87,6 +96,7 @@ pub use tokio_util::sync::CancellationToken;
 
 pub use builder::{LifecycleBuilder, OnFailure, Registration};
 pub use component::{Component, Health};
+pub use component_error::ComponentError;
 pub use context::Context;
 pub use error::{BoxError, BuildError};
 pub use handle::{ComponentState, ComponentStatus, LifecycleHandle, Phase};

@@ -18,6 +18,31 @@ pub mod exit_code {
     /// A second signal arrived during the shutdown and ended the process at once, as a shell
     /// reports a command ended by Ctrl-C.
     pub const FORCED: i32 = 130;
+
+    use super::{Outcome, TriggerKind};
+
+    /// The code for a lifecycle that ended on its own: [`DEADLINE`] if the budget ran out,
+    /// [`FAILURE`] if it was triggered by a failure or any component failed, timed out or
+    /// panicked, [`SUCCESS`] otherwise.
+    pub(crate) fn for_outcome(
+        trigger: Option<TriggerKind>,
+        outcomes: impl IntoIterator<Item = Outcome>,
+        budget_exhausted: bool,
+    ) -> i32 {
+        let failed = matches!(
+            trigger,
+            Some(TriggerKind::StartFailed | TriggerKind::ComponentFailed)
+        ) || outcomes
+            .into_iter()
+            .any(|o| matches!(o, Outcome::Failed | Outcome::TimedOut | Outcome::Panicked));
+        if budget_exhausted {
+            DEADLINE
+        } else if failed {
+            FAILURE
+        } else {
+            SUCCESS
+        }
+    }
 }
 
 /// What a lifecycle did, from start-up to exit.
@@ -42,6 +67,7 @@ pub mod exit_code {
 /// report disarms the deadline and the signal handlers.
 #[derive(Debug, Serialize, Deserialize)]
 #[non_exhaustive]
+#[must_use = "dropping the report disarms the deadline: return it from `main`"]
 pub struct Report {
     /// What started the shutdown.
     pub trigger: TriggerReport,
@@ -169,10 +195,31 @@ impl Report {
     pub fn component(&self, name: &str) -> Option<&ComponentReport> {
         self.components.iter().find(|c| c.name == name)
     }
+
+    /// Writes the report as JSON to `path`, atomically: to a temporary file beside it, then
+    /// renamed over it, so a reader never sees half a report.
+    ///
+    /// [`LifecycleBuilder::report_file`](crate::LifecycleBuilder::report_file) has the
+    /// lifecycle do it at every exit, forced ones included.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error of the write or the rename.
+    pub fn write_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(format!(".{}.tmp", std::process::id()));
+        let temporary = std::path::PathBuf::from(temporary);
+        std::fs::write(&temporary, self.to_json())?;
+        std::fs::rename(&temporary, path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&temporary);
+        })
+    }
 }
 
+/// Returned from `main`, the report prints as a table on stderr and sets the exit code.
 impl std::process::Termination for Report {
     fn report(self) -> std::process::ExitCode {
+        eprint!("{self}");
         std::process::ExitCode::from(u8::try_from(self.exit_code).unwrap_or(1))
     }
 }

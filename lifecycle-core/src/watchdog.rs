@@ -2,6 +2,7 @@
 //! when the async runtime is stuck.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,8 +23,9 @@ pub(crate) struct Watchdog {
     _signals: Option<SignalListener>,
 }
 
+/// What the watchdog thread hears.
 #[derive(Debug)]
-enum Event {
+pub(crate) enum Event {
     Signal(Signal),
     Triggered,
     Disarm,
@@ -31,12 +33,17 @@ enum Event {
 
 impl Watchdog {
     /// Installs the signal handlers and starts the watchdog thread.
+    ///
+    /// Every trigger reaches it through `shared`, so the deadline is armed even when the
+    /// runtime that would run the orchestrator is stuck.
     pub(crate) fn start(
         shared: Arc<Shared>,
         budget: Duration,
         signals: &[Signal],
+        report_file: Option<PathBuf>,
     ) -> std::io::Result<Self> {
         let (events, receiver) = mpsc::channel();
+        shared.set_watchdog(events.clone());
         let listener = if signals.is_empty() {
             None
         } else {
@@ -47,17 +54,11 @@ impl Watchdog {
         };
         std::thread::Builder::new()
             .name("lifecycle-watchdog".into())
-            .spawn(move || watch(&receiver, &shared, budget))?;
+            .spawn(move || watch(&receiver, &shared, budget, report_file.as_deref()))?;
         Ok(Watchdog {
             events,
             _signals: listener,
         })
-    }
-
-    /// Tells the watchdog the shutdown began (by any trigger), which arms the deadline if a
-    /// signal has not already.
-    pub(crate) fn triggered(&self) {
-        let _ = self.events.send(Event::Triggered);
     }
 }
 
@@ -67,7 +68,13 @@ impl Drop for Watchdog {
     }
 }
 
-fn watch(events: &mpsc::Receiver<Event>, shared: &Shared, budget: Duration) {
+fn watch(
+    events: &mpsc::Receiver<Event>,
+    shared: &Shared,
+    budget: Duration,
+    report_file: Option<&Path>,
+) {
+    let force_exit = |code, why: &str| -> ! { force_exit(shared, code, why, report_file) };
     let mut deadline: Option<Instant> = None;
     let mut signalled = false;
     loop {
@@ -77,7 +84,6 @@ fn watch(events: &mpsc::Receiver<Event>, shared: &Shared, budget: Duration) {
                 match events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                     Ok(event) => Some(event),
                     Err(RecvTimeoutError::Timeout) => force_exit(
-                        shared,
                         exit_code::DEADLINE,
                         &format!("shutdown budget of {budget:?} exhausted"),
                     ),
@@ -88,7 +94,6 @@ fn watch(events: &mpsc::Receiver<Event>, shared: &Shared, budget: Duration) {
         match event {
             None | Some(Event::Disarm) => return,
             Some(Event::Signal(signal)) if signalled => force_exit(
-                shared,
                 exit_code::FORCED,
                 &format!("second signal ({})", signal.name()),
             ),
@@ -114,10 +119,18 @@ fn deadline_after(budget: Duration) -> Instant {
     now.checked_add(budget).unwrap_or(now + NO_DEADLINE)
 }
 
-/// Prints what is known and ends the process now, without unwinding or waiting for anything.
-fn force_exit(shared: &Shared, code: i32, why: &str) -> ! {
-    let report = shared.snapshot(code, &format!("cut off by forced exit: {why}"));
+/// Prints what is known, writes the report file, and ends the process now, without unwinding
+/// or waiting for anything.
+fn force_exit(shared: &Shared, code: i32, why: &str, report_file: Option<&Path>) -> ! {
+    let report = shared
+        .record()
+        .snapshot(code, &format!("cut off by forced exit: {why}"));
     tracing::error!(exit_code = code, reason = why, report = %report.to_json(), "forced exit");
+    if let Some(path) = report_file {
+        if let Err(error) = report.write_to(path) {
+            tracing::error!(path = %path.display(), %error, "writing the report failed");
+        }
+    }
     let _ = std::io::stdout().flush();
     let mut stderr = std::io::stderr().lock();
     let _ = writeln!(stderr, "lifecycle: forced exit: {why}\n{report}");

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use futures::FutureExt;
 
 use crate::component::Component;
+use crate::component_error::Panicked;
 use crate::context::Context;
 use crate::error::BoxError;
 
@@ -18,6 +19,9 @@ use crate::error::BoxError;
 /// stop turn), and can spawn sub-tasks with [`Context::spawn`], which stop waits for too. An
 /// error it returns, or a panic, before its stop turn is a run-time failure handled by the
 /// component's [`OnFailure`](crate::OnFailure) policy; a restart calls the function again.
+/// Returning `Ok` before the stop turn is a failure too (a worker runs until it is told to
+/// stop; one-shot work belongs in a component's start). An error or a panic after the
+/// shutdown has begun is reported as the component's outcome.
 ///
 /// # Examples
 ///
@@ -72,11 +76,10 @@ where
         let ctx = ctx.clone();
         ctx.clone().spawn(async move {
             match run.await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) if ctx.token().is_cancelled() => {}
+                Ok(Ok(())) => ctx.report_failure(ReturnedEarly),
                 Ok(Err(error)) => ctx.report_failure(error),
-                Err(panic) => {
-                    ctx.report_failure(format!("panicked: {}", crate::panic_message(&*panic)))
-                }
+                Err(panic) => ctx.report_failure(Panicked(crate::panic_message(&*panic))),
             }
         });
         Ok(())
@@ -88,3 +91,8 @@ impl<F> std::fmt::Debug for Worker<F> {
         f.debug_struct("Worker").finish_non_exhaustive()
     }
 }
+
+/// The failure of a worker whose function returned before its stop turn.
+#[derive(Debug, thiserror::Error)]
+#[error("returned before its stop turn")]
+struct ReturnedEarly;

@@ -5,7 +5,7 @@
 //!
 //! The test binary is its own child: run with `LIFECYCLE_SIGNAL_CHILD` set, it is a small
 //! service (`child_main`) instead of the tests. It has no libtest harness (`harness = false` in
-//! Cargo.toml) so that its `main` can be the child's.
+//! Cargo.toml) so that its `main` can be the child's; libtest-mimic runs the tests.
 
 #![cfg(unix)]
 
@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use lifecycle_core::{
     async_trait, exit_code, BoxError, Component, Context, Lifecycle, Phase, Registration, Report,
-    Worker,
 };
 
 /// Set in the child's environment.
@@ -27,7 +26,7 @@ fn main() -> std::process::ExitCode {
     if std::env::var_os(CHILD).is_some() {
         return std::process::Termination::report(child_main());
     }
-    let tests: [(&str, fn()); 6] = [
+    let tests: [(&str, fn()); 9] = [
         (
             "sigterm_takes_the_graceful_path",
             sigterm_takes_the_graceful_path,
@@ -39,6 +38,18 @@ fn main() -> std::process::ExitCode {
         (
             "a_second_sigterm_forces_the_exit",
             a_second_sigterm_forces_the_exit,
+        ),
+        (
+            "a_forced_exit_writes_the_report_file",
+            a_forced_exit_writes_the_report_file,
+        ),
+        (
+            "a_budget_cut_still_ends_through_run_with_the_full_report",
+            a_budget_cut_still_ends_through_run_with_the_full_report,
+        ),
+        (
+            "a_requested_shutdown_arms_the_deadline_even_if_the_runtime_is_stuck",
+            a_requested_shutdown_arms_the_deadline_even_if_the_runtime_is_stuck,
         ),
         (
             "a_signal_during_start_up_rolls_back",
@@ -53,29 +64,21 @@ fn main() -> std::process::ExitCode {
             a_wedged_runtime_still_exits_at_the_deadline,
         ),
     ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let mut failed = 0;
-    // Run concurrently: each test waits mostly on its child.
-    let runs: Vec<_> = tests
+    // libtest-mimic gives the usual `cargo test` interface and output (filters, `test result:`
+    // line), which a `harness = false` test otherwise lacks.
+    let trials = tests
         .into_iter()
-        .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
-        .map(|(name, test)| (name, std::thread::spawn(test)))
+        .map(|(name, test)| {
+            libtest_mimic::Trial::test(name, move || {
+                test();
+                Ok(())
+            })
+        })
         .collect();
-    println!("running {} tests", runs.len());
-    for (name, run) in runs {
-        let ok = run.join().is_ok();
-        failed += usize::from(!ok);
-        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
-    }
-    if failed == 0 {
-        std::process::ExitCode::SUCCESS
-    } else {
-        println!("{failed} failed");
-        std::process::ExitCode::FAILURE
-    }
+    let mut args = libtest_mimic::Arguments::from_args();
+    // Each test waits mostly on its child: run them all at once.
+    args.test_threads.get_or_insert(9);
+    libtest_mimic::run(&args, trials).exit_code()
 }
 
 /// The child, killed if the test ends first, and its stdout lines as they come.
@@ -244,6 +247,94 @@ fn a_second_sigterm_forces_the_exit() {
     assert!(stderr.contains("worker"), "{stderr}");
 }
 
+/// A fresh path for a report file, in a directory of its own.
+fn report_path(test: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("lifecycle-signals-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("report.json")
+}
+
+fn read_report(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("the report file");
+    let entries = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
+    assert_eq!(entries, 1, "no temporary file left beside the report");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn a_forced_exit_writes_the_report_file() {
+    let path = report_path("forced");
+    let mut child = Service::spawn(&["--stop-hangs", "--report-file", path.to_str().unwrap()]);
+    child.expect_line("starting");
+    child.expect_line("ready");
+    child.signal("TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    child.signal("TERM");
+    let (code, _) = child.exit(Duration::from_secs(5));
+    assert_eq!(code, exit_code::FORCED);
+    let report = read_report(&path);
+    assert_eq!(report["exit_code"], exit_code::FORCED);
+    assert_eq!(outcome(&report, "worker"), "timed_out");
+    assert_eq!(outcome(&report, "http"), "stopped");
+}
+
+fn a_budget_cut_still_ends_through_run_with_the_full_report() {
+    // Every stop hangs until its timeout, a third of the budget, along a chain of three: the
+    // last one is cut by the budget in the process, before the watchdog's hard deadline.
+    let path = report_path("budget");
+    let mut child = Service::spawn(&[
+        "--all-stops-hang",
+        "--budget-ms",
+        "1500",
+        "--report-file",
+        path.to_str().unwrap(),
+    ]);
+    child.expect_line("starting");
+    child.expect_line("ready");
+    child.signal("TERM");
+    let (code, took) = child.exit(Duration::from_secs(10));
+    assert_eq!(code, exit_code::DEADLINE);
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    let stderr = child.stderr();
+    assert!(!stderr.contains("forced exit"), "{stderr}");
+    let report = child.report();
+    assert_eq!(report["exit_code"], exit_code::DEADLINE);
+    for name in ["http", "slow", "worker", "db"] {
+        assert_eq!(outcome(&report, name), "timed_out", "{name}");
+        assert!(
+            !report_text(&report, name).contains("forced exit"),
+            "{report}"
+        );
+    }
+    assert_eq!(read_report(&path), report);
+}
+
+fn report_text(report: &serde_json::Value, name: &str) -> String {
+    report["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()["error"]
+        .to_string()
+}
+
+fn a_requested_shutdown_arms_the_deadline_even_if_the_runtime_is_stuck() {
+    // Once ready, a task blocks the only runtime thread; then a plain thread asks for the
+    // shutdown. The orchestrator never sees it, but the watchdog does.
+    let mut child = Service::spawn(&["--wedge-when-ready", "--budget-ms", "1500"]);
+    child.expect_line("starting");
+    child.expect_line("ready");
+    let (code, took) = child.exit(Duration::from_secs(10));
+    assert_eq!(code, exit_code::DEADLINE);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let stderr = child.stderr();
+    assert!(
+        stderr.contains("lifecycle: forced exit: shutdown budget of 1.5s exhausted"),
+        "{stderr}"
+    );
+}
+
 fn a_signal_during_start_up_rolls_back() {
     let mut child = Service::spawn(&["--slow-start", "10000"]);
     child.expect_line("starting");
@@ -325,6 +416,16 @@ struct Args {
     /// The shutdown budget.
     #[arg(long, default_value_t = 30_000)]
     budget_ms: u64,
+    /// Every component's stop hangs (until its timeout).
+    #[arg(long)]
+    all_stops_hang: bool,
+    /// Once ready, block the only runtime thread, then ask for the shutdown from a plain
+    /// thread.
+    #[arg(long)]
+    wedge_when_ready: bool,
+    /// Have the lifecycle write its report here.
+    #[arg(long)]
+    report_file: Option<std::path::PathBuf>,
 }
 
 /// A component whose start and stop misbehave as asked.
@@ -363,7 +464,7 @@ fn child_main() -> Report {
     // Invoked as `<test binary> -- <flags>`.
     let flags = std::env::args().skip_while(|a| a != "--").skip(1);
     let args = Args::parse_from(std::iter::once("signal-child".to_owned()).chain(flags));
-    let runtime = if args.wedge {
+    let runtime = if args.wedge || args.wedge_when_ready {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -378,24 +479,27 @@ fn child_main() -> Report {
         if args.blocking_forever {
             tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_secs(3600)));
         }
-        let idle = || {
-            Worker::new(|ctx| async move {
-                ctx.token().cancelled().await;
-                Ok::<_, std::io::Error>(())
-            })
+        let idle = || Scripted {
+            start: Duration::ZERO,
+            stop_hangs: args.all_stops_hang,
+            stop_blocks: false,
         };
         let slow = Scripted {
             start: Duration::from_millis(args.slow_start.unwrap_or(0)),
-            stop_hangs: false,
+            stop_hangs: args.all_stops_hang,
             stop_blocks: false,
         };
         let worker = Scripted {
             start: Duration::ZERO,
-            stop_hangs: args.stop_hangs,
+            stop_hangs: args.stop_hangs || args.all_stops_hang,
             stop_blocks: args.wedge,
         };
         let stop_timeout = Duration::from_millis(args.budget_ms / 3);
-        let lifecycle = Lifecycle::builder()
+        let mut builder = Lifecycle::builder();
+        if let Some(path) = &args.report_file {
+            builder = builder.report_file(path);
+        }
+        let lifecycle = builder
             .shutdown_budget(Duration::from_millis(args.budget_ms))
             .register(Registration::new("db", idle()).stop_timeout(stop_timeout))
             .register(
@@ -416,10 +520,19 @@ fn child_main() -> Report {
             )
             .build()
             .expect("a valid configuration");
-        let mut phase = lifecycle.handle().watch_phase();
+        let handle = lifecycle.handle();
+        let mut phase = handle.watch_phase();
+        let wedge = args.wedge_when_ready;
         tokio::spawn(async move {
             if phase.wait_for(|p| *p == Phase::Ready).await.is_ok() {
                 say("ready");
+                if wedge {
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_millis(200));
+                        handle.shutdown("asked while the runtime is stuck");
+                    });
+                    std::thread::sleep(Duration::from_secs(600));
+                }
             }
         });
         say("starting");

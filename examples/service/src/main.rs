@@ -68,7 +68,8 @@ struct Args {
     /// after it.
     #[arg(long, env = "JOB_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
     job_lease: Duration,
-    /// Write the shutdown report as JSON to this file on exit.
+    /// Write the shutdown report as JSON to this file on exit, forced exits included
+    /// (atomically: a reader never sees half a report).
     #[arg(long)]
     report_json: Option<PathBuf>,
 }
@@ -90,9 +91,12 @@ async fn main() -> Report {
     sqlx::any::install_default_drivers();
 
     let db = SqlPool::<Any>::new(&args.database_url).unwrap_or_else(|e| refuse(e));
-    let builder = Lifecycle::builder()
+    let mut builder = Lifecycle::builder()
         .drain_delay(args.drain_delay)
         .shutdown_budget(args.shutdown_budget);
+    if let Some(path) = &args.report_json {
+        builder = builder.report_file(path);
+    }
     let pool = db.pool().clone();
     let sql_jobs = SqlJobQueue::new(pool.clone(), &*args.job_queue);
     let redis = args
@@ -183,12 +187,7 @@ async fn main() -> Report {
         "starting"
     );
 
-    let report = lifecycle.run().await;
-    eprintln!("{report}");
-    if let Some(path) = &args.report_json {
-        if let Err(error) = std::fs::write(path, report.to_json()) {
-            tracing::error!(path = %path.display(), %error, "could not write the report");
-        }
-    }
-    report
+    // Returned from `main`, the report prints as a table on stderr; the file, if asked for,
+    // is written at every exit, forced ones included.
+    lifecycle.run().await
 }

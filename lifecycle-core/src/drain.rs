@@ -1,0 +1,25 @@
+//! The drain delay: readiness is already off, everything still runs, and the orchestrator keeps
+//! recording what happens (a component failing, a restart ending) until the stops begin.
+
+use std::time::Duration;
+
+use crate::run::Run;
+
+impl Run<'_> {
+    /// Waits `delay`, recording failures and restarts that end meanwhile.
+    pub(crate) async fn drain(&mut self, delay: Duration) {
+        // Even a zero sleep waits for the timer's next tick (a millisecond).
+        if delay.is_zero() {
+            return;
+        }
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return,
+                Some(failure) = self.failures.recv() => self.failed_during_shutdown(failure),
+                Some(ended) = self.restarts_done.recv() => self.restart_ended(ended),
+            }
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! `Record`: what happened to each component and to the lifecycle, the one place it changes.
+//!
+//! The orchestrator decides and tells the record what happened through methods named for it
+//! (`starting`, `started`, `stopped`, ...); handles, the health endpoints and the watchdog only
+//! read. The report is made from it, so a forced exit shows the same report, partly filled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::component::Component;
+use crate::component_error::ComponentError;
+use crate::handle::ComponentState;
+use crate::report::{exit_code, ComponentReport, Outcome, Report, TriggerKind, TriggerReport};
+
+/// The record of one run of a lifecycle.
+#[derive(Debug, Default)]
+pub(crate) struct Record {
+    began: Option<Instant>,
+    trigger: Option<(TriggerReport, Instant)>,
+    /// The drain delay as applied: zero until the drain begins, and when it is skipped.
+    drain_delay: Duration,
+    budget_exhausted: bool,
+    slots: Vec<Slot>,
+}
+
+/// One component as the lifecycle sees it.
+pub(crate) struct Slot {
+    pub(crate) name: Arc<str>,
+    pub(crate) dependencies: Vec<String>,
+    pub(crate) component: Arc<dyn Component>,
+    /// Whether its health counts toward readiness.
+    pub(crate) readiness: bool,
+    pub(crate) state: ComponentState,
+    start_began: Option<Instant>,
+    start_ended: Option<Instant>,
+    stop_began: Option<Instant>,
+    stop_ended: Option<Instant>,
+    /// A failure of the current run, reported as its outcome when it stops.
+    pub(crate) run_time_error: Option<ComponentError>,
+    error: Option<ComponentError>,
+}
+
+impl Slot {
+    pub(crate) fn new(
+        name: &str,
+        dependencies: Vec<String>,
+        component: Arc<dyn Component>,
+        readiness: bool,
+    ) -> Self {
+        Slot {
+            name: name.into(),
+            dependencies,
+            component,
+            readiness,
+            state: ComponentState::Pending,
+            start_began: None,
+            start_ended: None,
+            stop_began: None,
+            stop_ended: None,
+            run_time_error: None,
+            error: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("name", &self.name)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl Record {
+    pub(crate) fn new(slots: Vec<Slot>) -> Self {
+        Record {
+            slots,
+            ..Record::default()
+        }
+    }
+
+    pub(crate) fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
+    pub(crate) fn state(&self, i: usize) -> ComponentState {
+        self.slots[i].state
+    }
+
+    /// The lifecycle's run began.
+    pub(crate) fn began(&mut self) {
+        self.began = Some(Instant::now());
+    }
+
+    /// The shutdown was triggered; only the first trigger counts. Returns whether this was it.
+    pub(crate) fn triggered(&mut self, kind: TriggerKind, detail: String) -> bool {
+        let first = self.trigger.is_none();
+        if first {
+            self.trigger = Some((TriggerReport { kind, detail }, Instant::now()));
+        }
+        first
+    }
+
+    /// The trigger and when it came, once there was one.
+    pub(crate) fn trigger(&self) -> Option<&(TriggerReport, Instant)> {
+        self.trigger.as_ref()
+    }
+
+    pub(crate) fn drain_began(&mut self, delay: Duration) {
+        self.drain_delay = delay;
+    }
+
+    pub(crate) fn budget_exhausted(&mut self) {
+        self.budget_exhausted = true;
+    }
+
+    /// Component `i`'s start (or restart) began.
+    pub(crate) fn starting(&mut self, i: usize, at: Instant) {
+        let slot = &mut self.slots[i];
+        slot.state = ComponentState::Starting;
+        slot.start_began = Some(at);
+    }
+
+    /// Component `i` started and runs.
+    pub(crate) fn started(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        slot.state = ComponentState::Running;
+        slot.start_ended = Some(Instant::now());
+    }
+
+    /// Component `i` failed at run time and is being stopped and started again.
+    pub(crate) fn restarting(&mut self, i: usize) {
+        self.slots[i].state = ComponentState::Restarting;
+    }
+
+    /// Component `i`'s current run failed; the failure becomes its outcome when it stops. The
+    /// first failure of a run is the one kept.
+    pub(crate) fn failed(&mut self, i: usize, error: ComponentError) {
+        self.slots[i].run_time_error.get_or_insert(error);
+    }
+
+    /// Component `i` ended without a run to stop: its start failed or was abandoned, or it
+    /// failed at run time with no restart left while not running.
+    pub(crate) fn ended(&mut self, i: usize, outcome: Outcome, error: ComponentError) {
+        let slot = &mut self.slots[i];
+        slot.state = ComponentState::Done(outcome);
+        slot.start_ended.get_or_insert_with(Instant::now);
+        slot.run_time_error = None;
+        slot.error = Some(error);
+    }
+
+    /// Component `i`'s stop began.
+    pub(crate) fn stopping(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        slot.state = ComponentState::Stopping;
+        slot.stop_began = Some(Instant::now());
+    }
+
+    /// Component `i`'s stop ended. A clean stop of a run that had failed reports the failure.
+    pub(crate) fn stopped(&mut self, i: usize, result: Result<(), (Outcome, ComponentError)>) {
+        let slot = &mut self.slots[i];
+        let (outcome, error) = match (result, slot.run_time_error.take()) {
+            (Ok(()), None) => (Outcome::Stopped, None),
+            (Ok(()), Some(failure)) => (Outcome::Failed, Some(failure)),
+            (Err((outcome, error)), _) => (outcome, Some(error)),
+        };
+        slot.state = ComponentState::Done(outcome);
+        slot.stop_ended = Some(Instant::now());
+        slot.error = error;
+    }
+
+    /// The shutdown budget ran out before component `i`'s stop turn: cut off, never stopped.
+    pub(crate) fn cut_off(&mut self, i: usize, error: ComponentError) {
+        let slot = &mut self.slots[i];
+        slot.state = ComponentState::Done(Outcome::TimedOut);
+        slot.error = Some(error);
+    }
+
+    /// The error to show for component `i` now: its final one, or a run-time failure of the
+    /// run still going.
+    pub(crate) fn error(&self, i: usize) -> Option<&ComponentError> {
+        let slot = &self.slots[i];
+        slot.error.as_ref().or(slot.run_time_error.as_ref())
+    }
+
+    /// The report of the lifecycle as it ended, with the exit code its record calls for.
+    pub(crate) fn report(&self) -> Report {
+        let code = exit_code::for_outcome(
+            self.trigger.as_ref().map(|(t, _)| t.kind),
+            self.slots.iter().map(|s| match s.state {
+                ComponentState::Done(outcome) => outcome,
+                ComponentState::Pending | ComponentState::Starting => Outcome::NotStarted,
+                _ => Outcome::TimedOut,
+            }),
+            self.budget_exhausted,
+        );
+        self.snapshot(code, "still running at exit")
+    }
+
+    /// A report of the record as it stands, with components still running or stopping shown
+    /// as cut off by `cut_by` (used when the process must end now).
+    pub(crate) fn snapshot(&self, exit_code: i32, cut_by: &str) -> Report {
+        let now = Instant::now();
+        let began = self.began.unwrap_or(now);
+        let ms = |t: Option<Instant>| t.map(|t| millis(t.saturating_duration_since(began)));
+        let components = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                let error = self.error(i).map(ComponentError::render);
+                let (outcome, error) = match slot.state {
+                    ComponentState::Done(outcome) => (outcome, error),
+                    ComponentState::Pending | ComponentState::Starting => {
+                        (Outcome::NotStarted, error)
+                    }
+                    ComponentState::Running
+                    | ComponentState::Restarting
+                    | ComponentState::Stopping => (
+                        Outcome::TimedOut,
+                        Some(match error {
+                            Some(error) => format!("{cut_by}; {error}"),
+                            None => cut_by.to_owned(),
+                        }),
+                    ),
+                };
+                ComponentReport {
+                    name: slot.name.to_string(),
+                    dependencies: slot.dependencies.clone(),
+                    outcome,
+                    start_began_ms: ms(slot.start_began),
+                    start_ended_ms: ms(slot.start_ended),
+                    stop_began_ms: ms(slot.stop_began),
+                    stop_ended_ms: ms(slot.stop_ended),
+                    error,
+                }
+            })
+            .collect();
+        let trigger = self
+            .trigger
+            .as_ref()
+            .map(|(t, _)| t.clone())
+            .unwrap_or(TriggerReport {
+                kind: TriggerKind::Requested,
+                detail: "no trigger".into(),
+            });
+        Report {
+            trigger,
+            exit_code,
+            total_ms: millis(now.saturating_duration_since(began)),
+            drain_delay_ms: millis(self.drain_delay),
+            components,
+            watchdog: None,
+        }
+    }
+}
+
+/// Milliseconds with microsecond precision, as the report shows them.
+fn millis(duration: Duration) -> f64 {
+    duration.as_micros() as f64 / 1e3
+}

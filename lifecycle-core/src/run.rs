@@ -1,0 +1,124 @@
+//! `Run`: the orchestrator of one [`Lifecycle::run`](crate::Lifecycle::run), and what it
+//! remembers across the phases. The phases themselves are in `start_up.rs`, `supervise.rs`,
+//! `drain.rs` and `shut_down.rs`.
+//!
+//! The orchestrator decides; the [`Record`] records. Every change of a component's state goes
+//! through the record's methods, from this task only.
+
+use std::sync::MutexGuard;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::component_error::ComponentError;
+use crate::context::{Context, Failure};
+use crate::guarded::Fault;
+use crate::lifecycle::Lifecycle;
+use crate::record::Record;
+
+/// How a restart (a task of its own) ended: when its start began, if it got that far, and how
+/// the start went.
+pub(crate) struct RestartEnded {
+    pub(crate) component: usize,
+    pub(crate) start_began: Option<Instant>,
+    pub(crate) result: Result<(), Fault>,
+}
+
+/// The orchestrator's own view of one component.
+#[derive(Default)]
+pub(crate) struct Member {
+    /// The context of its current run, from the start to the end of the stop.
+    pub(crate) context: Option<Context>,
+    /// How many times it has been restarted.
+    pub(crate) restarts: u32,
+    /// A failure of a restarted run that came while its start was still in progress.
+    pub(crate) failed_while_restarting: Option<Failure>,
+}
+
+pub(crate) struct Run<'a> {
+    pub(crate) lifecycle: &'a Lifecycle,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) members: Vec<Member>,
+    pub(crate) failures_tx: mpsc::UnboundedSender<Failure>,
+    pub(crate) failures: mpsc::UnboundedReceiver<Failure>,
+    pub(crate) restarts_tx: mpsc::UnboundedSender<RestartEnded>,
+    pub(crate) restarts_done: mpsc::UnboundedReceiver<RestartEnded>,
+}
+
+impl<'a> Run<'a> {
+    pub(crate) fn new(lifecycle: &'a Lifecycle) -> Self {
+        let (failures_tx, failures) = mpsc::unbounded_channel();
+        let (restarts_tx, restarts_done) = mpsc::unbounded_channel();
+        Run {
+            lifecycle,
+            shutdown: lifecycle.shared.shutdown_requested.clone(),
+            members: (0..lifecycle.graph.len())
+                .map(|_| Member::default())
+                .collect(),
+            failures_tx,
+            failures,
+            restarts_tx,
+            restarts_done,
+        }
+    }
+
+    pub(crate) fn record(&self) -> MutexGuard<'_, Record> {
+        self.lifecycle.shared.record()
+    }
+
+    pub(crate) fn name(&self, i: usize) -> &str {
+        &self.lifecycle.registrations[i].name
+    }
+
+    /// A fresh context for component `i`, recorded as its current one.
+    pub(crate) fn new_context(&mut self, i: usize) -> Context {
+        let ctx = Context::new(
+            self.name(i).into(),
+            i,
+            self.failures_tx.clone(),
+            self.lifecycle.handle(),
+        );
+        self.members[i].context = Some(ctx.clone());
+        ctx
+    }
+
+    /// Ends component `i`'s current run without calling its stop, as one whose start did not
+    /// complete: cancels its context and aborts its tasks.
+    pub(crate) fn abandon(&mut self, i: usize, outcome: crate::Outcome, error: ComponentError) {
+        if let Some(ctx) = self.members[i].context.take() {
+            crate::guarded::abandon(&ctx);
+        }
+        self.record().ended(i, outcome, error);
+    }
+
+    /// The failure, if it is one of component `i`'s current run (not a late one of a run that
+    /// was restarted or has ended).
+    pub(crate) fn is_current(&self, failure: &Failure) -> bool {
+        self.members[failure.component]
+            .context
+            .as_ref()
+            .is_some_and(|ctx| ctx.token() == &failure.token)
+    }
+
+    /// A failure reported once the shutdown has begun: no policy applies, it is recorded as the
+    /// component's outcome.
+    pub(crate) fn failed_during_shutdown(&mut self, failure: Failure) {
+        if !self.is_current(&failure) {
+            return;
+        }
+        let i = failure.component;
+        let error = ComponentError::FailedAtRunTime(failure.error);
+        tracing::error!(component = self.name(i), error = %error.render(), "failed during the shutdown");
+        self.record().failed(i, error);
+    }
+
+    /// Records the failures already reported, as [`failed_during_shutdown`] does.
+    ///
+    /// [`failed_during_shutdown`]: Self::failed_during_shutdown
+    pub(crate) fn take_reported_failures(&mut self) {
+        while let Ok(failure) = self.failures.try_recv() {
+            self.failed_during_shutdown(failure);
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The stops, in reverse dependency order: a component's turn comes once every component that
+//! depends on it has finished; independent ones stop concurrently, each under min(its stop
+//! timeout, the budget left).
+
+use std::future::Future;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use crate::component_error::ComponentError;
+use crate::graph::Graph;
+use crate::guarded::{self, Fault};
+use crate::handle::ComponentState;
+use crate::report::Outcome;
+use crate::run::Run;
+
+/// What a component's stop turn calls for.
+enum Turn<F> {
+    /// Wait for this stop.
+    Stop(F),
+    /// Wait for its restart to end, then take the turn again.
+    Restarting,
+    /// Nothing: it is not running.
+    NotRunning,
+    /// Nothing: the budget ran out before its turn, so it was cut off without a stop.
+    BudgetExhausted,
+}
+
+/// How one stop ended, and whether the budget (rather than its own timeout) cut it.
+type Stopped = (usize, Result<(), Fault>, bool);
+
+impl Run<'_> {
+    /// Stops the running components, each once every component depending on it has finished,
+    /// independent ones concurrently, each under min(its stop timeout, the time left before
+    /// `deadline`). Records whether the budget ran out.
+    pub(crate) async fn stop_all(&mut self, deadline: Instant) {
+        let graph = &self.lifecycle.graph;
+        let mut waiting_on: Vec<usize> = graph.dependents.iter().map(Vec::len).collect();
+        let mut ready: Vec<usize> = (0..graph.len()).filter(|&i| waiting_on[i] == 0).collect();
+        let mut stopping = FuturesUnordered::new();
+        // Components whose turn came while a restart of theirs was still stopping or starting.
+        let mut turn_came = vec![false; graph.len()];
+        let mut awaiting_restart = 0;
+        loop {
+            // Components that are not running have nothing to stop: they finish at once, which
+            // still releases their dependencies in order.
+            while let Some(i) = ready.pop() {
+                match self.launch_stop(i, deadline) {
+                    Turn::Stop(stop) => stopping.push(stop),
+                    Turn::Restarting => {
+                        turn_came[i] = true;
+                        awaiting_restart += 1;
+                    }
+                    Turn::BudgetExhausted | Turn::NotRunning => {
+                        release(graph, i, &mut waiting_on, &mut ready);
+                    }
+                }
+            }
+            if stopping.is_empty() && awaiting_restart == 0 {
+                break;
+            }
+            tokio::select! {
+                Some(failure) = self.failures.recv() => self.failed_during_shutdown(failure),
+                Some(ended) = self.restarts_done.recv() => {
+                    let i = ended.component;
+                    self.restart_ended(ended);
+                    if std::mem::take(&mut turn_came[i]) {
+                        awaiting_restart -= 1;
+                        ready.push(i);
+                    }
+                }
+                Some((i, result, cut_by_budget)) = stopping.next() => {
+                    if cut_by_budget {
+                        self.record().budget_exhausted();
+                    }
+                    self.stop_ended(i, result);
+                    release(graph, i, &mut waiting_on, &mut ready);
+                }
+            }
+        }
+    }
+
+    fn stop_ended(&mut self, i: usize, result: Result<(), Fault>) {
+        // A failure its tasks reported while stopping is already in the channel: they report
+        // before they end, and the stop waited for them.
+        self.take_reported_failures();
+        self.members[i].context = None;
+        let mut record = self.record();
+        record.stopped(i, result);
+        let (state, error) = (record.state(i), record.error(i).map(ComponentError::render));
+        drop(record);
+        let outcome = match state {
+            ComponentState::Done(outcome) => outcome,
+            _ => unreachable!("a stopped component is done"),
+        };
+        match error {
+            None => tracing::info!(component = self.name(i), %outcome, "stopped"),
+            Some(error) => tracing::warn!(component = self.name(i), %outcome, %error, "stopped"),
+        }
+    }
+
+    /// Begins component `i`'s stop if it is running and time is left.
+    fn launch_stop(&mut self, i: usize, deadline: Instant) -> Turn<impl Future<Output = Stopped>> {
+        match self.record().state(i) {
+            ComponentState::Running => {}
+            ComponentState::Restarting => return Turn::Restarting,
+            _ => return Turn::NotRunning,
+        }
+        let ctx = self.members[i]
+            .context
+            .clone()
+            .expect("a running component has a context");
+        let now = Instant::now();
+        if now >= deadline {
+            self.members[i].context = None;
+            let aborted = guarded::abandon(&ctx);
+            let mut record = self.record();
+            record.budget_exhausted();
+            record.cut_off(i, ComponentError::BudgetExhausted { aborted });
+            drop(record);
+            tracing::error!(
+                component = self.name(i),
+                "shutdown budget exhausted before its stop turn"
+            );
+            return Turn::BudgetExhausted;
+        }
+        let own_timeout = self.lifecycle.registrations[i].stop_timeout;
+        let limit = own_timeout.min(deadline - now);
+        self.record().stopping(i);
+        tracing::info!(component = self.name(i), "stopping");
+        let component = self.lifecycle.registrations[i].component.clone();
+        Turn::Stop(async move {
+            let result = guarded::stop(&*component, &ctx, limit).await;
+            let cut_by_budget =
+                matches!(result, Err((Outcome::TimedOut, _))) && limit < own_timeout;
+            (i, result, cut_by_budget)
+        })
+    }
+}
+
+/// Marks component `i` as stopped for its dependencies, queueing those with no dependent left.
+fn release(graph: &Graph, i: usize, waiting_on: &mut [usize], ready: &mut Vec<usize>) {
+    for &d in &graph.dependencies[i] {
+        waiting_on[d] -= 1;
+        if waiting_on[d] == 0 {
+            ready.push(d);
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The start-up: components start in dependency order, independent ones concurrently; a
+//! failure, or the shutdown, ends it and abandons the starts still running.
+
+use std::future::Future;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use crate::component_error::ComponentError;
+use crate::guarded::{self, Fault};
+use crate::handle::ComponentState;
+use crate::report::{Outcome, TriggerKind};
+use crate::run::Run;
+
+impl Run<'_> {
+    /// Starts every component in dependency order, independent ones concurrently; returns
+    /// whether all started before any trigger. Otherwise the starts still running are abandoned.
+    pub(crate) async fn start_all(&mut self) -> bool {
+        let graph = &self.lifecycle.graph;
+        let mut waiting_on: Vec<usize> = graph.dependencies.iter().map(Vec::len).collect();
+        let mut starting = FuturesUnordered::new();
+        let mut started = 0;
+        for i in (0..graph.len()).filter(|&i| waiting_on[i] == 0) {
+            starting.push(self.launch_start(i));
+        }
+        while started < graph.len() {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break,
+                Some(failure) = self.failures.recv() => self.failed_at_run_time(failure, false),
+                Some((i, result)) = starting.next() => match result {
+                    Ok(()) => {
+                        self.record().started(i);
+                        tracing::info!(component = self.name(i), "started");
+                        started += 1;
+                        for &d in &graph.dependents[i] {
+                            waiting_on[d] -= 1;
+                            if waiting_on[d] == 0 {
+                                starting.push(self.launch_start(d));
+                            }
+                        }
+                    }
+                    Err((outcome, error)) => {
+                        let detail = format!("{}: {}", self.name(i), error.render());
+                        tracing::error!(component = self.name(i), error = %error.render(), "start failed");
+                        self.abandon(i, outcome, error);
+                        self.lifecycle.shared.trigger(TriggerKind::StartFailed, detail);
+                    }
+                },
+            }
+        }
+        if started == graph.len() && !self.shutdown.is_cancelled() {
+            return true;
+        }
+        drop(starting);
+        for i in 0..graph.len() {
+            if self.record().state(i) == ComponentState::Starting {
+                tracing::warn!(component = self.name(i), "start abandoned");
+                self.abandon(i, Outcome::NotStarted, ComponentError::StartAbandoned);
+            }
+        }
+        false
+    }
+
+    fn launch_start(&mut self, i: usize) -> impl Future<Output = (usize, Result<(), Fault>)> {
+        let ctx = self.new_context(i);
+        self.record().starting(i, Instant::now());
+        tracing::info!(component = self.name(i), "starting");
+        let component = self.lifecycle.registrations[i].component.clone();
+        let timeout = self.lifecycle.registrations[i].start_timeout;
+        async move { (i, guarded::start(&*component, &ctx, timeout).await) }
+    }
+}
