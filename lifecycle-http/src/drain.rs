@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderValue, Request, Response, Version};
+use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use std::future::Future;
 
 use http_body::{Frame, SizeHint};
@@ -57,7 +57,9 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let http1 = request.version() < Version::HTTP_2;
+        // HTTP/1 clients are asked to close during the drain, except on an upgrade: a
+        // `CONNECT` tunnel, or a 101 (checked on the response).
+        let http1 = request.version() < Version::HTTP_2 && request.method() != Method::CONNECT;
         request.extensions_mut().insert(self.signal.clone());
         let in_flight = Active {
             _stats: self.stats.request(),
@@ -95,11 +97,13 @@ where
         };
         // During the drain delay the server still answers, but keep-alive clients should
         // reconnect through the load balancer, which no longer routes here. hyper closes the
-        // connection after a response that carries this header.
-        if this
-            .close
-            .as_ref()
-            .is_some_and(CancellationToken::is_cancelled)
+        // connection after a response that carries this header. Not on a 101: the connection
+        // is handed over, and its `Connection: upgrade` is what the client checks.
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS
+            && this
+                .close
+                .as_ref()
+                .is_some_and(CancellationToken::is_cancelled)
         {
             response
                 .headers_mut()
