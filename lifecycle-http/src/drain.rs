@@ -37,11 +37,6 @@ impl<S: Clone> Drain<S> {
             ..self.clone()
         }
     }
-
-    /// This connection's activity.
-    pub(crate) fn activity(&self) -> &Activity {
-        &self.activity
-    }
 }
 
 impl<S, B> Service<Request<B>> for Drain<S>

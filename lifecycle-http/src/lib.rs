@@ -38,6 +38,7 @@ mod connection;
 mod drain;
 mod error;
 mod health;
+mod io;
 mod listener;
 mod server;
 mod shutdown_signal;
