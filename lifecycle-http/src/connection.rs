@@ -8,17 +8,18 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use futures::FutureExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use lifecycle_core::Context;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::activity::Activity;
 use crate::drain::Drain;
 use crate::io::ConnIo;
+use crate::listener::Slot;
 use crate::stats::{ConnectionGuard, HttpStats};
 
 /// How long, after the stop turn, an HTTP/1 connection with no request in progress may still
@@ -26,6 +27,14 @@ use crate::stats::{ConnectionGuard, HttpStats};
 /// arrive, short enough that a client sending a head slowly cannot hold the stop (hyper alone
 /// would wait for it until the header read timeout).
 const GRACE: Duration = Duration::from_millis(100);
+
+/// At the stop turn, the accept loop keeps taking connections from the backlog until none has
+/// come for this long, so that one whose handshake the kernel was completing is served
+/// rather than reset when the listener closes...
+const BACKLOG_QUIET: Duration = Duration::from_millis(5);
+
+/// ... but not for longer than this, if clients keep connecting.
+const BACKLOG_LIMIT: Duration = Duration::from_millis(200);
 
 /// How often hyper pings an HTTP/2 client, and how long it waits for the answer before closing
 /// the connection: a client that vanished (no FIN) would otherwise hold a connection that was
@@ -71,49 +80,106 @@ pub(crate) fn builder(ctx: &Context, max_header_size: usize) -> ConnBuilder {
     builder
 }
 
-/// Accepts connections until the component's token is cancelled, then takes the connections
-/// already waiting in the backlog and closes the listener, so later connects are refused
-/// rather than reset or left hanging.
+/// What a connection is allowed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) max_connections: usize,
+}
+
+/// Accepts connections until the component's token is cancelled, up to `max_connections` at a
+/// time (beyond, new ones wait in the listen backlog). Then, at a shutdown, takes what is left
+/// in the backlog and closes the listener, so later connects are refused rather than reset or
+/// left hanging; at a restart, gives the listener back to `slot` (if it was handed over) for
+/// the next run.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
+    slot: Option<Slot>,
     ctx: Context,
     builder: Arc<ConnBuilder>,
     service: Service,
     stats: HttpStats,
-    header_read_timeout: Duration,
+    limits: Limits,
 ) {
-    let serve = |stream: TcpStream| {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let serve = |stream: TcpStream, permit: Option<OwnedSemaphorePermit>| {
         let _ = stream.set_nodelay(true);
         let guard = stats.connection();
         ctx.spawn(serve_connection(
             stream,
-            None,
+            permit,
             builder.clone(),
             service.for_connection(),
             ctx.clone(),
             guard,
-            header_read_timeout,
+            limits.header_read_timeout,
         ));
     };
-    loop {
-        tokio::select! {
-            biased;
-            () = ctx.token().cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => serve(stream),
-                Err(error) if is_connection_error(&error) => {}
-                Err(error) => {
-                    // Out of file descriptors, say: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+    'accepting: loop {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if stats.reached_connection_limit() == 1 {
+                    tracing::warn!(
+                        component = ctx.name(),
+                        max_connections = limits.max_connections,
+                        "connection limit reached: new connections wait in the backlog"
+                    );
                 }
-            },
+                tokio::select! {
+                    biased;
+                    () = ctx.token().cancelled() => break 'accepting,
+                    permit = permits.clone().acquire_owned() => {
+                        permit.expect("the semaphore is never closed")
+                    }
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                biased;
+                () = ctx.token().cancelled() => break 'accepting,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        serve(stream, Some(permit));
+                        break;
+                    }
+                    Err(error) if is_connection_error(&error) => {}
+                    Err(error) => {
+                        // Out of file descriptors, say: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
         }
     }
-    while let Some(Ok((stream, _))) = listener.accept().now_or_never() {
-        serve(stream);
+    if let Some(slot) = slot {
+        if !ctx.lifecycle().shutdown_token().is_cancelled() {
+            // A restart: connections wait in the backlog for the next run.
+            match listener.into_std() {
+                Ok(listener) => *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(listener),
+                Err(error) => tracing::warn!(%error, "the listener cannot be kept for a restart"),
+            }
+            return;
+        }
     }
-    tracing::debug!("listener closed");
+    // Connections in the backlog, or whose handshake the kernel is completing, would be reset
+    // when the listener closes. Take them until the backlog has been quiet for a moment (the
+    // load balancer stopped sending during the drain delay), even beyond the connection limit:
+    // one more served connection is better than a reset. tokio reports a listener readable
+    // only once its reactor has seen the event, so one non-blocking pass would miss some.
+    let limit = Instant::now() + BACKLOG_LIMIT;
+    loop {
+        let quiet = (Instant::now() + BACKLOG_QUIET).min(limit);
+        match tokio::time::timeout_at(quiet, listener.accept()).await {
+            Ok(Ok((stream, _))) => serve(stream, permits.clone().try_acquire_owned().ok()),
+            Ok(Err(error)) if is_connection_error(&error) => {}
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    drop(listener);
+    tracing::debug!(component = ctx.name(), "listener closed");
 }
 
 fn is_connection_error(error: &io::Error) -> bool {

@@ -22,6 +22,10 @@ pub enum HttpError {
     /// A listener handed over (directly or by systemd) could not be used.
     #[error("the listening socket could not be used: {0}")]
     Listener(#[source] io::Error),
+    /// The listener handed over was closed when the service shut down, so the server cannot
+    /// start on it again.
+    #[error("the listening socket was closed by the shutdown")]
+    ListenerClosed,
     /// No listening socket was inherited through systemd socket activation (`LISTEN_FDS`).
     #[error("no TCP socket was passed by systemd socket activation (LISTEN_FDS)")]
     NoInheritedSocket,
