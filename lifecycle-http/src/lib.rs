@@ -34,6 +34,7 @@
 //! ```
 
 mod activity;
+mod body_timeout;
 mod connection;
 mod drain;
 mod error;
@@ -45,7 +46,7 @@ mod shutdown_signal;
 mod stats;
 
 pub use error::HttpError;
-pub use health::health_routes;
+pub use health::{health_routes, HealthRoutes};
 pub use server::{HttpServer, LocalAddr};
 pub use shutdown_signal::ShutdownSignal;
 pub use stats::HttpStats;

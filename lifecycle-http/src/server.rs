@@ -43,8 +43,9 @@ use crate::stats::HttpStats;
 /// `Router::new().fallback_service(service)`.
 ///
 /// Limits, on by default as a public server needs: a header read timeout (10 s) keeps slow
-/// clients from holding a connection, request heads are limited in size (64 KiB), and at
-/// most 10 000 connections are open at once (more wait in the listen
+/// clients from holding a connection, request heads are limited in size (64 KiB), a handler
+/// waiting for more of a request body gives up after 30 s without data (`408 Request
+/// Timeout`), and at most 10 000 connections are open at once (more wait in the listen
 /// backlog); bodies are limited by axum's `DefaultBodyLimit` (2 MB).
 ///
 /// # Examples
@@ -74,6 +75,7 @@ pub struct HttpServer {
     listen: Listen,
     router: Router,
     header_read_timeout: Duration,
+    body_read_timeout: Option<Duration>,
     max_header_size: usize,
     max_connections: usize,
     stats: HttpStats,
@@ -83,6 +85,8 @@ pub struct HttpServer {
 impl HttpServer {
     /// The default time a client has to send a request head.
     pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The default time a handler waits for more of a request body.
+    pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
     /// The default limit on the size of a request head.
     pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 * 1024;
     /// The default limit on open connections.
@@ -121,6 +125,7 @@ impl HttpServer {
             listen,
             router,
             header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: Some(Self::DEFAULT_BODY_READ_TIMEOUT),
             max_header_size: Self::DEFAULT_MAX_HEADER_SIZE,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             stats: HttpStats::default(),
@@ -135,6 +140,18 @@ impl HttpServer {
     #[must_use]
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long a handler reading a request body waits for more of it (default 30 s); `None`
+    /// waits forever. When the client sends nothing for that long the body fails, so axum's
+    /// extractors reject the request, answered `408 Request Timeout` (and, over HTTP/1, the
+    /// connection closed after it). The time counts from each piece of the body, so long
+    /// uploads and streaming request bodies are fine as long as data keeps coming; the
+    /// timer is armed only while a handler waits, so requests without a body cost nothing.
+    #[must_use]
+    pub fn body_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.body_read_timeout = timeout.into();
         self
     }
 
@@ -194,6 +211,7 @@ impl Component for HttpServer {
             inner: self.router.clone(),
             signal: ShutdownSignal::new(ctx),
             stats: self.stats.clone(),
+            body_read_timeout: self.body_read_timeout,
             activity: Activity::new(),
         };
         let builder = Arc::new(builder(ctx, self.max_header_size));

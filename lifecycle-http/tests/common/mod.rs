@@ -19,7 +19,7 @@ use futures::stream::{self, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use lifecycle_core::{Lifecycle, LifecycleHandle, Phase, Registration, Report};
-use lifecycle_http::{health_routes, HttpServer, HttpStats, ShutdownSignal};
+use lifecycle_http::{health_routes, HealthRoutes, HttpServer, HttpStats, ShutdownSignal};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
@@ -122,7 +122,17 @@ async fn upload(body: Bytes) -> String {
     format!("got {}", body.len())
 }
 
+/// The test routes and the health endpoints (without details, the default).
 pub fn router(handle: LifecycleHandle) -> Router {
+    routes().merge(health_routes(handle))
+}
+
+/// The test routes and the health endpoints with `/readyz?verbose` details.
+pub fn verbose_router(handle: LifecycleHandle) -> Router {
+    routes().merge(HealthRoutes::new(handle).verbose(true).router())
+}
+
+fn routes() -> Router {
     Router::new()
         .route("/work", get(work))
         .route("/big", get(big))
@@ -131,7 +141,6 @@ pub fn router(handle: LifecycleHandle) -> Router {
         .route("/sse", get(sse))
         .route("/stream", get(endless))
         .route("/ws", get(ws))
-        .merge(health_routes(handle))
 }
 
 /// A running lifecycle with the server registered as `http`.
@@ -163,6 +172,16 @@ pub async fn start_with(
 pub async fn start_configured(
     drain_delay: Duration,
     stop_timeout: Duration,
+    configure: impl FnOnce(HttpServer) -> HttpServer,
+) -> Running {
+    start_custom(drain_delay, stop_timeout, router, configure).await
+}
+
+/// [`start`] with the routes made by `router` and the server configured by `configure`.
+pub async fn start_custom(
+    drain_delay: Duration,
+    stop_timeout: Duration,
+    router: fn(LifecycleHandle) -> Router,
     configure: impl FnOnce(HttpServer) -> HttpServer,
 ) -> Running {
     let builder = Lifecycle::builder().signals([]).drain_delay(drain_delay);
