@@ -49,3 +49,28 @@ async fn a_websocket_opened_during_the_drain_delay_works_and_is_told_to_go_away(
     let report = server.report.await.unwrap();
     assert_eq!(report.exit_code(), exit_code::SUCCESS, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stop_waits_for_an_upgraded_connection_whose_handler_takes_no_guard() {
+    let server = start(Duration::ZERO, Duration::from_secs(5)).await;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws-untracked", server.addr))
+            .await
+            .unwrap();
+    server.handle.shutdown("deploy");
+    let close = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(close, Message::Close(Some(_))), "{close:?}");
+    let _ = socket.close(None).await;
+    let report = server.report.await.unwrap();
+    assert_eq!(report.exit_code(), exit_code::SUCCESS, "{report}");
+    let http = report.component("http").unwrap();
+    let stop_ms = http.stop_ended_ms.unwrap() - http.stop_began_ms.unwrap();
+    assert!(
+        stop_ms >= 250.0,
+        "the stop did not wait for the upgraded connection ({stop_ms} ms)"
+    );
+}

@@ -132,6 +132,24 @@ pub fn verbose_router(handle: LifecycleHandle) -> Router {
     routes().merge(HealthRoutes::new(handle).verbose(true).router())
 }
 
+/// `GET /ws-untracked`: a WebSocket whose handler takes no tracking guard; at the stop turn it
+/// waits 300 ms, then closes with 1001. The server's stop must wait for it all the same.
+async fn ws_untracked(
+    upgrade: WebSocketUpgrade,
+    Extension(shutdown): Extension<ShutdownSignal>,
+) -> Response<Body> {
+    upgrade.on_upgrade(move |mut socket| async move {
+        shutdown.stopping().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let frame = CloseFrame {
+            code: close_code::AWAY,
+            reason: "server stopping".into(),
+        };
+        let _ = socket.send(Message::Close(Some(frame))).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), socket.recv()).await;
+    })
+}
+
 fn routes() -> Router {
     Router::new()
         .route("/work", get(work))
@@ -141,6 +159,7 @@ fn routes() -> Router {
         .route("/sse", get(sse))
         .route("/stream", get(endless))
         .route("/ws", get(ws))
+        .route("/ws-untracked", get(ws_untracked))
 }
 
 /// A running lifecycle with the server registered as `http`.
