@@ -1,18 +1,25 @@
-//! What a connection is doing: how many requests it has in progress, and since when it has had
-//! none. The stop turn and the header read timeout both ask it.
+//! What a connection is doing: how many requests it has in progress, whether a response's bytes
+//! are still waiting to be written, since when it has had neither, and whether it speaks
+//! HTTP/2. The stop turn and the header read timeout both ask it.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// A connection's activity, shared by its requests (through their guards) and its task.
+/// A connection's activity, shared by its requests (through their guards), its socket
+/// ([`ConnIo`](crate::io::ConnIo)) and its task.
 #[derive(Debug)]
 pub(crate) struct Activity {
     in_progress: AtomicUsize,
+    /// Whether the socket's last write returned `Pending`: bytes of a response (whose body
+    /// hyper may already have dropped) still sit in hyper's buffer.
+    write_blocked: AtomicBool,
+    /// Whether the client sent the HTTP/2 preface.
+    http2: AtomicBool,
     opened: Instant,
-    /// When the last request in progress ended, in milliseconds since `opened`.
+    /// When the connection last stopped being busy, in milliseconds since `opened`.
     idle_since_ms: AtomicU64,
 }
 
@@ -20,6 +27,8 @@ impl Activity {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Activity {
             in_progress: AtomicUsize::new(0),
+            write_blocked: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
             opened: Instant::now(),
             idle_since_ms: AtomicU64::new(0),
         })
@@ -31,14 +40,38 @@ impl Activity {
         InProgress(self.clone())
     }
 
-    /// Whether a request is in progress (its response may still be streaming).
+    /// Whether a request is in progress (its response may still be streaming) or the bytes of
+    /// one are still waiting to be written: closing now would cut a response.
     pub(crate) fn is_busy(&self) -> bool {
-        self.in_progress.load(Ordering::Acquire) > 0
+        self.in_progress.load(Ordering::Acquire) > 0 || self.write_blocked.load(Ordering::Acquire)
     }
 
-    /// Completes once the connection has had no request in progress for `limit`: a client
-    /// that does not send a complete request head in that time, from connecting or from its
-    /// last response, is too slow or gone.
+    /// Records whether the socket's writes are blocked; called on changes only.
+    pub(crate) fn set_write_blocked(&self, blocked: bool) {
+        self.write_blocked.store(blocked, Ordering::Release);
+        if !blocked && self.in_progress.load(Ordering::Acquire) == 0 {
+            self.became_idle();
+        }
+    }
+
+    /// Records that the client sent the HTTP/2 preface.
+    pub(crate) fn set_http2(&self) {
+        self.http2.store(true, Ordering::Release);
+    }
+
+    /// Whether the client sent the HTTP/2 preface.
+    pub(crate) fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Acquire)
+    }
+
+    fn became_idle(&self) {
+        let idle_since = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.idle_since_ms.store(idle_since, Ordering::Release);
+    }
+
+    /// Completes once the connection has not been busy for `limit`: a client that does not
+    /// send a complete request head in that time, from connecting or from the moment its last
+    /// response was written, is too slow or gone.
     ///
     /// One timer per connection, reset only when it fires, rather than hyper's header read
     /// timeout, which arms a timer for every request and costs a few percent of throughput.
@@ -66,9 +99,7 @@ impl Drop for InProgress {
     fn drop(&mut self) {
         let activity = &self.0;
         if activity.in_progress.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let idle_since =
-                u64::try_from(activity.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-            activity.idle_since_ms.store(idle_since, Ordering::Release);
+            activity.became_idle();
         }
     }
 }

@@ -1,25 +1,45 @@
-//! Accepting connections and serving each until its close, gracefully at the stop turn.
+//! Accepting connections and serving each until its close: HTTP/2 told to go away when the
+//! drain begins, HTTP/1 closed at the stop turn once nothing is left to write.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use futures::FutureExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use lifecycle_core::Context;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
+use crate::activity::Activity;
 use crate::drain::Drain;
+use crate::io::ConnIo;
+use crate::listener::Slot;
 use crate::stats::{ConnectionGuard, HttpStats};
 
-/// How long, after the stop turn, a connection with no request in progress may still take to
-/// deliver one before it is closed: long enough for a request already on the wire to arrive,
-/// short enough that a client sending a head slowly cannot hold the stop (hyper alone would
-/// wait for it until the header read timeout).
+/// How long, after the stop turn, an HTTP/1 connection with no request in progress may still
+/// take to deliver one before it is closed: long enough for a request already on the wire to
+/// arrive, short enough that a client sending a head slowly cannot hold the stop (hyper alone
+/// would wait for it until the header read timeout).
 const GRACE: Duration = Duration::from_millis(100);
+
+/// At the stop turn, the accept loop keeps taking connections from the backlog until none has
+/// come for this long, so that one whose handshake the kernel was completing is served
+/// rather than reset when the listener closes...
+const BACKLOG_QUIET: Duration = Duration::from_millis(5);
+
+/// ... but not for longer than this, if clients keep connecting.
+const BACKLOG_LIMIT: Duration = Duration::from_millis(200);
+
+/// How often hyper pings an HTTP/2 client, and how long it waits for the answer before closing
+/// the connection: a client that vanished (no FIN) would otherwise hold a connection that was
+/// told to go away, which closes only once the client has answered the GOAWAY's PING.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 /// hyper's executor for HTTP/2 streams, spawning them as the component's tracked tasks so none
 /// outlives the server's stop.
@@ -53,53 +73,113 @@ pub(crate) fn builder(ctx: &Context, max_header_size: usize) -> ConnBuilder {
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEP_ALIVE)
+        .keep_alive_timeout(H2_KEEP_ALIVE)
         .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX))
         .enable_connect_protocol();
     builder
 }
 
-/// Accepts connections until the component's token is cancelled, then takes the connections
-/// already waiting in the backlog and closes the listener, so later connects are refused
-/// rather than reset or left hanging.
+/// What a connection is allowed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) max_connections: usize,
+}
+
+/// Accepts connections until the component's token is cancelled, up to `max_connections` at a
+/// time (beyond, new ones wait in the listen backlog). Then, at a shutdown, takes what is left
+/// in the backlog and closes the listener, so later connects are refused rather than reset or
+/// left hanging; at a restart, gives the listener back to `slot` (if it was handed over) for
+/// the next run.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
+    slot: Option<Slot>,
     ctx: Context,
     builder: Arc<ConnBuilder>,
     service: Service,
     stats: HttpStats,
-    header_read_timeout: Duration,
+    limits: Limits,
 ) {
-    let serve = |stream: TcpStream| {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let serve = |stream: TcpStream, permit: Option<OwnedSemaphorePermit>| {
         let _ = stream.set_nodelay(true);
         let guard = stats.connection();
         ctx.spawn(serve_connection(
             stream,
+            permit,
             builder.clone(),
             service.for_connection(),
             ctx.clone(),
             guard,
-            header_read_timeout,
+            limits.header_read_timeout,
         ));
     };
-    loop {
-        tokio::select! {
-            biased;
-            () = ctx.token().cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => serve(stream),
-                Err(error) if is_connection_error(&error) => {}
-                Err(error) => {
-                    // Out of file descriptors, say: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+    'accepting: loop {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if stats.reached_connection_limit() == 1 {
+                    tracing::warn!(
+                        component = ctx.name(),
+                        max_connections = limits.max_connections,
+                        "connection limit reached: new connections wait in the backlog"
+                    );
                 }
-            },
+                tokio::select! {
+                    biased;
+                    () = ctx.token().cancelled() => break 'accepting,
+                    permit = permits.clone().acquire_owned() => {
+                        permit.expect("the semaphore is never closed")
+                    }
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                biased;
+                () = ctx.token().cancelled() => break 'accepting,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        serve(stream, Some(permit));
+                        break;
+                    }
+                    Err(error) if is_connection_error(&error) => {}
+                    Err(error) => {
+                        // Out of file descriptors, say: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
         }
     }
-    while let Some(Ok((stream, _))) = listener.accept().now_or_never() {
-        serve(stream);
+    if let Some(slot) = slot {
+        if !ctx.lifecycle().shutdown_token().is_cancelled() {
+            // A restart: connections wait in the backlog for the next run.
+            match listener.into_std() {
+                Ok(listener) => *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(listener),
+                Err(error) => tracing::warn!(%error, "the listener cannot be kept for a restart"),
+            }
+            return;
+        }
     }
-    tracing::debug!("listener closed");
+    // Connections in the backlog, or whose handshake the kernel is completing, would be reset
+    // when the listener closes. Take them until the backlog has been quiet for a moment (the
+    // load balancer stopped sending during the drain delay), even beyond the connection limit:
+    // one more served connection is better than a reset. tokio reports a listener readable
+    // only once its reactor has seen the event, so one non-blocking pass would miss some.
+    let limit = Instant::now() + BACKLOG_LIMIT;
+    loop {
+        let quiet = (Instant::now() + BACKLOG_QUIET).min(limit);
+        match tokio::time::timeout_at(quiet, listener.accept()).await {
+            Ok(Ok((stream, _))) => serve(stream, permits.clone().try_acquire_owned().ok()),
+            Ok(Err(error)) if is_connection_error(&error) => {}
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    drop(listener);
+    tracing::debug!(component = ctx.name(), "listener closed");
 }
 
 fn is_connection_error(error: &io::Error) -> bool {
@@ -111,54 +191,136 @@ fn is_connection_error(error: &io::Error) -> bool {
     )
 }
 
-/// Serves one connection; at the stop turn, asks it to close gracefully: a request in progress
-/// finishes with `Connection: close`, HTTP/2 gets GOAWAY and its open streams finish, and a
-/// connection with no request in progress (idle, silent, or still sending a head) closes
-/// within two [`GRACE`] periods.
+/// Serves one connection and closes it gracefully; see [`drive`].
 async fn serve_connection(
     stream: TcpStream,
+    permit: Option<OwnedSemaphorePermit>,
     builder: Arc<ConnBuilder>,
     service: Service,
     ctx: Context,
     guard: ConnectionGuard,
     header_read_timeout: Duration,
 ) {
-    let conn = builder.serve_connection_with_upgrades(
-        TokioIo::new(stream),
-        TowerToHyperService::new(service.clone()),
-    );
-    let mut conn = std::pin::pin!(conn);
-    let activity = service.activity();
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = activity.idle_for(header_read_timeout) => {
-            tracing::trace!("closing a connection that sent no request head in time");
-            Ok(())
-        }
-        () = ctx.token().cancelled() => 'stopping: {
-            if !activity.is_busy() {
-                // A request may be on its way (the client reused the connection, or just
-                // opened it): closing now would drop it. Serve what arrives in the grace
-                // period; the response says `Connection: close`.
-                tokio::select! {
-                    result = conn.as_mut() => break 'stopping result,
-                    () = tokio::time::sleep(GRACE) => {}
-                }
-            }
-            conn.as_mut().graceful_shutdown();
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => break 'stopping result,
-                    () = tokio::time::sleep(GRACE) => if !activity.is_busy() {
-                        tracing::trace!("closing a connection with no request in progress");
-                        break 'stopping Ok(());
-                    },
-                }
-            }
-        }
-    };
+    let activity = service.activity.clone();
+    let requested = service.signal.requested().clone();
+    // The socket holds a tracking token: if the connection is upgraded, the stop waits for
+    // the upgraded socket (a WebSocket) to close too.
+    let io = ConnIo::new(stream, activity.clone(), ctx.track(), permit);
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+    let conn = std::pin::pin!(conn);
+    let result = drive(
+        conn,
+        &activity,
+        &requested,
+        ctx.token(),
+        header_read_timeout,
+    )
+    .await;
     if let Err(error) = result {
         tracing::trace!(%error, "connection ended with an error");
     }
     guard.closed();
+}
+
+type Conn<'a, 'b> = Pin<
+    &'a mut auto::UpgradeableConnection<
+        'b,
+        TokioIo<ConnIo>,
+        TowerToHyperService<Service>,
+        TrackedExecutor,
+    >,
+>;
+type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Runs a connection to its end:
+///
+/// - Before the drain, a connection that has not been busy for `header_read_timeout` is closed
+///   (an HTTP/2 one with a GOAWAY).
+/// - When the drain begins (`requested`), an HTTP/2 connection gets the graceful GOAWAY
+///   (last stream id 2^31-1, a PING, then the final GOAWAY after the round trip); hyper
+///   closes it once the streams opened before the final GOAWAY are done and sent, however
+///   long the round trip: never cut here, only by the stop timeout. HTTP/1 responses carry
+///   `Connection: close` ([`Drain`]).
+/// - At the stop turn (`stopping`), an HTTP/1 connection with no request in progress gets
+///   [`GRACE`] for one already on the wire, then hyper's graceful shutdown (which flushes
+///   what it holds), and is closed once it is no longer busy: no request in progress and no
+///   bytes waiting to be written. A connection still silent, or still sending a head, closes
+///   within two grace periods.
+async fn drive(
+    mut conn: Conn<'_, '_>,
+    activity: &Activity,
+    requested: &tokio_util::sync::CancellationToken,
+    stopping: &tokio_util::sync::CancellationToken,
+    header_read_timeout: Duration,
+) -> ConnResult {
+    // Serving.
+    tokio::select! {
+        biased;
+        result = conn.as_mut() => return result,
+        () = requested.cancelled() => {}
+        () = activity.idle_for(header_read_timeout) => {
+            if !activity.is_http2() {
+                tracing::trace!("closing a connection that sent no request head in time");
+                return Ok(());
+            }
+            tracing::trace!("closing an idle HTTP/2 connection");
+            conn.as_mut().graceful_shutdown();
+            return conn.await;
+        }
+    }
+    // Draining: until the stop turn, or until the client turns out to speak HTTP/2.
+    loop {
+        if activity.is_http2() {
+            conn.as_mut().graceful_shutdown();
+            return conn.await;
+        }
+        tokio::select! {
+            biased;
+            polled = until_http2(conn.as_mut(), activity) => match polled {
+                Some(result) => return result,
+                None => continue,
+            },
+            () = stopping.cancelled() => break,
+            () = activity.idle_for(header_read_timeout) => return Ok(()),
+        }
+    }
+    // The stop turn.
+    if !activity.is_busy() {
+        // A request may be on its way (the client reused the connection, or just opened it):
+        // closing now would drop it. Serve what arrives in the grace period; the response says
+        // `Connection: close`.
+        tokio::select! {
+            biased;
+            polled = until_http2(conn.as_mut(), activity) => if let Some(result) = polled {
+                return result;
+            },
+            () = tokio::time::sleep(GRACE) => {}
+        }
+    }
+    conn.as_mut().graceful_shutdown();
+    if activity.is_http2() {
+        return conn.await;
+    }
+    loop {
+        tokio::select! {
+            biased;
+            result = conn.as_mut() => return result,
+            () = tokio::time::sleep(GRACE) => if !activity.is_busy() {
+                tracing::trace!("closing a connection with no request in progress");
+                return Ok(());
+            },
+        }
+    }
+}
+
+/// Polls the connection; `None` once the client has turned out to speak HTTP/2 (the preface
+/// came), so the caller can send it the GOAWAY.
+async fn until_http2(mut conn: Conn<'_, '_>, activity: &Activity) -> Option<ConnResult> {
+    poll_fn(|cx| match conn.as_mut().poll(cx) {
+        Poll::Ready(result) => Poll::Ready(Some(result)),
+        Poll::Pending if activity.is_http2() => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
+    })
+    .await
 }

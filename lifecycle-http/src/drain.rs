@@ -1,20 +1,23 @@
-//! The per-request layer: counts requests, hands handlers their [`ShutdownSignal`], and asks
-//! HTTP/1 clients to close once the shutdown has begun.
+//! The per-request layer: counts requests, hands handlers their [`ShutdownSignal`], asks
+//! HTTP/1 clients to close once the shutdown has begun (never on an upgrade), and bounds the
+//! wait for request bodies.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderValue, Request, Response, Version};
-use std::future::Future;
-
+use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::activity::{Activity, InProgress};
+use crate::body_timeout::TimedBody;
 use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::{HttpStats, RequestGuard};
 
@@ -24,6 +27,8 @@ pub(crate) struct Drain<S> {
     pub(crate) inner: S,
     pub(crate) signal: ShutdownSignal,
     pub(crate) stats: HttpStats,
+    /// How long a handler waits for more of a request body before the body fails.
+    pub(crate) body_read_timeout: Option<Duration>,
     /// The connection's activity: a request is in progress from its dispatch to the end of its
     /// response body.
     pub(crate) activity: Arc<Activity>,
@@ -37,16 +42,12 @@ impl<S: Clone> Drain<S> {
             ..self.clone()
         }
     }
-
-    /// This connection's activity.
-    pub(crate) fn activity(&self) -> &Activity {
-        &self.activity
-    }
 }
 
 impl<S, B> Service<Request<B>> for Drain<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+    S: Service<Request<TimedBody<B>>, Response = Response<Body>, Error = Infallible>,
+    B: http_body::Body,
 {
     type Response = Response<TrackedBody>;
     type Error = Infallible;
@@ -56,8 +57,13 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let http1 = request.version() < Version::HTTP_2;
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // HTTP/1 clients are asked to close during the drain, except on an upgrade: a
+        // `CONNECT` tunnel, or a 101 (checked on the response).
+        let http1 = request.version() < Version::HTTP_2 && request.method() != Method::CONNECT;
+        let (parts, body) = request.into_parts();
+        let (body, timed_out) = TimedBody::new(body, self.body_read_timeout);
+        let mut request = Request::from_parts(parts, body);
         request.extensions_mut().insert(self.signal.clone());
         let in_flight = Active {
             _stats: self.stats.request(),
@@ -67,6 +73,7 @@ where
             response: self.inner.call(request),
             in_flight: Some(in_flight),
             close: http1.then(|| self.signal.requested().clone()),
+            body_timed_out: timed_out,
         }
     }
 }
@@ -79,6 +86,8 @@ pin_project_lite::pin_project! {
         in_flight: Option<Active>,
         // For HTTP/1: the shutdown token, to ask the client to close once it is cancelled.
         close: Option<CancellationToken>,
+        // Set if the request body timed out.
+        body_timed_out: Option<Arc<AtomicBool>>,
     }
 }
 
@@ -93,19 +102,29 @@ where
         let Poll::Ready(Ok(mut response)) = this.response.poll(cx) else {
             return Poll::Pending;
         };
+        let timed_out = this
+            .body_timed_out
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::Acquire));
+        if timed_out && response.status().is_client_error() {
+            // The handler gave up on the body it was reading (axum's extractors answer 400).
+            *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+        }
         // During the drain delay the server still answers, but keep-alive clients should
         // reconnect through the load balancer, which no longer routes here. hyper closes the
-        // connection after a response that carries this header.
-        if this
-            .close
-            .as_ref()
-            .is_some_and(CancellationToken::is_cancelled)
-        {
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        // connection after a response that carries this header. Not on a 101: the connection
+        // is handed over, and its `Connection: upgrade` is what the client checks. After a
+        // body that timed out, the rest of it cannot be told from the next request.
+        if let Some(close) = this.close {
+            let upgrade = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+            if !upgrade && (close.is_cancelled() || timed_out) {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
         }
-        // The request stays in progress until hyper has sent the whole body.
+        // The request stays in progress until hyper has taken the whole body (and the
+        // connection's socket wrapper keeps it busy until the bytes are written).
         let in_flight = this.in_flight.take().expect("polled after completion");
         Poll::Ready(Ok(response.map(|inner| TrackedBody {
             inner,

@@ -6,12 +6,14 @@ use std::net::SocketAddr;
 /// Why an [`HttpServer`](crate::HttpServer) could not get its listening socket.
 ///
 /// Returned from the server's start, so the lifecycle rolls the start-up back and the report
-/// names the address.
+/// names the address. The operating system's error is the
+/// [`source`](std::error::Error::source), not repeated in the message, so that reporters that
+/// print the chain of sources show it once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HttpError {
     /// Binding the address failed, typically because another process holds the port.
-    #[error("binding {addr} failed: {source}")]
+    #[error("binding {addr} failed")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -20,9 +22,48 @@ pub enum HttpError {
         source: io::Error,
     },
     /// A listener handed over (directly or by systemd) could not be used.
-    #[error("the listening socket could not be used: {0}")]
+    #[error("the listening socket could not be used")]
     Listener(#[source] io::Error),
+    /// The listener handed over was closed when the service shut down, so the server cannot
+    /// start on it again.
+    #[error("the listening socket was closed by the shutdown")]
+    ListenerClosed,
     /// No listening socket was inherited through systemd socket activation (`LISTEN_FDS`).
     #[error("no TCP socket was passed by systemd socket activation (LISTEN_FDS)")]
     NoInheritedSocket,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message and its sources, as chain reporters (anyhow, eyre, tracing) print them.
+    fn chain(error: &dyn std::error::Error) -> String {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(error) = source {
+            text.push_str(&format!(": {error}"));
+            source = error.source();
+        }
+        text
+    }
+
+    #[test]
+    fn the_os_error_is_the_source_and_shows_once_in_the_chain() {
+        let addr = "127.0.0.1:8080".parse().unwrap();
+        let bind = HttpError::Bind {
+            addr,
+            source: io::Error::new(io::ErrorKind::AddrInUse, "address in use"),
+        };
+        assert_eq!(bind.to_string(), "binding 127.0.0.1:8080 failed");
+        assert_eq!(
+            chain(&bind),
+            "binding 127.0.0.1:8080 failed: address in use"
+        );
+        let listener = HttpError::Listener(io::Error::other("not a socket"));
+        assert_eq!(
+            chain(&listener),
+            "the listening socket could not be used: not a socket"
+        );
+    }
 }

@@ -13,17 +13,8 @@ use lifecycle_core::{Health, LifecycleHandle};
 /// unhealthy: a probe must answer well inside its own timeout.
 const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Routes for the health endpoints of the lifecycle behind `handle`:
-///
-/// - `GET /livez`: `200 live` until the lifecycle has stopped, draining included, so a
-///   shutting-down instance is not restarted by its liveness probe;
-/// - `GET /readyz`: `200 ready` only when every component has started and reports healthy;
-///   `503` with the phase (`starting`, `draining`, ...) otherwise, from the first moment of the
-///   shutdown; `GET /readyz?verbose` answers JSON with each component's state, health and
-///   [`describe`](lifecycle_core::Component::describe) (an HTTP server's counters, say).
-///
-/// Merge them into the main router, or serve them on an admin address with a second
-/// [`HttpServer`](crate::HttpServer).
+/// Routes for the health endpoints of the lifecycle behind `handle`, without details; see
+/// [`HealthRoutes`].
 ///
 /// # Examples
 ///
@@ -36,25 +27,90 @@ const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// let router: Router = Router::new().merge(health_routes(builder.handle()));
 /// ```
 pub fn health_routes(handle: LifecycleHandle) -> Router {
-    Router::new()
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .with_state(handle)
+    HealthRoutes::new(handle).router()
 }
 
-async fn livez(State(handle): State<LifecycleHandle>) -> (StatusCode, &'static str) {
-    if handle.phase().is_live() {
+/// The health endpoints of the lifecycle behind a handle:
+///
+/// - `GET /livez`: `200 live` until the lifecycle has stopped, draining included, so a
+///   shutting-down instance is not restarted by its liveness probe;
+/// - `GET /readyz`: `200 ready` only when every component has started and reports healthy;
+///   `503` with the phase (`starting`, `draining`, ...) otherwise, from the first moment of the
+///   shutdown.
+///
+/// With [`verbose`](Self::verbose) on, `GET /readyz?verbose` answers JSON with each
+/// component's state, health and [`describe`](lifecycle_core::Component::describe) (an HTTP
+/// server's counters, say). It is off by default, because those details (component names,
+/// error messages, load) are for operators, not for whoever can reach a public port: then
+/// `?verbose` answers like plain `/readyz`. Turn it on for routes served on an internal or
+/// admin address.
+///
+/// Merge the routes into the main router, or serve them on an admin address with a second
+/// [`HttpServer`](crate::HttpServer).
+///
+/// # Examples
+///
+/// ```
+/// use axum::Router;
+/// use lifecycle_core::Lifecycle;
+/// use lifecycle_http::HealthRoutes;
+///
+/// let builder = Lifecycle::builder();
+/// // On an admin port, with details.
+/// let admin: Router = HealthRoutes::new(builder.handle()).verbose(true).router();
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "call `router` to get the routes"]
+pub struct HealthRoutes {
+    handle: LifecycleHandle,
+    verbose: bool,
+}
+
+impl HealthRoutes {
+    /// The endpoints of the lifecycle behind `handle`, without details.
+    pub fn new(handle: LifecycleHandle) -> Self {
+        HealthRoutes {
+            handle,
+            verbose: false,
+        }
+    }
+
+    /// Whether `GET /readyz?verbose` shows each component's details (default `false`).
+    pub fn verbose(mut self, verbose: bool) -> Self {
+        self.verbose = verbose;
+        self
+    }
+
+    /// The routes, to merge into a router.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/livez", get(livez))
+            .route("/readyz", get(readyz))
+            .with_state(self)
+    }
+}
+
+impl From<HealthRoutes> for Router {
+    fn from(routes: HealthRoutes) -> Self {
+        routes.router()
+    }
+}
+
+async fn livez(State(routes): State<HealthRoutes>) -> (StatusCode, &'static str) {
+    if routes.handle.phase().is_live() {
         (StatusCode::OK, "live\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "stopped\n")
     }
 }
 
-async fn readyz(State(handle): State<LifecycleHandle>, RawQuery(query): RawQuery) -> Response {
-    let verbose = query.is_some_and(|q| {
-        q.split('&')
-            .any(|pair| pair.split('=').next() == Some("verbose"))
-    });
+async fn readyz(State(routes): State<HealthRoutes>, RawQuery(query): RawQuery) -> Response {
+    let handle = &routes.handle;
+    let verbose = routes.verbose
+        && query.is_some_and(|q| {
+            q.split('&')
+                .any(|pair| pair.split('=').next() == Some("verbose"))
+        });
     let phase = handle.phase();
     if !verbose {
         // Not ready answers at once, without health checks: this is the hot path of the

@@ -34,17 +34,19 @@
 //! ```
 
 mod activity;
+mod body_timeout;
 mod connection;
 mod drain;
 mod error;
 mod health;
+mod io;
 mod listener;
 mod server;
 mod shutdown_signal;
 mod stats;
 
 pub use error::HttpError;
-pub use health::health_routes;
+pub use health::{health_routes, HealthRoutes};
 pub use server::{HttpServer, LocalAddr};
 pub use shutdown_signal::ShutdownSignal;
 pub use stats::HttpStats;

@@ -8,7 +8,7 @@ use axum::Router;
 use lifecycle_core::{async_trait, BoxError, Component, Context};
 
 use crate::activity::Activity;
-use crate::connection::{accept_loop, builder};
+use crate::connection::{accept_loop, builder, Limits};
 use crate::drain::Drain;
 use crate::error::HttpError;
 use crate::listener::Listen;
@@ -20,20 +20,33 @@ use crate::stats::HttpStats;
 ///
 /// - **Start** binds the address (a port in use fails the start, so the lifecycle rolls back)
 ///   or takes the given listener, then accepts in a tracked task.
-/// - **Drain delay** (readiness already withdrawn): it keeps serving, and every HTTP/1 response
-///   carries `Connection: close` so keep-alive clients reconnect through the load balancer.
-/// - **Stop turn**: the listener closes at once (later connects are refused); idle connections,
+/// - **Drain delay** (readiness already withdrawn): it keeps serving. Every HTTP/1 response
+///   carries `Connection: close` so keep-alive clients reconnect through the load balancer
+///   (except a `101 Switching Protocols`, which keeps its `Connection: upgrade`: WebSockets
+///   still open). HTTP/2 connections, including new ones, get the graceful GOAWAY at once
+///   (last stream id 2^31-1, then the final GOAWAY after a PING round trip), so h2 and gRPC
+///   clients open their next streams elsewhere; the streams they opened before the final
+///   GOAWAY complete, and then hyper closes the connection.
+/// - **Stop turn**: the server takes the connections still in the accept backlog and closes
+///   the listener (later connects are refused); HTTP/1 connections with nothing in progress,
 ///   including ones that never sent a byte, close at once; HTTP/1 requests in progress finish
-///   with `Connection: close`; HTTP/2 connections get GOAWAY and their open streams finish;
-///   handlers of long-lived responses see their [`ShutdownSignal`] fire. Whatever is left when
-///   the stop timeout runs out is cut off and counted ([`HttpStats::force_closed`]).
+///   with `Connection: close`; handlers of long-lived responses see their [`ShutdownSignal`]
+///   fire. Whatever is left when the stop timeout runs out is cut off and counted
+///   ([`HttpStats::force_closed`]).
+///
+/// A request is in progress until its response's last byte has been written to the socket,
+/// not only handed to hyper: a large body read by a slow client is neither closed as idle at
+/// the stop turn nor cut by the header read timeout. Upgraded connections (WebSockets) are
+/// tracked: the stop waits for them to close (end them on [`ShutdownSignal::stopping`]).
 ///
 /// Any tower service can be served by wrapping it in a router:
 /// `Router::new().fallback_service(service)`.
 ///
-/// A header read timeout (10 s by default) keeps slow clients from holding a connection, and
-/// request heads are limited in size (64 KiB by default); bodies are limited by axum's
-/// `DefaultBodyLimit` (2 MB).
+/// Limits, on by default as a public server needs: a header read timeout (10 s) keeps slow
+/// clients from holding a connection, request heads are limited in size (64 KiB), a handler
+/// waiting for more of a request body gives up after 30 s without data (`408 Request
+/// Timeout`), and at most 10 000 connections are open at once (more wait in the listen
+/// backlog); bodies are limited by axum's `DefaultBodyLimit` (2 MB).
 ///
 /// # Examples
 ///
@@ -62,7 +75,9 @@ pub struct HttpServer {
     listen: Listen,
     router: Router,
     header_read_timeout: Duration,
+    body_read_timeout: Option<Duration>,
     max_header_size: usize,
+    max_connections: usize,
     stats: HttpStats,
     local_addr: Arc<Mutex<Option<SocketAddr>>>,
 }
@@ -70,8 +85,12 @@ pub struct HttpServer {
 impl HttpServer {
     /// The default time a client has to send a request head.
     pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The default time a handler waits for more of a request body.
+    pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
     /// The default limit on the size of a request head.
     pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 * 1024;
+    /// The default limit on open connections.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
     /// A server that binds `addr` when it starts. Port 0 picks a free port; see
     /// [`local_addr`](Self::local_addr).
@@ -80,12 +99,19 @@ impl HttpServer {
     }
 
     /// A server on a socket that is already bound and listening.
+    ///
+    /// The server owns the socket: it closes it when it stops during the service's shutdown,
+    /// so that later connects are refused rather than left waiting in a backlog nobody
+    /// accepts. A server restarted by its [`OnFailure`](lifecycle_core::OnFailure) policy
+    /// listens on it again (it is kept open across a restart); a start after the shutdown
+    /// fails with [`HttpError::ListenerClosed`].
     pub fn from_listener(listener: std::net::TcpListener, router: Router) -> Self {
-        Self::new(Listen::Bound(listener), router)
+        Self::new(Listen::bound(listener), router)
     }
 
     /// A server on the first socket passed by systemd socket activation (`LISTEN_FDS`), so
-    /// that during a restart the kernel queues connections instead of refusing them.
+    /// that during a restart the kernel queues connections instead of refusing them. The
+    /// socket is owned and closed as with [`from_listener`](Self::from_listener).
     ///
     /// # Errors
     ///
@@ -99,7 +125,9 @@ impl HttpServer {
             listen,
             router,
             header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: Some(Self::DEFAULT_BODY_READ_TIMEOUT),
             max_header_size: Self::DEFAULT_MAX_HEADER_SIZE,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             stats: HttpStats::default(),
             local_addr: Arc::default(),
         }
@@ -107,10 +135,39 @@ impl HttpServer {
 
     /// How long a client has to send a complete request head (default 10 s), from connecting
     /// or from its previous response; a slow or silent client, or a keep-alive connection left
-    /// idle, is disconnected after it.
+    /// idle, is disconnected after it (an HTTP/2 one with a GOAWAY). The time a response
+    /// takes to be written, however slowly the client reads it, does not count.
     #[must_use]
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long a handler reading a request body waits for more of it (default 30 s); `None`
+    /// waits forever. When the client sends nothing for that long the body fails, so axum's
+    /// extractors reject the request, answered `408 Request Timeout` (and, over HTTP/1, the
+    /// connection closed after it). The time counts from each piece of the body, so long
+    /// uploads and streaming request bodies are fine as long as data keeps coming; the
+    /// timer is armed only while a handler waits, so requests without a body cost nothing.
+    #[must_use]
+    pub fn body_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.body_read_timeout = timeout.into();
+        self
+    }
+
+    /// The most connections open at once (default 10 000), upgraded ones included; keep it
+    /// below the process's file descriptor limit. At the limit the server stops accepting,
+    /// so new connections wait in the kernel's listen backlog (rather than being accepted and
+    /// closed) until one closes; [`HttpStats::connection_limit_reached`] counts the times.
+    /// The connections left in the backlog at the stop turn are served even beyond the limit.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max` is 0.
+    #[must_use]
+    pub fn max_connections(mut self, max: usize) -> Self {
+        assert!(max > 0, "max_connections must be at least 1");
+        self.max_connections = max;
         self
     }
 
@@ -147,23 +204,29 @@ impl LocalAddr {
 #[async_trait]
 impl Component for HttpServer {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
-        let listener = self.listen.open().await?;
+        let (listener, slot) = self.listen.open().await?;
         let addr = listener.local_addr()?;
         *self.local_addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
         let service = Drain {
             inner: self.router.clone(),
             signal: ShutdownSignal::new(ctx),
             stats: self.stats.clone(),
+            body_read_timeout: self.body_read_timeout,
             activity: Activity::new(),
         };
         let builder = Arc::new(builder(ctx, self.max_header_size));
+        let limits = Limits {
+            header_read_timeout: self.header_read_timeout,
+            max_connections: self.max_connections,
+        };
         ctx.spawn(accept_loop(
             listener,
+            slot,
             ctx.clone(),
             builder,
             service,
             self.stats.clone(),
-            self.header_read_timeout,
+            limits,
         ));
         tracing::info!(component = ctx.name(), %addr, "listening");
         Ok(())

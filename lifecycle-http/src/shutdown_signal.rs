@@ -69,8 +69,12 @@ impl ShutdownSignal {
     }
 
     /// A guard that makes the server's stop wait for the work that holds it, for tasks the
-    /// handler does not run itself: move it into the callback of a WebSocket upgrade (axum
-    /// spawns that task on its own), and end the work when [`token`](Self::token) fires.
+    /// handler does not run itself and that outlive the connection: end the work when
+    /// [`token`](Self::token) fires.
+    ///
+    /// An upgraded connection (a WebSocket) needs none: its socket holds one already, so the
+    /// stop waits until the socket is closed (or the stop timeout). The guard is for other
+    /// work, or to keep the stop waiting for what the WebSocket task does after its close.
     ///
     /// # Examples
     ///

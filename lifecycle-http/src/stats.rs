@@ -14,15 +14,21 @@ struct Counters {
     in_flight: AtomicUsize,
     requests: AtomicU64,
     force_closed: AtomicUsize,
+    limit_reached: AtomicU64,
 }
 
 impl HttpStats {
-    /// Connections open right now.
+    /// Connections open right now, being served over HTTP (an upgraded connection, a
+    /// WebSocket say, is no longer counted here, but still counts against
+    /// [`max_connections`](crate::HttpServer::max_connections) and is still waited for by the
+    /// stop).
     pub fn open_connections(&self) -> usize {
         self.0.open_connections.load(Ordering::Relaxed)
     }
 
-    /// Requests in progress right now: from dispatch until their response body has been sent.
+    /// Requests in progress right now: from dispatch until hyper has taken the last chunk of
+    /// their response body. (The connection stays busy, and is not closed as idle, until those
+    /// bytes have been written to the socket.)
     pub fn in_flight(&self) -> usize {
         self.0.in_flight.load(Ordering::Relaxed)
     }
@@ -35,6 +41,17 @@ impl HttpStats {
     /// Connections cut off because they were still open when the stop timeout ran out.
     pub fn force_closed(&self) -> usize {
         self.0.force_closed.load(Ordering::Relaxed)
+    }
+
+    /// How many times the server stopped accepting because
+    /// [`max_connections`](crate::HttpServer::max_connections) connections were open; new
+    /// connections then wait in the listen backlog until one closes.
+    pub fn connection_limit_reached(&self) -> u64 {
+        self.0.limit_reached.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn reached_connection_limit(&self) -> u64 {
+        self.0.limit_reached.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn connection(&self) -> ConnectionGuard {

@@ -1,14 +1,20 @@
-//! `/readyz?verbose` lists each component's state, health and counters.
+//! `/readyz?verbose`, where enabled, lists each component's state, health and counters.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{start, H1};
+use common::{start_custom, verbose_router, H1};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verbose_readiness_lists_components_and_counters() {
-    let server = start(Duration::from_millis(500), Duration::from_secs(5)).await;
+    let server = start_custom(
+        Duration::from_millis(500),
+        Duration::from_secs(5),
+        verbose_router,
+        |s| s,
+    )
+    .await;
     let mut conn = H1::connect(server.addr).await.unwrap();
     let ready: serde_json::Value =
         serde_json::from_slice(&conn.get("/readyz?verbose").await.unwrap().body).unwrap();

@@ -1,0 +1,140 @@
+//! `ConnIo`: a connection's socket, watched. It tells the connection's [`Activity`] when writes
+//! are blocked (a response's bytes still wait in hyper's buffer) and when the client has sent
+//! the HTTP/2 preface, and it keeps what the socket holds (a tracking token, a connection
+//! permit) for as long as the socket lives, upgraded or not.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+use crate::activity::Activity;
+
+/// What HTTP/2 clients send first (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the bytes read so far are (the start of) the HTTP/2 preface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sniff {
+    /// This many bytes of the preface have been read, and nothing else.
+    Preface(usize),
+    /// Decided: HTTP/2 or not.
+    Done,
+}
+
+/// A connection's socket, watched for its [`Activity`].
+///
+/// Moved into the upgraded connection on an upgrade (a WebSocket), so the tracking token and
+/// the connection permit it holds last as long as the socket, not only as long as HTTP.
+#[derive(Debug)]
+pub(crate) struct ConnIo {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+    /// Whether the last write returned `Pending`, as last told to `activity`; kept here so
+    /// that only the changes touch the shared state.
+    write_blocked: bool,
+    sniff: Sniff,
+    _tracked: TaskTrackerToken,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl ConnIo {
+    pub(crate) fn new(
+        stream: TcpStream,
+        activity: Arc<Activity>,
+        tracked: TaskTrackerToken,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        ConnIo {
+            stream,
+            activity,
+            write_blocked: false,
+            sniff: Sniff::Preface(0),
+            _tracked: tracked,
+            _permit: permit,
+        }
+    }
+
+    fn wrote<T>(&mut self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        let blocked = result.is_pending();
+        if blocked != self.write_blocked {
+            self.write_blocked = blocked;
+            self.activity.set_write_blocked(blocked);
+        }
+        result
+    }
+
+    fn sniff(&mut self, read: &[u8]) {
+        let Sniff::Preface(seen) = self.sniff else {
+            return;
+        };
+        let expected = &H2_PREFACE[seen..];
+        let n = read.len().min(expected.len());
+        if read[..n] != expected[..n] {
+            self.sniff = Sniff::Done;
+        } else if seen + n == H2_PREFACE.len() {
+            self.sniff = Sniff::Done;
+            self.activity.set_http2();
+        } else {
+            self.sniff = Sniff::Preface(seen + n);
+        }
+    }
+}
+
+impl AsyncRead for ConnIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if this.sniff != Sniff::Done && buf.filled().len() > before {
+            this.sniff(&buf.filled()[before..]);
+        }
+        result
+    }
+}
+
+impl AsyncWrite for ConnIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.wrote(result)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.wrote(result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        // hyper queues body chunks instead of copying them when the socket writes vectored.
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_flush(cx);
+        this.wrote(result)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,139 @@
+//! Bytes, not chunks: a response is in progress until its last byte has been written to the
+//! socket, so neither the stop turn nor the header read timeout cuts it. Slow readers over
+//! HTTP/1.1 and HTTP/2, one-chunk and streaming bodies.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::Request;
+use common::{read_slowly, slow_reader, start, start_with, BIG};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use lifecycle_core::exit_code;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// About 2 s for a [`BIG`] body.
+const RATE: usize = 12 * 1024 * 1024;
+
+/// Sends `GET path` on a slow-reader connection and reads the whole answer slowly, the
+/// shutdown beginning (drain delay 0) 300 ms into the transfer when `shutdown` is set.
+async fn h1_read_slowly(path: &str, shutdown: bool, header_read_timeout: Duration) -> Vec<u8> {
+    let server = start_with(Duration::ZERO, Duration::from_secs(20), header_read_timeout).await;
+    let mut stream = slow_reader(server.addr).await;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let reader = tokio::spawn(async move { read_slowly(&mut stream, RATE).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if shutdown {
+        server.handle.shutdown("deploy");
+    }
+    let raw = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the transfer ends")
+        .unwrap();
+    if !shutdown {
+        server.handle.shutdown("test over");
+    }
+    let report = server.report.await.unwrap();
+    assert_eq!(report.exit_code(), exit_code::SUCCESS, "{report}");
+    assert_eq!(server.stats.force_closed(), 0);
+    raw
+}
+
+fn split_head(raw: &[u8]) -> (String, &[u8]) {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    (
+        String::from_utf8_lossy(&raw[..end]).into_owned(),
+        &raw[end + 4..],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_chunk_body_read_slowly_arrives_whole_across_the_stop_over_http1() {
+    let raw = h1_read_slowly("/big", true, Duration::from_secs(10)).await;
+    let (head, body) = split_head(&raw);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        common::raw_header(&head, "content-length"),
+        Some(BIG.to_string().as_str())
+    );
+    assert_eq!(body.len(), BIG, "bytes of the body that arrived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_body_read_slowly_arrives_whole_across_the_stop_over_http1() {
+    let raw = h1_read_slowly("/big-stream", true, Duration::from_secs(10)).await;
+    let (head, body) = split_head(&raw);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        common::raw_header(&head, "content-length"),
+        Some(BIG.to_string().as_str())
+    );
+    assert_eq!(body.len(), BIG, "bytes of the body that arrived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_read_timeout_does_not_cut_a_response_being_written() {
+    // The response takes about 2 s to read, four times the header read timeout.
+    let raw = h1_read_slowly("/big", false, Duration::from_millis(500)).await;
+    let (_, body) = split_head(&raw);
+    assert_eq!(body.len(), BIG, "bytes of the body that arrived");
+}
+
+/// Reads `path` over HTTP/2 with the default 64 KiB flow-control windows, slowly; the shutdown
+/// begins 300 ms in.
+async fn h2_read_slowly(path: &'static str) -> usize {
+    let server = start(Duration::ZERO, Duration::from_secs(20)).await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .adaptive_window(false)
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let reader = tokio::spawn(async move {
+        let request = Request::get(format!("http://test{path}"))
+            .body(Empty::new())
+            .unwrap();
+        let mut body = sender.send_request(request).await?.into_body();
+        let started = tokio::time::Instant::now();
+        let mut read = 0;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                read += data.len();
+            }
+            let due = started + Duration::from_secs_f64(read as f64 / RATE as f64);
+            tokio::time::sleep_until(due).await;
+        }
+        Ok::<_, hyper::Error>(read)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.handle.shutdown("deploy");
+    let read = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the transfer ends")
+        .unwrap()
+        .expect("the body arrives without an error");
+    let report = server.report.await.unwrap();
+    assert_eq!(report.exit_code(), exit_code::SUCCESS, "{report}");
+    assert_eq!(server.stats.force_closed(), 0);
+    read
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_chunk_body_read_slowly_arrives_whole_across_the_stop_over_http2() {
+    assert_eq!(h2_read_slowly("/big").await, BIG);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_body_read_slowly_arrives_whole_across_the_stop_over_http2() {
+    assert_eq!(h2_read_slowly("/big-stream").await, BIG);
+}
