@@ -7,7 +7,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use lifecycle_core::{Health, LifecycleHandle};
+use lifecycle_core::{ComponentStatus, Health, LifecycleHandle};
 
 /// How long `/readyz` waits for the components' health checks before it reads them as
 /// unhealthy: a probe must answer well inside its own timeout.
@@ -118,7 +118,7 @@ async fn readyz(State(routes): State<HealthRoutes>, RawQuery(query): RawQuery) -
         let ready = phase.is_ready()
             && tokio::time::timeout(HEALTH_CHECK_TIMEOUT, handle.check_health())
                 .await
-                .is_ok_and(|all| all.iter().all(|c| c.health.is_healthy()));
+                .is_ok_and(|all| all.iter().all(ComponentStatus::allows_readiness));
         return if ready {
             (StatusCode::OK, "ready\n").into_response()
         } else if phase.is_ready() {
@@ -145,6 +145,7 @@ async fn readyz(State(routes): State<HealthRoutes>, RawQuery(query): RawQuery) -
                     "name": c.name,
                     "state": c.state.as_str(),
                     "healthy": c.health.is_healthy(),
+                    "counts_for_readiness": c.counts_for_readiness,
                     "reason": reason,
                     "detail": c.detail,
                 })
@@ -161,7 +162,8 @@ async fn readyz(State(routes): State<HealthRoutes>, RawQuery(query): RawQuery) -
             })
             .collect(),
     };
-    let ready = phase.is_ready() && components.iter().all(|c| c["healthy"] == true);
+    let ready = phase.is_ready()
+        && statuses.is_ok_and(|all| all.iter().all(ComponentStatus::allows_readiness));
     let status = if ready {
         StatusCode::OK
     } else {

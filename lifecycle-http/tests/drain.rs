@@ -129,7 +129,8 @@ async fn keep_alive_client_every_50ms_is_never_reset() {
         .await
         .unwrap()
         .unwrap();
-    server.report.await.unwrap();
+    let report = server.report.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
     let (before, after): (Vec<_>, Vec<_>) = answers.iter().partition(|(t, _)| *t < signal_at);
     assert!(
         before.len() >= 5 && after.len() >= 5,
@@ -172,7 +173,8 @@ async fn readiness_goes_off_within_100ms_while_liveness_stays_up() {
     tokio::time::sleep(200 * MS).await;
     let signal_at = Instant::now();
     server.handle.shutdown("deploy");
-    server.report.await.unwrap();
+    let report = server.report.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
     let (readyz, livez) = (readyz.await.unwrap(), livez.await.unwrap());
 
     assert!(readyz.iter().any(|(t, s)| *t < signal_at && *s == 200));

@@ -47,5 +47,65 @@ async fn verbose_readiness_lists_components_and_counters() {
     );
     let mut conn = H1::connect(server.addr).await.unwrap();
     assert_eq!(conn.get("/readyz").await.unwrap().body, "draining\n");
-    server.report.await.unwrap();
+    let report = server.report.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
+/// Always unhealthy, like a cache server that is down.
+struct CacheDown;
+
+#[lifecycle_core::async_trait]
+impl lifecycle_core::Component for CacheDown {
+    async fn start(&self, _ctx: &lifecycle_core::Context) -> Result<(), lifecycle_core::BoxError> {
+        Ok(())
+    }
+
+    async fn health(&self) -> lifecycle_core::Health {
+        lifecycle_core::Health::unhealthy("cache down")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_left_out_of_readiness_does_not_hold_readyz() {
+    use lifecycle_core::{Lifecycle, Phase, Registration};
+    use lifecycle_http::{HealthRoutes, HttpServer};
+
+    let builder = Lifecycle::builder().signals([]);
+    let handle = builder.handle();
+    let server = HttpServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        HealthRoutes::new(handle.clone()).verbose(true).router(),
+    );
+    let addr = server.local_addr();
+    let lifecycle = builder
+        .register(Registration::new("cache", CacheDown).exclude_from_readiness())
+        .register(Registration::new("http", server))
+        .build()
+        .unwrap();
+    let report = tokio::spawn(lifecycle.run());
+    handle
+        .watch_phase()
+        .wait_for(|p| *p == Phase::Ready)
+        .await
+        .unwrap();
+    let mut conn = H1::connect(addr.get().unwrap()).await.unwrap();
+    assert_eq!(conn.get("/readyz").await.unwrap().body, "ready\n");
+    let verbose: serde_json::Value =
+        serde_json::from_slice(&conn.get("/readyz?verbose").await.unwrap().body).unwrap();
+    assert_eq!(verbose["ready"], true);
+    let cache = &verbose["components"][0];
+    assert_eq!(
+        (
+            &cache["healthy"],
+            &cache["counts_for_readiness"],
+            &cache["reason"]
+        ),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!(false),
+            &serde_json::json!("cache down")
+        )
+    );
+    handle.shutdown("test over");
+    assert_eq!(report.await.unwrap().exit_code(), 0);
 }

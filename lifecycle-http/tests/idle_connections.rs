@@ -126,5 +126,6 @@ async fn the_header_read_timeout_closes_slow_and_idle_connections() {
     );
 
     server.handle.shutdown("test over");
-    server.report.await.unwrap();
+    let report = server.report.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
 }
