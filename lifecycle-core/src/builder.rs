@@ -159,6 +159,7 @@ pub struct LifecycleBuilder {
     signals: Vec<Signal>,
     health_cache: Duration,
     report_file: Option<PathBuf>,
+    hard_deadline: bool,
     shared: Arc<Shared>,
 }
 
@@ -176,6 +177,7 @@ impl LifecycleBuilder {
             signals: vec![Signal::Terminate, Signal::Interrupt],
             health_cache: Self::DEFAULT_HEALTH_CACHE,
             report_file: None,
+            hard_deadline: true,
             shared: Arc::new(Shared::new(CancellationToken::new())),
         }
     }
@@ -237,6 +239,62 @@ impl LifecycleBuilder {
     /// stop turn.
     pub fn shutdown_token(mut self, token: CancellationToken) -> Self {
         self.shared = Arc::new(Shared::new(token));
+        self
+    }
+
+    /// Wraps the component registered as `name` so that it misbehaves as `fault` says, for
+    /// tests of what the service does then (feature `testing`; see [`crate::testing`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lifecycle_core::testing::Fault;
+    /// use lifecycle_core::{Lifecycle, Registration, Worker};
+    ///
+    /// let idle = Worker::new(|ctx| async move {
+    ///     ctx.token().cancelled().await;
+    ///     Ok::<_, std::io::Error>(())
+    /// });
+    /// let builder = Lifecycle::builder()
+    ///     .register(Registration::new("db", idle))
+    ///     .inject_fault("db", Fault::StopHangs);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Panics when no component is registered under `name`: a test that injects a fault into
+    /// nothing would pass for the wrong reason.
+    #[cfg(feature = "testing")]
+    pub fn inject_fault(mut self, name: &str, fault: crate::testing::Fault) -> Self {
+        let registration = self
+            .registrations
+            .iter_mut()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("inject_fault: no component named `{name}`"));
+        registration.component = Arc::new(crate::testing::Faulty {
+            inner: registration.component.clone(),
+            fault,
+        });
+        self
+    }
+
+    /// Replaces each registered component with what `wrap` makes of it.
+    #[cfg(feature = "testing")]
+    pub(crate) fn map_components(
+        mut self,
+        mut wrap: impl FnMut(&str, Arc<dyn Component>) -> Arc<dyn Component>,
+    ) -> Self {
+        for registration in &mut self.registrations {
+            registration.component = wrap(&registration.name, registration.component.clone());
+        }
+        self
+    }
+
+    /// Runs without the watchdog thread's hard exit, for tests in a shared process; the
+    /// budget still cuts the stops.
+    #[cfg(feature = "testing")]
+    pub(crate) fn without_hard_deadline(mut self) -> Self {
+        self.hard_deadline = false;
         self
     }
 
@@ -322,6 +380,7 @@ impl LifecycleBuilder {
             shutdown_budget: self.shutdown_budget,
             signals: self.signals,
             report_file: self.report_file,
+            hard_deadline: self.hard_deadline,
             critical_path,
             critical_path_time: path_time,
             shared: self.shared,

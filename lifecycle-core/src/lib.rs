@@ -88,6 +88,8 @@ mod supervise;
 #[cfg(unix)]
 mod systemd;
 mod tasks;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod watchdog;
 mod worker;
 

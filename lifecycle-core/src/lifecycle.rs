@@ -61,6 +61,8 @@ pub struct Lifecycle {
     pub(crate) shutdown_budget: Duration,
     pub(crate) signals: Vec<Signal>,
     pub(crate) report_file: Option<PathBuf>,
+    /// Whether the watchdog thread runs (always, outside the testing kit).
+    pub(crate) hard_deadline: bool,
     pub(crate) critical_path: Vec<String>,
     pub(crate) critical_path_time: Duration,
     pub(crate) shared: Arc<Shared>,
@@ -155,6 +157,9 @@ impl Lifecycle {
     /// Starts the watchdog, which installs the signal handlers; a failure to install them ends
     /// the start-up before anything starts.
     fn arm_watchdog(&self) -> Option<Watchdog> {
+        if !self.hard_deadline {
+            return None;
+        }
         match Watchdog::start(
             self.shared.clone(),
             self.shutdown_budget,
@@ -187,6 +192,7 @@ impl Lifecycle {
     }
 
     fn enter(&self, phase: Phase) {
+        self.shared.record().entered(phase);
         self.shared.phase.send_replace(phase);
     }
 }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::component::Component;
 use crate::component_error::ComponentError;
-use crate::handle::ComponentState;
+use crate::handle::{ComponentState, Phase};
 use crate::report::{exit_code, ComponentReport, Outcome, Report, TriggerKind, TriggerReport};
 
 /// The record of one run of a lifecycle.
@@ -22,7 +22,28 @@ pub(crate) struct Record {
     /// The drain delay as applied: zero until the drain begins, and when it is skipped.
     drain_delay: Duration,
     budget_exhausted: bool,
+    /// Each phase the lifecycle entered, and when.
+    phases: Vec<(Phase, Instant)>,
+    /// Each start and stop, beginning and end, in the order they were recorded: times alone
+    /// cannot order what happened within one instant of the paused clock.
+    steps: Vec<(usize, Step, Instant)>,
     slots: Vec<Slot>,
+}
+
+/// A step of a component's lifecycle, in the order a [`Timeline`](crate::testing::Timeline)
+/// lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
+#[non_exhaustive]
+pub enum Step {
+    /// Its start (or a restart's) began.
+    StartBegan,
+    /// Its start succeeded: it runs.
+    Started,
+    /// Its stop began.
+    StopBegan,
+    /// Its stop ended, or was cut off.
+    StopEnded,
 }
 
 /// One component as the lifecycle sees it.
@@ -92,7 +113,42 @@ impl Record {
 
     /// The lifecycle's run began.
     pub(crate) fn began(&mut self) {
-        self.began = Some(Instant::now());
+        let now = Instant::now();
+        self.began = Some(now);
+        self.phases.push((Phase::Starting, now));
+    }
+
+    /// The lifecycle entered `phase`.
+    pub(crate) fn entered(&mut self, phase: Phase) {
+        self.phases.push((phase, Instant::now()));
+    }
+
+    /// Each step, in order: the component's name, the step, and its time in milliseconds since
+    /// the run began.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn steps(&self) -> Vec<(String, Step, f64)> {
+        let began = self.began.unwrap_or_else(Instant::now);
+        self.steps
+            .iter()
+            .map(|&(i, step, at)| {
+                let at = millis(at.saturating_duration_since(began));
+                (self.slots[i].name.to_string(), step, at)
+            })
+            .collect()
+    }
+
+    fn step(&mut self, i: usize, step: Step, at: Instant) {
+        self.steps.push((i, step, at));
+    }
+
+    /// Each phase entered, with its time in milliseconds since the run began.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn phases(&self) -> Vec<(Phase, f64)> {
+        let began = self.began.unwrap_or_else(Instant::now);
+        self.phases
+            .iter()
+            .map(|&(phase, at)| (phase, millis(at.saturating_duration_since(began))))
+            .collect()
     }
 
     /// The shutdown was triggered; only the first trigger counts. Returns whether this was it.
@@ -122,13 +178,15 @@ impl Record {
         let slot = &mut self.slots[i];
         slot.state = ComponentState::Starting;
         slot.start_began = Some(at);
+        self.step(i, Step::StartBegan, at);
     }
 
     /// Component `i` started and runs.
     pub(crate) fn started(&mut self, i: usize) {
-        let slot = &mut self.slots[i];
+        let (slot, now) = (&mut self.slots[i], Instant::now());
         slot.state = ComponentState::Running;
-        slot.start_ended = Some(Instant::now());
+        slot.start_ended = Some(now);
+        self.step(i, Step::Started, now);
     }
 
     /// Component `i` failed at run time and is being stopped and started again.
@@ -145,18 +203,19 @@ impl Record {
     /// Component `i` ended without a run to stop: its start failed or was abandoned, or it
     /// failed at run time with no restart left while not running.
     pub(crate) fn ended(&mut self, i: usize, outcome: Outcome, error: ComponentError) {
-        let slot = &mut self.slots[i];
+        let (slot, now) = (&mut self.slots[i], Instant::now());
         slot.state = ComponentState::Done(outcome);
-        slot.start_ended.get_or_insert_with(Instant::now);
+        slot.start_ended.get_or_insert(now);
         slot.run_time_error = None;
         slot.error = Some(error);
     }
 
     /// Component `i`'s stop began.
     pub(crate) fn stopping(&mut self, i: usize) {
-        let slot = &mut self.slots[i];
+        let (slot, now) = (&mut self.slots[i], Instant::now());
         slot.state = ComponentState::Stopping;
-        slot.stop_began = Some(Instant::now());
+        slot.stop_began = Some(now);
+        self.step(i, Step::StopBegan, now);
     }
 
     /// Component `i`'s stop ended. A clean stop of a run that had failed reports the failure.
@@ -167,9 +226,11 @@ impl Record {
             (Ok(()), Some(failure)) => (Outcome::Failed, Some(failure)),
             (Err((outcome, error)), _) => (outcome, Some(error)),
         };
+        let now = Instant::now();
         slot.state = ComponentState::Done(outcome);
-        slot.stop_ended = Some(Instant::now());
+        slot.stop_ended = Some(now);
         slot.error = error;
+        self.step(i, Step::StopEnded, now);
     }
 
     /// The shutdown budget ran out before component `i`'s stop turn: cut off, never stopped.

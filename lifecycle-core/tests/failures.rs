@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{builder, secs, shutdown_when_ready, Act, Event, Log, Probe};
+use common::{builder, request_when_ready, secs, shutdown_when_ready, Act, Event, Log, Probe};
 use lifecycle_core::{
     async_trait, exit_code, BoxError, Component, Context, Lifecycle, OnFailure, Outcome,
     Registration, TriggerKind, Worker,
@@ -109,17 +109,17 @@ async fn shutdown_during_startup_abandons_the_start_in_progress() {
 #[tokio::test(start_paused = true)]
 async fn hung_stop_times_out_and_its_dependencies_still_stop() {
     let log = Log::default();
-    let lifecycle = builder()
-        .register(Registration::new("db", Probe::new("db", &log)))
-        .register(
-            Registration::new("worker", Probe::new("worker", &log).stop(Act::Hang))
-                .depends_on("db")
-                .stop_timeout(secs(3)),
-        )
-        .build()
-        .unwrap();
-    shutdown_when_ready(&lifecycle, secs(1));
-    let report = lifecycle.run().await;
+    let report = request_when_ready(
+        builder()
+            .register(Registration::new("db", Probe::new("db", &log)))
+            .register(
+                Registration::new("worker", Probe::new("worker", &log).stop(Act::Hang))
+                    .depends_on("db")
+                    .stop_timeout(secs(3)),
+            ),
+        secs(1),
+    )
+    .await;
     let worker = report.component("worker").unwrap();
     assert_eq!(worker.outcome, Outcome::TimedOut);
     assert_eq!(
@@ -145,14 +145,16 @@ async fn hung_stop_times_out_and_its_dependencies_still_stop() {
 #[tokio::test(start_paused = true)]
 async fn panicking_stop_is_reported_and_the_chain_goes_on() {
     let log = Log::default();
-    let lifecycle = builder()
-        .register(Registration::new("c", Probe::new("c", &log)))
-        .register(Registration::new("b", Probe::new("b", &log).stop(Act::Panic)).depends_on("c"))
-        .register(Registration::new("a", Probe::new("a", &log)).depends_on("b"))
-        .build()
-        .unwrap();
-    shutdown_when_ready(&lifecycle, secs(1));
-    let report = lifecycle.run().await;
+    let report = request_when_ready(
+        builder()
+            .register(Registration::new("c", Probe::new("c", &log)))
+            .register(
+                Registration::new("b", Probe::new("b", &log).stop(Act::Panic)).depends_on("c"),
+            )
+            .register(Registration::new("a", Probe::new("a", &log)).depends_on("b")),
+        secs(1),
+    )
+    .await;
     assert_eq!(log.order(Event::StopBegan), ["a", "b", "c"]);
     let b = report.component("b").unwrap();
     assert_eq!(b.outcome, Outcome::Panicked);
@@ -168,15 +170,14 @@ async fn panicking_stop_is_reported_and_the_chain_goes_on() {
 #[tokio::test(start_paused = true)]
 async fn failing_stop_is_reported() {
     let log = Log::default();
-    let lifecycle = builder()
-        .register(Registration::new(
+    let report = request_when_ready(
+        builder().register(Registration::new(
             "a",
             Probe::new("a", &log).stop(Act::Fail),
-        ))
-        .build()
-        .unwrap();
-    shutdown_when_ready(&lifecycle, Duration::ZERO);
-    let report = lifecycle.run().await;
+        )),
+        Duration::ZERO,
+    )
+    .await;
     let a = report.component("a").unwrap();
     assert_eq!(
         (a.outcome, a.error.as_deref()),
@@ -213,12 +214,12 @@ impl Drop for DropCounter {
 #[tokio::test(start_paused = true)]
 async fn tasks_left_at_the_stop_timeout_are_aborted_and_counted() {
     let ended = Arc::new(AtomicU32::new(0));
-    let lifecycle = builder()
-        .register(Registration::new("stubborn", Stubborn(ended.clone())).stop_timeout(secs(2)))
-        .build()
-        .unwrap();
-    shutdown_when_ready(&lifecycle, Duration::ZERO);
-    let report = lifecycle.run().await;
+    let report = request_when_ready(
+        builder()
+            .register(Registration::new("stubborn", Stubborn(ended.clone())).stop_timeout(secs(2))),
+        Duration::ZERO,
+    )
+    .await;
     let stubborn = report.component("stubborn").unwrap();
     assert_eq!(stubborn.outcome, Outcome::TimedOut);
     assert_eq!(
@@ -453,18 +454,18 @@ impl Component for BlocksItsThread {
 #[tokio::test(start_paused = true)]
 async fn exhausted_budget_cuts_the_rest_with_the_deadline_code() {
     let log = Log::default();
-    let lifecycle = builder()
-        .shutdown_budget(secs(3))
-        .register(Registration::new("db", Probe::new("db", &log)).stop_timeout(secs(1)))
-        .register(
-            Registration::new("blocking", BlocksItsThread)
-                .depends_on("db")
-                .stop_timeout(secs(2)),
-        )
-        .build()
-        .unwrap();
-    shutdown_when_ready(&lifecycle, secs(1));
-    let report = lifecycle.run().await;
+    let report = request_when_ready(
+        builder()
+            .shutdown_budget(secs(3))
+            .register(Registration::new("db", Probe::new("db", &log)).stop_timeout(secs(1)))
+            .register(
+                Registration::new("blocking", BlocksItsThread)
+                    .depends_on("db")
+                    .stop_timeout(secs(2)),
+            ),
+        secs(1),
+    )
+    .await;
     assert_eq!(report.exit_code(), exit_code::DEADLINE, "{report}");
     let blocking = report.component("blocking").unwrap();
     assert_eq!(blocking.outcome, Outcome::TimedOut);

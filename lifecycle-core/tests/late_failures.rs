@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{builder, secs, shutdown_when_ready, Log, Probe};
+use common::{builder, request_when_ready, secs, shutdown_when_ready, Log, Probe};
 use lifecycle_core::{
     async_trait, exit_code, BoxError, Component, ComponentState, Context, Health, OnFailure,
     Outcome, Phase, Registration, TriggerKind, Worker,
@@ -63,13 +63,13 @@ async fn a_worker_failing_in_the_drain_delay_is_reported() {
 
 #[tokio::test(start_paused = true)]
 async fn a_worker_panicking_in_the_drain_delay_is_reported() {
-    let lifecycle = builder()
-        .drain_delay(secs(1))
-        .register(Registration::new("consumer", fails_in_the_drain("panic")))
-        .build()
-        .unwrap();
-    shutdown_when_ready(&lifecycle, secs(1));
-    let report = lifecycle.run().await;
+    let report = request_when_ready(
+        builder()
+            .drain_delay(secs(1))
+            .register(Registration::new("consumer", fails_in_the_drain("panic"))),
+        secs(1),
+    )
+    .await;
     assert_eq!(report.exit_code(), exit_code::FAILURE, "{report}");
     let consumer = report.component("consumer").unwrap();
     assert_eq!(consumer.outcome, Outcome::Failed);
@@ -86,13 +86,13 @@ async fn a_worker_failing_in_its_own_stop_is_reported() {
         ctx.token().cancelled().await;
         Err::<(), _>(std::io::Error::other("flush failed"))
     });
-    let lifecycle = builder()
-        .register(Registration::new("db", Probe::new("db", &log)))
-        .register(Registration::new("flusher", flusher).depends_on("db"))
-        .build()
-        .unwrap();
-    shutdown_when_ready(&lifecycle, secs(1));
-    let report = lifecycle.run().await;
+    let report = request_when_ready(
+        builder()
+            .register(Registration::new("db", Probe::new("db", &log)))
+            .register(Registration::new("flusher", flusher).depends_on("db")),
+        secs(1),
+    )
+    .await;
     assert_eq!(report.exit_code(), exit_code::FAILURE, "{report}");
     let flusher = report.component("flusher").unwrap();
     assert_eq!(flusher.outcome, Outcome::Failed);
@@ -287,13 +287,13 @@ async fn the_report_file_is_written_at_the_end() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("report.json");
     let log = Log::default();
-    let lifecycle = builder()
-        .report_file(&path)
-        .register(Registration::new("db", Probe::new("db", &log)))
-        .build()
-        .unwrap();
-    shutdown_when_ready(&lifecycle, secs(1));
-    let report = lifecycle.run().await;
+    let report = request_when_ready(
+        builder()
+            .report_file(&path)
+            .register(Registration::new("db", Probe::new("db", &log))),
+        secs(1),
+    )
+    .await;
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let expected: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();

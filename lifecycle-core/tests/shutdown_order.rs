@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{builder, secs, shutdown_when_ready, Act, Event, Log, Probe};
+use common::{builder, request_when_ready, secs, shutdown_when_ready, Act, Event, Log, Probe};
 use lifecycle_core::{exit_code, Outcome, Phase, Registration, TriggerKind};
 use tokio::time::Instant;
 
@@ -149,19 +149,23 @@ async fn independent_branches_stop_concurrently() {
 #[tokio::test(start_paused = true)]
 async fn diamond_stops_the_shared_dependency_last() {
     let log = Log::default();
-    let lifecycle = builder()
-        .register(
-            Registration::new("a", Probe::new("a", &log))
-                .depends_on("b")
-                .depends_on("c"),
-        )
-        .register(Registration::new("b", Probe::new("b", &log).stop(Act::ms(50))).depends_on("d"))
-        .register(Registration::new("c", Probe::new("c", &log).stop(Act::ms(80))).depends_on("d"))
-        .register(Registration::new("d", Probe::new("d", &log)))
-        .build()
-        .unwrap();
-    shutdown_when_ready(&lifecycle, secs(1));
-    let report = lifecycle.run().await;
+    let report = request_when_ready(
+        builder()
+            .register(
+                Registration::new("a", Probe::new("a", &log))
+                    .depends_on("b")
+                    .depends_on("c"),
+            )
+            .register(
+                Registration::new("b", Probe::new("b", &log).stop(Act::ms(50))).depends_on("d"),
+            )
+            .register(
+                Registration::new("c", Probe::new("c", &log).stop(Act::ms(80))).depends_on("d"),
+            )
+            .register(Registration::new("d", Probe::new("d", &log))),
+        secs(1),
+    )
+    .await;
     assert_eq!(report.exit_code(), 0);
     let stops = log.order(Event::StopBegan);
     assert_eq!(stops.first().unwrap(), "a");

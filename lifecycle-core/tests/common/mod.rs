@@ -6,8 +6,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lifecycle_core::testing::TestRun;
 use lifecycle_core::{
-    async_trait, BoxError, Component, Context, Lifecycle, LifecycleBuilder, Phase,
+    async_trait, BoxError, Component, Context, Lifecycle, LifecycleBuilder, Phase, Report,
 };
 use tokio::time::Instant;
 
@@ -168,7 +169,18 @@ pub fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
-/// Asks for the shutdown `after` the lifecycle is ready.
+/// Runs `builder` with the testing kit, asks for the shutdown `after` it is ready, and returns
+/// the report.
+pub async fn request_when_ready(builder: LifecycleBuilder, after: Duration) -> Report {
+    let run = TestRun::start(builder).expect("a valid configuration");
+    run.ready().await.expect("ready");
+    tokio::time::sleep(after).await;
+    run.request("test over");
+    run.finish().await.into_report()
+}
+
+/// Asks for the shutdown `after` the lifecycle is ready, for tests that need the lifecycle's
+/// handle before it runs.
 pub fn shutdown_when_ready(lifecycle: &Lifecycle, after: Duration) {
     let handle = lifecycle.handle();
     let mut phase = handle.watch_phase();
