@@ -75,9 +75,28 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
+/// `url` without credentials: the user and password before the host, and the `pass` query
+/// parameter through which `redis+unix` URLs carry a password.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn redact_redis(url: &str) -> String {
+    let url = redact(url);
+    let Some((base, query)) = url.split_once('?') else {
+        return url;
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split('=').next() != Some("pass"))
+        .collect();
+    if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{redact, redact_redis};
 
     #[test]
     fn redacts_credentials_only() {
@@ -92,5 +111,22 @@ mod tests {
             "mysql://127.0.0.1/test"
         );
         assert_eq!(redact("not a url"), "not a url");
+    }
+
+    #[test]
+    fn redacts_passwords_in_the_authority_and_the_query() {
+        assert_eq!(
+            redact_redis("redis://app:secret@cache:6379/2"),
+            "redis://cache:6379/2"
+        );
+        assert_eq!(
+            redact_redis("redis+unix:///run/redis.sock?db=1&pass=secret"),
+            "redis+unix:///run/redis.sock?db=1"
+        );
+        assert_eq!(
+            redact_redis("redis+unix:///run/redis.sock?pass=secret"),
+            "redis+unix:///run/redis.sock"
+        );
+        assert_eq!(redact_redis("redis://cache/"), "redis://cache/");
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use lifecycle_core::{async_trait, BoxError};
 use redis::{AsyncCommands, Direction, RedisResult};
 
-use crate::job_queue::{Job, JobQueue, JobState};
-use crate::redis_client::{RedisClient, RedisConnection};
+use super::{RedisClient, RedisConnection};
+use crate::jobs::{Job, JobQueue, JobState};
 
 /// The longest a claim waits on an empty queue (`BLMOVE`'s server-side timeout), which bounds
 /// how long a worker's stop can wait for its claim to return.

@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures::FutureExt;
 use lifecycle_core::{async_trait, BoxError, Component, Context};
 
+use super::{Job, JobQueue};
 use crate::deadline::give_up_at;
-use crate::job_queue::{Job, JobQueue};
 
 /// A worker on a [`JobQueue`] ([`SqlJobQueue`](crate::SqlJobQueue),
 /// [`RedisJobQueue`](crate::RedisJobQueue)) whose contract is *finish or hand back*: on its stop turn it
@@ -119,7 +119,7 @@ where
                 "took back jobs of workers that died"
             );
         }
-        let run = Run {
+        let working = Working {
             ctx: ctx.clone(),
             queue: self.queue.clone(),
             handler: self.handler.clone(),
@@ -130,7 +130,7 @@ where
             handed_back: self.handed_back.clone(),
             done: self.done.clone(),
         };
-        ctx.spawn(run.work());
+        ctx.spawn(working.work());
         Ok(())
     }
 
@@ -154,7 +154,7 @@ fn worker_id(name: &str) -> String {
 }
 
 /// One run of a worker, from its start to its stop.
-struct Run<H> {
+struct Working<H> {
     ctx: Context,
     queue: Arc<dyn JobQueue>,
     handler: Arc<H>,
@@ -166,7 +166,7 @@ struct Run<H> {
     done: Arc<AtomicU64>,
 }
 
-impl<H, Fut> Run<H>
+impl<H, Fut> Working<H>
 where
     H: Fn(Job) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,

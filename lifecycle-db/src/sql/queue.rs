@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use lifecycle_core::{async_trait, BoxError};
 use sqlx::{AnyPool, Row};
 
-use crate::job_queue::{Job, JobQueue, JobState};
+use crate::jobs::{Job, JobQueue, JobState};
 
 /// A job queue kept in the `lifecycle_jobs` table of a PostgreSQL or SQLite database, for
 /// [`JobWorker`](crate::JobWorker)s.

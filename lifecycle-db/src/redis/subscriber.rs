@@ -1,4 +1,4 @@
-//! `Subscriber`: a Redis pub/sub subscription on a connection of its own, as a component.
+//! `RedisSubscriber`: a Redis pub/sub subscription on a connection of its own, as a component.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,8 +12,7 @@ use redis::{Msg, RedisResult};
 use tokio::time::Instant;
 
 use crate::deadline::{give_up_at, retry_until};
-use crate::error::DbError;
-use crate::redis_client::redact_redis;
+use crate::error::{redact_redis, DbError};
 
 /// How long a keep-alive ping, or the unsubscribe at the stop, may take.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -40,10 +39,10 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// ```
 /// use lifecycle_core::{Lifecycle, OnFailure, Registration};
-/// use lifecycle_db::Subscriber;
+/// use lifecycle_db::RedisSubscriber;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let invalidations = Subscriber::new("redis://127.0.0.1:6379/", |message| async move {
+/// let invalidations = RedisSubscriber::new("redis://127.0.0.1:6379/", |message| async move {
 ///     let key: String = message.get_payload().unwrap_or_default();
 ///     println!("evict {key} from the local cache");
 /// })?
@@ -57,7 +56,7 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 /// # Ok(())
 /// # }
 /// ```
-pub struct Subscriber<H> {
+pub struct RedisSubscriber<H> {
     client: redis::Client,
     target: String,
     channels: Vec<String>,
@@ -68,7 +67,7 @@ pub struct Subscriber<H> {
     received: Arc<AtomicU64>,
 }
 
-impl<H, Fut> Subscriber<H>
+impl<H, Fut> RedisSubscriber<H>
 where
     H: Fn(Msg) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -86,7 +85,7 @@ where
             target: target.clone(),
             message: e.to_string(),
         })?;
-        Ok(Subscriber {
+        Ok(RedisSubscriber {
             client,
             target,
             channels: Vec::new(),
@@ -162,7 +161,7 @@ where
 }
 
 #[async_trait]
-impl<H, Fut> Component for Subscriber<H>
+impl<H, Fut> Component for RedisSubscriber<H>
 where
     H: Fn(Msg) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -202,9 +201,9 @@ where
     }
 }
 
-impl<H> std::fmt::Debug for Subscriber<H> {
+impl<H> std::fmt::Debug for RedisSubscriber<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscriber")
+        f.debug_struct("RedisSubscriber")
             .field("target", &self.target)
             .field("channels", &self.channels)
             .field("patterns", &self.patterns)

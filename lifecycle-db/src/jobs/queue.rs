@@ -7,7 +7,7 @@ use lifecycle_core::{async_trait, BoxError};
 /// A job taken from the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
-    /// The job's id, as [`SqlJobQueue::enqueue`] returned it.
+    /// The job's id, as [`SqlJobQueue::enqueue`](crate::SqlJobQueue::enqueue) returned it.
     pub id: i64,
     /// What the job is about, as enqueued.
     pub payload: String,
