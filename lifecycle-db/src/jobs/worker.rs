@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -19,6 +19,12 @@ use crate::deadline::give_up_at;
 /// is handed back to the queue shortly before it, without counting against the job's retry
 /// limit. A job is never lost: if the process dies instead, the job's lease expires and a worker
 /// takes it up again (each worker reclaims expired jobs at start, and when idle).
+///
+/// Each start gives the worker a new identity, under which it holds its jobs: the component's
+/// name, the host's name and a random part (`emails@orders-7d9f-x2x4q/9f86d081884c7d65`), so it
+/// is unique across hosts, containers (each PID 1 of its own namespace) and restarts. It is
+/// logged at the start and shown by [`describe`](Component::describe), so `/readyz?verbose`
+/// says which replica holds which job.
 ///
 /// Register it as depending on the pool's component, so the pool is still open when it hands a
 /// job back.
@@ -53,6 +59,8 @@ pub struct JobWorker<H> {
     max_attempts: i64,
     handed_back: Arc<AtomicU64>,
     done: Arc<AtomicU64>,
+    /// The identity of the current (or last) run, for `describe`; set by `start` only.
+    identity: Arc<Mutex<Option<String>>>,
 }
 
 impl<H, Fut> JobWorker<H>
@@ -71,6 +79,7 @@ where
             max_attempts: 3,
             handed_back: Arc::default(),
             done: Arc::default(),
+            identity: Arc::default(),
         }
     }
 
@@ -110,6 +119,8 @@ where
 {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
         let worker = worker_id(ctx.name());
+        tracing::info!(component = ctx.name(), worker = %worker, "job worker starting");
+        *self.identity.lock().unwrap_or_else(|e| e.into_inner()) = Some(worker.clone());
         self.queue.prepare(&worker).await?;
         let reclaimed = self.queue.reclaim_expired().await?;
         if reclaimed > 0 {
@@ -135,21 +146,33 @@ where
     }
 
     fn describe(&self) -> Option<String> {
+        let identity = self
+            .identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         Some(format!(
-            "{} jobs done, {} handed back at shutdown",
+            "worker {}: {} jobs done, {} handed back at shutdown",
+            identity.as_deref().unwrap_or("not started"),
             self.done.load(Ordering::Relaxed),
             self.handed_back.load(Ordering::Relaxed)
         ))
     }
 }
 
-/// A unique name for one run of a worker, stored with the jobs it holds.
+/// The identity of one run of a worker, stored with the jobs it holds (and, on Redis, naming
+/// its processing list and heartbeat): the component's name, the host's name and 64 random
+/// bits, e.g. `emails@orders-7d9f-x2x4q/9f86d081884c7d65`.
+///
+/// It must differ between any two runs, wherever they are: two workers with one identity share
+/// their leases, so one keeps the other's jobs from ever being taken back. Never the PID alone:
+/// every exec-form container is PID 1, and a restarted container has the same PID again. The
+/// host name is for people reading logs; the random part is what makes it unique.
 fn worker_id(name: &str) -> String {
-    static RUNS: AtomicU64 = AtomicU64::new(0);
     format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        RUNS.fetch_add(1, Ordering::Relaxed)
+        "{name}@{}/{:016x}",
+        gethostname::gethostname().to_string_lossy(),
+        rand::random::<u64>()
     )
 }
 
@@ -180,7 +203,7 @@ where
                 // A claim that waited on the queue may return after the stop turn came.
                 Ok(Some(job)) if token.is_cancelled() => {
                     if let Err(error) = self.queue.hand_back(job.id, &self.worker).await {
-                        tracing::warn!(component = self.ctx.name(), job = job.id, %error, "could not hand a job back");
+                        tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = job.id, %error, "could not hand a job back");
                     }
                 }
                 Ok(Some(job)) => self.run(job).await,
@@ -196,7 +219,7 @@ where
                         .await;
                 }
                 Err(error) => {
-                    tracing::warn!(component = self.ctx.name(), %error, "could not claim a job");
+                    tracing::warn!(component = self.ctx.name(), worker = %self.worker, %error, "could not claim a job");
                     let _ = token
                         .run_until_cancelled(tokio::time::sleep(self.poll_interval))
                         .await;
@@ -210,13 +233,13 @@ where
             Ok(0) => {}
             Ok(reclaimed) => {
                 tracing::warn!(
-                    component = self.ctx.name(),
+                    component = self.ctx.name(), worker = %self.worker,
                     reclaimed,
                     "took back jobs of workers that died"
                 );
             }
             Err(error) => {
-                tracing::warn!(component = self.ctx.name(), %error, "could not reclaim expired jobs");
+                tracing::warn!(component = self.ctx.name(), worker = %self.worker, %error, "could not reclaim expired jobs");
             }
         }
     }
@@ -237,7 +260,7 @@ where
                 outcome = &mut handling => break Some(outcome),
                 _ = renew.tick() => {
                     if let Err(error) = self.queue.renew(id, &self.worker, self.lease).await {
-                        tracing::warn!(job = id, %error, "could not renew a job's lease");
+                        tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %error, "could not renew a job's lease");
                     }
                 }
                 () = cut_off => break None,
@@ -264,7 +287,7 @@ where
             }
             None => {
                 tracing::info!(
-                    component = self.ctx.name(),
+                    component = self.ctx.name(), worker = %self.worker,
                     job = id,
                     "stop timeout near: handing the job back"
                 );
@@ -274,7 +297,7 @@ where
         };
         if let Err(error) = recorded {
             // The lease will expire and the job will be taken again: not lost, maybe run twice.
-            tracing::warn!(component = self.ctx.name(), job = id, %error, "could not record a job's end");
+            tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %error, "could not record a job's end");
         }
     }
 }

@@ -8,9 +8,9 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, Pipeline, RedisError, RedisResult, Value};
 
 use super::client::ClientInner;
+use super::lock;
 #[cfg(doc)]
 use super::RedisClient;
-use super::lock;
 
 /// A connection to Redis from a [`RedisClient`]: its shared connection
 /// ([`RedisClient::connection`]) or a dedicated one ([`RedisClient::dedicated`]).
