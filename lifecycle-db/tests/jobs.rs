@@ -195,7 +195,8 @@ async fn the_job_in_hand_finishes_when_the_stop_timeout_allows<B: Backend>(backe
     let (lifecycle, queue) = lifecycle(&backend, &name, 1, runs.sleeper(), Duration::from_secs(3));
     let (handle, run) = start(lifecycle).await;
     let id = B::enqueue(&queue, "300").await;
-    wait_for_state::<B>(&queue, id, JobState::Running).await;
+    // In the handler, not only claimed: a claim that returns after the stop turn hands back.
+    runs.wait_in_progress().await;
     handle.shutdown("deploy");
     let report = run.await.unwrap();
     assert_eq!(report.exit_code(), 0, "{report}");
@@ -215,7 +216,7 @@ async fn a_job_longer_than_the_stop_timeout_is_handed_back_without_counting<B: B
     let (lifecycle, queue) = lifecycle(&backend, &name, 1, runs.sleeper(), Duration::from_secs(1));
     let (handle, run) = start(lifecycle).await;
     let id = B::enqueue(&queue, "10000").await;
-    wait_for_state::<B>(&queue, id, JobState::Running).await;
+    runs.wait_in_progress().await;
     let began = Instant::now();
     handle.shutdown("deploy");
     let report = run.await.unwrap();

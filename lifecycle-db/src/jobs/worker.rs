@@ -59,6 +59,7 @@ pub struct JobWorker<H> {
     max_attempts: i64,
     handed_back: Arc<AtomicU64>,
     done: Arc<AtomicU64>,
+    late: Arc<AtomicU64>,
     /// The identity of the current (or last) run, for `describe`; set by `start` only.
     identity: Arc<Mutex<Option<String>>>,
 }
@@ -79,6 +80,7 @@ where
             max_attempts: 3,
             handed_back: Arc::default(),
             done: Arc::default(),
+            late: Arc::default(),
             identity: Arc::default(),
         }
     }
@@ -108,6 +110,12 @@ where
     /// Jobs this worker handed back at a shutdown, since it was created.
     pub fn handed_back(&self) -> u64 {
         self.handed_back.load(Ordering::Relaxed)
+    }
+
+    /// Jobs this worker finished after their lease had expired and they had been taken back,
+    /// since it was created: their end was not recorded, and they ran more than once.
+    pub fn late(&self) -> u64 {
+        self.late.load(Ordering::Relaxed)
     }
 }
 
@@ -140,6 +148,7 @@ where
             max_attempts: self.max_attempts,
             handed_back: self.handed_back.clone(),
             done: self.done.clone(),
+            late: self.late.clone(),
         };
         ctx.spawn(working.work());
         Ok(())
@@ -152,10 +161,11 @@ where
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         Some(format!(
-            "worker {}: {} jobs done, {} handed back at shutdown",
+            "worker {}: {} jobs done, {} handed back at shutdown, {} ended after their lease expired",
             identity.as_deref().unwrap_or("not started"),
             self.done.load(Ordering::Relaxed),
-            self.handed_back.load(Ordering::Relaxed)
+            self.handed_back.load(Ordering::Relaxed),
+            self.late.load(Ordering::Relaxed)
         ))
     }
 }
@@ -187,6 +197,7 @@ struct Working<H> {
     max_attempts: i64,
     handed_back: Arc<AtomicU64>,
     done: Arc<AtomicU64>,
+    late: Arc<AtomicU64>,
 }
 
 impl<H, Fut> Working<H>
@@ -259,8 +270,12 @@ where
             tokio::select! {
                 outcome = &mut handling => break Some(outcome),
                 _ = renew.tick() => {
-                    if let Err(error) = self.queue.renew(id, &self.worker, self.lease).await {
-                        tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %error, "could not renew a job's lease");
+                    match self.queue.renew(id, &self.worker, self.lease).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id,
+                            "lost the lease on a job in hand: it was taken back and may run elsewhere too"),
+                        Err(error) => tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %error,
+                            "could not renew a job's lease"),
                     }
                 }
                 () = cut_off => break None,
@@ -268,8 +283,11 @@ where
         };
         let recorded = match outcome {
             Some(Ok(Ok(()))) => {
-                self.done.fetch_add(1, Ordering::Relaxed);
-                self.queue.complete(id, &self.worker).await
+                let completed = self.queue.complete(id, &self.worker).await;
+                if matches!(completed, Ok(true)) {
+                    self.done.fetch_add(1, Ordering::Relaxed);
+                }
+                completed
             }
             Some(Ok(Err(error))) => {
                 self.queue
@@ -295,9 +313,19 @@ where
                 self.queue.hand_back(id, &self.worker).await
             }
         };
-        if let Err(error) = recorded {
-            // The lease will expire and the job will be taken again: not lost, maybe run twice.
-            tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %error, "could not record a job's end");
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => {
+                // Another worker has the job (or had it and finished it): this end changed
+                // nothing, and the job ran more than once.
+                self.late.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id,
+                    "a job ended after its lease expired and it was taken back: its end was not recorded, and it runs (or ran) again elsewhere");
+            }
+            Err(error) => {
+                // The lease will expire and the job will be taken again: not lost, maybe run twice.
+                tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %error, "could not record a job's end");
+            }
         }
     }
 }

@@ -1,11 +1,11 @@
 //! `RedisJobQueue`: the reliable-queue pattern on Redis, for workers that finish or hand back.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use lifecycle_core::{async_trait, BoxError};
-use redis::{AsyncCommands, Direction, RedisResult};
+use redis::{AsyncCommands, Direction, RedisResult, Script};
 
 use super::{RedisClient, RedisConnection};
 use crate::jobs::{Job, JobQueue, JobState};
@@ -24,9 +24,16 @@ const CLAIM_WAIT: Duration = Duration::from_millis(500);
 /// (or one that is idle) moves its processing list back into the queue. Hand-backs and such
 /// reclaims do not count as attempts.
 ///
+/// Every move of an id out of a processing list (complete, fail, hand back, sweep) is one Lua
+/// script, atomic on the server and conditional on the id still being in that worker's list.
+/// So an id is never in the queue twice, two workers sweeping the same dead worker requeue each
+/// of its jobs once, and a worker whose lease expired cannot complete, fail or hand back the job
+/// it lost: the call returns `false` and changes nothing, while the job runs elsewhere.
+///
 /// Keys live under `lifecycle:{queue}:`: `queue` (ids waiting), `processing:{worker}`,
 /// `heartbeat:{worker}`, `workers` (a set), `job:{id}` (a hash: payload, state, attempts,
-/// error) and `next_id`.
+/// worker, error) and `next_id`. The scripts name job hashes themselves, which a standalone
+/// server (or a primary with replicas) allows and Redis Cluster does not.
 ///
 /// # Examples
 ///
@@ -111,24 +118,124 @@ impl RedisJobQueue {
         Ok(state.as_deref().map(JobState::parse))
     }
 
-    /// Moves job `id` from `worker`'s processing list back to the queue, uncounted.
-    async fn requeue(&self, id: i64, worker: &str, from: &str) -> RedisResult<()> {
-        redis::pipe()
-            .atomic()
-            .lrem(from, 1, id)
-            .ignore()
-            .rpush(self.key("queue"), id)
-            .ignore()
-            .hincr(self.job_key(id), "attempts", -1)
-            .ignore()
-            .hset(self.job_key(id), "state", "queued")
-            .ignore()
-            .query_async::<()>(&mut self.client.connection())
-            .await?;
-        tracing::trace!(job = id, worker, "job queued again");
-        Ok(())
+    fn processing(&self, worker: &str) -> String {
+        self.key(&format!("processing:{worker}"))
+    }
+
+    fn heartbeat(&self, worker: &str) -> String {
+        self.key(&format!("heartbeat:{worker}"))
     }
 }
+
+// Every move of an id between the queue and a processing list is one script, which Redis runs
+// atomically, and is conditional on the id being where the mover thinks it is: a worker moves
+// an id out of its processing list only if `LREM` found it there. So an id is always in exactly
+// one list (or none, once done or failed), however sweeps, late acknowledgements and hand-backs
+// interleave. Job hashes are named from `ARGV` inside the scripts, which standalone Redis allows
+// (Redis Cluster would not: the queue is for a standalone server or a primary with replicas).
+
+/// After `BLMOVE` put the id in the worker's processing list: marks the job running, counts
+/// the attempt, and returns `{attempts, payload}`; nil if a sweep took the id back in between.
+/// KEYS: processing, job. ARGV: id, worker.
+static TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if not redis.call('LPOS', KEYS[1], ARGV[1]) then return false end
+        redis.call('HSET', KEYS[2], 'state', 'running', 'worker', ARGV[2])
+        local attempts = redis.call('HINCRBY', KEYS[2], 'attempts', 1)
+        return {attempts, redis.call('HGET', KEYS[2], 'payload')}
+        ",
+    )
+});
+
+/// Extends the worker's heartbeat; returns 1 if the job is still in its processing list.
+/// KEYS: heartbeat, processing. ARGV: lease in ms, id.
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        redis.call('SET', KEYS[1], 1, 'PX', ARGV[1])
+        if redis.call('LPOS', KEYS[2], ARGV[2]) then return 1 end
+        return 0
+        ",
+    )
+});
+
+/// Marks the job done if it is in the worker's processing list; returns 1 if so.
+/// KEYS: processing, job. ARGV: id.
+static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+        redis.call('HSET', KEYS[2], 'state', 'done')
+        redis.call('HDEL', KEYS[2], 'worker')
+        return 1
+        ",
+    )
+});
+
+/// Records a failure of the job if it is in the worker's processing list: queued again, or
+/// failed for good once it has had `max` attempts; returns 1 if it was there.
+/// KEYS: processing, job, queue. ARGV: id, error, max.
+static FAIL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+        redis.call('HSET', KEYS[2], 'error', ARGV[2])
+        redis.call('HDEL', KEYS[2], 'worker')
+        if tonumber(redis.call('HGET', KEYS[2], 'attempts')) >= tonumber(ARGV[3]) then
+            redis.call('HSET', KEYS[2], 'state', 'failed')
+        else
+            redis.call('HSET', KEYS[2], 'state', 'queued')
+            redis.call('RPUSH', KEYS[3], ARGV[1])
+        end
+        return 1
+        ",
+    )
+});
+
+/// Queues the job again, uncounted, if it is in the worker's processing list; returns 1 if so.
+/// An attempt is given back only if one was counted (the job is `running`: a worker that died
+/// between `BLMOVE` and `TAKE` never counted one).
+/// KEYS: processing, job, queue. ARGV: id.
+static HAND_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+        if redis.call('HGET', KEYS[2], 'state') == 'running' then
+            redis.call('HINCRBY', KEYS[2], 'attempts', -1)
+        end
+        redis.call('HSET', KEYS[2], 'state', 'queued')
+        redis.call('HDEL', KEYS[2], 'worker')
+        redis.call('RPUSH', KEYS[3], ARGV[1])
+        return 1
+        ",
+    )
+});
+
+/// If the worker's heartbeat has expired: queues every job of its processing list again,
+/// uncounted, deletes the list and forgets the worker; returns how many jobs, or -1 if the
+/// worker is alive. Two sweepers racing: the second finds the list gone.
+/// KEYS: heartbeat, processing, queue, workers. ARGV: worker, job key prefix.
+static SWEEP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+        local ids = redis.call('LRANGE', KEYS[2], 0, -1)
+        for _, id in ipairs(ids) do
+            local job = ARGV[2] .. id
+            if redis.call('HGET', job, 'state') == 'running' then
+                redis.call('HINCRBY', job, 'attempts', -1)
+            end
+            redis.call('HSET', job, 'state', 'queued')
+            redis.call('HDEL', job, 'worker')
+            redis.call('RPUSH', KEYS[3], id)
+        end
+        redis.call('DEL', KEYS[2])
+        redis.call('SREM', KEYS[4], ARGV[1])
+        return #ids
+        ",
+    )
+});
 
 #[async_trait]
 impl JobQueue for RedisJobQueue {
@@ -146,11 +253,7 @@ impl JobQueue for RedisJobQueue {
         redis::pipe()
             .sadd(self.key("workers"), worker)
             .ignore()
-            .pset_ex(
-                self.key(&format!("heartbeat:{worker}")),
-                1,
-                lease.as_millis() as u64,
-            )
+            .pset_ex(self.heartbeat(worker), 1, millis(lease))
             .ignore()
             .query_async::<()>(&mut redis)
             .await?;
@@ -166,7 +269,7 @@ impl JobQueue for RedisJobQueue {
         let id: Option<i64> = blocking
             .blmove(
                 self.key("queue"),
-                self.key(&format!("processing:{worker}")),
+                self.processing(worker),
                 Direction::Right,
                 Direction::Left,
                 CLAIM_WAIT.as_secs_f64(),
@@ -179,41 +282,39 @@ impl JobQueue for RedisJobQueue {
         let Some(id) = id else {
             return Ok(None);
         };
-        let (attempts, payload): (i64, String) = redis::pipe()
-            .atomic()
-            .hset(self.job_key(id), "state", "running")
-            .ignore()
-            .hincr(self.job_key(id), "attempts", 1)
-            .hget(self.job_key(id), "payload")
-            .query_async(&mut redis)
+        let taken: Option<(i64, String)> = TAKE
+            .key(self.processing(worker))
+            .key(self.job_key(id))
+            .arg(id)
+            .arg(worker)
+            .invoke_async(&mut redis)
             .await?;
-        Ok(Some(Job {
+        Ok(taken.map(|(attempts, payload)| Job {
             id,
             payload,
             attempts,
         }))
     }
 
-    async fn renew(&self, _id: i64, worker: &str, lease: Duration) -> Result<(), BoxError> {
-        let key = self.key(&format!("heartbeat:{worker}"));
-        let _: () = self
-            .client
-            .connection()
-            .pset_ex(key, 1, lease.as_millis() as u64)
+    async fn renew(&self, id: i64, worker: &str, lease: Duration) -> Result<bool, BoxError> {
+        let held: i64 = RENEW
+            .key(self.heartbeat(worker))
+            .key(self.processing(worker))
+            .arg(millis(lease))
+            .arg(id)
+            .invoke_async(&mut self.client.connection())
             .await?;
-        Ok(())
+        Ok(held == 1)
     }
 
-    async fn complete(&self, id: i64, worker: &str) -> Result<(), BoxError> {
-        redis::pipe()
-            .atomic()
-            .lrem(self.key(&format!("processing:{worker}")), 1, id)
-            .ignore()
-            .hset(self.job_key(id), "state", "done")
-            .ignore()
-            .query_async::<()>(&mut self.client.connection())
+    async fn complete(&self, id: i64, worker: &str) -> Result<bool, BoxError> {
+        let held: i64 = COMPLETE
+            .key(self.processing(worker))
+            .key(self.job_key(id))
+            .arg(id)
+            .invoke_async(&mut self.client.connection())
             .await?;
-        Ok(())
+        Ok(held == 1)
     }
 
     async fn fail(
@@ -222,32 +323,28 @@ impl JobQueue for RedisJobQueue {
         worker: &str,
         error: &str,
         max_attempts: i64,
-    ) -> Result<(), BoxError> {
-        let mut redis = self.client.connection();
-        let processing = self.key(&format!("processing:{worker}"));
-        let attempts: i64 = redis.hget(self.job_key(id), "attempts").await?;
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .lrem(&processing, 1, id)
-            .ignore()
-            .hset(self.job_key(id), "error", error)
-            .ignore();
-        if attempts >= max_attempts {
-            pipe.hset(self.job_key(id), "state", "failed").ignore();
-        } else {
-            pipe.rpush(self.key("queue"), id)
-                .ignore()
-                .hset(self.job_key(id), "state", "queued")
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut redis).await?;
-        Ok(())
+    ) -> Result<bool, BoxError> {
+        let held: i64 = FAIL
+            .key(self.processing(worker))
+            .key(self.job_key(id))
+            .key(self.key("queue"))
+            .arg(id)
+            .arg(error)
+            .arg(max_attempts)
+            .invoke_async(&mut self.client.connection())
+            .await?;
+        Ok(held == 1)
     }
 
-    async fn hand_back(&self, id: i64, worker: &str) -> Result<(), BoxError> {
-        Ok(self
-            .requeue(id, worker, &self.key(&format!("processing:{worker}")))
-            .await?)
+    async fn hand_back(&self, id: i64, worker: &str) -> Result<bool, BoxError> {
+        let held: i64 = HAND_BACK
+            .key(self.processing(worker))
+            .key(self.job_key(id))
+            .key(self.key("queue"))
+            .arg(id)
+            .invoke_async(&mut self.client.connection())
+            .await?;
+        Ok(held == 1)
     }
 
     async fn reclaim_expired(&self) -> Result<u64, BoxError> {
@@ -255,22 +352,26 @@ impl JobQueue for RedisJobQueue {
         let workers: Vec<String> = redis.smembers(self.key("workers")).await?;
         let mut reclaimed = 0;
         for worker in workers {
-            let alive: bool = redis
-                .exists(self.key(&format!("heartbeat:{worker}")))
+            let swept: i64 = SWEEP
+                .key(self.heartbeat(&worker))
+                .key(self.processing(&worker))
+                .key(self.key("queue"))
+                .key(self.key("workers"))
+                .arg(&worker)
+                .arg(self.key("job:"))
+                .invoke_async(&mut redis)
                 .await?;
-            if alive {
-                continue;
+            if swept > 0 {
+                tracing::debug!(worker, swept, "took back the jobs of a dead worker");
+                reclaimed += swept.unsigned_abs();
             }
-            let processing = self.key(&format!("processing:{worker}"));
-            let ids: Vec<i64> = redis.lrange(&processing, 0, -1).await?;
-            for id in ids {
-                self.requeue(id, &worker, &processing).await?;
-                reclaimed += 1;
-            }
-            let _: () = redis.srem(self.key("workers"), &worker).await?;
         }
         Ok(reclaimed)
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl std::fmt::Debug for RedisJobQueue {

@@ -120,22 +120,23 @@ impl SqlJobQueue {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Marks job `id` done, if `worker` still holds it.
+    /// Marks job `id` done, if `worker` still holds it; returns whether it did (`false`: the
+    /// lease expired and the job was taken back, and nothing was changed).
     ///
     /// # Errors
     ///
     /// A database error.
-    pub async fn complete(&self, id: i64, worker: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE lifecycle_jobs SET state = 'done', worker = NULL, lease_until = NULL WHERE id = $1 AND worker = $2")
+    pub async fn complete(&self, id: i64, worker: &str) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query("UPDATE lifecycle_jobs SET state = 'done', worker = NULL, lease_until = NULL WHERE id = $1 AND worker = $2 AND state = 'running'")
             .bind(id)
             .bind(worker)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
-    /// Records a failure of job `id`: queued again, or failed for good once it has been tried
-    /// `max_attempts` times.
+    /// Records a failure of job `id`, if `worker` still holds it: queued again, or failed for
+    /// good once it has been tried `max_attempts` times. Returns whether `worker` held it.
     ///
     /// # Errors
     ///
@@ -146,11 +147,11 @@ impl SqlJobQueue {
         worker: &str,
         error: &str,
         max_attempts: i64,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
             "UPDATE lifecycle_jobs SET state = CASE WHEN attempts >= $1 THEN 'failed' ELSE 'queued' END,
                 worker = NULL, lease_until = NULL, error = $2
-             WHERE id = $3 AND worker = $4",
+             WHERE id = $3 AND worker = $4 AND state = 'running'",
         )
         .bind(max_attempts)
         .bind(error)
@@ -158,25 +159,25 @@ impl SqlJobQueue {
         .bind(worker)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
-    /// Hands job `id` back to the queue without counting the attempt: a shutdown interrupted
-    /// it, it did not fail.
+    /// Hands job `id` back to the queue without counting the attempt, if `worker` still holds
+    /// it: a shutdown interrupted it, it did not fail. Returns whether `worker` held it.
     ///
     /// # Errors
     ///
     /// A database error.
-    pub async fn hand_back(&self, id: i64, worker: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(
+    pub async fn hand_back(&self, id: i64, worker: &str) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
             "UPDATE lifecycle_jobs SET state = 'queued', worker = NULL, lease_until = NULL, attempts = attempts - 1
-             WHERE id = $1 AND worker = $2",
+             WHERE id = $1 AND worker = $2 AND state = 'running'",
         )
         .bind(id)
         .bind(worker)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Queues again the jobs whose lease has expired (their worker died), without counting the
@@ -280,12 +281,11 @@ impl JobQueue for SqlJobQueue {
         Ok(SqlJobQueue::claim(self, worker, lease).await?)
     }
 
-    async fn renew(&self, id: i64, worker: &str, lease: Duration) -> Result<(), BoxError> {
-        SqlJobQueue::renew(self, id, worker, lease).await?;
-        Ok(())
+    async fn renew(&self, id: i64, worker: &str, lease: Duration) -> Result<bool, BoxError> {
+        Ok(SqlJobQueue::renew(self, id, worker, lease).await?)
     }
 
-    async fn complete(&self, id: i64, worker: &str) -> Result<(), BoxError> {
+    async fn complete(&self, id: i64, worker: &str) -> Result<bool, BoxError> {
         Ok(SqlJobQueue::complete(self, id, worker).await?)
     }
 
@@ -295,11 +295,11 @@ impl JobQueue for SqlJobQueue {
         worker: &str,
         error: &str,
         max_attempts: i64,
-    ) -> Result<(), BoxError> {
+    ) -> Result<bool, BoxError> {
         Ok(SqlJobQueue::fail(self, id, worker, error, max_attempts).await?)
     }
 
-    async fn hand_back(&self, id: i64, worker: &str) -> Result<(), BoxError> {
+    async fn hand_back(&self, id: i64, worker: &str) -> Result<bool, BoxError> {
         Ok(SqlJobQueue::hand_back(self, id, worker).await?)
     }
 
