@@ -11,10 +11,16 @@
 //!   connection plus dedicated ones for blocking commands, and a pub/sub subscriber; at the stop
 //!   every command resolves, and no connection, reconnect loop or task is left, even with Redis
 //!   down.
+//!
+//! Credentials never leave: wherever a component names its server (logs, errors, the report,
+//! health reasons and so `/readyz?verbose`), the URL is shown without its user information and
+//! with secret query parameters (`password`, `sslpassword`, `pass`, ...) masked as `***`, and a
+//! driver's message that echoes a secret has it masked too.
 
 mod deadline;
 mod error;
 mod jobs;
+mod redact;
 #[cfg(feature = "redis")]
 mod redis;
 mod sql;

@@ -16,7 +16,8 @@ use super::connection::{Link, RedisConnection};
 use super::lock;
 use super::options::{RedisClientOptions, Settings};
 use crate::deadline::{give_up_at, retry_until};
-use crate::error::{redact_redis, DbError};
+use crate::error::DbError;
+use crate::redact::Redacted;
 
 /// How long the health ping may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -87,7 +88,7 @@ pub struct RedisClient {
 /// What the client and all its connections share.
 pub(super) struct ClientInner {
     pub(super) client: redis::Client,
-    pub(super) target: String,
+    pub(super) target: Redacted,
     /// Fixed when the client is made: clones share them and cannot change them.
     settings: Settings,
     session: Mutex<Session>,
@@ -125,10 +126,10 @@ impl RedisClient {
 
     /// A client for `url` with `settings`, which no clone can change afterwards.
     pub(super) fn with_settings(url: &str, settings: Settings) -> Result<Self, DbError> {
-        let target = redact_redis(url);
+        let target = Redacted::new(url);
         let client = redis::Client::open(url).map_err(|e| DbError::InvalidUrl {
-            target: target.clone(),
-            message: e.to_string(),
+            target: target.to_string(),
+            message: target.scrub(e),
         })?;
         let inner = Arc::new(ClientInner {
             client,
@@ -234,7 +235,7 @@ impl Component for RedisClient {
                 "redis commands cut off at stop"
             );
             return Err(DbError::CommandsCutOff {
-                target: self.inner.target.clone(),
+                target: self.inner.target.to_string(),
                 pending,
             }
             .into());
@@ -247,7 +248,11 @@ impl Component for RedisClient {
         let ping = ping.query_async::<String>(&mut connection);
         match tokio::time::timeout(PING_TIMEOUT, ping).await {
             Ok(Ok(_)) => Health::Healthy,
-            Ok(Err(error)) => Health::unhealthy(format!("{}: {error}", self.inner.target)),
+            Ok(Err(error)) => Health::unhealthy(format!(
+                "{}: {}",
+                self.inner.target,
+                self.inner.target.scrub(error)
+            )),
             Err(_) => Health::unhealthy(format!("{}: ping timed out", self.inner.target)),
         }
     }
@@ -305,12 +310,12 @@ impl ClientInner {
             State::NotStarted => Err(RedisError::from((
                 ErrorKind::Client,
                 "the Redis client has not started",
-                self.target.clone(),
+                self.target.to_string(),
             ))),
             State::Closed => Err(RedisError::from((
                 ErrorKind::Client,
                 "the Redis client is closed",
-                self.target.clone(),
+                self.target.to_string(),
             ))),
         }
     }

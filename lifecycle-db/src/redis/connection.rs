@@ -99,6 +99,7 @@ impl Link {
             }
         };
         if forgotten.is_some() {
+            let error = self.inner.target.scrub(error);
             tracing::warn!(target_db = %self.inner.target, dedicated = self.dedicated, %error,
                 "redis connection lost; the next command reconnects");
         }

@@ -12,7 +12,8 @@ use redis::{Msg, RedisResult};
 use tokio::time::Instant;
 
 use crate::deadline::{give_up_at, retry_until};
-use crate::error::{redact_redis, DbError};
+use crate::error::DbError;
+use crate::redact::Redacted;
 
 /// How long a keep-alive ping, or the unsubscribe at the stop, may take.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -58,7 +59,7 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 /// ```
 pub struct RedisSubscriber<H> {
     client: redis::Client,
-    target: String,
+    target: Redacted,
     channels: Vec<String>,
     patterns: Vec<String>,
     handler: Arc<H>,
@@ -80,10 +81,10 @@ where
     ///
     /// [`DbError::InvalidUrl`] when redis-rs cannot parse the URL.
     pub fn new(url: &str, handler: H) -> Result<Self, DbError> {
-        let target = redact_redis(url);
+        let target = Redacted::new(url);
         let client = redis::Client::open(url).map_err(|e| DbError::InvalidUrl {
-            target: target.clone(),
-            message: e.to_string(),
+            target: target.to_string(),
+            message: target.scrub(e),
         })?;
         Ok(RedisSubscriber {
             client,
@@ -141,7 +142,7 @@ where
     async fn subscribe(&self, give_up: Instant) -> Result<PubSub, DbError> {
         retry_until(&self.target, give_up, || async {
             match tokio::time::timeout(self.connect_timeout, self.subscribe_once()).await {
-                Ok(result) => result.map_err(|error| error.to_string()),
+                Ok(result) => result.map_err(|error| self.target.scrub(error)),
                 Err(_) => Err("connecting timed out".to_owned()),
             }
         })
@@ -218,7 +219,7 @@ struct Listening<H> {
     sink: PubSubSink,
     stream: PubSubStream,
     handler: Arc<H>,
-    target: String,
+    target: Redacted,
     channels: Vec<String>,
     patterns: Vec<String>,
     subscriptions: String,
@@ -259,7 +260,7 @@ where
                     };
                     match reply {
                         Ok(Ok(_)) => {}
-                        Ok(Err(error)) => break Some(format!("ping failed: {error}")),
+                        Ok(Err(error)) => break Some(format!("ping failed: {}", self.target.scrub(error))),
                         Err(_) => {
                             break Some(format!("no answer to a ping within {REPLY_TIMEOUT:?}"))
                         }
@@ -272,7 +273,7 @@ where
                 tracing::warn!(component = self.ctx.name(), target_db = %self.target, %reason,
                     "subscription lost");
                 self.ctx.report_failure(DbError::SubscriptionLost {
-                    target: self.target,
+                    target: self.target.to_string(),
                     channels: self.subscriptions,
                     reason,
                 });
@@ -294,6 +295,7 @@ where
                 match tokio::time::timeout_at(give_up, unsubscribe).await {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => {
+                        let error = self.target.scrub(error);
                         tracing::debug!(target_db = %self.target, %error, "unsubscribe failed");
                     }
                     Err(_) => tracing::debug!(target_db = %self.target, "unsubscribe timed out"),
