@@ -31,15 +31,43 @@ trait Backend: Send + Sync + 'static {
 
     async fn state(queue: &Self::Queue, id: i64) -> Option<JobState>;
 
+    /// Why job `id` failed, as recorded.
+    async fn error(queue: &Self::Queue, id: i64) -> Option<String>;
+
+    /// Ends the lease on job `id` of the queue `name` at once, as if its worker had been dead
+    /// for a lease.
+    async fn expire_lease(&self, name: &str, id: i64);
+
     /// Removes what the queue `name` left on the server.
     async fn clean(&self, _name: &str) {}
 }
+
+/// Runs one statement on the database at `url`, beside the code under test.
+async fn sql_execute(url: &str, statement: &'static str, id: i64) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    sqlx::query(statement)
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
+
+const EXPIRE_SQL: &str = "UPDATE lifecycle_jobs SET lease_until = 0 WHERE id = $1";
 
 struct Sqlite(tempfile::TempDir);
 
 impl Sqlite {
     fn new() -> Self {
         Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "sqlite://{}?mode=rwc",
+            self.0.path().join("jobs.db").display()
+        )
     }
 }
 
@@ -61,11 +89,11 @@ impl Backend for Sqlite {
     }
 
     fn open(&self, name: &str) -> (Registration, SqlJobQueue) {
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            self.0.path().join("jobs.db").display()
-        );
-        sql_open(&url, name)
+        sql_open(&self.url(), name)
+    }
+
+    async fn expire_lease(&self, _name: &str, id: i64) {
+        sql_execute(&self.url(), EXPIRE_SQL, id).await;
     }
 
     async fn enqueue(queue: &SqlJobQueue, payload: &str) -> i64 {
@@ -74,6 +102,10 @@ impl Backend for Sqlite {
 
     async fn state(queue: &SqlJobQueue, id: i64) -> Option<JobState> {
         queue.state(id).await.unwrap()
+    }
+
+    async fn error(queue: &SqlJobQueue, id: i64) -> Option<String> {
+        queue.error(id).await.unwrap()
     }
 }
 
@@ -89,12 +121,20 @@ impl Backend for Postgres {
         sql_open(&postgres_url("lifecycle-jobs"), name)
     }
 
+    async fn expire_lease(&self, _name: &str, id: i64) {
+        sql_execute(&postgres_url("lifecycle-jobs-test"), EXPIRE_SQL, id).await;
+    }
+
     async fn enqueue(queue: &SqlJobQueue, payload: &str) -> i64 {
         queue.enqueue(payload).await.unwrap()
     }
 
     async fn state(queue: &SqlJobQueue, id: i64) -> Option<JobState> {
         queue.state(id).await.unwrap()
+    }
+
+    async fn error(queue: &SqlJobQueue, id: i64) -> Option<String> {
+        queue.error(id).await.unwrap()
     }
 }
 
@@ -122,6 +162,28 @@ impl Backend for Redis {
 
     async fn state(queue: &Self::Queue, id: i64) -> Option<JobState> {
         queue.state(id).await.unwrap()
+    }
+
+    async fn error(queue: &Self::Queue, id: i64) -> Option<String> {
+        queue.error(id).await.unwrap()
+    }
+
+    async fn expire_lease(&self, name: &str, id: i64) {
+        use redis::AsyncCommands;
+        let mut admin = common::redis_admin().await;
+        let lists: Vec<String> = admin
+            .keys(format!("lifecycle:{name}:processing:*"))
+            .await
+            .unwrap();
+        for list in lists {
+            let ids: Vec<i64> = admin.lrange(&list, 0, -1).await.unwrap();
+            if ids.contains(&id) {
+                let heartbeat = list.replace(":processing:", ":heartbeat:");
+                let _: () = admin.del(heartbeat).await.unwrap();
+                return;
+            }
+        }
+        panic!("job {id} is in no processing list");
     }
 
     async fn clean(&self, name: &str) {
@@ -440,6 +502,181 @@ fn no_job_is_lost<B: Backend>(backend: B, seed: u64) {
     );
 }
 
+/// A job whose lease expired while its handler ran, and which another worker took: when the
+/// handler ends, its end is not recorded (the job is the other worker's), and the worker says
+/// so, in its log and its `describe` (`/readyz?verbose`), never silently.
+async fn a_late_end_is_not_recorded_and_is_counted<B: Backend>(backend: B) {
+    let name = queue_name("late");
+    let runs = Runs::default();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let handler = {
+        let (runs, release) = (runs.clone(), release.clone());
+        move |job: lifecycle_db::Job| {
+            let (runs, release) = (runs.clone(), release.clone());
+            async move {
+                runs.begin(&job);
+                let _permit = release.acquire().await.unwrap();
+                runs.finish(job.id);
+                Ok(())
+            }
+        }
+    };
+    let (store, queue) = backend.open(&name);
+    let worker = JobWorker::new(queue.clone(), handler)
+        .lease(Duration::from_secs(30))
+        .poll_interval(Duration::from_millis(10));
+    let (handle, run) = start(
+        Lifecycle::builder()
+            .signals([])
+            .register(store)
+            .register(Registration::new("worker", worker).depends_on("store"))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let id = B::enqueue(&queue, "x").await;
+    runs.wait_in_progress().await;
+    backend.expire_lease(&name, id).await;
+    assert_eq!(queue.reclaim_expired().await.unwrap(), 1);
+    let taken = queue.claim("other", LEASE).await.unwrap().unwrap();
+    assert_eq!(taken.id, id);
+
+    release.add_permits(1);
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let statuses = handle.check_health().await;
+        let detail = statuses
+            .iter()
+            .find(|s| s.name == "worker")
+            .and_then(|s| s.detail.clone())
+            .unwrap_or_default();
+        if detail.contains("1 ended after their lease expired") {
+            assert!(detail.contains("0 jobs done"), "{detail}");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the late end was not counted: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(B::state(&queue, id).await, Some(JobState::Running));
+    assert!(queue.complete(id, "other").await.unwrap());
+    assert_eq!(B::state(&queue, id).await, Some(JobState::Done));
+    handle.shutdown("test over");
+    run.await.unwrap();
+    backend.clean(&name).await;
+}
+
+/// A worker that is never idle still takes back the jobs of a worker that died: expired
+/// leases are reclaimed periodically, not only at the start or when the queue is empty.
+async fn expired_leases_are_reclaimed_while_the_worker_is_busy<B: Backend>(backend: B) {
+    let name = queue_name("busy");
+    let (queue, handle, run) = store_only(&backend, &name).await;
+    let dead = B::enqueue(&queue, "1").await;
+    assert_eq!(
+        queue
+            .claim("dead", Duration::from_millis(500))
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        dead
+    );
+    let mut others = Vec::new();
+    for _ in 0..40 {
+        others.push(B::enqueue(&queue, "60").await);
+    }
+    handle.shutdown("enqueued");
+    run.await.unwrap();
+
+    // One worker, busy for 40 x 60 ms; the dead worker's lease expires 500 ms after its claim.
+    let runs = Runs::default();
+    let (lifecycle, queue) = lifecycle(&backend, &name, 1, runs.sleeper(), Duration::from_secs(1));
+    let (handle, run) = start(lifecycle).await;
+    wait_for_state::<B>(&queue, dead, JobState::Done).await;
+    let mut waiting = 0;
+    for id in &others {
+        if B::state(&queue, *id).await == Some(JobState::Queued) {
+            waiting += 1;
+        }
+    }
+    assert!(
+        waiting > 0,
+        "the dead worker's job was taken back only once the queue was empty"
+    );
+    handle.shutdown("test over");
+    run.await.unwrap();
+    backend.clean(&name).await;
+}
+
+/// The most deliveries a job gets by default before it is dead-lettered.
+const MAX_DELIVERIES: u32 = 10;
+
+/// A job that kills its process every time it runs is not taken up for ever: each delivery
+/// counts, and after the maximum it ends failed, with the reason.
+fn a_job_that_kills_its_worker_every_time_ends_failed<B: Backend>(backend: B) {
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    if !runtime().block_on(backend.available()) {
+        return;
+    }
+    let name = queue_name("poison");
+    let runs = Runs::default();
+    let id = runtime().block_on(async {
+        let (queue, handle, run) = store_only(&backend, &name).await;
+        let id = B::enqueue(&queue, "100000").await;
+        handle.shutdown("enqueued");
+        run.await.unwrap();
+        id
+    });
+    for delivery in 1..=MAX_DELIVERIES + 1 {
+        let process = runtime();
+        let failed = process.block_on(async {
+            // The previous process's lease expires first.
+            tokio::time::sleep(LEASE).await;
+            let (lifecycle, queue) =
+                lifecycle(&backend, &name, 1, runs.sleeper(), Duration::from_secs(1));
+            let (_handle, _run) = start(lifecycle).await;
+            let until = Instant::now() + Duration::from_secs(10);
+            loop {
+                if B::state(&queue, id).await == Some(JobState::Failed) {
+                    return true;
+                }
+                if runs.get(id).0 == delivery {
+                    return false;
+                }
+                assert!(Instant::now() < until, "delivery {delivery} never came");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        // The kill: the job in hand ends with the process, unrecorded.
+        process.shutdown_background();
+        if failed {
+            assert_eq!(runs.get(id).0, MAX_DELIVERIES, "runs before it was failed");
+            runtime().block_on(async {
+                let (queue, handle, run) = store_only(&backend, &name).await;
+                assert_eq!(B::state(&queue, id).await, Some(JobState::Failed));
+                let error = B::error(&queue, id).await.unwrap_or_default();
+                assert!(
+                    error.contains("lease expired after its delivery 10 of 10"),
+                    "{error}"
+                );
+                handle.shutdown("checked");
+                run.await.unwrap();
+                backend.clean(&name).await;
+            });
+            return;
+        }
+    }
+    panic!("job {id} ran {} times and was never failed", runs.get(id).0);
+}
+
 /// The contract's tests for one backend, in a module named after it.
 macro_rules! contract {
     ($module:ident, $backend:expr, $seed:expr) => {
@@ -490,6 +727,25 @@ macro_rules! contract {
                 if let Some(backend) = backend().await {
                     super::a_failing_job_is_retried_then_marked_failed(backend).await;
                 }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_late_end_is_not_recorded_and_is_counted() {
+                if let Some(backend) = backend().await {
+                    super::a_late_end_is_not_recorded_and_is_counted(backend).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn expired_leases_are_reclaimed_while_the_worker_is_busy() {
+                if let Some(backend) = backend().await {
+                    super::expired_leases_are_reclaimed_while_the_worker_is_busy(backend).await;
+                }
+            }
+
+            #[test]
+            fn a_job_that_kills_its_worker_every_time_ends_failed() {
+                super::a_job_that_kills_its_worker_every_time_ends_failed($backend);
             }
 
             #[test]

@@ -11,8 +11,14 @@ pub struct Job {
     pub id: i64,
     /// What the job is about, as enqueued.
     pub payload: String,
-    /// How many times it has been taken and not handed back, this time included.
+    /// How many times it has been taken and not handed back, this time included: the
+    /// attempts counted against the retry limit.
     pub attempts: i64,
+    /// How many times it has been delivered to a worker, this time included, whatever became
+    /// of the earlier deliveries (a failure, a hand-back at a shutdown, a worker that died).
+    /// More than 1: the job may have run before, in part or in full, so the handler should be
+    /// idempotent.
+    pub deliveries: i64,
 }
 
 /// Where a job is.

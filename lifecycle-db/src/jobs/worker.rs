@@ -18,7 +18,8 @@ use crate::deadline::give_up_at;
 /// takes no new job; the job in hand finishes if it can before the stop timeout, and otherwise
 /// is handed back to the queue shortly before it, without counting against the job's retry
 /// limit. A job is never lost: if the process dies instead, the job's lease expires and a worker
-/// takes it up again (each worker reclaims expired jobs at start, and when idle).
+/// takes it up again (each worker reclaims expired jobs at its start and then once a lease,
+/// busy or not).
 ///
 /// Each start gives the worker a new identity, under which it holds its jobs: the component's
 /// name, the host's name and a random part (`emails@orders-7d9f-x2x4q/9f86d081884c7d65`), so it
@@ -150,6 +151,12 @@ where
             done: self.done.clone(),
             late: self.late.clone(),
         };
+        ctx.spawn(Working::<H>::reap(
+            ctx.clone(),
+            self.queue.clone(),
+            working.worker.clone(),
+            self.lease,
+        ));
         ctx.spawn(working.work());
         Ok(())
     }
@@ -207,7 +214,6 @@ where
 {
     async fn work(self) {
         let token = self.ctx.token().clone();
-        let mut last_reclaim = tokio::time::Instant::now();
         // The token is checked only between jobs: a job in hand is never dropped here.
         while !token.is_cancelled() {
             match self.queue.claim(&self.worker, self.lease).await {
@@ -219,12 +225,6 @@ where
                 }
                 Ok(Some(job)) => self.run(job).await,
                 Ok(None) => {
-                    // With nothing to do, take back jobs whose worker died since the start (at
-                    // most once a lease, as no lease can expire faster).
-                    if last_reclaim.elapsed() >= self.lease {
-                        last_reclaim = tokio::time::Instant::now();
-                        self.reclaim().await;
-                    }
                     let _ = token
                         .run_until_cancelled(tokio::time::sleep(self.poll_interval))
                         .await;
@@ -239,18 +239,23 @@ where
         }
     }
 
-    async fn reclaim(&self) {
-        match self.queue.reclaim_expired().await {
-            Ok(0) => {}
-            Ok(reclaimed) => {
-                tracing::warn!(
-                    component = self.ctx.name(), worker = %self.worker,
-                    reclaimed,
-                    "took back jobs of workers that died"
-                );
-            }
-            Err(error) => {
-                tracing::warn!(component = self.ctx.name(), worker = %self.worker, %error, "could not reclaim expired jobs");
+    /// Takes back the jobs of workers that died, once a lease (no lease expires faster), until
+    /// the stop turn: apart from the job loop, so a worker that is never idle, or holds one
+    /// long job, still does it.
+    async fn reap(ctx: Context, queue: Arc<dyn JobQueue>, worker: String, every: Duration) {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while ctx.token().run_until_cancelled(tick.tick()).await.is_some() {
+            match queue.reclaim_expired().await {
+                Ok(0) => {}
+                Ok(reclaimed) => {
+                    tracing::warn!(component = ctx.name(), worker = %worker, reclaimed,
+                        "took back jobs whose lease expired (their worker died or hung)");
+                }
+                Err(error) => {
+                    tracing::warn!(component = ctx.name(), worker = %worker, %error,
+                        "could not reclaim expired jobs");
+                }
             }
         }
     }

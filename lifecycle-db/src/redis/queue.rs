@@ -22,7 +22,9 @@ const CLAIM_WAIT: Duration = Duration::from_millis(500);
 /// it from there when the job is done, failed or handed back. Each worker keeps a heartbeat key
 /// alive for its lease; when a worker dies its heartbeat expires, and the next worker to start
 /// (or one that is idle) moves its processing list back into the queue. Hand-backs and such
-/// reclaims do not count as attempts.
+/// reclaims do not count as attempts. Every claim counts as a delivery ([`Job::deliveries`]);
+/// a dead worker's job that has had [`max_deliveries`](Self::max_deliveries) is failed, with
+/// the reason, instead of queued again.
 ///
 /// Every move of an id out of a processing list (complete, fail, hand back, sweep) is one Lua
 /// script, atomic on the server and conditional on the id still being in that worker's list.
@@ -62,6 +64,7 @@ pub struct RedisJobQueue {
     prefix: String,
     /// Each worker's dedicated connection for its blocking claims.
     blocking: Arc<Mutex<HashMap<String, RedisConnection>>>,
+    max_deliveries: i64,
 }
 
 impl RedisJobQueue {
@@ -71,7 +74,43 @@ impl RedisJobQueue {
             client,
             prefix: format!("lifecycle:{queue}"),
             blocking: Arc::default(),
+            max_deliveries: 10,
         }
+    }
+
+    /// How many deliveries a job gets before the sweep of a dead worker that held it fails it
+    /// for good instead of queueing it again (default 10): a job that kills or hangs its worker
+    /// every time ends as a dead letter, with the reason as its error, instead of looping.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use lifecycle_db::{RedisClient, RedisJobQueue};
+    ///
+    /// # fn main() -> Result<(), lifecycle_db::DbError> {
+    /// let redis = RedisClient::new("redis://127.0.0.1:6379/")?;
+    /// let queue = RedisJobQueue::new(redis, "emails").max_deliveries(5);
+    /// # drop(queue);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn max_deliveries(mut self, deliveries: i64) -> Self {
+        self.max_deliveries = deliveries;
+        self
+    }
+
+    /// Why job `id` last failed: its handler's error, or that it was delivered too many times;
+    /// `None` if it never failed or does not exist.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn error(&self, id: i64) -> RedisResult<Option<String>> {
+        self.client
+            .connection()
+            .hget(self.job_key(id), "error")
+            .await
     }
 
     fn key(&self, part: &str) -> String {
@@ -135,7 +174,8 @@ impl RedisJobQueue {
 // (Redis Cluster would not: the queue is for a standalone server or a primary with replicas).
 
 /// After `BLMOVE` put the id in the worker's processing list: marks the job running, counts
-/// the attempt, and returns `{attempts, payload}`; nil if a sweep took the id back in between.
+/// the attempt and the delivery, and returns `{attempts, payload, deliveries}`; nil if a sweep
+/// took the id back in between.
 /// KEYS: processing, job. ARGV: id, worker.
 static TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -143,7 +183,8 @@ static TAKE: LazyLock<Script> = LazyLock::new(|| {
         if not redis.call('LPOS', KEYS[1], ARGV[1]) then return false end
         redis.call('HSET', KEYS[2], 'state', 'running', 'worker', ARGV[2])
         local attempts = redis.call('HINCRBY', KEYS[2], 'attempts', 1)
-        return {attempts, redis.call('HGET', KEYS[2], 'payload')}
+        local deliveries = redis.call('HINCRBY', KEYS[2], 'deliveries', 1)
+        return {attempts, redis.call('HGET', KEYS[2], 'payload'), deliveries}
         ",
     )
 });
@@ -213,9 +254,10 @@ static HAND_BACK: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// If the worker's heartbeat has expired: queues every job of its processing list again,
-/// uncounted, deletes the list and forgets the worker; returns how many jobs, or -1 if the
-/// worker is alive. Two sweepers racing: the second finds the list gone.
-/// KEYS: heartbeat, processing, queue, workers. ARGV: worker, job key prefix.
+/// uncounted (or fails it, with the reason, once it has had `max` deliveries), deletes the list
+/// and forgets the worker; returns how many jobs, or -1 if the worker is alive. Two sweepers
+/// racing: the second finds the list gone.
+/// KEYS: heartbeat, processing, queue, workers. ARGV: worker, job key prefix, max.
 static SWEEP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -226,9 +268,16 @@ static SWEEP: LazyLock<Script> = LazyLock::new(|| {
             if redis.call('HGET', job, 'state') == 'running' then
                 redis.call('HINCRBY', job, 'attempts', -1)
             end
-            redis.call('HSET', job, 'state', 'queued')
             redis.call('HDEL', job, 'worker')
-            redis.call('RPUSH', KEYS[3], id)
+            local deliveries = tonumber(redis.call('HGET', job, 'deliveries') or '0')
+            if deliveries >= tonumber(ARGV[3]) then
+                redis.call('HSET', job, 'state', 'failed', 'error',
+                    'its lease expired after its delivery ' .. deliveries .. ' of ' .. ARGV[3]
+                    .. ': its worker died or hung every time')
+            else
+                redis.call('HSET', job, 'state', 'queued')
+                redis.call('RPUSH', KEYS[3], id)
+            end
         end
         redis.call('DEL', KEYS[2])
         redis.call('SREM', KEYS[4], ARGV[1])
@@ -282,17 +331,18 @@ impl JobQueue for RedisJobQueue {
         let Some(id) = id else {
             return Ok(None);
         };
-        let taken: Option<(i64, String)> = TAKE
+        let taken: Option<(i64, String, i64)> = TAKE
             .key(self.processing(worker))
             .key(self.job_key(id))
             .arg(id)
             .arg(worker)
             .invoke_async(&mut redis)
             .await?;
-        Ok(taken.map(|(attempts, payload)| Job {
+        Ok(taken.map(|(attempts, payload, deliveries)| Job {
             id,
             payload,
             attempts,
+            deliveries,
         }))
     }
 
@@ -359,6 +409,7 @@ impl JobQueue for RedisJobQueue {
                 .key(self.key("workers"))
                 .arg(&worker)
                 .arg(self.key("job:"))
+                .arg(self.max_deliveries)
                 .invoke_async(&mut redis)
                 .await?;
             if swept > 0 {

@@ -1,6 +1,6 @@
 //! `SqlJobQueue`: a job queue in a SQL table, with leases, for workers that finish or hand back.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lifecycle_core::{async_trait, BoxError};
 use sqlx::{AnyPool, Row};
@@ -15,15 +15,37 @@ use crate::jobs::{Job, JobQueue, JobState};
 /// while it works. A job is then completed, failed (queued again until it has failed
 /// `max_attempts` times), or *handed back*: queued again without counting the attempt, as when
 /// a shutdown cuts it off. A job whose lease expires (its worker was killed) is reclaimed the
-/// same way by the next worker that starts, or by [`reclaim_expired`](Self::reclaim_expired).
-/// So a job is never lost, and runs twice only if it was interrupted.
+/// same way by the workers, which look for expired leases periodically (and at their start), or
+/// by [`reclaim_expired`](Self::reclaim_expired). So a job is never lost, and runs twice only if
+/// it was interrupted.
+///
+/// Leases are measured on the database's clock (`now()`), never on a worker's, so workers whose
+/// clocks disagree cannot take each other's jobs early. (SQLite's clock is the host's: the
+/// processes sharing a SQLite file share that clock.)
+///
+/// Every claim is a *delivery*, counted in [`Job::deliveries`]. A job whose lease expires once
+/// it has been delivered [`max_deliveries`](Self::max_deliveries) times (a job that kills or
+/// hangs its worker every time) is not queued again but *failed*, with the reason as its
+/// error: a dead letter, instead of a loop for ever.
 ///
 /// Cloning is cheap: clones share the pool.
 #[derive(Debug, Clone)]
 pub struct SqlJobQueue {
     pool: AnyPool,
     queue: String,
-    postgres: bool,
+    dialect: &'static Dialect,
+    max_deliveries: i64,
+}
+
+/// The statements that differ between PostgreSQL and SQLite.
+#[derive(Debug)]
+struct Dialect {
+    create: &'static str,
+    add_deliveries: &'static str,
+    has_deliveries: Option<&'static str>,
+    claim: &'static str,
+    renew: &'static str,
+    reclaim: &'static str,
 }
 
 impl SqlJobQueue {
@@ -38,8 +60,30 @@ impl SqlJobQueue {
         SqlJobQueue {
             pool,
             queue: queue.into(),
-            postgres,
+            dialect: if postgres { &POSTGRES } else { &SQLITE },
+            max_deliveries: 10,
         }
+    }
+
+    /// How many deliveries a job gets before a lease of it that expires fails it for good
+    /// instead of queueing it again (default 10). Hand-backs at a shutdown count as deliveries
+    /// too, but only an expired lease fails a job: one that is handed back many times still
+    /// runs.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use lifecycle_db::SqlJobQueue;
+    ///
+    /// # fn wire(pool: sqlx::AnyPool) {
+    /// let queue = SqlJobQueue::new(pool, "emails").max_deliveries(5);
+    /// # drop(queue);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn max_deliveries(mut self, deliveries: i64) -> Self {
+        self.max_deliveries = deliveries;
+        self
     }
 
     /// Creates the table and its index if they do not exist.
@@ -48,12 +92,22 @@ impl SqlJobQueue {
     ///
     /// A database error.
     pub async fn create_table(&self) -> Result<(), sqlx::Error> {
-        let create = if self.postgres {
-            CREATE_POSTGRES
-        } else {
-            CREATE_SQLITE
+        sqlx::query(self.dialect.create).execute(&self.pool).await?;
+        // Tables made before deliveries were counted get the column.
+        let missing = match self.dialect.has_deliveries {
+            Some(check) => {
+                sqlx::query_scalar::<_, i64>(check)
+                    .fetch_one(&self.pool)
+                    .await?
+                    == 0
+            }
+            None => true,
         };
-        sqlx::query(create).execute(&self.pool).await?;
+        if missing {
+            sqlx::query(self.dialect.add_deliveries)
+                .execute(&self.pool)
+                .await?;
+        }
         sqlx::query(
             "CREATE INDEX IF NOT EXISTS lifecycle_jobs_claim ON lifecycle_jobs (queue, state, id)",
         )
@@ -83,14 +137,9 @@ impl SqlJobQueue {
     ///
     /// A database error.
     pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>, sqlx::Error> {
-        let claim = if self.postgres {
-            CLAIM_POSTGRES
-        } else {
-            CLAIM_SQLITE
-        };
-        let row = sqlx::query(claim)
+        let row = sqlx::query(self.dialect.claim)
             .bind(worker)
-            .bind(now_ms() + millis(lease))
+            .bind(millis(lease))
             .bind(&self.queue)
             .fetch_optional(&self.pool)
             .await?;
@@ -99,6 +148,7 @@ impl SqlJobQueue {
                 id: row.try_get(0)?,
                 payload: row.try_get(1)?,
                 attempts: row.try_get(2)?,
+                deliveries: row.try_get(3)?,
             })
         })
         .transpose()
@@ -111,8 +161,8 @@ impl SqlJobQueue {
     ///
     /// A database error.
     pub async fn renew(&self, id: i64, worker: &str, lease: Duration) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query("UPDATE lifecycle_jobs SET lease_until = $1 WHERE id = $2 AND worker = $3 AND state = 'running'")
-            .bind(now_ms() + millis(lease))
+        let done = sqlx::query(self.dialect.renew)
+            .bind(millis(lease))
             .bind(id)
             .bind(worker)
             .execute(&self.pool)
@@ -181,21 +231,34 @@ impl SqlJobQueue {
     }
 
     /// Queues again the jobs whose lease has expired (their worker died), without counting the
-    /// interrupted attempt; returns how many.
+    /// interrupted attempt, or fails them, with the reason, once they have had
+    /// [`max_deliveries`](Self::max_deliveries); returns how many.
     ///
     /// # Errors
     ///
     /// A database error.
     pub async fn reclaim_expired(&self) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE lifecycle_jobs SET state = 'queued', worker = NULL, lease_until = NULL, attempts = attempts - 1
-             WHERE queue = $1 AND state = 'running' AND lease_until < $2",
-        )
-        .bind(&self.queue)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(self.dialect.reclaim)
+            .bind(self.max_deliveries)
+            .bind(&self.queue)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Why job `id` last failed, as recorded: its handler's error, or that its lease expired
+    /// after its last delivery; `None` if it never failed or does not exist.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn error(&self, id: i64) -> Result<Option<String>, sqlx::Error> {
+        let error: Option<Option<String>> =
+            sqlx::query_scalar("SELECT error FROM lifecycle_jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(error.flatten())
     }
 
     /// Where job `id` is; `None` if there is no such job.
@@ -238,34 +301,88 @@ impl SqlJobQueue {
     }
 }
 
-const CREATE_POSTGRES: &str = "CREATE TABLE IF NOT EXISTS lifecycle_jobs (
-    id BIGSERIAL PRIMARY KEY, queue TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL,
-    attempts BIGINT NOT NULL DEFAULT 0, worker TEXT, lease_until BIGINT, error TEXT)";
-
-const CREATE_SQLITE: &str = "CREATE TABLE IF NOT EXISTS lifecycle_jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, payload TEXT NOT NULL,
-    state TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, worker TEXT, lease_until BIGINT,
-    error TEXT)";
+// The database's clock in milliseconds since the epoch, in each dialect.
+macro_rules! now_postgres {
+    () => {
+        "(EXTRACT(EPOCH FROM now()) * 1000)::BIGINT"
+    };
+}
+macro_rules! now_sqlite {
+    () => {
+        "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+    };
+}
 
 // Placeholders appear in numeric order: SQLite numbers `$N` parameters by first appearance.
-const CLAIM_POSTGRES: &str = "UPDATE lifecycle_jobs
-    SET state = 'running', worker = $1, lease_until = $2, attempts = attempts + 1
-    WHERE id = (SELECT id FROM lifecycle_jobs WHERE queue = $3 AND state = 'queued'
-                ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-    RETURNING id, payload, attempts";
-
-// SQLite runs one writer at a time, so the same statement without row locks is atomic.
-const CLAIM_SQLITE: &str = "UPDATE lifecycle_jobs
-    SET state = 'running', worker = $1, lease_until = $2, attempts = attempts + 1
-    WHERE id = (SELECT id FROM lifecycle_jobs WHERE queue = $3 AND state = 'queued'
-                ORDER BY id LIMIT 1)
-    RETURNING id, payload, attempts";
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, millis)
+macro_rules! claim {
+    ($now:expr, $lock:expr) => {
+        concat!(
+            "UPDATE lifecycle_jobs
+             SET state = 'running', worker = $1, lease_until = ",
+            $now,
+            " + $2,
+                 attempts = attempts + 1, deliveries = deliveries + 1
+             WHERE id = (SELECT id FROM lifecycle_jobs WHERE queue = $3 AND state = 'queued'
+                         ORDER BY id LIMIT 1",
+            $lock,
+            ")
+             RETURNING id, payload, attempts, deliveries"
+        )
+    };
 }
+macro_rules! renew {
+    ($now:expr) => {
+        concat!(
+            "UPDATE lifecycle_jobs SET lease_until = ",
+            $now,
+            " + $1 WHERE id = $2 AND worker = $3 AND state = 'running'"
+        )
+    };
+}
+macro_rules! reclaim {
+    ($now:expr) => {
+        concat!(
+            "UPDATE lifecycle_jobs
+             SET state = CASE WHEN deliveries >= $1 THEN 'failed' ELSE 'queued' END,
+                 error = CASE WHEN deliveries >= $1
+                     THEN 'its lease expired after its delivery ' || deliveries
+                          || ' of ' || $1 || ': its worker died or hung every time'
+                     ELSE error END,
+                 worker = NULL, lease_until = NULL, attempts = attempts - 1
+             WHERE queue = $2 AND state = 'running' AND lease_until < ",
+            $now
+        )
+    };
+}
+
+static POSTGRES: Dialect = Dialect {
+    create: "CREATE TABLE IF NOT EXISTS lifecycle_jobs (
+        id BIGSERIAL PRIMARY KEY, queue TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL,
+        attempts BIGINT NOT NULL DEFAULT 0, worker TEXT, lease_until BIGINT, error TEXT,
+        deliveries BIGINT NOT NULL DEFAULT 0)",
+    add_deliveries:
+        "ALTER TABLE lifecycle_jobs ADD COLUMN IF NOT EXISTS deliveries BIGINT NOT NULL DEFAULT 0",
+    has_deliveries: None,
+    // Concurrent claims skip the rows others are taking instead of waiting for them.
+    claim: claim!(now_postgres!(), " FOR UPDATE SKIP LOCKED"),
+    renew: renew!(now_postgres!()),
+    reclaim: reclaim!(now_postgres!()),
+};
+
+static SQLITE: Dialect = Dialect {
+    create: "CREATE TABLE IF NOT EXISTS lifecycle_jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, payload TEXT NOT NULL,
+        state TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, worker TEXT, lease_until BIGINT,
+        error TEXT, deliveries BIGINT NOT NULL DEFAULT 0)",
+    add_deliveries: "ALTER TABLE lifecycle_jobs ADD COLUMN deliveries BIGINT NOT NULL DEFAULT 0",
+    has_deliveries: Some(
+        "SELECT COUNT(*) FROM pragma_table_info('lifecycle_jobs') WHERE name = 'deliveries'",
+    ),
+    // SQLite runs one writer at a time, so the same statement without row locks is atomic.
+    claim: claim!(now_sqlite!(), ""),
+    renew: renew!(now_sqlite!()),
+    reclaim: reclaim!(now_sqlite!()),
+};
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)

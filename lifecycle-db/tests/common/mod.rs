@@ -228,6 +228,17 @@ impl Runs {
         }
     }
 
+    /// Records that a handler began running `job`.
+    pub fn begin(&self, job: &Job) {
+        self.0.lock().unwrap().entry(job.id).or_default().0 += 1;
+        self.1.lock().unwrap().insert(job.id, job.attempts);
+    }
+
+    /// Records that a handler finished running job `id`.
+    pub fn finish(&self, id: i64) {
+        self.0.lock().unwrap().entry(id).or_default().1 += 1;
+    }
+
     /// Whether a handler is running right now.
     pub fn in_progress(&self) -> bool {
         self.0
