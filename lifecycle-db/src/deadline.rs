@@ -7,6 +7,7 @@ use lifecycle_core::Context;
 use tokio::time::Instant;
 
 use crate::error::DbError;
+use crate::redact::Redacted;
 
 /// The moment to give up at so what follows (reporting an error, handing a job back) still fits:
 /// a quarter of the time left, at most 250 ms, before the lifecycle's deadline; `fallback` from
@@ -27,9 +28,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Runs `attempt` until it succeeds, waiting 50 ms after the first failure and doubling up to
 /// 2 s, each attempt cut off at `give_up`; past it, fails with [`DbError::Unreachable`] naming
-/// `target` and the last error.
+/// `target` and the last error, scrubbed of the URL's secrets (a driver may echo them).
 pub(crate) async fn retry_until<T, E, Fut>(
-    target: &str,
+    target: &Redacted,
     give_up: Instant,
     mut attempt: impl FnMut() -> Fut,
 ) -> Result<T, DbError>
@@ -44,7 +45,7 @@ where
         attempts += 1;
         let error = match tokio::time::timeout_at(give_up, attempt()).await {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(error)) => error.to_string(),
+            Ok(Err(error)) => target.scrub(error),
             Err(_) => "connecting timed out".to_owned(),
         };
         if Instant::now() + backoff >= give_up {
@@ -55,7 +56,7 @@ where
         backoff = (backoff * 2).min(MAX_BACKOFF);
     };
     Err(DbError::Unreachable {
-        target: target.to_owned(),
+        target: target.to_string(),
         attempts,
         waited: began.elapsed(),
         last_error,

@@ -62,35 +62,3 @@ pub enum DbError {
         reason: String,
     },
 }
-
-/// `url` without the user and password, for messages and reports.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-        None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redacts_credentials_only() {
-        assert_eq!(
-            redact("postgres://app:secret@db:5432/app?x=1"),
-            "postgres://db:5432/app?x=1"
-        );
-        assert_eq!(redact("postgres://db:5432/app"), "postgres://db:5432/app");
-        assert_eq!(redact("sqlite://data.db"), "sqlite://data.db");
-        assert_eq!(
-            redact("mysql://root@127.0.0.1/test"),
-            "mysql://127.0.0.1/test"
-        );
-        assert_eq!(redact("not a url"), "not a url");
-    }
-}

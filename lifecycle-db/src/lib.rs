@@ -7,32 +7,26 @@
 //! - [`JobWorker`] on a [`SqlJobQueue`] (PostgreSQL or SQLite) or a [`RedisJobQueue`] (a
 //!   reliable queue): takes jobs with a lease and, at its stop turn, finishes the job in hand or
 //!   hands it back; a job is never lost.
-//! - [`RedisClient`] and [`Subscriber`] (feature `redis`, on by default): a shared Redis
+//! - [`RedisClient`] and [`RedisSubscriber`] (feature `redis`, on by default): a shared Redis
 //!   connection plus dedicated ones for blocking commands, and a pub/sub subscriber; at the stop
 //!   every command resolves, and no connection, reconnect loop or task is left, even with Redis
 //!   down.
+//!
+//! Credentials never leave: wherever a component names its server (logs, errors, the report,
+//! health reasons and so `/readyz?verbose`), the URL is shown without its user information and
+//! with secret query parameters (`password`, `sslpassword`, `pass`, ...) masked as `***`, and a
+//! driver's message that echoes a secret has it masked too.
 
 mod deadline;
 mod error;
-mod job_queue;
-mod job_worker;
+mod jobs;
+mod redact;
 #[cfg(feature = "redis")]
-mod redis_client;
-#[cfg(feature = "redis")]
-mod redis_job_queue;
-#[cfg(feature = "redis")]
-mod redis_subscriber;
-mod sql_job_queue;
-mod sql_pool;
+mod redis;
+mod sql;
 
 pub use error::DbError;
-pub use job_queue::{Job, JobQueue, JobState};
-pub use job_worker::JobWorker;
+pub use jobs::{Job, JobQueue, JobState, JobWorker};
 #[cfg(feature = "redis")]
-pub use redis_client::{RedisClient, RedisConnection};
-#[cfg(feature = "redis")]
-pub use redis_job_queue::RedisJobQueue;
-#[cfg(feature = "redis")]
-pub use redis_subscriber::Subscriber;
-pub use sql_job_queue::SqlJobQueue;
-pub use sql_pool::SqlPool;
+pub use redis::{RedisClient, RedisClientOptions, RedisConnection, RedisJobQueue, RedisSubscriber};
+pub use sql::{SqlJobQueue, SqlPool};

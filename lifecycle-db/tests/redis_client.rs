@@ -16,7 +16,7 @@ use common::{
 use lifecycle_core::{
     exit_code, Lifecycle, LifecycleHandle, Outcome, Registration, Report, Worker,
 };
-use lifecycle_db::RedisClient;
+use lifecycle_db::{RedisClient, RedisClientOptions};
 use redis::{AsyncCommands, Direction, ErrorKind};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -73,9 +73,10 @@ async fn commands_in_flight_at_the_stop_all_resolve() {
         let key = name.clone();
         let _: () = redis_admin().await.del(&key).await.unwrap();
         let proxy = Proxy::start(REDIS).await;
-        let redis = RedisClient::new(&format!("redis://{}/", proxy.addr))
-            .unwrap()
-            .client_name(&name);
+        let redis = RedisClientOptions::new()
+            .client_name(&name)
+            .open(&format!("redis://{}/", proxy.addr))
+            .unwrap();
         let connection = redis.connection();
         let (handle, run) = run_until_ready(
             Lifecycle::builder()
@@ -179,9 +180,10 @@ async fn redis_down_at_the_stop_bounds_it_and_leaves_no_reconnect_or_task() {
         let (proxy, proxy_runtime) = proxy_on_its_own_runtime(REDIS).await;
         // A response timeout longer than the stop timeout, so that a command sent into the black
         // hole is still waiting when the stop gives up.
-        let redis = RedisClient::new(&format!("redis://{}/", proxy.addr))
-            .unwrap()
-            .response_timeout(Some(Duration::from_secs(10)));
+        let redis = RedisClientOptions::new()
+            .response_timeout(Some(Duration::from_secs(10)))
+            .open(&format!("redis://{}/", proxy.addr))
+            .unwrap();
         let (client, mut connection) = (redis.clone(), redis.connection());
         let (handle, run) = run_until_ready(
             Lifecycle::builder()
@@ -284,7 +286,10 @@ async fn a_blocking_blmove_on_a_dedicated_connection_leaves_the_shared_one_fast(
         format!("{name}:working"),
         format!("{name}:key"),
     );
-    let redis = RedisClient::new(&redis_url()).unwrap().client_name(&name);
+    let redis = RedisClientOptions::new()
+        .client_name(&name)
+        .open(&redis_url())
+        .unwrap();
     let (client, mut shared) = (redis.clone(), redis.connection());
     let worker = Worker::new(move |ctx| {
         let (client, queue, working) = (client.clone(), queue.clone(), working.clone());

@@ -1,4 +1,4 @@
-//! `Subscriber` against the real Redis server of the machine: cancelled, it unsubscribes and
+//! `RedisSubscriber` against the real Redis server of the machine: cancelled, it unsubscribes and
 //! ends within its stop timeout; killed by the server or cut off from it, it reports a failure
 //! that its policy handles (a shutdown, or a resubscription) instead of hanging.
 
@@ -15,7 +15,7 @@ use lifecycle_core::{
     exit_code, ComponentState, Lifecycle, LifecycleHandle, OnFailure, Outcome, Registration,
     Report, TriggerKind,
 };
-use lifecycle_db::Subscriber;
+use lifecycle_db::RedisSubscriber;
 use redis::AsyncCommands;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -49,9 +49,9 @@ fn recording_subscriber(
     url: &str,
     channel: &str,
     received: &Received,
-) -> Subscriber<impl Fn(redis::Msg) -> std::future::Ready<()> + Send + Sync + 'static> {
+) -> RedisSubscriber<impl Fn(redis::Msg) -> std::future::Ready<()> + Send + Sync + 'static> {
     let record = received.clone();
-    Subscriber::new(url, move |message| {
+    RedisSubscriber::new(url, move |message| {
         let payload: String = message.get_payload().unwrap();
         record.lock().unwrap().push(payload);
         std::future::ready(())

@@ -244,3 +244,144 @@ fn no_job_is_lost(redis_queue: Option<&str>) {
         });
     }
 }
+
+/// Whether this machine can run a process as PID 1 of its own PID namespace, as every
+/// exec-form container is (`unshare`, as root). In CI it must.
+fn pid_namespaces_available() -> bool {
+    let works = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !works {
+        assert!(
+            std::env::var("CI").is_err(),
+            "`unshare --pid --fork --mount-proc` does not work here; CI needs it (run as root)"
+        );
+        eprintln!("SKIPPED: cannot make PID namespaces (not root?), outside CI");
+    }
+    works
+}
+
+/// The service as PID 1 of a PID namespace of its own, like a container; killing the returned
+/// `unshare` kills the service too (`--kill-child`).
+fn start_as_pid_1(addr: SocketAddr, db: &str, extra: &[&str]) -> Service {
+    let child = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child", BIN])
+        .args(["--listen", &addr.to_string(), "--job-lease", "1s"])
+        .args(extra)
+        .env("DATABASE_URL", db)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let service = Service(child);
+    let until = Instant::now() + Duration::from_secs(20);
+    while request(addr, "GET", "/readyz", "").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < until, "the service did not become ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    service
+}
+
+/// What the `jobs` component says of itself in `/readyz?verbose`.
+fn jobs_detail(addr: SocketAddr) -> String {
+    let (_, body) = request(addr, "GET", "/readyz?verbose", "").unwrap();
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let jobs = health["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "jobs")
+        .unwrap_or_else(|| panic!("no jobs component in {body}"));
+    jobs["detail"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Two replicas that are each PID 1 of their own PID namespace (containers) on one Redis job
+/// queue: the first is killed with a job in hand, the second, started after it, takes the job
+/// up once its lease expired. Worker identities made from the PID alone were equal, so the
+/// second replica kept the first one's heartbeat alive and the job stayed running for ever.
+#[test]
+fn a_job_of_a_killed_container_is_taken_up_by_the_next_one_with_the_same_pid() {
+    if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "Redis is not reachable at 127.0.0.1:6379; CI needs it"
+        );
+        eprintln!("SKIPPED: Redis is not reachable (outside CI)");
+        return;
+    }
+    if !pid_namespaces_available() {
+        return;
+    }
+    let queue = format!("example-pid1-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let extra = ["--redis-url", REDIS_URL, "--job-queue", &queue];
+
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
+    let mut first = start_as_pid_1(addr, &db, &extra);
+    let first_identity = jobs_detail(addr);
+    let (status, body) = request(addr, "POST", "/jobs", "{\"ms\": 500}").unwrap();
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while !request(addr, "GET", &format!("/jobs/{id}"), "")
+        .unwrap()
+        .1
+        .contains("\"state\":\"running\"")
+    {
+        assert!(Instant::now() < until, "job {id} never ran");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(&first, "KILL");
+    wait(&mut first);
+
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("b.db").display());
+    let second = start_as_pid_1(addr, &db, &extra);
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = request(addr, "GET", &format!("/jobs/{id}"), "").unwrap();
+        if body.contains("\"state\":\"done\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the killed replica's job {id} was never taken up: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Each replica names itself, with the host it runs on, in /readyz?verbose.
+    let second_identity = jobs_detail(addr);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(
+        first_identity.contains(host.trim()) && second_identity.contains(host.trim()),
+        "{first_identity} / {second_identity}"
+    );
+    assert_ne!(first_identity, second_identity);
+    drop(second);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut redis = redis::Client::open(REDIS_URL)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("lifecycle:{queue}:*"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    });
+}

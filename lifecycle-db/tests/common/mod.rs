@@ -198,15 +198,20 @@ pub fn queue_name(test: &str) -> String {
     )
 }
 
-/// What the handlers did, per job id: how many runs began and how many finished.
+/// What the handlers did, per job id: how many runs began and how many finished, and the
+/// attempt count the last run was given.
 #[derive(Debug, Clone, Default)]
-pub struct Runs(Arc<Mutex<HashMap<i64, (u32, u32)>>>);
+pub struct Runs(
+    Arc<Mutex<HashMap<i64, (u32, u32)>>>,
+    Arc<Mutex<HashMap<i64, i64>>>,
+);
 
 impl Runs {
     /// A handler that sleeps the job's payload in milliseconds, recording its runs.
     pub fn sleeper(
         &self,
     ) -> impl Fn(Job) -> futures::future::BoxFuture<'static, Result<(), lifecycle_core::BoxError>>
+           + Clone
            + Send
            + Sync
            + 'static {
@@ -215,11 +220,23 @@ impl Runs {
             let runs = runs.clone();
             Box::pin(async move {
                 runs.0.lock().unwrap().entry(job.id).or_default().0 += 1;
+                runs.1.lock().unwrap().insert(job.id, job.attempts);
                 tokio::time::sleep(Duration::from_millis(job.payload.parse().unwrap())).await;
                 runs.0.lock().unwrap().entry(job.id).or_default().1 += 1;
                 Ok(())
             })
         }
+    }
+
+    /// Records that a handler began running `job`.
+    pub fn begin(&self, job: &Job) {
+        self.0.lock().unwrap().entry(job.id).or_default().0 += 1;
+        self.1.lock().unwrap().insert(job.id, job.attempts);
+    }
+
+    /// Records that a handler finished running job `id`.
+    pub fn finish(&self, id: i64) {
+        self.0.lock().unwrap().entry(id).or_default().1 += 1;
     }
 
     /// Whether a handler is running right now.
@@ -242,6 +259,11 @@ impl Runs {
 
     pub fn get(&self, id: i64) -> (u32, u32) {
         self.0.lock().unwrap().get(&id).copied().unwrap_or_default()
+    }
+
+    /// The attempt count the last run of job `id` was given.
+    pub fn attempts(&self, id: i64) -> i64 {
+        self.1.lock().unwrap().get(&id).copied().unwrap_or_default()
     }
 }
 

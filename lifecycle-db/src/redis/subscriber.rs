@@ -1,4 +1,4 @@
-//! `Subscriber`: a Redis pub/sub subscription on a connection of its own, as a component.
+//! `RedisSubscriber`: a Redis pub/sub subscription on a connection of its own, as a component.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::deadline::{give_up_at, retry_until};
 use crate::error::DbError;
-use crate::redis_client::redact_redis;
+use crate::redact::Redacted;
 
 /// How long a keep-alive ping, or the unsubscribe at the stop, may take.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -40,10 +40,10 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// ```
 /// use lifecycle_core::{Lifecycle, OnFailure, Registration};
-/// use lifecycle_db::Subscriber;
+/// use lifecycle_db::RedisSubscriber;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let invalidations = Subscriber::new("redis://127.0.0.1:6379/", |message| async move {
+/// let invalidations = RedisSubscriber::new("redis://127.0.0.1:6379/", |message| async move {
 ///     let key: String = message.get_payload().unwrap_or_default();
 ///     println!("evict {key} from the local cache");
 /// })?
@@ -57,9 +57,9 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 /// # Ok(())
 /// # }
 /// ```
-pub struct Subscriber<H> {
+pub struct RedisSubscriber<H> {
     client: redis::Client,
-    target: String,
+    target: Redacted,
     channels: Vec<String>,
     patterns: Vec<String>,
     handler: Arc<H>,
@@ -68,7 +68,7 @@ pub struct Subscriber<H> {
     received: Arc<AtomicU64>,
 }
 
-impl<H, Fut> Subscriber<H>
+impl<H, Fut> RedisSubscriber<H>
 where
     H: Fn(Msg) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -81,12 +81,12 @@ where
     ///
     /// [`DbError::InvalidUrl`] when redis-rs cannot parse the URL.
     pub fn new(url: &str, handler: H) -> Result<Self, DbError> {
-        let target = redact_redis(url);
+        let target = Redacted::new(url);
         let client = redis::Client::open(url).map_err(|e| DbError::InvalidUrl {
-            target: target.clone(),
-            message: e.to_string(),
+            target: target.to_string(),
+            message: target.scrub(e),
         })?;
-        Ok(Subscriber {
+        Ok(RedisSubscriber {
             client,
             target,
             channels: Vec::new(),
@@ -142,7 +142,7 @@ where
     async fn subscribe(&self, give_up: Instant) -> Result<PubSub, DbError> {
         retry_until(&self.target, give_up, || async {
             match tokio::time::timeout(self.connect_timeout, self.subscribe_once()).await {
-                Ok(result) => result.map_err(|error| error.to_string()),
+                Ok(result) => result.map_err(|error| self.target.scrub(error)),
                 Err(_) => Err("connecting timed out".to_owned()),
             }
         })
@@ -162,7 +162,7 @@ where
 }
 
 #[async_trait]
-impl<H, Fut> Component for Subscriber<H>
+impl<H, Fut> Component for RedisSubscriber<H>
 where
     H: Fn(Msg) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -202,9 +202,9 @@ where
     }
 }
 
-impl<H> std::fmt::Debug for Subscriber<H> {
+impl<H> std::fmt::Debug for RedisSubscriber<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscriber")
+        f.debug_struct("RedisSubscriber")
             .field("target", &self.target)
             .field("channels", &self.channels)
             .field("patterns", &self.patterns)
@@ -219,7 +219,7 @@ struct Listening<H> {
     sink: PubSubSink,
     stream: PubSubStream,
     handler: Arc<H>,
-    target: String,
+    target: Redacted,
     channels: Vec<String>,
     patterns: Vec<String>,
     subscriptions: String,
@@ -260,7 +260,7 @@ where
                     };
                     match reply {
                         Ok(Ok(_)) => {}
-                        Ok(Err(error)) => break Some(format!("ping failed: {error}")),
+                        Ok(Err(error)) => break Some(format!("ping failed: {}", self.target.scrub(error))),
                         Err(_) => {
                             break Some(format!("no answer to a ping within {REPLY_TIMEOUT:?}"))
                         }
@@ -273,7 +273,7 @@ where
                 tracing::warn!(component = self.ctx.name(), target_db = %self.target, %reason,
                     "subscription lost");
                 self.ctx.report_failure(DbError::SubscriptionLost {
-                    target: self.target,
+                    target: self.target.to_string(),
                     channels: self.subscriptions,
                     reason,
                 });
@@ -295,6 +295,7 @@ where
                 match tokio::time::timeout_at(give_up, unsubscribe).await {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => {
+                        let error = self.target.scrub(error);
                         tracing::debug!(target_db = %self.target, %error, "unsubscribe failed");
                     }
                     Err(_) => tracing::debug!(target_db = %self.target, "unsubscribe timed out"),

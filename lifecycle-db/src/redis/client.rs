@@ -2,19 +2,22 @@
 //! blocking commands, none of which outlives the stop.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use futures::future::{BoxFuture, FutureExt, Shared};
 use lifecycle_core::{async_trait, BoxError, CancellationToken, Component, Context, Health};
-use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisResult, Value};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ErrorKind, RedisError, RedisResult};
 use tokio::time::Instant;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
 
+use super::connection::{Link, RedisConnection};
+use super::lock;
+use super::options::{RedisClientOptions, Settings};
 use crate::deadline::{give_up_at, retry_until};
-use crate::error::{redact, DbError};
+use crate::error::DbError;
+use crate::redact::Redacted;
 
 /// How long the health ping may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -23,7 +26,8 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// commands, and [dedicated connections](Self::dedicated) for blocking ones.
 ///
 /// Cloning is cheap and clones share everything: register one with the lifecycle and keep
-/// others where code opens dedicated connections.
+/// others where code opens dedicated connections. How it connects is set beforehand, with
+/// [`RedisClientOptions`], and no clone can change it.
 ///
 /// The component exists before anything runs, so its [`connection`](Self::connection) can be
 /// cloned into router state while `main` is being wired; commands on it fail until the start
@@ -50,10 +54,12 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// ```
 /// use lifecycle_core::{Lifecycle, Registration};
-/// use lifecycle_db::RedisClient;
+/// use lifecycle_db::RedisClientOptions;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let redis = RedisClient::new("redis://127.0.0.1:6379/")?.client_name("orders-api");
+/// let redis = RedisClientOptions::new()
+///     .client_name("orders-api")
+///     .open("redis://127.0.0.1:6379/")?;
 /// let connection = redis.connection(); // for the router's state, before anything runs
 /// let lifecycle = Lifecycle::builder()
 ///     .register(Registration::new("redis", redis))
@@ -80,24 +86,18 @@ pub struct RedisClient {
 }
 
 /// What the client and all its connections share.
-struct ClientInner {
-    client: redis::Client,
-    target: String,
-    settings: Mutex<Settings>,
-    run: Mutex<Run>,
+pub(super) struct ClientInner {
+    pub(super) client: redis::Client,
+    pub(super) target: Redacted,
+    /// Fixed when the client is made: clones share them and cannot change them.
+    settings: Settings,
+    session: Mutex<Session>,
     /// Every connection of the client, the shared one first, so the stop can close them all.
-    links: Mutex<Vec<Weak<Link>>>,
+    pub(super) links: Mutex<Vec<Weak<Link>>>,
 }
 
-#[derive(Clone)]
-struct Settings {
-    name: Option<String>,
-    connect_timeout: Duration,
-    response_timeout: Option<Duration>,
-}
-
-/// One run of the client, from its start to its stop.
-struct Run {
+/// One session of the client, from its start to its stop.
+struct Session {
     state: State,
     /// The commands in flight, each holding a token until it has its reply or error.
     commands: TaskTracker,
@@ -114,61 +114,36 @@ enum State {
 
 impl RedisClient {
     /// A client for `url` (`redis://[user:password@]host[:port][/db]`, or `redis+unix://`),
-    /// with a 1 s connect timeout and a 1 s response timeout. Nothing connects before the
-    /// start.
+    /// with the default [`RedisClientOptions`]: a 1 s connect timeout and a 1 s response
+    /// timeout. Nothing connects before the start.
     ///
     /// # Errors
     ///
     /// [`DbError::InvalidUrl`] when redis-rs cannot parse the URL.
     pub fn new(url: &str) -> Result<Self, DbError> {
-        let target = redact_redis(url);
+        RedisClientOptions::new().open(url)
+    }
+
+    /// A client for `url` with `settings`, which no clone can change afterwards.
+    pub(super) fn with_settings(url: &str, settings: Settings) -> Result<Self, DbError> {
+        let target = Redacted::new(url);
         let client = redis::Client::open(url).map_err(|e| DbError::InvalidUrl {
-            target: target.clone(),
-            message: e.to_string(),
+            target: target.to_string(),
+            message: target.scrub(e),
         })?;
         let inner = Arc::new(ClientInner {
             client,
             target,
-            settings: Mutex::new(Settings {
-                name: None,
-                connect_timeout: Duration::from_secs(1),
-                response_timeout: Some(Duration::from_secs(1)),
-            }),
-            run: Mutex::new(Run {
+            settings,
+            session: Mutex::new(Session {
                 state: State::NotStarted,
                 commands: TaskTracker::new(),
                 cut: CancellationToken::new(),
             }),
             links: Mutex::new(Vec::new()),
         });
-        let shared = RedisConnection {
-            link: Link::new(&inner, false),
-        };
+        let shared = RedisConnection::new(Link::new(&inner, false));
         Ok(RedisClient { inner, shared })
-    }
-
-    /// The name every connection of this client gives itself with `CLIENT SETNAME` (no spaces),
-    /// so `CLIENT LIST` shows which service holds which connection. None by default.
-    #[must_use]
-    pub fn client_name(self, name: impl Into<String>) -> Self {
-        lock(&self.inner.settings).name = Some(name.into());
-        self
-    }
-
-    /// How long one connection attempt may take, handshake included (default 1 s).
-    #[must_use]
-    pub fn connect_timeout(self, timeout: Duration) -> Self {
-        lock(&self.inner.settings).connect_timeout = timeout;
-        self
-    }
-
-    /// How long a command on the shared connection waits for its reply before failing
-    /// (default 1 s; `None` waits for ever). Dedicated connections have none: their blocking
-    /// commands carry their own timeout.
-    #[must_use]
-    pub fn response_timeout(self, timeout: Option<Duration>) -> Self {
-        lock(&self.inner.settings).response_timeout = timeout;
-        self
     }
 
     /// The shared connection: clone it into whatever needs Redis. Clones share one multiplexed
@@ -222,14 +197,14 @@ impl RedisClient {
         let link = Link::new(&self.inner, true);
         // A request that sends nothing: it connects, under the same rules as a command.
         link.request(|_connection| async { Ok(()) }).await?;
-        Ok(RedisConnection { link })
+        Ok(RedisConnection::new(link))
     }
 
     /// Connects once, retrying with backoff, to prove the server is there; the connection is
     /// kept as the shared one.
     async fn reach(&self, give_up: Instant) -> Result<(), DbError> {
         retry_until(&self.inner.target, give_up, || async {
-            self.shared.link.connection().await.map(drop)
+            self.shared.link().connection().await.map(drop)
         })
         .await
     }
@@ -260,7 +235,7 @@ impl Component for RedisClient {
                 "redis commands cut off at stop"
             );
             return Err(DbError::CommandsCutOff {
-                target: self.inner.target.clone(),
+                target: self.inner.target.to_string(),
                 pending,
             }
             .into());
@@ -273,15 +248,19 @@ impl Component for RedisClient {
         let ping = ping.query_async::<String>(&mut connection);
         match tokio::time::timeout(PING_TIMEOUT, ping).await {
             Ok(Ok(_)) => Health::Healthy,
-            Ok(Err(error)) => Health::unhealthy(format!("{}: {error}", self.inner.target)),
+            Ok(Err(error)) => Health::unhealthy(format!(
+                "{}: {}",
+                self.inner.target,
+                self.inner.target.scrub(error)
+            )),
             Err(_) => Health::unhealthy(format!("{}: ping timed out", self.inner.target)),
         }
     }
 
     fn describe(&self) -> Option<String> {
         let (state, in_flight) = {
-            let run = lock(&self.inner.run);
-            (run.state, run.commands.len())
+            let session = lock(&self.inner.session);
+            (session.state, session.commands.len())
         };
         let state = match state {
             State::NotStarted => "not started",
@@ -302,20 +281,20 @@ impl Component for RedisClient {
 
 impl std::fmt::Debug for RedisClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let run = lock(&self.inner.run);
+        let session = lock(&self.inner.session);
         f.debug_struct("RedisClient")
             .field("target", &self.inner.target)
-            .field("state", &run.state)
-            .field("in_flight", &run.commands.len())
+            .field("state", &session.state)
+            .field("in_flight", &session.commands.len())
             .finish()
     }
 }
 
 impl ClientInner {
-    /// Lets commands through, for a new run.
+    /// Lets commands through, for a new session.
     fn open(&self) {
-        let mut run = lock(&self.run);
-        *run = Run {
+        let mut session = lock(&self.session);
+        *session = Session {
             state: State::Open,
             commands: TaskTracker::new(),
             cut: CancellationToken::new(),
@@ -324,25 +303,25 @@ impl ClientInner {
 
     /// Lets a command through while the client is open: the token counts it as in flight until
     /// it is dropped, and the cancellation token says when to give up on it.
-    fn admit(&self) -> RedisResult<(TaskTrackerToken, CancellationToken)> {
-        let run = lock(&self.run);
-        match run.state {
-            State::Open => Ok((run.commands.token(), run.cut.clone())),
+    pub(super) fn admit(&self) -> RedisResult<(TaskTrackerToken, CancellationToken)> {
+        let session = lock(&self.session);
+        match session.state {
+            State::Open => Ok((session.commands.token(), session.cut.clone())),
             State::NotStarted => Err(RedisError::from((
                 ErrorKind::Client,
                 "the Redis client has not started",
-                self.target.clone(),
+                self.target.to_string(),
             ))),
             State::Closed => Err(RedisError::from((
                 ErrorKind::Client,
                 "the Redis client is closed",
-                self.target.clone(),
+                self.target.to_string(),
             ))),
         }
     }
 
     /// The error of a command cut off by the stop.
-    fn cut_off(&self) -> RedisError {
+    pub(super) fn cut_off(&self) -> RedisError {
         std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
             format!("{}: the client stopped before the reply came", self.target),
@@ -354,10 +333,10 @@ impl ClientInner {
     /// closes every connection. Returns how many commands were cut off.
     async fn close(&self, give_up: Instant, deadline: Instant) -> usize {
         let (commands, cut) = {
-            let mut run = lock(&self.run);
-            run.state = State::Closed;
-            run.commands.close();
-            (run.commands.clone(), run.cut.clone())
+            let mut session = lock(&self.session);
+            session.state = State::Closed;
+            session.commands.close();
+            (session.commands.clone(), session.cut.clone())
         };
         let pending = match tokio::time::timeout_at(give_up, commands.wait()).await {
             Ok(()) => 0,
@@ -393,12 +372,12 @@ impl ClientInner {
 
     /// One connection attempt, handshake and `CLIENT SETNAME` included, under the connect
     /// timeout. Nothing runs unless the returned future is polled.
-    fn connect(
+    pub(super) fn connect(
         &self,
         dedicated: bool,
     ) -> impl Future<Output = RedisResult<MultiplexedConnection>> + Send + 'static {
         let client = self.client.clone();
-        let settings = lock(&self.settings).clone();
+        let settings = self.settings.clone();
         async move {
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(settings.connect_timeout))
@@ -432,204 +411,8 @@ impl ClientInner {
     }
 }
 
-/// A connection to Redis from a [`RedisClient`]: its shared connection
-/// ([`RedisClient::connection`]) or a dedicated one ([`RedisClient::dedicated`]).
-///
-/// Use it as any redis-rs async connection, through [`redis::AsyncCommands`] or
-/// [`redis::Cmd::query_async`]. Cloning is cheap; clones share the connection.
-///
-/// Commands fail with a client error before the client's start and after its stop. A command
-/// in flight when the stop gives up fails with an I/O error saying so: every command resolves.
-///
-/// # Cancellation safety
-///
-/// Dropping a command's future stops waiting for its reply; the command may still run on the
-/// server.
-#[derive(Clone)]
-pub struct RedisConnection {
-    link: Arc<Link>,
-}
-
-/// One connection of a client, which reconnects on demand.
-struct Link {
-    inner: Arc<ClientInner>,
-    dedicated: bool,
-    slot: Mutex<Slot>,
-}
-
-/// The connection, or the attempt to make it, shared by every command that waits for it.
-#[derive(Default)]
-struct Slot {
-    /// Counts connections, so a command that saw one fail forgets that one and not a newer one.
-    generation: u64,
-    connection: Option<SharedConnect>,
-}
-
-type SharedConnect = Shared<BoxFuture<'static, RedisResult<MultiplexedConnection>>>;
-
-impl Link {
-    fn new(inner: &Arc<ClientInner>, dedicated: bool) -> Arc<Link> {
-        let link = Arc::new(Link {
-            inner: inner.clone(),
-            dedicated,
-            slot: Mutex::default(),
-        });
-        let mut links = lock(&inner.links);
-        links.retain(|link| link.strong_count() > 0);
-        links.push(Arc::downgrade(&link));
-        link
-    }
-
-    /// The connection, connecting if there is none or the last attempt failed.
-    async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
-        let (generation, connecting) = {
-            let mut slot = lock(&self.slot);
-            let usable = slot
-                .connection
-                .as_ref()
-                .is_some_and(|c| !matches!(c.peek(), Some(Err(_))));
-            if !usable {
-                slot.generation += 1;
-                slot.connection = Some(self.inner.connect(self.dedicated).boxed().shared());
-            }
-            let connecting = slot.connection.clone().expect("set above");
-            (slot.generation, connecting)
-        };
-        Ok((generation, connecting.await?))
-    }
-
-    /// Forgets a broken connection, so that the next command makes a new one.
-    fn forget(&self, generation: u64, error: &RedisError) {
-        let forgotten = {
-            let mut slot = lock(&self.slot);
-            if slot.generation == generation {
-                slot.connection.take()
-            } else {
-                None
-            }
-        };
-        if forgotten.is_some() {
-            tracing::warn!(target_db = %self.inner.target, dedicated = self.dedicated, %error,
-                "redis connection lost; the next command reconnects");
-        }
-    }
-
-    /// Runs `send` on the connection if the client is open, counting it as in flight, and
-    /// failing it if the stop gives up on it.
-    async fn request<T, F, Fut>(&self, send: F) -> RedisResult<T>
-    where
-        F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = RedisResult<T>>,
-    {
-        let (_in_flight, cut) = self.inner.admit()?;
-        let (generation, connection) = tokio::select! {
-            biased;
-            () = cut.cancelled() => return Err(self.inner.cut_off()),
-            connection = self.connection() => connection?,
-        };
-        let result = tokio::select! {
-            biased;
-            // Not a broken connection: nothing to forget, nothing to log.
-            () = cut.cancelled() => return Err(self.inner.cut_off()),
-            result = send(connection) => result,
-        };
-        if let Err(error) = &result {
-            if error.is_unrecoverable_error() {
-                self.forget(generation, error);
-            }
-        }
-        result
-    }
-}
-
-impl ConnectionLike for RedisConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> redis::RedisFuture<'a, Value> {
-        Box::pin(self.link.request(move |mut connection| async move {
-            connection.send_packed_command(cmd).await
-        }))
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<Value>> {
-        Box::pin(self.link.request(move |mut connection| async move {
-            connection
-                .send_packed_commands(pipeline, offset, count)
-                .await
-        }))
-    }
-
-    fn get_db(&self) -> i64 {
-        self.link
-            .inner
-            .client
-            .get_connection_info()
-            .redis_settings()
-            .db()
-    }
-}
-
-impl std::fmt::Debug for RedisConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let connected = lock(&self.link.slot)
-            .connection
-            .as_ref()
-            .is_some_and(|c| matches!(c.peek(), Some(Ok(_))));
-        f.debug_struct("RedisConnection")
-            .field("target", &self.link.inner.target)
-            .field("dedicated", &self.link.dedicated)
-            .field("connected", &connected)
-            .finish()
-    }
-}
-
-/// `url` without credentials: the user and password before the host, and the `pass` query
-/// parameter through which `redis+unix` URLs carry a password.
-pub(crate) fn redact_redis(url: &str) -> String {
-    let url = redact(url);
-    let Some((base, query)) = url.split_once('?') else {
-        return url;
-    };
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| pair.split('=').next() != Some("pass"))
-        .collect();
-    if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    }
-}
-
-/// Locks a mutex whose data stays consistent even if a holder panicked.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::redact_redis;
-
-    #[test]
-    fn redacts_passwords_in_the_authority_and_the_query() {
-        assert_eq!(
-            redact_redis("redis://app:secret@cache:6379/2"),
-            "redis://cache:6379/2"
-        );
-        assert_eq!(
-            redact_redis("redis+unix:///run/redis.sock?db=1&pass=secret"),
-            "redis+unix:///run/redis.sock?db=1"
-        );
-        assert_eq!(
-            redact_redis("redis+unix:///run/redis.sock?pass=secret"),
-            "redis+unix:///run/redis.sock"
-        );
-        assert_eq!(redact_redis("redis://cache/"), "redis://cache/");
-    }
-
     #[tokio::test]
     async fn commands_fail_before_the_start_without_connecting() {
         use redis::AsyncCommands;

@@ -4,21 +4,28 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
 use lifecycle_core::{async_trait, BoxError, Component, Context};
 
+use super::{Job, JobQueue};
 use crate::deadline::give_up_at;
-use crate::job_queue::{Job, JobQueue};
 
 /// A worker on a [`JobQueue`] ([`SqlJobQueue`](crate::SqlJobQueue),
 /// [`RedisJobQueue`](crate::RedisJobQueue)) whose contract is *finish or hand back*: on its stop turn it
 /// takes no new job; the job in hand finishes if it can before the stop timeout, and otherwise
 /// is handed back to the queue shortly before it, without counting against the job's retry
 /// limit. A job is never lost: if the process dies instead, the job's lease expires and a worker
-/// takes it up again (each worker reclaims expired jobs at start, and when idle).
+/// takes it up again (each worker reclaims expired jobs at its start and then once a lease,
+/// busy or not).
+///
+/// Each start gives the worker a new identity, under which it holds its jobs: the component's
+/// name, the host's name and a random part (`emails@orders-7d9f-x2x4q/9f86d081884c7d65`), so it
+/// is unique across hosts, containers (each PID 1 of its own namespace) and restarts. It is
+/// logged at the start and shown by [`describe`](Component::describe), so `/readyz?verbose`
+/// says which replica holds which job.
 ///
 /// Register it as depending on the pool's component, so the pool is still open when it hands a
 /// job back.
@@ -53,6 +60,9 @@ pub struct JobWorker<H> {
     max_attempts: i64,
     handed_back: Arc<AtomicU64>,
     done: Arc<AtomicU64>,
+    late: Arc<AtomicU64>,
+    /// The identity of the current (or last) run, for `describe`; set by `start` only.
+    identity: Arc<Mutex<Option<String>>>,
 }
 
 impl<H, Fut> JobWorker<H>
@@ -71,6 +81,8 @@ where
             max_attempts: 3,
             handed_back: Arc::default(),
             done: Arc::default(),
+            late: Arc::default(),
+            identity: Arc::default(),
         }
     }
 
@@ -100,6 +112,12 @@ where
     pub fn handed_back(&self) -> u64 {
         self.handed_back.load(Ordering::Relaxed)
     }
+
+    /// Jobs this worker finished after their lease had expired and they had been taken back,
+    /// since it was created: their end was not recorded, and they ran more than once.
+    pub fn late(&self) -> u64 {
+        self.late.load(Ordering::Relaxed)
+    }
 }
 
 #[async_trait]
@@ -110,6 +128,8 @@ where
 {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
         let worker = worker_id(ctx.name());
+        tracing::info!(component = ctx.name(), worker = %worker, "job worker starting");
+        *self.identity.lock().unwrap_or_else(|e| e.into_inner()) = Some(worker.clone());
         self.queue.prepare(&worker).await?;
         let reclaimed = self.queue.reclaim_expired().await?;
         if reclaimed > 0 {
@@ -119,7 +139,7 @@ where
                 "took back jobs of workers that died"
             );
         }
-        let run = Run {
+        let working = Working {
             ctx: ctx.clone(),
             queue: self.queue.clone(),
             handler: self.handler.clone(),
@@ -129,32 +149,52 @@ where
             max_attempts: self.max_attempts,
             handed_back: self.handed_back.clone(),
             done: self.done.clone(),
+            late: self.late.clone(),
         };
-        ctx.spawn(run.work());
+        ctx.spawn(Working::<H>::reap(
+            ctx.clone(),
+            self.queue.clone(),
+            working.worker.clone(),
+            self.lease,
+        ));
+        ctx.spawn(working.work());
         Ok(())
     }
 
     fn describe(&self) -> Option<String> {
+        let identity = self
+            .identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         Some(format!(
-            "{} jobs done, {} handed back at shutdown",
+            "worker {}: {} jobs done, {} handed back at shutdown, {} ended after their lease expired",
+            identity.as_deref().unwrap_or("not started"),
             self.done.load(Ordering::Relaxed),
-            self.handed_back.load(Ordering::Relaxed)
+            self.handed_back.load(Ordering::Relaxed),
+            self.late.load(Ordering::Relaxed)
         ))
     }
 }
 
-/// A unique name for one run of a worker, stored with the jobs it holds.
+/// The identity of one run of a worker, stored with the jobs it holds (and, on Redis, naming
+/// its processing list and heartbeat): the component's name, the host's name and 64 random
+/// bits, e.g. `emails@orders-7d9f-x2x4q/9f86d081884c7d65`.
+///
+/// It must differ between any two runs, wherever they are: two workers with one identity share
+/// their leases, so one keeps the other's jobs from ever being taken back. Never the PID alone:
+/// every exec-form container is PID 1, and a restarted container has the same PID again. The
+/// host name is for people reading logs; the random part is what makes it unique.
 fn worker_id(name: &str) -> String {
-    static RUNS: AtomicU64 = AtomicU64::new(0);
     format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        RUNS.fetch_add(1, Ordering::Relaxed)
+        "{name}@{}/{:016x}",
+        gethostname::gethostname().to_string_lossy(),
+        rand::random::<u64>()
     )
 }
 
 /// One run of a worker, from its start to its stop.
-struct Run<H> {
+struct Working<H> {
     ctx: Context,
     queue: Arc<dyn JobQueue>,
     handler: Arc<H>,
@@ -164,39 +204,33 @@ struct Run<H> {
     max_attempts: i64,
     handed_back: Arc<AtomicU64>,
     done: Arc<AtomicU64>,
+    late: Arc<AtomicU64>,
 }
 
-impl<H, Fut> Run<H>
+impl<H, Fut> Working<H>
 where
     H: Fn(Job) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
 {
     async fn work(self) {
         let token = self.ctx.token().clone();
-        let mut last_reclaim = tokio::time::Instant::now();
         // The token is checked only between jobs: a job in hand is never dropped here.
         while !token.is_cancelled() {
             match self.queue.claim(&self.worker, self.lease).await {
                 // A claim that waited on the queue may return after the stop turn came.
                 Ok(Some(job)) if token.is_cancelled() => {
                     if let Err(error) = self.queue.hand_back(job.id, &self.worker).await {
-                        tracing::warn!(component = self.ctx.name(), job = job.id, %error, "could not hand a job back");
+                        tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = job.id, %error, "could not hand a job back");
                     }
                 }
                 Ok(Some(job)) => self.run(job).await,
                 Ok(None) => {
-                    // With nothing to do, take back jobs whose worker died since the start (at
-                    // most once a lease, as no lease can expire faster).
-                    if last_reclaim.elapsed() >= self.lease {
-                        last_reclaim = tokio::time::Instant::now();
-                        self.reclaim().await;
-                    }
                     let _ = token
                         .run_until_cancelled(tokio::time::sleep(self.poll_interval))
                         .await;
                 }
                 Err(error) => {
-                    tracing::warn!(component = self.ctx.name(), %error, "could not claim a job");
+                    tracing::warn!(component = self.ctx.name(), worker = %self.worker, %error, "could not claim a job");
                     let _ = token
                         .run_until_cancelled(tokio::time::sleep(self.poll_interval))
                         .await;
@@ -205,18 +239,23 @@ where
         }
     }
 
-    async fn reclaim(&self) {
-        match self.queue.reclaim_expired().await {
-            Ok(0) => {}
-            Ok(reclaimed) => {
-                tracing::warn!(
-                    component = self.ctx.name(),
-                    reclaimed,
-                    "took back jobs of workers that died"
-                );
-            }
-            Err(error) => {
-                tracing::warn!(component = self.ctx.name(), %error, "could not reclaim expired jobs");
+    /// Takes back the jobs of workers that died, once a lease (no lease expires faster), until
+    /// the stop turn: apart from the job loop, so a worker that is never idle, or holds one
+    /// long job, still does it.
+    async fn reap(ctx: Context, queue: Arc<dyn JobQueue>, worker: String, every: Duration) {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while ctx.token().run_until_cancelled(tick.tick()).await.is_some() {
+            match queue.reclaim_expired().await {
+                Ok(0) => {}
+                Ok(reclaimed) => {
+                    tracing::warn!(component = ctx.name(), worker = %worker, reclaimed,
+                        "took back jobs whose lease expired (their worker died or hung)");
+                }
+                Err(error) => {
+                    tracing::warn!(component = ctx.name(), worker = %worker, %error,
+                        "could not reclaim expired jobs");
+                }
             }
         }
     }
@@ -236,8 +275,12 @@ where
             tokio::select! {
                 outcome = &mut handling => break Some(outcome),
                 _ = renew.tick() => {
-                    if let Err(error) = self.queue.renew(id, &self.worker, self.lease).await {
-                        tracing::warn!(job = id, %error, "could not renew a job's lease");
+                    match self.queue.renew(id, &self.worker, self.lease).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id,
+                            "lost the lease on a job in hand: it was taken back and may run elsewhere too"),
+                        Err(error) => tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %error,
+                            "could not renew a job's lease"),
                     }
                 }
                 () = cut_off => break None,
@@ -245,8 +288,11 @@ where
         };
         let recorded = match outcome {
             Some(Ok(Ok(()))) => {
-                self.done.fetch_add(1, Ordering::Relaxed);
-                self.queue.complete(id, &self.worker).await
+                let completed = self.queue.complete(id, &self.worker).await;
+                if matches!(completed, Ok(true)) {
+                    self.done.fetch_add(1, Ordering::Relaxed);
+                }
+                completed
             }
             Some(Ok(Err(error))) => {
                 self.queue
@@ -264,7 +310,7 @@ where
             }
             None => {
                 tracing::info!(
-                    component = self.ctx.name(),
+                    component = self.ctx.name(), worker = %self.worker,
                     job = id,
                     "stop timeout near: handing the job back"
                 );
@@ -272,9 +318,19 @@ where
                 self.queue.hand_back(id, &self.worker).await
             }
         };
-        if let Err(error) = recorded {
-            // The lease will expire and the job will be taken again: not lost, maybe run twice.
-            tracing::warn!(component = self.ctx.name(), job = id, %error, "could not record a job's end");
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => {
+                // Another worker has the job (or had it and finished it): this end changed
+                // nothing, and the job ran more than once.
+                self.late.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id,
+                    "a job ended after its lease expired and it was taken back: its end was not recorded, and it runs (or ran) again elsewhere");
+            }
+            Err(error) => {
+                // The lease will expire and the job will be taken again: not lost, maybe run twice.
+                tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %error, "could not record a job's end");
+            }
         }
     }
 }

@@ -7,12 +7,18 @@ use lifecycle_core::{async_trait, BoxError};
 /// A job taken from the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
-    /// The job's id, as [`SqlJobQueue::enqueue`] returned it.
+    /// The job's id, as [`SqlJobQueue::enqueue`](crate::SqlJobQueue::enqueue) returned it.
     pub id: i64,
     /// What the job is about, as enqueued.
     pub payload: String,
-    /// How many times it has been taken and not handed back, this time included.
+    /// How many times it has been taken and not handed back, this time included: the
+    /// attempts counted against the retry limit.
     pub attempts: i64,
+    /// How many times it has been delivered to a worker, this time included, whatever became
+    /// of the earlier deliveries (a failure, a hand-back at a shutdown, a worker that died).
+    /// More than 1: the job may have run before, in part or in full, so the handler should be
+    /// idempotent.
+    pub deliveries: i64,
 }
 
 /// Where a job is.
@@ -68,23 +74,29 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug + 'static {
     /// may wait briefly for one first).
     async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>, BoxError>;
 
-    /// Extends `worker`'s lease on job `id`.
-    async fn renew(&self, id: i64, worker: &str, lease: Duration) -> Result<(), BoxError>;
+    /// Extends `worker`'s lease on job `id`; returns whether `worker` still holds the job
+    /// (`false`: its lease expired and the job was taken back, so it may be running elsewhere).
+    async fn renew(&self, id: i64, worker: &str, lease: Duration) -> Result<bool, BoxError>;
 
-    /// Marks job `id` done.
-    async fn complete(&self, id: i64, worker: &str) -> Result<(), BoxError>;
+    /// Marks job `id` done if `worker` still holds it; returns whether it did. `false` means the
+    /// job's lease had expired and the job was taken back: nothing was changed, and the job
+    /// runs (or ran) again elsewhere.
+    async fn complete(&self, id: i64, worker: &str) -> Result<bool, BoxError>;
 
-    /// Records a failure of job `id`: queued again, or failed for good after `max_attempts`.
+    /// Records a failure of job `id` if `worker` still holds it: queued again, or failed for
+    /// good after `max_attempts`. Returns whether `worker` held it, as
+    /// [`complete`](Self::complete) does.
     async fn fail(
         &self,
         id: i64,
         worker: &str,
         error: &str,
         max_attempts: i64,
-    ) -> Result<(), BoxError>;
+    ) -> Result<bool, BoxError>;
 
-    /// Queues job `id` again without counting the attempt.
-    async fn hand_back(&self, id: i64, worker: &str) -> Result<(), BoxError>;
+    /// Queues job `id` again without counting the attempt, if `worker` still holds it; returns
+    /// whether it did, as [`complete`](Self::complete) does.
+    async fn hand_back(&self, id: i64, worker: &str) -> Result<bool, BoxError>;
 
     /// Queues again the jobs of workers whose lease expired; returns how many.
     async fn reclaim_expired(&self) -> Result<u64, BoxError>;

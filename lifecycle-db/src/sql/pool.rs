@@ -8,7 +8,8 @@ use sqlx::{ConnectOptions, Connection, Database, Pool};
 use tokio::time::Instant;
 
 use crate::deadline::{give_up_at, retry_until};
-use crate::error::{redact, DbError};
+use crate::error::DbError;
+use crate::redact::{without_unused_secrets, Redacted};
 
 /// How long the health ping may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -49,7 +50,7 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct SqlPool<DB: Database> {
     pool: Pool<DB>,
     connect: <DB::Connection as Connection>::Options,
-    target: String,
+    target: Redacted,
 }
 
 impl<DB: Database> SqlPool<DB> {
@@ -76,11 +77,16 @@ impl<DB: Database> SqlPool<DB> {
     ///
     /// Outside a tokio runtime, as sqlx's lazy pools need one.
     pub fn with_options(options: PoolOptions<DB>, url: &str) -> Result<Self, DbError> {
-        let target = redact(url);
+        let target = Redacted::new(url);
+        let (url, dropped) = without_unused_secrets(url);
+        for key in dropped {
+            tracing::warn!(target_db = %target, parameter = %key,
+                "ignoring a secret query parameter that this database's driver does not read");
+        }
         let connect: <DB::Connection as Connection>::Options =
             url.parse().map_err(|e: sqlx::Error| DbError::InvalidUrl {
-                target: target.clone(),
-                message: e.to_string(),
+                target: target.to_string(),
+                message: target.scrub(e),
             })?;
         Ok(SqlPool {
             pool: options.connect_lazy_with(connect.clone()),
@@ -122,7 +128,7 @@ impl<DB: Database> Component for SqlPool<DB> {
         {
             let checked_out = self.pool.size().saturating_sub(self.pool.num_idle() as u32);
             return Err(DbError::CloseTimedOut {
-                target: self.target.clone(),
+                target: self.target.to_string(),
                 checked_out,
             }
             .into());
@@ -137,7 +143,9 @@ impl<DB: Database> Component for SqlPool<DB> {
         };
         match tokio::time::timeout(PING_TIMEOUT, ping).await {
             Ok(Ok(())) => Health::Healthy,
-            Ok(Err(error)) => Health::unhealthy(format!("{}: {error}", self.target)),
+            Ok(Err(error)) => {
+                Health::unhealthy(format!("{}: {}", self.target, self.target.scrub(error)))
+            }
             Err(_) => Health::unhealthy(format!("{}: ping timed out", self.target)),
         }
     }

@@ -1,0 +1,7 @@
+//! Jobs, whatever the backend: the queue contract and the worker that runs on it.
+
+mod queue;
+mod worker;
+
+pub use queue::{Job, JobQueue, JobState};
+pub use worker::JobWorker;

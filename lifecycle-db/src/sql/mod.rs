@@ -1,0 +1,7 @@
+//! The SQL backend: the sqlx pool component and the job queue in a SQL table.
+
+mod pool;
+mod queue;
+
+pub use pool::SqlPool;
+pub use queue::SqlJobQueue;
