@@ -27,7 +27,7 @@ use std::time::Duration;
 use clap::Parser;
 use lifecycle_core::{exit_code, Lifecycle, Registration, Report};
 use lifecycle_db::{Job, JobWorker, RedisClient, RedisJobQueue, SqlJobQueue, SqlPool};
-use lifecycle_http::{health_routes, HttpServer};
+use lifecycle_http::{HealthRoutes, HttpServer};
 use sqlx::Any;
 
 use crate::jobs::Jobs;
@@ -111,7 +111,10 @@ async fn main() -> Report {
         pool: pool.clone(),
         jobs: jobs.clone(),
     };
-    let router = routes::router(state).merge(health_routes(builder.handle()));
+    // The example shows each component's details at `/readyz?verbose`; a service open to the
+    // internet would keep them off, or serve them on an internal address.
+    let health = HealthRoutes::new(builder.handle()).verbose(true).router();
+    let router = routes::router(state).merge(health);
     let migrations = Migrations {
         pool: pool.clone(),
         jobs: sql_jobs,
