@@ -29,6 +29,30 @@
 //! started, `STOPPING=1` with `EXTEND_TIMEOUT_USEC` at the trigger, and watchdog pings when the
 //! unit asks for them.
 //!
+//! # Metrics and traces
+//!
+//! The lifecycle records metrics through the [`metrics`](https://docs.rs/metrics) facade, so
+//! the service picks the exporter (`metrics-exporter-prometheus`, say); with no recorder
+//! installed they cost next to nothing. Names and labels follow the Prometheus conventions:
+//!
+//! | metric | kind | labels | what |
+//! |---|---|---|---|
+//! | `lifecycle_phase` | gauge | `phase` | 1 for the current phase (`starting`, `ready`, `draining`, `stopping`, `stopped`), 0 for the others |
+//! | `lifecycle_component_state` | gauge | `component`, `state` | 1 for the component's current state (`pending`, `starting`, `running`, `restarting`, `stopping`, or its outcome), 0 for the others |
+//! | `lifecycle_component_starts_total` | counter | `component`, `outcome` | starts and restarts, by outcome (`started`, `failed`, `timed_out`, `panicked`, `not_started`) |
+//! | `lifecycle_component_start_duration_seconds` | histogram | `component`, `outcome` | how long each start took |
+//! | `lifecycle_component_stops_total` | counter | `component`, `outcome` | stops, by outcome (`stopped`, `failed`, `timed_out`, `panicked`) |
+//! | `lifecycle_component_stop_duration_seconds` | histogram | `component`, `outcome` | how long each stop took (0 when the budget cut it off before its turn) |
+//! | `lifecycle_component_failures_total` | counter | `component` | failures of a running component, before or after the trigger |
+//! | `lifecycle_component_restarts_total` | counter | `component` | restarts under [`OnFailure::Restart`] |
+//! | `lifecycle_shutdowns_total` | counter | `trigger` | shutdowns, by trigger (`signal`, `requested`, `component_failed`, `start_failed`) |
+//! | `lifecycle_drain_delay_seconds` | gauge | | the drain delay as applied |
+//! | `lifecycle_shutdown_duration_seconds` | gauge | | from the trigger to the end of the last stop |
+//!
+//! Each start runs in a `start` span and each stop in a `stop` span (with its `outcome` and
+//! `error`), the stops inside one `shutdown` span (with the trigger, the drain delay and the
+//! exit code), so a tracing subscriber that exports spans shows a shutdown as one trace.
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -88,6 +112,7 @@ mod supervise;
 #[cfg(unix)]
 mod systemd;
 mod tasks;
+mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod watchdog;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::builder::{LifecycleBuilder, Registration};
 use crate::graph::Graph;
@@ -127,16 +128,20 @@ impl Lifecycle {
             tracing::info!(components = self.graph.len(), "ready");
             run.supervise().await;
         }
-        let deadline = self.triggered();
-        if started {
-            self.enter(Phase::Draining);
-            self.shared.record().drain_began(self.drain_delay);
-            tracing::info!(drain_delay = ?self.drain_delay, "readiness withdrawn, draining");
-            run.drain(self.drain_delay).await;
+        let (deadline, span) = self.triggered();
+        async {
+            if started {
+                self.enter(Phase::Draining);
+                self.shared.record().drain_began(self.drain_delay);
+                tracing::info!(drain_delay = ?self.drain_delay, "readiness withdrawn, draining");
+                run.drain(self.drain_delay).await;
+            }
+            self.enter(Phase::Stopping);
+            run.stop_all(deadline).await;
+            self.enter(Phase::Stopped);
         }
-        self.enter(Phase::Stopping);
-        run.stop_all(deadline).await;
-        self.enter(Phase::Stopped);
+        .instrument(span.clone())
+        .await;
         #[cfg(unix)]
         if let Some(notifier) = notifier {
             // It ends as soon as it sees the stopped phase.
@@ -144,6 +149,7 @@ impl Lifecycle {
         }
 
         let mut report = self.shared.record().report();
+        span.record("exit_code", report.exit_code);
         tracing::info!(exit_code = report.exit_code, total_ms = report.total_ms, report = %report.to_json(), "exit");
         if let Some(path) = &self.report_file {
             if let Err(error) = report.write_to(path) {
@@ -178,17 +184,27 @@ impl Lifecycle {
     }
 
     /// Notes the trigger (the shutdown token may have been cancelled from outside, which is a
-    /// request too) and returns the deadline of the stops: the budget from the trigger, less a
-    /// margin so that the run still returns its report before the watchdog's hard deadline.
-    fn triggered(&self) -> Instant {
+    /// request too) and returns the deadline of the stops, the budget from the trigger less a
+    /// margin so that the run still returns its report before the watchdog's hard deadline,
+    /// and the span the shutdown runs in.
+    fn triggered(&self) -> (Instant, tracing::Span) {
         self.shared
             .trigger(TriggerKind::Requested, "shutdown token cancelled");
         let (trigger, triggered_at) = self.shared.record().trigger().cloned().expect("triggered");
         tracing::info!(kind = ?trigger.kind, detail = %trigger.detail, "shutdown triggered");
+        let span = tracing::info_span!(
+            "shutdown",
+            trigger = trigger.kind.as_str(),
+            detail = %trigger.detail,
+            drain_delay_ms = self.drain_delay.as_millis(),
+            budget_ms = self.shutdown_budget.as_millis(),
+            exit_code = tracing::field::Empty,
+        );
         let budget = self.shutdown_budget - report_margin(self.shutdown_budget);
-        triggered_at
+        let deadline = triggered_at
             .checked_add(budget)
-            .unwrap_or_else(|| triggered_at + crate::watchdog::NO_DEADLINE)
+            .unwrap_or_else(|| triggered_at + crate::watchdog::NO_DEADLINE);
+        (deadline, span)
     }
 
     fn enter(&self, phase: Phase) {

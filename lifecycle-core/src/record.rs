@@ -13,6 +13,7 @@ use crate::component::Component;
 use crate::component_error::ComponentError;
 use crate::handle::{ComponentState, Phase};
 use crate::report::{exit_code, ComponentReport, Outcome, Report, TriggerKind, TriggerReport};
+use crate::telemetry;
 
 /// The record of one run of a lifecycle.
 #[derive(Debug, Default)]
@@ -97,6 +98,9 @@ impl std::fmt::Debug for Slot {
 
 impl Record {
     pub(crate) fn new(slots: Vec<Slot>) -> Self {
+        for slot in &slots {
+            telemetry::state(&slot.name, slot.state);
+        }
         Record {
             slots,
             ..Record::default()
@@ -116,11 +120,17 @@ impl Record {
         let now = Instant::now();
         self.began = Some(now);
         self.phases.push((Phase::Starting, now));
+        telemetry::phase(Phase::Starting);
     }
 
     /// The lifecycle entered `phase`.
     pub(crate) fn entered(&mut self, phase: Phase) {
-        self.phases.push((phase, Instant::now()));
+        let now = Instant::now();
+        self.phases.push((phase, now));
+        telemetry::phase(phase);
+        if let (Phase::Stopped, Some((_, triggered))) = (phase, &self.trigger) {
+            telemetry::shutdown_ended(now.saturating_duration_since(*triggered));
+        }
     }
 
     /// Each step, in order: the component's name, the step, and its time in milliseconds since
@@ -141,6 +151,12 @@ impl Record {
         self.steps.push((i, step, at));
     }
 
+    fn set_state(&mut self, i: usize, state: ComponentState) {
+        let slot = &mut self.slots[i];
+        slot.state = state;
+        telemetry::state(&slot.name, state);
+    }
+
     /// Each phase entered, with its time in milliseconds since the run began.
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub(crate) fn phases(&self) -> Vec<(Phase, f64)> {
@@ -156,6 +172,7 @@ impl Record {
         let first = self.trigger.is_none();
         if first {
             self.trigger = Some((TriggerReport { kind, detail }, Instant::now()));
+            telemetry::triggered(kind);
         }
         first
     }
@@ -167,6 +184,7 @@ impl Record {
 
     pub(crate) fn drain_began(&mut self, delay: Duration) {
         self.drain_delay = delay;
+        telemetry::drain(delay);
     }
 
     pub(crate) fn budget_exhausted(&mut self) {
@@ -175,36 +193,46 @@ impl Record {
 
     /// Component `i`'s start (or restart) began.
     pub(crate) fn starting(&mut self, i: usize, at: Instant) {
-        let slot = &mut self.slots[i];
-        slot.state = ComponentState::Starting;
-        slot.start_began = Some(at);
+        self.set_state(i, ComponentState::Starting);
+        self.slots[i].start_began = Some(at);
         self.step(i, Step::StartBegan, at);
     }
 
     /// Component `i` started and runs.
     pub(crate) fn started(&mut self, i: usize) {
-        let (slot, now) = (&mut self.slots[i], Instant::now());
-        slot.state = ComponentState::Running;
+        let now = Instant::now();
+        self.set_state(i, ComponentState::Running);
+        let slot = &mut self.slots[i];
         slot.start_ended = Some(now);
+        let took = slot.start_began.map_or(Duration::ZERO, |t| now - t);
+        telemetry::start_ended(&slot.name, Outcome::Stopped, took);
         self.step(i, Step::Started, now);
     }
 
     /// Component `i` failed at run time and is being stopped and started again.
     pub(crate) fn restarting(&mut self, i: usize) {
-        self.slots[i].state = ComponentState::Restarting;
+        self.set_state(i, ComponentState::Restarting);
+        telemetry::restarting(&self.slots[i].name);
     }
 
     /// Component `i`'s current run failed; the failure becomes its outcome when it stops. The
     /// first failure of a run is the one kept.
     pub(crate) fn failed(&mut self, i: usize, error: ComponentError) {
+        telemetry::failed(&self.slots[i].name);
         self.slots[i].run_time_error.get_or_insert(error);
     }
 
     /// Component `i` ended without a run to stop: its start failed or was abandoned, or it
     /// failed at run time with no restart left while not running.
     pub(crate) fn ended(&mut self, i: usize, outcome: Outcome, error: ComponentError) {
-        let (slot, now) = (&mut self.slots[i], Instant::now());
-        slot.state = ComponentState::Done(outcome);
+        let now = Instant::now();
+        let was_starting = self.slots[i].state == ComponentState::Starting;
+        self.set_state(i, ComponentState::Done(outcome));
+        let slot = &mut self.slots[i];
+        if was_starting {
+            let took = slot.start_began.map_or(Duration::ZERO, |t| now - t);
+            telemetry::start_ended(&slot.name, outcome, took);
+        }
         slot.start_ended.get_or_insert(now);
         slot.run_time_error = None;
         slot.error = Some(error);
@@ -212,9 +240,9 @@ impl Record {
 
     /// Component `i`'s stop began.
     pub(crate) fn stopping(&mut self, i: usize) {
-        let (slot, now) = (&mut self.slots[i], Instant::now());
-        slot.state = ComponentState::Stopping;
-        slot.stop_began = Some(now);
+        let now = Instant::now();
+        self.set_state(i, ComponentState::Stopping);
+        self.slots[i].stop_began = Some(now);
         self.step(i, Step::StopBegan, now);
     }
 
@@ -227,17 +255,19 @@ impl Record {
             (Err((outcome, error)), _) => (outcome, Some(error)),
         };
         let now = Instant::now();
-        slot.state = ComponentState::Done(outcome);
         slot.stop_ended = Some(now);
         slot.error = error;
+        let took = slot.stop_began.map_or(Duration::ZERO, |t| now - t);
+        telemetry::stop_ended(&slot.name, outcome, took);
+        self.set_state(i, ComponentState::Done(outcome));
         self.step(i, Step::StopEnded, now);
     }
 
     /// The shutdown budget ran out before component `i`'s stop turn: cut off, never stopped.
     pub(crate) fn cut_off(&mut self, i: usize, error: ComponentError) {
-        let slot = &mut self.slots[i];
-        slot.state = ComponentState::Done(Outcome::TimedOut);
-        slot.error = Some(error);
+        self.set_state(i, ComponentState::Done(Outcome::TimedOut));
+        telemetry::stop_ended(&self.slots[i].name, Outcome::TimedOut, Duration::ZERO);
+        self.slots[i].error = Some(error);
     }
 
     /// The error to show for component `i` now: its final one, or a run-time failure of the

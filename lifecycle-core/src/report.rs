@@ -170,7 +170,8 @@ impl fmt::Display for Outcome {
 }
 
 impl TriggerKind {
-    fn as_str(self) -> &'static str {
+    /// The name used in JSON, the table and metrics.
+    pub fn as_str(self) -> &'static str {
         match self {
             TriggerKind::Signal => "signal",
             TriggerKind::Requested => "requested",

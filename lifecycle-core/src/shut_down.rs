@@ -7,6 +7,7 @@ use std::future::Future;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::component_error::ComponentError;
 use crate::graph::Graph;
@@ -130,12 +131,30 @@ impl Run<'_> {
         self.record().stopping(i);
         tracing::info!(component = self.name(i), "stopping");
         let component = self.lifecycle.registrations[i].component.clone();
-        Turn::Stop(async move {
-            let result = guarded::stop(&*component, &ctx, limit).await;
-            let cut_by_budget =
-                matches!(result, Err((Outcome::TimedOut, _))) && limit < own_timeout;
-            (i, result, cut_by_budget)
-        })
+        // Under the shutdown's span: the stops of one shutdown show as one trace.
+        let span = tracing::info_span!(
+            "stop",
+            component = self.name(i),
+            limit_ms = limit.as_millis(),
+            outcome = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        Turn::Stop(
+            async move {
+                let result = guarded::stop(&*component, &ctx, limit).await;
+                let span = tracing::Span::current();
+                match &result {
+                    Ok(()) => span.record("outcome", "stopped"),
+                    Err((outcome, error)) => span
+                        .record("outcome", outcome.as_str())
+                        .record("error", error.render()),
+                };
+                let cut_by_budget =
+                    matches!(result, Err((Outcome::TimedOut, _))) && limit < own_timeout;
+                (i, result, cut_by_budget)
+            }
+            .instrument(span),
+        )
     }
 }
 

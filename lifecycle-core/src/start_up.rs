@@ -6,6 +6,7 @@ use std::future::Future;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::component_error::ComponentError;
 use crate::guarded::{self, Fault};
@@ -69,6 +70,7 @@ impl Run<'_> {
         tracing::info!(component = self.name(i), "starting");
         let component = self.lifecycle.registrations[i].component.clone();
         let timeout = self.lifecycle.registrations[i].start_timeout;
-        async move { (i, guarded::start(&*component, &ctx, timeout).await) }
+        let span = tracing::info_span!("start", component = self.name(i));
+        async move { (i, guarded::start(&*component, &ctx, timeout).await) }.instrument(span)
     }
 }
