@@ -59,6 +59,33 @@ impl Load {
     }
 }
 
+/// An error with its sources, `error: source: source`: hyper's own message ("http2 error")
+/// says little without them.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether an HTTP/2 request failed without the server having processed it, so a client may
+/// retry it (RFC 9113, section 8.7): never sent, refused (`REFUSED_STREAM`), or left out by
+/// the server's GOAWAY (a stream above its last stream id, or opened after it). A stream the
+/// GOAWAY covered and the connection then lost fails with another error: dropped.
+fn never_processed(error: &hyper::Error) -> bool {
+    if error.is_canceled() {
+        return true;
+    }
+    let Some(h2) = std::error::Error::source(error).and_then(|e| e.downcast_ref::<h2::Error>())
+    else {
+        return false;
+    };
+    h2.reason() == Some(h2::Reason::REFUSED_STREAM) || (h2.is_go_away() && h2.is_remote())
+}
+
 /// One keep-alive HTTP/1.1 client: reconnects when told to close, stops when refused after the
 /// signal.
 async fn http1_client(load: Arc<Load>) {
@@ -94,7 +121,9 @@ async fn http1_client(load: Arc<Load>) {
                     match response.into_body().collect().await {
                         Ok(_) if ok => Counters::add(&load.counters.succeeded),
                         Ok(_) => Counters::add(&load.counters.non_2xx),
-                        Err(error) => load.counters.dropped(format!("HTTP/1.1 body: {error}")),
+                        Err(error) => load
+                            .counters
+                            .dropped(format!("HTTP/1.1 body: {}", chain(&error))),
                     }
                     if close {
                         break;
@@ -102,7 +131,8 @@ async fn http1_client(load: Arc<Load>) {
                 }
                 Err(error) if error.is_canceled() => break,
                 Err(error) => {
-                    load.counters.dropped(format!("HTTP/1.1: {error}"));
+                    load.counters
+                        .dropped(format!("HTTP/1.1: {}", chain(&error)));
                     break;
                 }
             }
@@ -134,20 +164,17 @@ async fn http2_streams(load: Arc<Load>, streams: usize) {
                             match response.into_body().collect().await {
                                 Ok(_) if ok => Counters::add(&load.counters.succeeded),
                                 Ok(_) => Counters::add(&load.counters.non_2xx),
-                                Err(error) => {
-                                    load.counters.dropped(format!("HTTP/2 body: {error}"))
-                                }
+                                Err(error) => load
+                                    .counters
+                                    .dropped(format!("HTTP/2 body: {}", chain(&error))),
                             }
                         }
-                        // A stream refused after GOAWAY was never processed: retryable, not lost.
-                        Err(error)
-                            if error.to_string().contains("refused") || error.is_canceled() =>
-                        {
+                        Err(error) if never_processed(&error) => {
                             Counters::add(&load.counters.refused);
                             return;
                         }
                         Err(error) => {
-                            load.counters.dropped(format!("HTTP/2: {error}"));
+                            load.counters.dropped(format!("HTTP/2: {}", chain(&error)));
                             return;
                         }
                     }
@@ -179,8 +206,8 @@ async fn sse_client(load: Arc<Load>, path: String) -> String {
                     format!("ended cleanly after {} bytes", body.to_bytes().len())
                 }
                 Err(error) => {
-                    load.counters.dropped(format!("SSE: {error}"));
-                    format!("cut off: {error}")
+                    load.counters.dropped(format!("SSE: {}", chain(&error)));
+                    format!("cut off: {}", chain(&error))
                 }
             }
         }
@@ -189,8 +216,8 @@ async fn sse_client(load: Arc<Load>, path: String) -> String {
             format!("answered {}", response.status())
         }
         Err(error) => {
-            load.counters.dropped(format!("SSE: {error}"));
-            format!("failed: {error}")
+            load.counters.dropped(format!("SSE: {}", chain(&error)));
+            format!("failed: {}", chain(&error))
         }
     }
 }
