@@ -184,7 +184,8 @@ impl Drill {
     /// [`DrillError::BadUrl`] or [`DrillError::BadPath`] for the configuration,
     /// [`DrillError::Start`] when the command cannot be started,
     /// [`DrillError::ExitedBeforeReady`] or [`DrillError::NotReady`] when it never became
-    /// ready, and [`DrillError::Signal`] or [`DrillError::Wait`] when it cannot be signalled
+    /// ready, [`DrillError::ExitedBeforeSignal`] when it exited on its own during the load,
+    /// and [`DrillError::Signal`] or [`DrillError::Wait`] when it cannot be signalled
     /// or waited for. The child is killed on every error.
     ///
     /// # Panics
@@ -218,6 +219,13 @@ impl Drill {
 
         let running = self.start(load);
         tokio::time::sleep(self.signal_after).await;
+        // A service that has already exited would pass with exit code 0 and nothing dropped
+        // without ever having been asked to stop.
+        match child.try_wait() {
+            Ok(None) => {}
+            Ok(Some(status)) => return Err(DrillError::ExitedBeforeSignal { program, status }),
+            Err(source) => return Err(DrillError::Wait { program, source }),
+        }
         let signal = running.signalled();
         signal::terminate(&mut child)
             .await

@@ -43,6 +43,15 @@ pub enum DrillError {
         /// How it exited.
         status: ExitStatus,
     },
+    /// The service command exited on its own during the load, before the signal: there was
+    /// no shutdown to drill.
+    #[error("{program} exited before the signal ({status})")]
+    ExitedBeforeSignal {
+        /// The program of the command.
+        program: String,
+        /// How it exited.
+        status: ExitStatus,
+    },
     /// The readiness path did not answer 2xx in time.
     #[error("the service at {addr} was not ready at {path} within {within:?}")]
     NotReady {

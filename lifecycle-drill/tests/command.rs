@@ -20,11 +20,14 @@ use support::{Service, Stop};
 const NAIVE: &str = env!("CARGO_BIN_EXE_drill-naive-service");
 /// Where the graceful service process listens; unset in a normal test run.
 const SERVE_AT: &str = "LIFECYCLE_DRILL_TEST_SERVE_AT";
+/// When set, it stops on its own this many milliseconds after it started, without a signal.
+const EXIT_AFTER_MS: &str = "LIFECYCLE_DRILL_TEST_EXIT_AFTER_MS";
 /// Where it writes its report once stopped.
 const REPORT_TO: &str = "LIFECYCLE_DRILL_TEST_REPORT_TO";
 
 /// Not a test of its own: the body of the graceful service process the tests below start.
-/// It serves at `SERVE_AT` until SIGTERM, stops gracefully, writes a report and exits 0.
+/// It serves at `SERVE_AT` until SIGTERM (or for `EXIT_AFTER_MS`), stops gracefully, writes a
+/// report and exits 0.
 #[test]
 fn graceful_service_process() {
     let Ok(addr) = std::env::var(SERVE_AT) else {
@@ -45,7 +48,12 @@ fn graceful_service_process() {
                 drain: Duration::from_millis(200),
             },
         );
-        sigterm.recv().await;
+        match std::env::var(EXIT_AFTER_MS) {
+            Ok(ms) => tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await,
+            Err(_) => {
+                sigterm.recv().await;
+            }
+        }
         service.stop().await;
     });
     if let Ok(path) = std::env::var(REPORT_TO) {
@@ -129,6 +137,19 @@ async fn a_command_without_graceful_shutdown_fails_with_its_drops_counted() {
         "killed by the signal, no exit code"
     );
     assert!(!summary.overran_budget);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_exits_on_its_own_before_the_signal_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut early = graceful_service(&addr, &dir.path().join("report.json"));
+    early.env(EXIT_AFTER_MS, "100");
+    let error = drill(&addr).run_command(early).await.unwrap_err();
+    assert!(
+        matches!(&error, DrillError::ExitedBeforeSignal { status, .. } if status.success()),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]
