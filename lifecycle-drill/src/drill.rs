@@ -261,9 +261,9 @@ impl Drill {
     /// 0, or an `i32` exit code).
     ///
     /// With `lifecycle-core`, `stop` calls `LifecycleHandle::shutdown` and awaits the task
-    /// running `Lifecycle::run`; see the [crate example](crate). The service must run on the
-    /// same runtime or another one that keeps running: a multi-threaded runtime keeps the
-    /// load from waiting on the service's work.
+    /// running `Lifecycle::run`; see the [crate example](crate). The service may run on the
+    /// drill's runtime or one of its own; on a multi-threaded runtime the load's timing does
+    /// not wait on the service's work.
     ///
     /// If the future has not resolved within the budget (plus a second), it is dropped and
     /// the summary says the service overran; ending whatever the service still runs is then

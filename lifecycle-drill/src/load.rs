@@ -13,7 +13,6 @@ use hyper::body::Bytes;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
-
 use tokio::task::JoinHandle;
 
 use crate::counters::Counters;
@@ -25,10 +24,10 @@ pub(crate) struct Load {
     pub(crate) path: String,
     pub(crate) ready_path: String,
     pub(crate) counters: Counters,
-    /// Set once SIGTERM has been sent.
-    pub(crate) signalled: AtomicBool,
-    /// Set when the drill is over.
-    pub(crate) done: AtomicBool,
+    /// Set once the service has been told to stop; only [`Running`] sets it.
+    signalled: AtomicBool,
+    /// Set when the drill is over; only [`Running`] sets it.
+    done: AtomicBool,
 }
 
 impl Load {
@@ -55,7 +54,7 @@ impl Load {
         Request::get(path)
             .header("host", self.addr.to_string())
             .body(Empty::new())
-            .expect("a valid request")
+            .expect("the drill checks its paths before the load starts")
     }
 }
 
