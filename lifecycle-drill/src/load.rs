@@ -1,6 +1,7 @@
 //! The load: keep-alive HTTP/1.1 clients, HTTP/2 streams on one connection, one SSE client, and
 //! a readiness poller. Each keeps its own connections, so it knows whether a failed request
-//! was sent on an open connection (dropped) or never got one (refused).
+//! was sent on an open connection (dropped) or never got one (refused). [`Running`] owns the
+//! tasks from the start of the load to the end of the drill.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,22 +13,35 @@ use hyper::body::Bytes;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
-use crate::outcome::Counters;
+use crate::counters::Counters;
 
 /// What the load tasks share.
 #[derive(Debug)]
 pub(crate) struct Load {
     pub(crate) addr: SocketAddr,
     pub(crate) path: String,
+    pub(crate) ready_path: String,
     pub(crate) counters: Counters,
-    /// Set once SIGTERM has been sent.
-    pub(crate) signalled: AtomicBool,
-    /// Set when the drill is over.
-    pub(crate) done: AtomicBool,
+    /// Set once the service has been told to stop; only [`Running`] sets it.
+    signalled: AtomicBool,
+    /// Set when the drill is over; only [`Running`] sets it.
+    done: AtomicBool,
 }
 
 impl Load {
+    pub(crate) fn new(addr: SocketAddr, path: String, ready_path: String) -> Self {
+        Self {
+            addr,
+            path,
+            ready_path,
+            counters: Counters::default(),
+            signalled: false.into(),
+            done: false.into(),
+        }
+    }
+
     fn signalled(&self) -> bool {
         self.signalled.load(Ordering::Relaxed)
     }
@@ -40,13 +54,40 @@ impl Load {
         Request::get(path)
             .header("host", self.addr.to_string())
             .body(Empty::new())
-            .expect("a valid request")
+            .expect("the drill checks its paths before the load starts")
     }
+}
+
+/// An error with its sources, `error: source: source`: hyper's own message ("http2 error")
+/// says little without them.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether an HTTP/2 request failed without the server having processed it, so a client may
+/// retry it (RFC 9113, section 8.7): never sent, refused (`REFUSED_STREAM`), or left out by
+/// the server's GOAWAY (a stream above its last stream id, or opened after it). A stream the
+/// GOAWAY covered and the connection then lost fails with another error: dropped.
+fn never_processed(error: &hyper::Error) -> bool {
+    if error.is_canceled() {
+        return true;
+    }
+    let Some(h2) = std::error::Error::source(error).and_then(|e| e.downcast_ref::<h2::Error>())
+    else {
+        return false;
+    };
+    h2.reason() == Some(h2::Reason::REFUSED_STREAM) || (h2.is_go_away() && h2.is_remote())
 }
 
 /// One keep-alive HTTP/1.1 client: reconnects when told to close, stops when refused after the
 /// signal.
-pub(crate) async fn http1_client(load: Arc<Load>) {
+async fn http1_client(load: Arc<Load>) {
     while !load.done() {
         let Ok(stream) = TcpStream::connect(load.addr).await else {
             load.counters.refused(load.signalled());
@@ -79,7 +120,9 @@ pub(crate) async fn http1_client(load: Arc<Load>) {
                     match response.into_body().collect().await {
                         Ok(_) if ok => Counters::add(&load.counters.succeeded),
                         Ok(_) => Counters::add(&load.counters.non_2xx),
-                        Err(error) => load.counters.dropped(format!("HTTP/1.1 body: {error}")),
+                        Err(error) => load
+                            .counters
+                            .dropped(format!("HTTP/1.1 body: {}", chain(&error))),
                     }
                     if close {
                         break;
@@ -87,7 +130,8 @@ pub(crate) async fn http1_client(load: Arc<Load>) {
                 }
                 Err(error) if error.is_canceled() => break,
                 Err(error) => {
-                    load.counters.dropped(format!("HTTP/1.1: {error}"));
+                    load.counters
+                        .dropped(format!("HTTP/1.1: {}", chain(&error)));
                     break;
                 }
             }
@@ -97,7 +141,7 @@ pub(crate) async fn http1_client(load: Arc<Load>) {
 
 /// `streams` concurrent request loops over one HTTP/2 (h2c, prior knowledge) connection, until
 /// the server closes it (GOAWAY).
-pub(crate) async fn http2_streams(load: Arc<Load>, streams: usize) {
+async fn http2_streams(load: Arc<Load>, streams: usize) {
     let Ok(stream) = TcpStream::connect(load.addr).await else {
         return;
     };
@@ -119,20 +163,17 @@ pub(crate) async fn http2_streams(load: Arc<Load>, streams: usize) {
                             match response.into_body().collect().await {
                                 Ok(_) if ok => Counters::add(&load.counters.succeeded),
                                 Ok(_) => Counters::add(&load.counters.non_2xx),
-                                Err(error) => {
-                                    load.counters.dropped(format!("HTTP/2 body: {error}"))
-                                }
+                                Err(error) => load
+                                    .counters
+                                    .dropped(format!("HTTP/2 body: {}", chain(&error))),
                             }
                         }
-                        // A stream refused after GOAWAY was never processed: retryable, not lost.
-                        Err(error)
-                            if error.to_string().contains("refused") || error.is_canceled() =>
-                        {
+                        Err(error) if never_processed(&error) => {
                             Counters::add(&load.counters.refused);
                             return;
                         }
                         Err(error) => {
-                            load.counters.dropped(format!("HTTP/2: {error}"));
+                            load.counters.dropped(format!("HTTP/2: {}", chain(&error)));
                             return;
                         }
                     }
@@ -146,7 +187,7 @@ pub(crate) async fn http2_streams(load: Arc<Load>, streams: usize) {
 }
 
 /// One server-sent-events client: a stream that ends cleanly is fine; one cut off is a drop.
-pub(crate) async fn sse_client(load: Arc<Load>, path: String) -> String {
+async fn sse_client(load: Arc<Load>, path: String) -> String {
     let Ok(stream) = TcpStream::connect(load.addr).await else {
         return "could not connect".into();
     };
@@ -164,8 +205,8 @@ pub(crate) async fn sse_client(load: Arc<Load>, path: String) -> String {
                     format!("ended cleanly after {} bytes", body.to_bytes().len())
                 }
                 Err(error) => {
-                    load.counters.dropped(format!("SSE: {error}"));
-                    format!("cut off: {error}")
+                    load.counters.dropped(format!("SSE: {}", chain(&error)));
+                    format!("cut off: {}", chain(&error))
                 }
             }
         }
@@ -174,25 +215,37 @@ pub(crate) async fn sse_client(load: Arc<Load>, path: String) -> String {
             format!("answered {}", response.status())
         }
         Err(error) => {
-            load.counters.dropped(format!("SSE: {error}"));
-            format!("failed: {error}")
+            load.counters.dropped(format!("SSE: {}", chain(&error)));
+            format!("failed: {}", chain(&error))
         }
     }
 }
 
-/// Whether `GET /readyz` answers 200 on a fresh connection; `None` if it does not answer.
+/// Whether `GET` on the readiness path answers 2xx on a fresh connection; `None` if it does
+/// not answer within a second.
 async fn is_ready(load: &Load) -> Option<bool> {
-    let stream = TcpStream::connect(load.addr).await.ok()?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let attempt = async {
+        let stream = TcpStream::connect(load.addr).await.ok()?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let response = sender
+            .send_request(load.request(&load.ready_path))
+            .await
+            .ok()?;
+        Some(response.status().is_success())
+    };
+    // A service that accepts and never answers must not stall the drill.
+    tokio::time::timeout(Duration::from_secs(1), attempt)
         .await
-        .ok()?;
-    tokio::spawn(conn);
-    let response = sender.send_request(load.request("/readyz")).await.ok()?;
-    Some(response.status().is_success())
+        .ok()
+        .flatten()
 }
 
-/// Asks `GET /readyz` every 20 ms; returns when it first sees it not ready after the signal.
-pub(crate) async fn readiness_off(load: Arc<Load>) -> Instant {
+/// Asks the readiness path every 20 ms; returns when it first sees it not ready after the
+/// signal.
+async fn readiness_off(load: Arc<Load>) -> Instant {
     loop {
         let ready = is_ready(&load).await;
         if load.signalled() && ready != Some(true) {
@@ -202,14 +255,146 @@ pub(crate) async fn readiness_off(load: Arc<Load>) -> Instant {
     }
 }
 
-/// Waits until `GET /readyz` answers 200, up to `within`.
+/// Waits until `GET` on the readiness path answers 2xx, up to `within`; `false` if it did not.
 pub(crate) async fn wait_ready(load: &Load, within: Duration) -> bool {
-    let until = Instant::now() + within;
-    while Instant::now() < until {
-        if is_ready(load).await == Some(true) {
-            return true;
+    let poll = async {
+        while is_ready(load).await != Some(true) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::timeout(within, poll).await.is_ok()
+}
+
+/// The load tasks, from the start of the load to the end of the drill. Dropped early (an
+/// error, or the drill's future dropped), it stops them all.
+#[derive(Debug)]
+pub(crate) struct Running {
+    load: Arc<Load>,
+    clients: Vec<JoinHandle<()>>,
+    sse: Option<JoinHandle<String>>,
+    readiness: Option<JoinHandle<Instant>>,
+    progress: Option<JoinHandle<()>>,
+}
+
+/// What the load saw besides the counters.
+#[derive(Debug)]
+pub(crate) struct Observed {
+    pub(crate) sse_stream: String,
+    /// When readiness was first seen off after the signal.
+    pub(crate) readiness_off: Option<Instant>,
+}
+
+impl Running {
+    /// Starts `clients` HTTP/1.1 clients, `h2_streams` HTTP/2 streams, the SSE client, the
+    /// readiness poller and, if asked, the progress line.
+    pub(crate) fn start(
+        load: Arc<Load>,
+        clients: usize,
+        h2_streams: usize,
+        sse_path: Option<&str>,
+        progress: bool,
+    ) -> Self {
+        let mut tasks: Vec<_> = (0..clients)
+            .map(|_| tokio::spawn(http1_client(load.clone())))
+            .collect();
+        if h2_streams > 0 {
+            tasks.push(tokio::spawn(http2_streams(load.clone(), h2_streams)));
+        }
+        let sse = sse_path.map(|path| tokio::spawn(sse_client(load.clone(), path.to_owned())));
+        Self {
+            readiness: Some(tokio::spawn(readiness_off(load.clone()))),
+            progress: progress.then(|| tokio::spawn(progress_line(load.clone()))),
+            load,
+            clients: tasks,
+            sse,
+        }
     }
-    false
+
+    pub(crate) fn load(&self) -> Arc<Load> {
+        self.load.clone()
+    }
+
+    /// Marks the moment the service is told to stop, and returns it.
+    pub(crate) fn signalled(&self) -> Instant {
+        self.load.signalled.store(true, Ordering::Relaxed);
+        Instant::now()
+    }
+
+    /// Ends the load once the service has stopped (or been given up on): lets each task see its
+    /// last request out, for up to five seconds in all, and collects what they saw.
+    pub(crate) async fn finish(mut self) -> Observed {
+        self.load.done.store(true, Ordering::Relaxed);
+        if let Some(progress) = self.progress.take() {
+            progress.abort();
+            eprintln!();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        for mut task in self.clients.drain(..) {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+        let sse_stream = match self.sse.take() {
+            Some(mut sse) => match tokio::time::timeout_at(deadline, &mut sse).await {
+                Ok(result) => result.unwrap_or_else(|e| e.to_string()),
+                Err(_) => {
+                    sse.abort();
+                    "still open".to_owned()
+                }
+            },
+            None => "not used".to_owned(),
+        };
+        let readiness_off = match self.readiness.take() {
+            Some(readiness) if readiness.is_finished() => readiness.await.ok(),
+            Some(readiness) => {
+                readiness.abort();
+                None
+            }
+            None => None,
+        };
+        Observed {
+            sse_stream,
+            readiness_off,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.load.done.store(true, Ordering::Relaxed);
+        for task in &self.clients {
+            task.abort();
+        }
+        if let Some(sse) = &self.sse {
+            sse.abort();
+        }
+        if let Some(readiness) = &self.readiness {
+            readiness.abort();
+        }
+        if let Some(progress) = &self.progress {
+            progress.abort();
+        }
+    }
+}
+
+/// A progress line on stderr while the drill runs.
+async fn progress_line(load: Arc<Load>) {
+    let started = Instant::now();
+    loop {
+        let c = &load.counters;
+        eprint!(
+            "\r{:>6.1}s  sent {}  ok {}  refused {}  dropped {}{}   ",
+            started.elapsed().as_secs_f64(),
+            Counters::get(&c.sent),
+            Counters::get(&c.succeeded),
+            Counters::get(&c.refused),
+            Counters::get(&c.dropped),
+            if load.signalled() {
+                "  (signal sent)"
+            } else {
+                ""
+            }
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
