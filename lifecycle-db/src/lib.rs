@@ -29,4 +29,4 @@ pub use error::DbError;
 pub use jobs::{Job, JobQueue, JobState, JobWorker};
 #[cfg(feature = "redis")]
 pub use redis::{RedisClient, RedisClientOptions, RedisConnection, RedisJobQueue, RedisSubscriber};
-pub use sql::{SqlJobQueue, SqlPool};
+pub use sql::{SqlJobQueue, SqlPool, SqlQueuePool};

@@ -8,7 +8,9 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{postgres_url, queue_name, server_available, start, Runs, POSTGRES};
+use common::{
+    mariadb_url, postgres_url, queue_name, server_available, start, Runs, MARIADB, POSTGRES,
+};
 use lifecycle_core::{async_trait, Lifecycle, LifecycleHandle, Outcome, Registration, Report};
 use lifecycle_db::{JobQueue, JobState, JobWorker, SqlJobQueue, SqlPool};
 use rand::{Rng, SeedableRng};
@@ -55,6 +57,7 @@ async fn sql_execute(url: &str, statement: &'static str, id: i64) {
 }
 
 const EXPIRE_SQL: &str = "UPDATE lifecycle_jobs SET lease_until = 0 WHERE id = $1";
+const EXPIRE_SQL_MYSQL: &str = "UPDATE lifecycle_jobs SET lease_until = 0 WHERE id = ?";
 
 struct Sqlite(tempfile::TempDir);
 
@@ -71,11 +74,19 @@ impl Sqlite {
     }
 }
 
+/// On the typed `PgPool`.
 struct Postgres;
 
-fn sql_open(url: &str, name: &str) -> (Registration, SqlJobQueue) {
+/// On the typed `MySqlPool`.
+struct MariaDb;
+
+/// A pool component of sqlx's database `DB` for `url`, and the queue `name` on its pool.
+fn sql_open<DB: sqlx::Database>(url: &str, name: &str) -> (Registration, SqlJobQueue)
+where
+    sqlx::Pool<DB>: Into<lifecycle_db::SqlQueuePool>,
+{
     sqlx::any::install_default_drivers();
-    let db = SqlPool::<Any>::new(url).unwrap();
+    let db = SqlPool::<DB>::new(url).unwrap();
     let queue = SqlJobQueue::new(db.pool().clone(), name);
     (Registration::new("store", db), queue)
 }
@@ -89,7 +100,7 @@ impl Backend for Sqlite {
     }
 
     fn open(&self, name: &str) -> (Registration, SqlJobQueue) {
-        sql_open(&self.url(), name)
+        sql_open::<Any>(&self.url(), name)
     }
 
     async fn expire_lease(&self, _name: &str, id: i64) {
@@ -118,11 +129,40 @@ impl Backend for Postgres {
     }
 
     fn open(&self, name: &str) -> (Registration, SqlJobQueue) {
-        sql_open(&postgres_url("lifecycle-jobs"), name)
+        sql_open::<sqlx::Postgres>(&postgres_url("lifecycle-jobs"), name)
     }
 
     async fn expire_lease(&self, _name: &str, id: i64) {
         sql_execute(&postgres_url("lifecycle-jobs-test"), EXPIRE_SQL, id).await;
+    }
+
+    async fn enqueue(queue: &SqlJobQueue, payload: &str) -> i64 {
+        queue.enqueue(payload).await.unwrap()
+    }
+
+    async fn state(queue: &SqlJobQueue, id: i64) -> Option<JobState> {
+        queue.state(id).await.unwrap()
+    }
+
+    async fn error(queue: &SqlJobQueue, id: i64) -> Option<String> {
+        queue.error(id).await.unwrap()
+    }
+}
+
+#[async_trait]
+impl Backend for MariaDb {
+    type Queue = SqlJobQueue;
+
+    async fn available(&self) -> bool {
+        server_available("MariaDB", MARIADB).await
+    }
+
+    fn open(&self, name: &str) -> (Registration, SqlJobQueue) {
+        sql_open::<sqlx::MySql>(&mariadb_url("test"), name)
+    }
+
+    async fn expire_lease(&self, _name: &str, id: i64) {
+        sql_execute(&mariadb_url("test"), EXPIRE_SQL_MYSQL, id).await;
     }
 
     async fn enqueue(queue: &SqlJobQueue, payload: &str) -> i64 {
@@ -196,7 +236,8 @@ impl Backend for Redis {
     }
 }
 
-const LEASE: Duration = Duration::from_millis(300);
+/// Long enough that a live worker on a loaded machine (2 cores, every test at once) renews in time.
+const LEASE: Duration = Duration::from_secs(1);
 
 /// A lifecycle with the store and `workers` workers on the queue `name`, each running `handler`.
 fn lifecycle<B: Backend, H, Fut>(
@@ -758,5 +799,6 @@ macro_rules! contract {
 
 contract!(sqlite, Sqlite::new(), 1);
 contract!(postgres, Postgres, 2);
+contract!(mariadb, MariaDb, 4);
 #[cfg(feature = "redis")]
 contract!(redis_queue, Redis, 3);
