@@ -113,10 +113,10 @@ async fn main() -> Report {
         jobs: sql_jobs,
     };
     // The work of a job: record the run, wait the job's milliseconds, mark the run finished.
-    let work = move |job: Job| {
+    let work = move |job: Job<u64>| {
         let pool = pool.clone();
         async move {
-            let ms: u64 = job.payload.parse()?;
+            let ms = job.payload;
             sqlx::query("INSERT INTO job_runs (job_id, finished) VALUES ($1, 0)")
                 .bind(job.id)
                 .execute(&pool)

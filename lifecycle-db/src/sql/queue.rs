@@ -193,12 +193,32 @@ impl SqlJobQueue {
         Ok(())
     }
 
-    /// Adds a job; returns its id.
+    /// Adds a job whose payload is `payload`, stored as JSON, for a worker whose handler takes
+    /// a `Job<T>`; returns its id.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn wire(queue: lifecycle_db::SqlJobQueue) -> Result<(), sqlx::Error> {
+    /// #[derive(serde::Serialize)]
+    /// struct Email<'a> {
+    ///     to: &'a str,
+    /// }
+    ///
+    /// let id = queue.enqueue(&Email { to: "ada@example.com" }).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
-    /// A database error.
-    pub async fn enqueue(&self, payload: &str) -> Result<i64, sqlx::Error> {
+    /// A database error, or [`sqlx::Error::Encode`] when the payload does not serialize.
+    pub async fn enqueue<T: serde::Serialize + ?Sized>(
+        &self,
+        payload: &T,
+    ) -> Result<i64, sqlx::Error> {
+        let payload = serde_json::to_string(payload).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        let payload = payload.as_str();
         let dialect = self.dialect()?;
         let insert = sqlx::query(dialect.enqueue).bind(&self.queue).bind(payload);
         match &self.pool {
