@@ -12,6 +12,9 @@
 //!   dedicated ones for blocking commands, and a pub/sub subscriber; at the stop every command
 //!   resolves, and no connection, reconnect loop or task is left, even with Redis down.
 //!
+//! Every backend is a feature, none on by default (`postgres`, `sqlite`, `mysql`, `redis`):
+//! enable the ones the service uses, and nothing else is built.
+//!
 //! # Examples
 //!
 //! A pool, the service's table of emails to send, and a worker that sends them:
@@ -81,6 +84,9 @@
 //! health reasons and so `/readyz?verbose`), the URL is shown without its user information and
 //! with secret query parameters (`password`, `sslpassword`, `pass`, ...) masked as `***`, and a
 //! driver's message that echoes a secret has it masked too.
+
+// Docs built without a backend's feature name its types without linking them.
+#![cfg_attr(not(feature = "redis"), allow(rustdoc::broken_intra_doc_links))]
 
 mod deadline;
 mod error;
