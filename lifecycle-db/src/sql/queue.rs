@@ -48,6 +48,20 @@ pub struct SqlJobQueue {
 /// A pool a [`SqlJobQueue`] can run on: sqlx's `AnyPool`, or its typed pools with this
 /// crate's features (`PgPool` with `postgres`, `SqlitePool` with `sqlite`, `MySqlPool` with
 /// `mysql`). Made with `From`, so [`SqlJobQueue::new`] takes any of them.
+///
+/// # Examples
+///
+/// ```no_run
+/// use lifecycle_db::{SqlJobQueue, SqlPool};
+///
+/// # fn wire() -> Result<(), lifecycle_db::DbError> {
+/// // The pool the service's `query!` calls use is the queue's too.
+/// let db = SqlPool::<sqlx::Postgres>::new("postgres://app@db/app")?;
+/// let queue = SqlJobQueue::new(db.pool().clone(), "emails");
+/// # drop(queue);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct SqlQueuePool(Pools);
 
