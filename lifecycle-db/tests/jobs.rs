@@ -871,6 +871,32 @@ async fn a_worker_holds_several_jobs_and_hands_each_back<B: Backend>(backend: B)
     backend.clean(&name).await;
 }
 
+/// Every end and every renewal says whether the worker still held the job: after its lease
+/// expired and another worker took the job, the first worker's renew, complete, fail and hand
+/// back all answer `false` and change nothing.
+async fn a_worker_that_lost_its_lease_is_told_so<B: Backend>(backend: B) {
+    let name = queue_name("lost-lease");
+    let (queue, handle, run) = store_only(&backend, &name).await;
+    let id = B::enqueue(&queue, 0).await;
+    assert_eq!(queue.claim("first", LEASE).await.unwrap().unwrap().id, id);
+    assert!(queue.renew(id, "first", LEASE).await.unwrap());
+    backend.expire_lease(&name, id).await;
+    assert_eq!(queue.reclaim_expired().await.unwrap(), 1);
+    assert_eq!(queue.claim("second", LEASE).await.unwrap().unwrap().id, id);
+
+    assert!(!queue.renew(id, "first", LEASE).await.unwrap());
+    assert!(!queue.complete(id, "first").await.unwrap());
+    assert!(!queue.fail(id, "first", "late", 1).await.unwrap());
+    assert!(!queue.hand_back(id, "first").await.unwrap());
+    assert_eq!(B::state(&queue, id).await, Some(JobState::Running));
+    assert!(queue.renew(id, "second", LEASE).await.unwrap());
+    assert!(queue.complete(id, "second").await.unwrap());
+    assert_eq!(B::state(&queue, id).await, Some(JobState::Done));
+    handle.shutdown("test over");
+    run.await.unwrap();
+    backend.clean(&name).await;
+}
+
 /// The contract's tests for one backend, in a module named after it.
 macro_rules! contract {
     ($module:ident, $backend:expr, $seed:expr) => {
@@ -953,6 +979,13 @@ macro_rules! contract {
             async fn a_worker_holds_several_jobs_and_hands_each_back() {
                 if let Some(backend) = backend().await {
                     super::a_worker_holds_several_jobs_and_hands_each_back(backend).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_worker_that_lost_its_lease_is_told_so() {
+                if let Some(backend) = backend().await {
+                    super::a_worker_that_lost_its_lease_is_told_so(backend).await;
                 }
             }
 
