@@ -1,5 +1,5 @@
 //! The job no-loss test through the HTTP API of the real binary, with the jobs in SQLite,
-//! PostgreSQL or Redis: jobs queued with `POST /jobs`, the service stopped with SIGTERM at
+//! PostgreSQL, MariaDB or Redis: jobs queued with `POST /jobs`, the service stopped with SIGTERM at
 //! random moments and once killed with SIGKILL, then run to the end: every job is done, and
 //! jobs ran twice only as often as a kill interrupted them. And two containers that are both
 //! PID 1: the second takes up the job the first was killed with.
@@ -83,13 +83,21 @@ fn wait(service: &mut Service) -> Option<i32> {
     }
 }
 
-/// Reads the service's database (SQLite or PostgreSQL) directly: `sql`, with `bind` as `$1`.
-fn query(db: &str, sql: &'static str, bind: impl ToString) -> Vec<(i64, i64)> {
+/// Reads the service's database directly: `sql`, with `bind` as `$1` (`?` on MySQL).
+fn query<T>(db: &str, sql: &'static str, bind: T) -> Vec<(i64, i64)>
+where
+    T: for<'q> sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any> + Send + 'static,
+{
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         sqlx::any::install_default_drivers();
         let pool = sqlx::AnyPool::connect(db).await.unwrap();
+        let sql = if db.starts_with("mysql") {
+            sqlx::AssertSqlSafe(sql.replace("$1", "?"))
+        } else {
+            sqlx::AssertSqlSafe(sql.to_owned())
+        };
         let rows = sqlx::query_as(sql)
-            .bind(bind.to_string())
+            .bind(bind)
             .fetch_all(&pool)
             .await
             .unwrap();
@@ -105,7 +113,7 @@ fn running(db: &str, queue: &str, redis: bool) -> i64 {
             query(
                 db,
                 "SELECT COUNT(*), 0 FROM lifecycle_jobs WHERE state = 'running' AND queue = $1",
-                queue,
+                queue.to_owned(),
             )[0]
             .0
         }
@@ -165,6 +173,14 @@ fn no_job_is_lost_across_sigterms_and_a_sigkill_on_postgres() {
             &queue,
             false,
         );
+    }
+}
+
+#[test]
+fn no_job_is_lost_across_sigterms_and_a_sigkill_on_mariadb() {
+    if server_available("MariaDB", "127.0.0.1:3306") {
+        let queue = format!("example-test-{}", std::process::id());
+        no_job_is_lost("mysql://root@127.0.0.1:3306/test", &queue, false);
     }
 }
 
@@ -253,8 +269,8 @@ fn no_job_is_lost(db: &str, queue: &str, redis: bool) {
     let first = ids.iter().min().unwrap();
     let runs: Vec<(i64, i64)> = query(
         db,
-        "SELECT job_id, COUNT(*) FROM job_runs WHERE job_id >= CAST($1 AS BIGINT) GROUP BY job_id",
-        first,
+        "SELECT job_id, COUNT(*) FROM job_runs WHERE job_id >= $1 GROUP BY job_id",
+        *first,
     )
     .into_iter()
     .filter(|(id, _)| ids.contains(id))
