@@ -1,8 +1,8 @@
 //! The job no-loss test through the HTTP API of the real binary, with the jobs in SQLite,
-//! PostgreSQL, MariaDB or Redis: jobs queued with `POST /jobs`, the service stopped with SIGTERM at
-//! random moments and once killed with SIGKILL, then run to the end: every job is done, and
-//! jobs ran twice only as often as a kill interrupted them. And two containers that are both
-//! PID 1: the second takes up the job the first was killed with.
+//! PostgreSQL, MariaDB or Redis: jobs queued with `POST /jobs`, the service stopped with
+//! SIGTERM at random moments and once killed with SIGKILL, then run to the end: every job is
+//! done, and jobs ran twice only as often as a kill interrupted them. And two containers that
+//! are both PID 1: the second takes up the job the first was killed with.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
