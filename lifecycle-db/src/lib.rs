@@ -1,21 +1,92 @@
 //! Database and Redis components for [`lifecycle_core`] that close cleanly and never hang a
-//! shutdown.
+//! shutdown, and job queues whose workers finish or hand back the jobs in hand.
 //!
-//! - [`SqlPool`]: a sqlx pool (PostgreSQL, SQLite, MySQL/MariaDB through sqlx's features) that
-//!   connects with retry at start, pings for health, and at its stop turn (after everything
-//!   using it) closes within its stop timeout, reporting connections that never came back.
-//! - [`JobWorker`] on a [`SqlJobQueue`] (PostgreSQL or SQLite) or a [`RedisJobQueue`] (a
-//!   reliable queue): takes jobs with a lease and, at its stop turn, finishes the job in hand or
-//!   hands it back; a job is never lost.
-//! - [`RedisClient`] and [`RedisSubscriber`] (feature `redis`, on by default): a shared Redis
-//!   connection plus dedicated ones for blocking commands, and a pub/sub subscriber; at the stop
-//!   every command resolves, and no connection, reconnect loop or task is left, even with Redis
-//!   down.
+//! - [`SqlPool`]: a sqlx pool (PostgreSQL, SQLite, MySQL/MariaDB through this crate's features
+//!   `postgres`, `sqlite`, `mysql`) that connects with retry at start, pings for health, and at
+//!   its stop turn (after everything using it) closes within its stop timeout, reporting
+//!   connections that never came back.
+//! - [`JobWorker`] on a [`SqlJobQueue`] (PostgreSQL, SQLite, MySQL/MariaDB, on the service's own
+//!   pool) or a [`RedisJobQueue`] (a reliable queue): takes jobs with a lease and, at its stop
+//!   turn, finishes the jobs in hand or hands them back.
+//! - [`RedisClient`] and [`RedisSubscriber`] (feature `redis`): a shared Redis connection plus
+//!   dedicated ones for blocking commands, and a pub/sub subscriber; at the stop every command
+//!   resolves, and no connection, reconnect loop or task is left, even with Redis down.
+//!
+//! Every backend is a feature, none on by default (`postgres`, `sqlite`, `mysql`, `redis`):
+//! enable the ones the service uses, and nothing else is built.
+//!
+//! # Examples
+//!
+//! A pool, the service's table of emails to send, and a worker that sends them:
+//!
+//! ```no_run
+//! use lifecycle_core::{Lifecycle, Registration};
+//! use lifecycle_db::{Job, JobWorker, SqlJobQueue, SqlPool};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Email {
+//!     to: String,
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let db = SqlPool::<sqlx::Postgres>::new("postgres://app@db/app")?;
+//! let queue = SqlJobQueue::new(db.pool().clone(), "emails");
+//! let sender = JobWorker::new(queue.clone(), |job: Job<Email>| async move {
+//!     // Idempotent: a job may run more than once (see below).
+//!     println!("sending to {} (delivery {})", job.payload.to, job.deliveries);
+//!     Ok(())
+//! });
+//! let report = Lifecycle::builder()
+//!     .register(Registration::new("db", db))
+//!     .register(Registration::new("emails", sender).depends_on("db"))
+//!     .build()?
+//!     .run()
+//!     .await;
+//! # drop(report);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Delivery: at least once
+//!
+//! A job enqueued is run to an end (done, or failed after its attempts or its deliveries) **at
+//! least once**, as long as the store keeps its data (a Redis without persistence that
+//! restarts loses its queue). It may run **more than once**, in part or in full, when:
+//!
+//! - its worker's lease expired while the job was still running: the process was killed
+//!   (SIGKILL, OOM, a node lost) or hung, or it could not renew the lease in time. Another
+//!   worker takes the job up after the lease; the first worker's end, if it ever comes, is not
+//!   recorded, and is logged and counted ([`JobWorker::late`]).
+//! - the process died between the handler's work and the acknowledgement (the `complete`
+//!   that records it): the work is done, the queue does not know it.
+//! - the stop timeout came first: the job is handed back, its handler cut off wherever it was,
+//!   and the job starts again from the beginning elsewhere (uncounted as an attempt).
+//! - its handler failed: it is retried, up to the worker's `max_attempts`.
+//!
+//! So make handlers idempotent: use [`Job::id`](Job) as an idempotency key (a unique row
+//! written in the same transaction as the work, or a key the downstream API deduplicates on),
+//! and look at [`Job::deliveries`]: above 1, the job may have run before. A job whose lease
+//! expires [`max_deliveries`](SqlJobQueue::max_deliveries) times (one that kills its worker
+//! every time) is failed with that reason instead of looping for ever.
+//!
+//! What the tests show, on SQLite, PostgreSQL, MariaDB and Redis (`tests/jobs.rs`): across
+//! repeated stops that cut jobs off and a kill, every job ends done, and jobs run more than once
+//! only as often as runs were interrupted; a killed worker's job comes back after its lease; a
+//! job in hand at the stop is finished or handed back; a late end changes nothing. On Redis,
+//! racing sweeps and late acknowledgements never put a job in the queue twice
+//! (`tests/redis_queue.rs`). Order is not guaranteed: jobs are taken oldest first, but a
+//! reclaimed or retried job runs after newer ones.
+//!
+//! # Secrets
 //!
 //! Credentials never leave: wherever a component names its server (logs, errors, the report,
 //! health reasons and so `/readyz?verbose`), the URL is shown without its user information and
 //! with secret query parameters (`password`, `sslpassword`, `pass`, ...) masked as `***`, and a
 //! driver's message that echoes a secret has it masked too.
+
+// Docs built without a backend's feature name its types without linking them.
+#![cfg_attr(not(feature = "redis"), allow(rustdoc::broken_intra_doc_links))]
 
 mod deadline;
 mod error;
@@ -29,4 +100,4 @@ pub use error::DbError;
 pub use jobs::{Job, JobQueue, JobState, JobWorker};
 #[cfg(feature = "redis")]
 pub use redis::{RedisClient, RedisClientOptions, RedisConnection, RedisJobQueue, RedisSubscriber};
-pub use sql::{SqlJobQueue, SqlPool};
+pub use sql::{SqlJobQueue, SqlPool, SqlQueuePool};

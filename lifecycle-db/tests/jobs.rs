@@ -8,7 +8,9 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{postgres_url, queue_name, server_available, start, Runs, POSTGRES};
+use common::{
+    mariadb_url, postgres_url, queue_name, server_available, start, Runs, MARIADB, POSTGRES,
+};
 use lifecycle_core::{async_trait, Lifecycle, LifecycleHandle, Outcome, Registration, Report};
 use lifecycle_db::{JobQueue, JobState, JobWorker, SqlJobQueue, SqlPool};
 use rand::{Rng, SeedableRng};
@@ -27,7 +29,14 @@ trait Backend: Send + Sync + 'static {
     /// The store's component and the queue `name` on it. Nothing connects before the start.
     fn open(&self, name: &str) -> (Registration, Self::Queue);
 
-    async fn enqueue(queue: &Self::Queue, payload: &str) -> i64;
+    /// Adds a job of `ms` milliseconds (the payload the test handlers take).
+    async fn enqueue(queue: &Self::Queue, ms: u64) -> i64;
+
+    /// Adds a job with this payload.
+    async fn enqueue_json<T: serde::Serialize + Sync + ?Sized>(
+        queue: &Self::Queue,
+        payload: &T,
+    ) -> i64;
 
     async fn state(queue: &Self::Queue, id: i64) -> Option<JobState>;
 
@@ -55,6 +64,7 @@ async fn sql_execute(url: &str, statement: &'static str, id: i64) {
 }
 
 const EXPIRE_SQL: &str = "UPDATE lifecycle_jobs SET lease_until = 0 WHERE id = $1";
+const EXPIRE_SQL_MYSQL: &str = "UPDATE lifecycle_jobs SET lease_until = 0 WHERE id = ?";
 
 struct Sqlite(tempfile::TempDir);
 
@@ -71,11 +81,19 @@ impl Sqlite {
     }
 }
 
+/// On the typed `PgPool`.
 struct Postgres;
 
-fn sql_open(url: &str, name: &str) -> (Registration, SqlJobQueue) {
+/// On the typed `MySqlPool`.
+struct MariaDb;
+
+/// A pool component of sqlx's database `DB` for `url`, and the queue `name` on its pool.
+fn sql_open<DB: sqlx::Database>(url: &str, name: &str) -> (Registration, SqlJobQueue)
+where
+    sqlx::Pool<DB>: Into<lifecycle_db::SqlQueuePool>,
+{
     sqlx::any::install_default_drivers();
-    let db = SqlPool::<Any>::new(url).unwrap();
+    let db = SqlPool::<DB>::new(url).unwrap();
     let queue = SqlJobQueue::new(db.pool().clone(), name);
     (Registration::new("store", db), queue)
 }
@@ -89,14 +107,21 @@ impl Backend for Sqlite {
     }
 
     fn open(&self, name: &str) -> (Registration, SqlJobQueue) {
-        sql_open(&self.url(), name)
+        sql_open::<Any>(&self.url(), name)
     }
 
     async fn expire_lease(&self, _name: &str, id: i64) {
         sql_execute(&self.url(), EXPIRE_SQL, id).await;
     }
 
-    async fn enqueue(queue: &SqlJobQueue, payload: &str) -> i64 {
+    async fn enqueue(queue: &SqlJobQueue, ms: u64) -> i64 {
+        queue.enqueue(&ms).await.unwrap()
+    }
+
+    async fn enqueue_json<T: serde::Serialize + Sync + ?Sized>(
+        queue: &SqlJobQueue,
+        payload: &T,
+    ) -> i64 {
         queue.enqueue(payload).await.unwrap()
     }
 
@@ -118,14 +143,57 @@ impl Backend for Postgres {
     }
 
     fn open(&self, name: &str) -> (Registration, SqlJobQueue) {
-        sql_open(&postgres_url("lifecycle-jobs"), name)
+        sql_open::<sqlx::Postgres>(&postgres_url("lifecycle-jobs"), name)
     }
 
     async fn expire_lease(&self, _name: &str, id: i64) {
         sql_execute(&postgres_url("lifecycle-jobs-test"), EXPIRE_SQL, id).await;
     }
 
-    async fn enqueue(queue: &SqlJobQueue, payload: &str) -> i64 {
+    async fn enqueue(queue: &SqlJobQueue, ms: u64) -> i64 {
+        queue.enqueue(&ms).await.unwrap()
+    }
+
+    async fn enqueue_json<T: serde::Serialize + Sync + ?Sized>(
+        queue: &SqlJobQueue,
+        payload: &T,
+    ) -> i64 {
+        queue.enqueue(payload).await.unwrap()
+    }
+
+    async fn state(queue: &SqlJobQueue, id: i64) -> Option<JobState> {
+        queue.state(id).await.unwrap()
+    }
+
+    async fn error(queue: &SqlJobQueue, id: i64) -> Option<String> {
+        queue.error(id).await.unwrap()
+    }
+}
+
+#[async_trait]
+impl Backend for MariaDb {
+    type Queue = SqlJobQueue;
+
+    async fn available(&self) -> bool {
+        server_available("MariaDB", MARIADB).await
+    }
+
+    fn open(&self, name: &str) -> (Registration, SqlJobQueue) {
+        sql_open::<sqlx::MySql>(&mariadb_url("test"), name)
+    }
+
+    async fn expire_lease(&self, _name: &str, id: i64) {
+        sql_execute(&mariadb_url("test"), EXPIRE_SQL_MYSQL, id).await;
+    }
+
+    async fn enqueue(queue: &SqlJobQueue, ms: u64) -> i64 {
+        queue.enqueue(&ms).await.unwrap()
+    }
+
+    async fn enqueue_json<T: serde::Serialize + Sync + ?Sized>(
+        queue: &SqlJobQueue,
+        payload: &T,
+    ) -> i64 {
         queue.enqueue(payload).await.unwrap()
     }
 
@@ -156,7 +224,14 @@ impl Backend for Redis {
         (Registration::new("store", redis), queue)
     }
 
-    async fn enqueue(queue: &Self::Queue, payload: &str) -> i64 {
+    async fn enqueue(queue: &Self::Queue, ms: u64) -> i64 {
+        queue.enqueue(&ms).await.unwrap()
+    }
+
+    async fn enqueue_json<T: serde::Serialize + Sync + ?Sized>(
+        queue: &Self::Queue,
+        payload: &T,
+    ) -> i64 {
         queue.enqueue(payload).await.unwrap()
     }
 
@@ -196,7 +271,8 @@ impl Backend for Redis {
     }
 }
 
-const LEASE: Duration = Duration::from_millis(300);
+/// Long enough that a live worker on a loaded machine (2 cores, every test at once) renews in time.
+const LEASE: Duration = Duration::from_secs(1);
 
 /// A lifecycle with the store and `workers` workers on the queue `name`, each running `handler`.
 fn lifecycle<B: Backend, H, Fut>(
@@ -207,7 +283,7 @@ fn lifecycle<B: Backend, H, Fut>(
     stop_timeout: Duration,
 ) -> (Lifecycle, B::Queue)
 where
-    H: Fn(lifecycle_db::Job) -> Fut + Clone + Send + Sync + 'static,
+    H: Fn(lifecycle_db::Job<u64>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), lifecycle_core::BoxError>> + Send + 'static,
 {
     let (store, queue) = backend.open(name);
@@ -256,7 +332,7 @@ async fn the_job_in_hand_finishes_when_the_stop_timeout_allows<B: Backend>(backe
     let runs = Runs::default();
     let (lifecycle, queue) = lifecycle(&backend, &name, 1, runs.sleeper(), Duration::from_secs(3));
     let (handle, run) = start(lifecycle).await;
-    let id = B::enqueue(&queue, "300").await;
+    let id = B::enqueue(&queue, 300).await;
     // In the handler, not only claimed: a claim that returns after the stop turn hands back.
     runs.wait_in_progress().await;
     handle.shutdown("deploy");
@@ -277,7 +353,7 @@ async fn a_job_longer_than_the_stop_timeout_is_handed_back_without_counting<B: B
     let runs = Runs::default();
     let (lifecycle, queue) = lifecycle(&backend, &name, 1, runs.sleeper(), Duration::from_secs(1));
     let (handle, run) = start(lifecycle).await;
-    let id = B::enqueue(&queue, "10000").await;
+    let id = B::enqueue(&queue, 10000).await;
     runs.wait_in_progress().await;
     let began = Instant::now();
     handle.shutdown("deploy");
@@ -312,7 +388,7 @@ async fn a_job_longer_than_the_stop_timeout_is_handed_back_without_counting<B: B
 async fn the_job_of_a_dead_worker_is_taken_up_at_the_next_start<B: Backend>(backend: B) {
     let name = queue_name("dead");
     let (queue, handle, run) = store_only(&backend, &name).await;
-    let id = B::enqueue(&queue, "10").await;
+    let id = B::enqueue(&queue, 10).await;
     // A worker claims it with a short lease and dies.
     let claimed = queue
         .claim("dead-worker", Duration::from_millis(50))
@@ -344,7 +420,7 @@ async fn an_idle_worker_takes_up_the_job_of_a_worker_that_died_after_it_started<
 ) {
     let name = queue_name("died-later");
     let (queue, handle, run) = store_only(&backend, &name).await;
-    let id = B::enqueue(&queue, "10").await;
+    let id = B::enqueue(&queue, 10).await;
     // Another worker holds it with a lease that outlives our worker's start, then dies.
     let claimed_at = Instant::now();
     assert!(queue
@@ -374,14 +450,14 @@ async fn a_failing_job_is_retried_then_marked_failed<B: Backend>(backend: B) {
     let tries = Arc::new(Mutex::new(0));
     let handler = {
         let tries = tries.clone();
-        move |_job| {
+        move |_job: lifecycle_db::Job<u64>| {
             *tries.lock().unwrap() += 1;
             async { Err::<(), _>("no such mailbox".into()) }
         }
     };
     let (lifecycle, queue) = lifecycle(&backend, &name, 1, handler, Duration::from_secs(1));
     let (handle, run) = start(lifecycle).await;
-    let id = B::enqueue(&queue, "x").await;
+    let id = B::enqueue(&queue, 0).await;
     wait_for_state::<B>(&queue, id, JobState::Failed).await;
     handle.shutdown("test over");
     run.await.unwrap();
@@ -421,7 +497,7 @@ fn no_job_is_lost<B: Backend>(backend: B, seed: u64) {
         let (queue, handle, run) = store_only(&backend, &name).await;
         let mut ids = Vec::new();
         for _ in 0..jobs {
-            ids.push(B::enqueue(&queue, &rng.random_range(0..20u32).to_string()).await);
+            ids.push(B::enqueue(&queue, rng.random_range(0..20)).await);
         }
         handle.shutdown("enqueued");
         run.await.unwrap();
@@ -511,7 +587,7 @@ async fn a_late_end_is_not_recorded_and_is_counted<B: Backend>(backend: B) {
     let release = Arc::new(tokio::sync::Semaphore::new(0));
     let handler = {
         let (runs, release) = (runs.clone(), release.clone());
-        move |job: lifecycle_db::Job| {
+        move |job: lifecycle_db::Job<u64>| {
             let (runs, release) = (runs.clone(), release.clone());
             async move {
                 runs.begin(&job);
@@ -534,7 +610,7 @@ async fn a_late_end_is_not_recorded_and_is_counted<B: Backend>(backend: B) {
             .unwrap(),
     )
     .await;
-    let id = B::enqueue(&queue, "x").await;
+    let id = B::enqueue(&queue, 0).await;
     runs.wait_in_progress().await;
     backend.expire_lease(&name, id).await;
     assert_eq!(queue.reclaim_expired().await.unwrap(), 1);
@@ -573,7 +649,7 @@ async fn a_late_end_is_not_recorded_and_is_counted<B: Backend>(backend: B) {
 async fn expired_leases_are_reclaimed_while_the_worker_is_busy<B: Backend>(backend: B) {
     let name = queue_name("busy");
     let (queue, handle, run) = store_only(&backend, &name).await;
-    let dead = B::enqueue(&queue, "1").await;
+    let dead = B::enqueue(&queue, 1).await;
     assert_eq!(
         queue
             .claim("dead", Duration::from_millis(500))
@@ -585,7 +661,7 @@ async fn expired_leases_are_reclaimed_while_the_worker_is_busy<B: Backend>(backe
     );
     let mut others = Vec::new();
     for _ in 0..40 {
-        others.push(B::enqueue(&queue, "60").await);
+        others.push(B::enqueue(&queue, 60).await);
     }
     handle.shutdown("enqueued");
     run.await.unwrap();
@@ -630,7 +706,7 @@ fn a_job_that_kills_its_worker_every_time_ends_failed<B: Backend>(backend: B) {
     let runs = Runs::default();
     let id = runtime().block_on(async {
         let (queue, handle, run) = store_only(&backend, &name).await;
-        let id = B::enqueue(&queue, "100000").await;
+        let id = B::enqueue(&queue, 100000).await;
         handle.shutdown("enqueued");
         run.await.unwrap();
         id
@@ -675,6 +751,150 @@ fn a_job_that_kills_its_worker_every_time_ends_failed<B: Backend>(backend: B) {
         }
     }
     panic!("job {id} ran {} times and was never failed", runs.get(id).0);
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Email {
+    to: String,
+    retries: u8,
+}
+
+/// The handler gets the payload as the type it was enqueued as; a payload that is not one
+/// fails its job for good, with the reason, and is not retried.
+async fn payloads_are_typed<B: Backend>(backend: B) {
+    let name = queue_name("typed");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handler = {
+        let seen = seen.clone();
+        move |job: lifecycle_db::Job<Email>| {
+            seen.lock().unwrap().push(job.payload);
+            async { Ok(()) }
+        }
+    };
+    let (store, queue) = backend.open(&name);
+    let worker = JobWorker::new(queue.clone(), handler).poll_interval(Duration::from_millis(10));
+    let (handle, run) = start(
+        Lifecycle::builder()
+            .signals([])
+            .register(store)
+            .register(Registration::new("worker", worker).depends_on("store"))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let email = Email {
+        to: "ada@example.com".into(),
+        retries: 2,
+    };
+    let good = B::enqueue_json(&queue, &email).await;
+    let bad = B::enqueue_json(&queue, &"not an email").await;
+    wait_for_state::<B>(&queue, good, JobState::Done).await;
+    wait_for_state::<B>(&queue, bad, JobState::Failed).await;
+    let error = B::error(&queue, bad).await.unwrap_or_default();
+    assert!(error.contains("the payload is not a valid"), "{error}");
+    handle.shutdown("test over");
+    run.await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), [email]);
+    backend.clean(&name).await;
+}
+
+/// A worker with a concurrency of 3 holds three jobs at once; at a stop that comes before they
+/// finish, each is handed back, and the next run of each tells its handler it is a
+/// redelivery (deliveries 2), with the attempt not counted (attempts 1).
+async fn a_worker_holds_several_jobs_and_hands_each_back<B: Backend>(backend: B) {
+    let name = queue_name("concurrency");
+    let in_hand = Arc::new(Mutex::new((0usize, 0usize)));
+    let handler = {
+        let in_hand = in_hand.clone();
+        move |_job: lifecycle_db::Job<u64>| {
+            let in_hand = in_hand.clone();
+            async move {
+                {
+                    let mut in_hand = in_hand.lock().unwrap();
+                    in_hand.0 += 1;
+                    in_hand.1 = in_hand.1.max(in_hand.0);
+                }
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        }
+    };
+    let (store, queue) = backend.open(&name);
+    let worker = JobWorker::new(queue.clone(), handler)
+        .lease(LEASE)
+        .poll_interval(Duration::from_millis(10))
+        .concurrency(3);
+    let (handle, run) = start(
+        Lifecycle::builder()
+            .signals([])
+            .register(store)
+            .register(
+                Registration::new("worker", worker)
+                    .depends_on("store")
+                    .stop_timeout(Duration::from_secs(1)),
+            )
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(B::enqueue(&queue, 0).await);
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    while in_hand.lock().unwrap().0 < 3 {
+        assert!(
+            Instant::now() < until,
+            "{:?} in hand",
+            in_hand.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    handle.shutdown("deploy");
+    let report = run.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert_eq!(in_hand.lock().unwrap().1, 3, "at most 3 at once");
+
+    let runs = Runs::default();
+    let (lifecycle, queue) = lifecycle(&backend, &name, 1, runs.sleeper(), Duration::from_secs(1));
+    let (handle, run) = start(lifecycle).await;
+    for id in &ids {
+        wait_for_state::<B>(&queue, *id, JobState::Done).await;
+    }
+    handle.shutdown("test over");
+    run.await.unwrap();
+    let redelivered = ids.iter().filter(|id| runs.deliveries(**id) == 2).count();
+    assert_eq!(redelivered, 3, "the three jobs in hand were handed back");
+    for id in &ids {
+        assert_eq!(runs.attempts(*id), 1, "a hand-back is not an attempt");
+    }
+    backend.clean(&name).await;
+}
+
+/// Every end and every renewal says whether the worker still held the job: after its lease
+/// expired and another worker took the job, the first worker's renew, complete, fail and hand
+/// back all answer `false` and change nothing.
+async fn a_worker_that_lost_its_lease_is_told_so<B: Backend>(backend: B) {
+    let name = queue_name("lost-lease");
+    let (queue, handle, run) = store_only(&backend, &name).await;
+    let id = B::enqueue(&queue, 0).await;
+    assert_eq!(queue.claim("first", LEASE).await.unwrap().unwrap().id, id);
+    assert!(queue.renew(id, "first", LEASE).await.unwrap());
+    backend.expire_lease(&name, id).await;
+    assert_eq!(queue.reclaim_expired().await.unwrap(), 1);
+    assert_eq!(queue.claim("second", LEASE).await.unwrap().unwrap().id, id);
+
+    assert!(!queue.renew(id, "first", LEASE).await.unwrap());
+    assert!(!queue.complete(id, "first").await.unwrap());
+    assert!(!queue.fail(id, "first", "late", 1).await.unwrap());
+    assert!(!queue.hand_back(id, "first").await.unwrap());
+    assert_eq!(B::state(&queue, id).await, Some(JobState::Running));
+    assert!(queue.renew(id, "second", LEASE).await.unwrap());
+    assert!(queue.complete(id, "second").await.unwrap());
+    assert_eq!(B::state(&queue, id).await, Some(JobState::Done));
+    handle.shutdown("test over");
+    run.await.unwrap();
+    backend.clean(&name).await;
 }
 
 /// The contract's tests for one backend, in a module named after it.
@@ -748,6 +968,27 @@ macro_rules! contract {
                 super::a_job_that_kills_its_worker_every_time_ends_failed($backend);
             }
 
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn payloads_are_typed() {
+                if let Some(backend) = backend().await {
+                    super::payloads_are_typed(backend).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_worker_holds_several_jobs_and_hands_each_back() {
+                if let Some(backend) = backend().await {
+                    super::a_worker_holds_several_jobs_and_hands_each_back(backend).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_worker_that_lost_its_lease_is_told_so() {
+                if let Some(backend) = backend().await {
+                    super::a_worker_that_lost_its_lease_is_told_so(backend).await;
+                }
+            }
+
             #[test]
             fn no_job_is_lost() {
                 super::no_job_is_lost($backend, $seed);
@@ -758,5 +999,6 @@ macro_rules! contract {
 
 contract!(sqlite, Sqlite::new(), 1);
 contract!(postgres, Postgres, 2);
+contract!(mariadb, MariaDb, 4);
 #[cfg(feature = "redis")]
 contract!(redis_queue, Redis, 3);

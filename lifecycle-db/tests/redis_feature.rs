@@ -1,5 +1,6 @@
-//! The Redis tests (`redis_client.rs`, `redis_subscriber.rs`) need the `redis` feature, which is
-//! on by default. Built without it, they compile to nothing; this test makes that loud in CI.
+//! The Redis tests (`redis_client.rs`, `redis_subscriber.rs`, `redis_queue.rs`, and Redis in
+//! `jobs.rs` and `secrets.rs`) need the `redis` feature, which the crate's dev-dependency on
+//! itself turns on. Built without it, they compile to nothing; this test makes that loud in CI.
 
 #[cfg(not(feature = "redis"))]
 #[test]

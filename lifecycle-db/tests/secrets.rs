@@ -213,3 +213,67 @@ mod redis_urls {
         .await;
     }
 }
+
+/// A Redis server of this test's own that requires `password`, on a Unix socket in `dir`; it
+/// is killed when dropped.
+#[cfg(feature = "redis")]
+struct PasswordRedis {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+}
+
+#[cfg(feature = "redis")]
+impl PasswordRedis {
+    async fn start(dir: &std::path::Path, password: &str) -> PasswordRedis {
+        let socket = dir.join("redis.sock");
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .args(["--requirepass", password])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server, which the tests need, is installed");
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(
+                tokio::time::Instant::now() < until,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        PasswordRedis { child, socket }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Drop for PasswordRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `redis+unix://...?pass=` against a server that requires that password: the client connects
+/// with it, and shows it nowhere.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_unix_socket_pass_in_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret("redis-unix");
+    let server = PasswordRedis::start(dir.path(), &secret).await;
+    let url = format!("redis+unix://{}?pass={secret}", server.socket.display());
+    let socket = server.socket.display().to_string();
+    assert_never_shown(
+        || lifecycle_db::RedisClient::new(&url).unwrap(),
+        &secret,
+        &socket,
+    )
+    .await;
+    let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
+    assert!(
+        logs.lines()
+            .any(|line| line.contains("redis reachable") && line.contains(&socket)),
+        "the client never connected with the password"
+    );
+}

@@ -1,5 +1,5 @@
-//! `SqlJobQueue` on PostgreSQL, what only SQL can show: leases are measured on the database's
-//! clock, not on each worker's.
+//! `SqlJobQueue`, what only SQL can show: leases are measured on the database's clock, not on
+//! each worker's (PostgreSQL), and tables of earlier versions are brought up to date (SQLite).
 
 mod common;
 
@@ -71,6 +71,44 @@ async fn leases_are_measured_on_the_database_clock() {
         later.reclaim_expired().await.unwrap(),
         1,
         "the lease was measured on the worker's clock, not the database's"
+    );
+    pool.close().await;
+}
+
+/// A table made by an earlier version, without the `deliveries` column, gets it: its jobs are
+/// claimed as before, counting deliveries from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_from_before_deliveries_were_counted_gets_the_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "CREATE TABLE lifecycle_jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, payload TEXT NOT NULL,
+            state TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, worker TEXT,
+            lease_until BIGINT, error TEXT)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO lifecycle_jobs (queue, payload, state, attempts) VALUES ('old', '300', 'queued', 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let queue = SqlJobQueue::new(pool.clone(), "old");
+    queue.create_table().await.unwrap();
+    queue.create_table().await.unwrap();
+    let job = queue
+        .claim("worker", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (job.payload.as_str(), job.attempts, job.deliveries),
+        ("300", 1, 1)
     );
     pool.close().await;
 }

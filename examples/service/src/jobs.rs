@@ -11,10 +11,11 @@ pub(crate) enum Jobs {
 }
 
 impl Jobs {
-    pub(crate) async fn enqueue(&self, payload: &str) -> Result<i64, BoxError> {
+    /// Queues a job of `ms` milliseconds.
+    pub(crate) async fn enqueue(&self, ms: u64) -> Result<i64, BoxError> {
         Ok(match self {
-            Jobs::Sql(queue) => queue.enqueue(payload).await?,
-            Jobs::Redis(queue) => queue.enqueue(payload).await?,
+            Jobs::Sql(queue) => queue.enqueue(&ms).await?,
+            Jobs::Redis(queue) => queue.enqueue(&ms).await?,
         })
     }
 

@@ -9,7 +9,8 @@
 //! (the job in hand finished or handed back), and the report.
 //!
 //! Flags (each also read from the environment variable shown):
-//! `--listen` (`LISTEN_ADDR`), `--database-url` (`DATABASE_URL`, SQLite or PostgreSQL),
+//! `--listen` (`LISTEN_ADDR`), `--database-url` (`DATABASE_URL`, SQLite, PostgreSQL or
+//! MySQL/MariaDB),
 //! `--drain-delay` (`DRAIN_DELAY`), `--shutdown-budget` (`SHUTDOWN_BUDGET`), `--grace-period`
 //! (`TERMINATION_GRACE_PERIOD`: refuse to start when the shutdown could not fit in it),
 //! `--redis-url` (`REDIS_URL`: the job queue in Redis instead of the SQL database),
@@ -41,7 +42,8 @@ struct Args {
     /// The address to serve HTTP on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// The database: SQLite (the default, a file next to where it runs) or PostgreSQL.
+    /// The database: SQLite (the default, a file next to where it runs), PostgreSQL or
+    /// MySQL/MariaDB.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -120,19 +122,26 @@ async fn main() -> Report {
         jobs: sql_jobs,
     };
     // The work of a job: record the run, wait the job's milliseconds, mark the run finished.
-    let work = move |job: Job| {
+    // (sqlx's `Any` passes SQL through as written: MySQL's placeholders are `?`.)
+    let mysql = args.database_url.starts_with("mysql") || args.database_url.starts_with("mariadb");
+    let (record_run, finish_run) = if mysql {
+        (
+            "INSERT INTO job_runs (job_id, finished) VALUES (?, 0)",
+            "UPDATE job_runs SET finished = 1 WHERE job_id = ? AND finished = 0",
+        )
+    } else {
+        (
+            "INSERT INTO job_runs (job_id, finished) VALUES ($1, 0)",
+            "UPDATE job_runs SET finished = 1 WHERE job_id = $1 AND finished = 0",
+        )
+    };
+    let work = move |job: Job<u64>| {
         let pool = pool.clone();
         async move {
-            let ms: u64 = job.payload.parse()?;
-            sqlx::query("INSERT INTO job_runs (job_id, finished) VALUES ($1, 0)")
-                .bind(job.id)
-                .execute(&pool)
-                .await?;
+            let ms = job.payload;
+            sqlx::query(record_run).bind(job.id).execute(&pool).await?;
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            sqlx::query("UPDATE job_runs SET finished = 1 WHERE job_id = $1 AND finished = 0")
-                .bind(job.id)
-                .execute(&pool)
-                .await?;
+            sqlx::query(finish_run).bind(job.id).execute(&pool).await?;
             Ok(())
         }
     };

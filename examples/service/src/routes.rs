@@ -40,7 +40,7 @@ struct NewJob {
 
 /// `POST /jobs` with `{"ms": N}`: queues a job that takes N ms; answers `{"id": ...}`.
 async fn enqueue(State(jobs): State<Jobs>, Json(job): Json<NewJob>) -> Response {
-    match jobs.enqueue(&job.ms.to_string()).await {
+    match jobs.enqueue(job.ms).await {
         Ok(id) => (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response(),
         Err(error) => queue_error(error),
     }

@@ -1,7 +1,8 @@
-//! The job no-loss test through the HTTP API of the real binary: jobs queued with
-//! `POST /jobs`, the service stopped with SIGTERM at random moments and once killed with
-//! SIGKILL, then run to the end: every job is done, and jobs ran twice only as often as a kill
-//! interrupted them.
+//! The job no-loss test through the HTTP API of the real binary, with the jobs in SQLite,
+//! PostgreSQL, MariaDB or Redis: jobs queued with `POST /jobs`, the service stopped with
+//! SIGTERM at random moments and once killed with SIGKILL, then run to the end: every job is
+//! done, and jobs ran twice only as often as a kill interrupted them. And two containers that
+//! are both PID 1: the second takes up the job the first was killed with.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -82,27 +83,41 @@ fn wait(service: &mut Service) -> Option<i32> {
     }
 }
 
-/// Reads the service's SQLite database directly.
-fn query(db: &str, sql: &'static str) -> Vec<(i64, i64)> {
+/// Reads the service's database directly: `sql`, with `bind` as `$1` (`?` on MySQL).
+fn query<T>(db: &str, sql: &'static str, bind: T) -> Vec<(i64, i64)>
+where
+    T: for<'q> sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any> + Send + 'static,
+{
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let pool = sqlx::SqlitePool::connect(db).await.unwrap();
-        let rows = sqlx::query_as(sql).fetch_all(&pool).await.unwrap();
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(db).await.unwrap();
+        let sql = if db.starts_with("mysql") {
+            sqlx::AssertSqlSafe(sql.replace("$1", "?"))
+        } else {
+            sqlx::AssertSqlSafe(sql.to_owned())
+        };
+        let rows = sqlx::query_as(sql)
+            .bind(bind)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
         pool.close().await;
         rows
     })
 }
 
 /// Jobs in hand (running) right now: in the SQL table, or in the Redis queue's processing lists.
-fn running(db: &str, redis_queue: Option<&str>) -> i64 {
-    match redis_queue {
-        None => {
+fn running(db: &str, queue: &str, redis: bool) -> i64 {
+    match redis {
+        false => {
             query(
                 db,
-                "SELECT COUNT(*), 0 FROM lifecycle_jobs WHERE state = 'running'",
+                "SELECT COUNT(*), 0 FROM lifecycle_jobs WHERE state = 'running' AND queue = $1",
+                queue.to_owned(),
             )[0]
             .0
         }
-        Some(queue) => tokio::runtime::Runtime::new().unwrap().block_on(async {
+        true => tokio::runtime::Runtime::new().unwrap().block_on(async {
             let mut redis = redis::Client::open(REDIS_URL)
                 .unwrap()
                 .get_multiplexed_async_connection()
@@ -129,37 +144,70 @@ fn running(db: &str, redis_queue: Option<&str>) -> i64 {
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379/";
 
+/// Whether the server at `addr` answers; in CI it must.
+fn server_available(name: &str, addr: &str) -> bool {
+    if std::net::TcpStream::connect(addr).is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "{name} is not reachable at {addr}; CI needs it"
+    );
+    eprintln!("SKIPPED: {name} is not reachable (outside CI)");
+    false
+}
+
 #[test]
 fn no_job_is_lost_across_sigterms_and_a_sigkill() {
-    no_job_is_lost(None);
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display());
+    no_job_is_lost(&db, "default", false);
+}
+
+#[test]
+fn no_job_is_lost_across_sigterms_and_a_sigkill_on_postgres() {
+    if server_available("PostgreSQL", "127.0.0.1:5432") {
+        let queue = format!("example-test-{}", std::process::id());
+        no_job_is_lost(
+            "postgres://postgres@127.0.0.1:5432/test?application_name=example-jobs",
+            &queue,
+            false,
+        );
+    }
+}
+
+#[test]
+fn no_job_is_lost_across_sigterms_and_a_sigkill_on_mariadb() {
+    if server_available("MariaDB", "127.0.0.1:3306") {
+        let queue = format!("example-test-{}", std::process::id());
+        no_job_is_lost("mysql://root@127.0.0.1:3306/test", &queue, false);
+    }
 }
 
 #[test]
 fn no_job_is_lost_across_sigterms_and_a_sigkill_with_jobs_in_redis() {
-    if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "Redis is not reachable at 127.0.0.1:6379; CI needs it"
-        );
-        eprintln!("SKIPPED: Redis is not reachable (outside CI)");
-        return;
+    if server_available("Redis", "127.0.0.1:6379") {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display());
+        no_job_is_lost(&db, &format!("example-test-{}", std::process::id()), true);
     }
-    no_job_is_lost(Some(&format!("example-test-{}", std::process::id())));
 }
 
-fn no_job_is_lost(redis_queue: Option<&str>) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display());
+/// Jobs queued through the API of the service on `db` (its jobs in the SQL queue `queue`, or in
+/// Redis), the service stopped with SIGTERM at chosen moments and once killed, then run to the
+/// end.
+fn no_job_is_lost(db: &str, queue: &str, redis: bool) {
+    let redis_queue = redis.then_some(queue);
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
     let extra: Vec<&str> = match redis_queue {
         Some(queue) => vec!["--redis-url", REDIS_URL, "--job-queue", queue],
-        None => vec![],
+        None => vec!["--job-queue", queue],
     };
 
-    let mut service = start(addr, &db, &extra);
+    let mut service = start(addr, db, &extra);
     let jobs = 400;
     let mut ids = Vec::new();
     for i in 0..jobs {
@@ -182,7 +230,7 @@ fn no_job_is_lost(redis_queue: Option<&str>) {
             signal(&service, "KILL");
             wait(&mut service);
             // Every job in hand at the kill was interrupted.
-            interrupted_by_kills += running(&db, redis_queue);
+            interrupted_by_kills += running(db, queue, redis);
         } else {
             signal(&service, "TERM");
             assert_eq!(
@@ -192,13 +240,13 @@ fn no_job_is_lost(redis_queue: Option<&str>) {
             );
             // A graceful stop leaves no job of its own running; only the kill's jobs may still be
             // waiting for their lease to expire.
-            let running = running(&db, redis_queue);
+            let running = running(db, queue, redis);
             assert!(
                 running <= interrupted_by_kills,
                 "cycle {cycle}: {running} jobs left running"
             );
         }
-        service = start(addr, &db, &extra);
+        service = start(addr, db, &extra);
     }
 
     // Run to the end; the killed instance's jobs come back once their lease expires.
@@ -217,7 +265,16 @@ fn no_job_is_lost(redis_queue: Option<&str>) {
     signal(&service, "TERM");
     assert_eq!(wait(&mut service), Some(0));
 
-    let runs = query(&db, "SELECT job_id, COUNT(*) FROM job_runs GROUP BY job_id");
+    // The runs of this test's jobs (a shared PostgreSQL holds other runs' too).
+    let first = ids.iter().min().unwrap();
+    let runs: Vec<(i64, i64)> = query(
+        db,
+        "SELECT job_id, COUNT(*) FROM job_runs WHERE job_id >= $1 GROUP BY job_id",
+        *first,
+    )
+    .into_iter()
+    .filter(|(id, _)| ids.contains(id))
+    .collect();
     assert_eq!(runs.len() as i64, jobs, "every job ran");
     let duplicates: i64 = runs.iter().map(|(_, n)| n - 1).sum();
     assert!(

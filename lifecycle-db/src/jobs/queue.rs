@@ -4,13 +4,14 @@ use std::time::Duration;
 
 use lifecycle_core::{async_trait, BoxError};
 
-/// A job taken from the queue.
+/// A job taken from the queue: its payload as a `T` for a [`JobWorker`](crate::JobWorker)'s
+/// handler, or as stored (JSON text) between the queue and the worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Job {
+pub struct Job<T = String> {
     /// The job's id, as [`SqlJobQueue::enqueue`](crate::SqlJobQueue::enqueue) returned it.
     pub id: i64,
     /// What the job is about, as enqueued.
-    pub payload: String,
+    pub payload: T,
     /// How many times it has been taken and not handed back, this time included: the
     /// attempts counted against the retry limit.
     pub attempts: i64,
@@ -19,6 +20,20 @@ pub struct Job {
     /// More than 1: the job may have run before, in part or in full, so the handler should be
     /// idempotent.
     pub deliveries: i64,
+}
+
+impl Job {
+    /// The same job with its payload deserialized from JSON.
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+        self,
+    ) -> Result<Job<T>, serde_json::Error> {
+        Ok(Job {
+            id: self.id,
+            payload: serde_json::from_str(&self.payload)?,
+            attempts: self.attempts,
+            deliveries: self.deliveries,
+        })
+    }
 }
 
 /// Where a job is.

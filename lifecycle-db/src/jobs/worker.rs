@@ -2,6 +2,7 @@
 //! job in hand when its stop turn comes.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,8 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use lifecycle_core::{async_trait, BoxError, Component, Context};
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
 
 use super::{Job, JobQueue};
 use crate::deadline::give_up_at;
@@ -27,6 +30,15 @@ use crate::deadline::give_up_at;
 /// logged at the start and shown by [`describe`](Component::describe), so `/readyz?verbose`
 /// says which replica holds which job.
 ///
+/// The handler gets a [`Job<T>`](Job): the payload as the type it was enqueued as (JSON, through
+/// serde), and the job's [`deliveries`](Job::deliveries), more than 1 when the job may have run
+/// before. A payload that does not deserialize into `T` fails the job for good, with the serde
+/// error as the reason. The payload's type comes from the handler's argument, so annotate it
+/// (`|job: Job<Email>|`). With [`concurrency`](Self::concurrency) above 1, the worker holds
+/// several jobs at once, and each is finished or handed back at the stop.
+///
+/// Delivery is *at least once*: see the crate documentation for when a job runs twice.
+///
 /// Register it as depending on the pool's component, so the pool is still open when it hands a
 /// job back.
 ///
@@ -34,17 +46,26 @@ use crate::deadline::give_up_at;
 ///
 /// ```no_run
 /// use lifecycle_core::{Lifecycle, Registration};
-/// use lifecycle_db::{JobWorker, SqlJobQueue, SqlPool};
+/// use lifecycle_db::{Job, JobWorker, SqlJobQueue, SqlPool};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Email {
+///     to: String,
+/// }
 ///
 /// # #[tokio::main]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// sqlx::any::install_default_drivers();
-/// let db = SqlPool::<sqlx::Any>::new("sqlite://jobs.db?mode=rwc")?;
+/// let db = SqlPool::<sqlx::Sqlite>::new("sqlite://jobs.db?mode=rwc")?;
 /// let queue = SqlJobQueue::new(db.pool().clone(), "emails");
-/// let worker = JobWorker::new(queue, |job| async move {
-///     println!("sending {}", job.payload);
+/// queue.enqueue(&Email { to: "ada@example.com".into() }).await?;
+/// let worker = JobWorker::new(queue, |job: Job<Email>| async move {
+///     if job.deliveries > 1 {
+///         // It may have been sent already: check before sending again.
+///     }
+///     println!("sending to {}", job.payload.to);
 ///     Ok(())
-/// });
+/// })
+/// .concurrency(4);
 /// let lifecycle = Lifecycle::builder()
 ///     .register(Registration::new("db", db))
 ///     .register(Registration::new("emails", worker).depends_on("db"))
@@ -52,12 +73,14 @@ use crate::deadline::give_up_at;
 /// # Ok(())
 /// # }
 /// ```
-pub struct JobWorker<H> {
+pub struct JobWorker<H, T = String> {
     queue: Arc<dyn JobQueue>,
     handler: Arc<H>,
     lease: Duration,
     poll_interval: Duration,
     max_attempts: i64,
+    concurrency: usize,
+    payload: PhantomData<fn() -> T>,
     handed_back: Arc<AtomicU64>,
     done: Arc<AtomicU64>,
     late: Arc<AtomicU64>,
@@ -65,9 +88,10 @@ pub struct JobWorker<H> {
     identity: Arc<Mutex<Option<String>>>,
 }
 
-impl<H, Fut> JobWorker<H>
+impl<H, T, Fut> JobWorker<H, T>
 where
-    H: Fn(Job) -> Fut + Send + Sync + 'static,
+    H: Fn(Job<T>) -> Fut + Send + Sync + 'static,
+    T: DeserializeOwned + Send + 'static,
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
 {
     /// A worker that runs `handler` on each job of `queue`, one at a time, with a 30 s lease, a
@@ -79,6 +103,8 @@ where
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(100),
             max_attempts: 3,
+            concurrency: 1,
+            payload: PhantomData,
             handed_back: Arc::default(),
             done: Arc::default(),
             late: Arc::default(),
@@ -108,6 +134,14 @@ where
         self
     }
 
+    /// How many jobs the worker holds at once (default 1; 0 counts as 1): it claims another
+    /// whenever fewer are in hand. At the stop, each is finished or handed back.
+    #[must_use]
+    pub fn concurrency(mut self, jobs: usize) -> Self {
+        self.concurrency = jobs.max(1);
+        self
+    }
+
     /// Jobs this worker handed back at a shutdown, since it was created.
     pub fn handed_back(&self) -> u64 {
         self.handed_back.load(Ordering::Relaxed)
@@ -121,9 +155,10 @@ where
 }
 
 #[async_trait]
-impl<H, Fut> Component for JobWorker<H>
+impl<H, T, Fut> Component for JobWorker<H, T>
 where
-    H: Fn(Job) -> Fut + Send + Sync + 'static,
+    H: Fn(Job<T>) -> Fut + Send + Sync + 'static,
+    T: DeserializeOwned + Send + 'static,
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
 {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
@@ -139,7 +174,7 @@ where
                 "took back jobs of workers that died"
             );
         }
-        let working = Working {
+        let working = Arc::new(Working {
             ctx: ctx.clone(),
             queue: self.queue.clone(),
             handler: self.handler.clone(),
@@ -147,11 +182,13 @@ where
             lease: self.lease,
             poll_interval: self.poll_interval,
             max_attempts: self.max_attempts,
+            concurrency: self.concurrency,
             handed_back: self.handed_back.clone(),
             done: self.done.clone(),
             late: self.late.clone(),
-        };
-        ctx.spawn(Working::<H>::reap(
+            payload: PhantomData,
+        });
+        ctx.spawn(Working::<H, T>::reap(
             ctx.clone(),
             self.queue.clone(),
             working.worker.clone(),
@@ -194,7 +231,7 @@ fn worker_id(name: &str) -> String {
 }
 
 /// One run of a worker, from its start to its stop.
-struct Working<H> {
+struct Working<H, T> {
     ctx: Context,
     queue: Arc<dyn JobQueue>,
     handler: Arc<H>,
@@ -202,20 +239,33 @@ struct Working<H> {
     lease: Duration,
     poll_interval: Duration,
     max_attempts: i64,
+    concurrency: usize,
     handed_back: Arc<AtomicU64>,
     done: Arc<AtomicU64>,
     late: Arc<AtomicU64>,
+    payload: PhantomData<fn() -> T>,
 }
 
-impl<H, Fut> Working<H>
+impl<H, T, Fut> Working<H, T>
 where
-    H: Fn(Job) -> Fut + Send + Sync + 'static,
+    H: Fn(Job<T>) -> Fut + Send + Sync + 'static,
+    T: DeserializeOwned + Send + 'static,
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
 {
-    async fn work(self) {
+    /// Claims jobs while fewer than `concurrency` are in hand, each run as a tracked task of
+    /// its own, until the stop turn; the jobs in hand then finish or are handed back on their
+    /// own, and the lifecycle waits for their tasks.
+    async fn work(self: Arc<Self>) {
         let token = self.ctx.token().clone();
-        // The token is checked only between jobs: a job in hand is never dropped here.
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        // The token is checked only between claims: a job in hand is never dropped here.
         while !token.is_cancelled() {
+            let Some(Ok(slot)) = token
+                .run_until_cancelled(slots.clone().acquire_owned())
+                .await
+            else {
+                break;
+            };
             match self.queue.claim(&self.worker, self.lease).await {
                 // A claim that waited on the queue may return after the stop turn came.
                 Ok(Some(job)) if token.is_cancelled() => {
@@ -223,7 +273,13 @@ where
                         tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = job.id, %error, "could not hand a job back");
                     }
                 }
-                Ok(Some(job)) => self.run(job).await,
+                Ok(Some(job)) => {
+                    let working = self.clone();
+                    self.ctx.spawn(async move {
+                        working.run(job).await;
+                        drop(slot);
+                    });
+                }
                 Ok(None) => {
                     let _ = token
                         .run_until_cancelled(tokio::time::sleep(self.poll_interval))
@@ -264,6 +320,21 @@ where
     /// hands it back.
     async fn run(&self, job: Job) {
         let id = job.id;
+        let job = match job.decode::<T>() {
+            Ok(job) => job,
+            Err(error) => {
+                // It would fail the same way every time: failed for good, no retry.
+                let reason = format!(
+                    "the payload is not a valid {}: {error}",
+                    std::any::type_name::<T>()
+                );
+                tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %reason, "job failed");
+                if let Err(error) = self.queue.fail(id, &self.worker, &reason, 0).await {
+                    tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %error, "could not record a job's end");
+                }
+                return;
+            }
+        };
         let mut handling = std::pin::pin!(AssertUnwindSafe((self.handler)(job)).catch_unwind());
         let mut renew = tokio::time::interval(self.lease / 3);
         renew.tick().await;
@@ -335,12 +406,13 @@ where
     }
 }
 
-impl<H> std::fmt::Debug for JobWorker<H> {
+impl<H, T> std::fmt::Debug for JobWorker<H, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JobWorker")
             .field("queue", &self.queue)
             .field("lease", &self.lease)
             .field("max_attempts", &self.max_attempts)
+            .field("concurrency", &self.concurrency)
             .finish_non_exhaustive()
     }
 }

@@ -41,12 +41,12 @@ const CLAIM_WAIT: Duration = Duration::from_millis(500);
 ///
 /// ```no_run
 /// use lifecycle_core::{Lifecycle, Registration};
-/// use lifecycle_db::{JobWorker, RedisClient, RedisJobQueue};
+/// use lifecycle_db::{Job, JobWorker, RedisClient, RedisJobQueue};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let redis = RedisClient::new("redis://127.0.0.1:6379/")?;
 /// let queue = RedisJobQueue::new(redis.clone(), "emails");
-/// let worker = JobWorker::new(queue, |job| async move {
+/// let worker = JobWorker::new(queue, |job: Job<String>| async move {
 ///     println!("sending {}", job.payload);
 ///     Ok(())
 /// });
@@ -121,12 +121,21 @@ impl RedisJobQueue {
         format!("{}:job:{id}", self.prefix)
     }
 
-    /// Adds a job; returns its id.
+    /// Adds a job whose payload is `payload`, stored as JSON, for a worker whose handler takes
+    /// a `Job<T>`; returns its id.
     ///
     /// # Errors
     ///
-    /// A Redis error.
-    pub async fn enqueue(&self, payload: &str) -> RedisResult<i64> {
+    /// A Redis error, or a client error when the payload does not serialize.
+    pub async fn enqueue<T: serde::Serialize + ?Sized>(&self, payload: &T) -> RedisResult<i64> {
+        let payload = serde_json::to_string(payload).map_err(|e| {
+            redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "the job's payload does not serialize",
+                e.to_string(),
+            ))
+        })?;
+        let payload = payload.as_str();
         let mut redis = self.client.connection();
         let id: i64 = redis.incr(self.key("next_id"), 1).await?;
         redis::pipe()

@@ -1,7 +1,8 @@
 //! The SQL backend: the sqlx pool component and the job queue in a SQL table.
 
+mod dialect;
 mod pool;
 mod queue;
 
 pub use pool::SqlPool;
-pub use queue::SqlJobQueue;
+pub use queue::{SqlJobQueue, SqlQueuePool};

@@ -25,11 +25,13 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 ///   timeout).
 /// - **Health** acquires a connection and pings it.
 /// - **Stop** runs after every component that depends on the pool has stopped, so their
-///   transactions have committed. It closes the pool: waiting and later `acquire` calls fail at
-///   once with `PoolClosed`, idle connections close, and it waits for checked-out ones to come
-///   back and close. If some never do (a leak, a stuck query, a dead server) it gives up
-///   shortly before the stop timeout with [`DbError::CloseTimedOut`], saying how many, and the
-///   shutdown goes on.
+///   transactions have committed. Connections still in use at that moment belong to something
+///   that uses the pool without depending on it (a missing `depends_on`): the stop logs how
+///   many, and the likely cause, since that user's queries fail with `PoolClosed` from then on.
+///   It closes the pool: waiting and later `acquire` calls fail at once with `PoolClosed`, idle
+///   connections close, and it waits for checked-out ones to come back and close. If some never
+///   do (a leak, a stuck query, a dead server) it gives up shortly before the stop timeout with
+///   [`DbError::CloseTimedOut`], saying how many, and the shutdown goes on.
 ///
 /// # Examples
 ///
@@ -121,6 +123,23 @@ impl<DB: Database> Component for SqlPool<DB> {
     }
 
     async fn stop(&self, ctx: &Context) -> Result<(), BoxError> {
+        // Everything registered as depending on the pool has stopped by now, so a connection
+        // still in use belongs to something that uses the pool without depending on it (or
+        // leaked one): its next queries fail with "pool closed" from here on. sqlx cannot count
+        // those refusals, but it can count the connections held across the close.
+        let in_use = self.pool.size().saturating_sub(self.pool.num_idle() as u32);
+        if in_use > 0 {
+            let plural = if in_use == 1 { "" } else { "s" };
+            tracing::warn!(
+                component = ctx.name(),
+                target_db = %self.target,
+                in_use,
+                "closing the pool with {in_use} connection{plural} in use: something that uses \
+                 it is still running, and its queries will fail with \"pool closed\"; register \
+                 every component that uses the pool with depends_on(\"{}\") so that it stops first",
+                ctx.name()
+            );
+        }
         let give_up = give_up_at(ctx, Duration::from_secs(5));
         if tokio::time::timeout_at(give_up, self.pool.close())
             .await

@@ -5,13 +5,21 @@ use std::time::Duration;
 use lifecycle_core::{async_trait, BoxError};
 use sqlx::{AnyPool, Row};
 
+use super::dialect::{Dialect, Kind, MYSQL_CLAIM};
 use crate::jobs::{Job, JobQueue, JobState};
 
-/// A job queue kept in the `lifecycle_jobs` table of a PostgreSQL or SQLite database, for
-/// [`JobWorker`](crate::JobWorker)s.
+/// A job queue kept in the `lifecycle_jobs` table of a PostgreSQL, SQLite or MySQL/MariaDB
+/// database, for [`JobWorker`](crate::JobWorker)s.
 ///
-/// A worker *claims* a job atomically (PostgreSQL: `FOR UPDATE SKIP LOCKED`; SQLite: one
-/// `UPDATE ... RETURNING`, SQLite serialising writers) and holds a *lease* on it, which it renews
+/// It runs on the pool the service already has: sqlx's typed pools (`PgPool`, `SqlitePool`,
+/// `MySqlPool`, with this crate's features `postgres`, `sqlite`, `mysql`) or an `AnyPool`, so a
+/// service that uses `query!` needs no second pool. Each database gets statements in its own
+/// SQL.
+///
+/// A worker *claims* a job atomically (PostgreSQL: `FOR UPDATE SKIP LOCKED`; MySQL 8 and
+/// MariaDB 10.6+: `SELECT ... FOR UPDATE SKIP LOCKED` and the update in one transaction;
+/// SQLite: one `UPDATE ... RETURNING`, SQLite serialising writers) and holds a *lease* on it,
+/// which it renews
 /// while it works. A job is then completed, failed (queued again until it has failed
 /// `max_attempts` times), or *handed back*: queued again without counting the attempt, as when
 /// a shutdown cuts it off. A job whose lease expires (its worker was killed) is reclaimed the
@@ -31,36 +39,117 @@ use crate::jobs::{Job, JobQueue, JobState};
 /// Cloning is cheap: clones share the pool.
 #[derive(Debug, Clone)]
 pub struct SqlJobQueue {
-    pool: AnyPool,
+    pool: Pools,
     queue: String,
-    dialect: &'static Dialect,
+    dialect: Option<&'static Dialect>,
     max_deliveries: i64,
 }
 
-/// The statements that differ between PostgreSQL and SQLite.
-#[derive(Debug)]
-struct Dialect {
-    create: &'static str,
-    add_deliveries: &'static str,
-    has_deliveries: Option<&'static str>,
-    claim: &'static str,
-    renew: &'static str,
-    reclaim: &'static str,
+/// A pool a [`SqlJobQueue`] can run on: sqlx's `AnyPool`, or its typed pools with this
+/// crate's features (`PgPool` with `postgres`, `SqlitePool` with `sqlite`, `MySqlPool` with
+/// `mysql`). Made with `From`, so [`SqlJobQueue::new`] takes any of them.
+///
+/// # Examples
+///
+/// ```no_run
+/// use lifecycle_db::{SqlJobQueue, SqlPool};
+///
+/// # fn wire() -> Result<(), lifecycle_db::DbError> {
+/// // The pool the service's `query!` calls use is the queue's too.
+/// let db = SqlPool::<sqlx::Postgres>::new("postgres://app@db/app")?;
+/// let queue = SqlJobQueue::new(db.pool().clone(), "emails");
+/// # drop(queue);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqlQueuePool(Pools);
+
+#[derive(Debug, Clone)]
+enum Pools {
+    Any(AnyPool),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::SqlitePool),
+    #[cfg(feature = "mysql")]
+    MySql(sqlx::MySqlPool),
+}
+
+impl From<AnyPool> for SqlQueuePool {
+    fn from(pool: AnyPool) -> Self {
+        SqlQueuePool(Pools::Any(pool))
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl From<sqlx::PgPool> for SqlQueuePool {
+    fn from(pool: sqlx::PgPool) -> Self {
+        SqlQueuePool(Pools::Postgres(pool))
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl From<sqlx::SqlitePool> for SqlQueuePool {
+    fn from(pool: sqlx::SqlitePool) -> Self {
+        SqlQueuePool(Pools::Sqlite(pool))
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl From<sqlx::MySqlPool> for SqlQueuePool {
+    fn from(pool: sqlx::MySqlPool) -> Self {
+        SqlQueuePool(Pools::MySql(pool))
+    }
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool, whichever it is: the same statements
+/// and bindings, compiled for each database type.
+macro_rules! on_pool {
+    ($pools:expr, $pool:ident => $body:expr) => {
+        match $pools {
+            Pools::Any($pool) => $body,
+            #[cfg(feature = "postgres")]
+            Pools::Postgres($pool) => $body,
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite($pool) => $body,
+            #[cfg(feature = "mysql")]
+            Pools::MySql($pool) => $body,
+        }
+    };
 }
 
 impl SqlJobQueue {
-    /// The queue named `queue` in the database of `pool`, a PostgreSQL or SQLite pool of
-    /// sqlx's `Any` driver.
-    pub fn new(pool: AnyPool, queue: impl Into<String>) -> Self {
-        let postgres = pool
-            .connect_options()
-            .database_url
-            .scheme()
-            .starts_with("postgres");
+    /// The queue named `queue` in the database of `pool`: a `PgPool`, `SqlitePool`,
+    /// `MySqlPool` or `AnyPool`, the one the service already uses.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use lifecycle_db::SqlJobQueue;
+    ///
+    /// # async fn wire() -> Result<(), sqlx::Error> {
+    /// let pool = sqlx::SqlitePool::connect("sqlite://jobs.db?mode=rwc").await?;
+    /// let queue = SqlJobQueue::new(pool.clone(), "emails");
+    /// queue.create_table().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn new(pool: impl Into<SqlQueuePool>, queue: impl Into<String>) -> Self {
+        let SqlQueuePool(pool) = pool.into();
+        let dialect = match &pool {
+            Pools::Any(any) => Dialect::for_scheme(any.connect_options().database_url.scheme()),
+            #[cfg(feature = "postgres")]
+            Pools::Postgres(_) => Some(&super::dialect::POSTGRES),
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(_) => Some(&super::dialect::SQLITE),
+            #[cfg(feature = "mysql")]
+            Pools::MySql(_) => Some(&super::dialect::MYSQL),
+        };
         SqlJobQueue {
             pool,
             queue: queue.into(),
-            dialect: if postgres { &POSTGRES } else { &SQLITE },
+            dialect,
             max_deliveries: 10,
         }
     }
@@ -86,48 +175,90 @@ impl SqlJobQueue {
         self
     }
 
-    /// Creates the table and its index if they do not exist.
+    /// The statements for this database, or a configuration error for a database the queue
+    /// does not speak (only an `AnyPool` with a driver other than sqlx's three can be one).
+    fn dialect(&self) -> Result<&'static Dialect, sqlx::Error> {
+        self.dialect.ok_or_else(|| {
+            sqlx::Error::Configuration(
+                "lifecycle-db's SqlJobQueue supports PostgreSQL, SQLite and MySQL/MariaDB only"
+                    .into(),
+            )
+        })
+    }
+
+    /// Creates the table and its index if they do not exist (and adds the columns of newer
+    /// versions to an older table).
     ///
     /// # Errors
     ///
     /// A database error.
     pub async fn create_table(&self) -> Result<(), sqlx::Error> {
-        sqlx::query(self.dialect.create).execute(&self.pool).await?;
-        // Tables made before deliveries were counted get the column.
-        let missing = match self.dialect.has_deliveries {
-            Some(check) => {
-                sqlx::query_scalar::<_, i64>(check)
-                    .fetch_one(&self.pool)
-                    .await?
-                    == 0
+        let dialect = self.dialect()?;
+        on_pool!(&self.pool, pool => {
+            sqlx::query(dialect.create).execute(pool).await?;
+            let has: i64 = sqlx::query_scalar(dialect.has_deliveries).fetch_one(pool).await?;
+            if has == 0 {
+                sqlx::query(dialect.add_deliveries).execute(pool).await?;
             }
-            None => true,
-        };
-        if missing {
-            sqlx::query(self.dialect.add_deliveries)
-                .execute(&self.pool)
-                .await?;
-        }
-        sqlx::query(
-            "CREATE INDEX IF NOT EXISTS lifecycle_jobs_claim ON lifecycle_jobs (queue, state, id)",
-        )
-        .execute(&self.pool)
-        .await?;
+            if let Some(index) = dialect.create_index {
+                sqlx::query(index).execute(pool).await?;
+            }
+        });
         Ok(())
     }
 
-    /// Adds a job; returns its id.
+    /// Adds a job whose payload is `payload`, stored as JSON, for a worker whose handler takes
+    /// a `Job<T>`; returns its id.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn wire(queue: lifecycle_db::SqlJobQueue) -> Result<(), sqlx::Error> {
+    /// #[derive(serde::Serialize)]
+    /// struct Email<'a> {
+    ///     to: &'a str,
+    /// }
+    ///
+    /// let id = queue.enqueue(&Email { to: "ada@example.com" }).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
-    /// A database error.
-    pub async fn enqueue(&self, payload: &str) -> Result<i64, sqlx::Error> {
-        sqlx::query("INSERT INTO lifecycle_jobs (queue, payload, state, attempts) VALUES ($1, $2, 'queued', 0) RETURNING id")
-            .bind(&self.queue)
-            .bind(payload)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)
+    /// A database error, or [`sqlx::Error::Encode`] when the payload does not serialize.
+    pub async fn enqueue<T: serde::Serialize + ?Sized>(
+        &self,
+        payload: &T,
+    ) -> Result<i64, sqlx::Error> {
+        let payload = serde_json::to_string(payload).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        let payload = payload.as_str();
+        let dialect = self.dialect()?;
+        let insert = sqlx::query(dialect.enqueue).bind(&self.queue).bind(payload);
+        match &self.pool {
+            Pools::Any(pool) if dialect.kind == Kind::MySql => insert
+                .execute(pool)
+                .await?
+                .last_insert_id()
+                .ok_or_else(|| sqlx::Error::Protocol("no id for the new job".into())),
+            Pools::Any(pool) => insert.fetch_one(pool).await?.try_get(0),
+            #[cfg(feature = "postgres")]
+            Pools::Postgres(pool) => {
+                let insert = sqlx::query(dialect.enqueue).bind(&self.queue).bind(payload);
+                insert.fetch_one(pool).await?.try_get(0)
+            }
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(pool) => {
+                let insert = sqlx::query(dialect.enqueue).bind(&self.queue).bind(payload);
+                insert.fetch_one(pool).await?.try_get(0)
+            }
+            #[cfg(feature = "mysql")]
+            Pools::MySql(pool) => {
+                let insert = sqlx::query(dialect.enqueue).bind(&self.queue).bind(payload);
+                let id = insert.execute(pool).await?.last_insert_id();
+                i64::try_from(id).map_err(|e| sqlx::Error::Decode(e.into()))
+            }
+        }
     }
 
     /// Takes the oldest queued job for `worker`, leased for `lease`; `None` when the queue is
@@ -137,37 +268,70 @@ impl SqlJobQueue {
     ///
     /// A database error.
     pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>, sqlx::Error> {
-        let row = sqlx::query(self.dialect.claim)
-            .bind(worker)
-            .bind(millis(lease))
-            .bind(&self.queue)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| {
-            Ok(Job {
-                id: row.try_get(0)?,
-                payload: row.try_get(1)?,
-                attempts: row.try_get(2)?,
-                deliveries: row.try_get(3)?,
+        let dialect = self.dialect()?;
+        on_pool!(&self.pool, pool => {
+            let row = if dialect.kind == Kind::MySql {
+                // READ COMMITTED: InnoDB then locks only the row it takes, not the gaps around
+                // it, which would hold up inserts and updates of other jobs (and other queues).
+                let mut connection = pool.acquire().await?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .execute(&mut *connection)
+                    .await?;
+                let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+                let id: Option<i64> = sqlx::query_scalar(MYSQL_CLAIM.select)
+                    .bind(&self.queue)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let row = match id {
+                    Some(id) => {
+                        sqlx::query(MYSQL_CLAIM.take)
+                            .bind(worker)
+                            .bind(millis(lease))
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                        Some(sqlx::query(MYSQL_CLAIM.read).bind(id).fetch_one(&mut *tx).await?)
+                    }
+                    None => None,
+                };
+                tx.commit().await?;
+                row
+            } else {
+                sqlx::query(dialect.claim)
+                    .bind(worker)
+                    .bind(millis(lease))
+                    .bind(&self.queue)
+                    .fetch_optional(pool)
+                    .await?
+            };
+            row.map(|row| {
+                Ok(Job {
+                    id: row.try_get(0)?,
+                    payload: row.try_get(1)?,
+                    attempts: row.try_get(2)?,
+                    deliveries: row.try_get(3)?,
+                })
             })
+            .transpose()
         })
-        .transpose()
     }
 
-    /// Extends `worker`'s lease on job `id` to `lease` from now; returns whether it still holds
-    /// the job.
+    /// Extends `worker`'s lease on job `id` to `lease` from now (on the database's clock);
+    /// returns whether it still holds the job.
     ///
     /// # Errors
     ///
     /// A database error.
     pub async fn renew(&self, id: i64, worker: &str, lease: Duration) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(self.dialect.renew)
+        let dialect = self.dialect()?;
+        let done = on_pool!(&self.pool, pool => sqlx::query(dialect.renew)
             .bind(millis(lease))
             .bind(id)
             .bind(worker)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
     }
 
     /// Marks job `id` done, if `worker` still holds it; returns whether it did (`false`: the
@@ -177,12 +341,14 @@ impl SqlJobQueue {
     ///
     /// A database error.
     pub async fn complete(&self, id: i64, worker: &str) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query("UPDATE lifecycle_jobs SET state = 'done', worker = NULL, lease_until = NULL WHERE id = $1 AND worker = $2 AND state = 'running'")
+        let dialect = self.dialect()?;
+        let done = on_pool!(&self.pool, pool => sqlx::query(dialect.complete)
             .bind(id)
             .bind(worker)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
     }
 
     /// Records a failure of job `id`, if `worker` still holds it: queued again, or failed for
@@ -198,18 +364,16 @@ impl SqlJobQueue {
         error: &str,
         max_attempts: i64,
     ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE lifecycle_jobs SET state = CASE WHEN attempts >= $1 THEN 'failed' ELSE 'queued' END,
-                worker = NULL, lease_until = NULL, error = $2
-             WHERE id = $3 AND worker = $4 AND state = 'running'",
-        )
-        .bind(max_attempts)
-        .bind(error)
-        .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let dialect = self.dialect()?;
+        let done = on_pool!(&self.pool, pool => sqlx::query(dialect.fail)
+            .bind(max_attempts)
+            .bind(error)
+            .bind(id)
+            .bind(worker)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
     }
 
     /// Hands job `id` back to the queue without counting the attempt, if `worker` still holds
@@ -219,15 +383,14 @@ impl SqlJobQueue {
     ///
     /// A database error.
     pub async fn hand_back(&self, id: i64, worker: &str) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE lifecycle_jobs SET state = 'queued', worker = NULL, lease_until = NULL, attempts = attempts - 1
-             WHERE id = $1 AND worker = $2 AND state = 'running'",
-        )
-        .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let dialect = self.dialect()?;
+        let done = on_pool!(&self.pool, pool => sqlx::query(dialect.hand_back)
+            .bind(id)
+            .bind(worker)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
     }
 
     /// Queues again the jobs whose lease has expired (their worker died), without counting the
@@ -238,12 +401,14 @@ impl SqlJobQueue {
     ///
     /// A database error.
     pub async fn reclaim_expired(&self) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query(self.dialect.reclaim)
-            .bind(self.max_deliveries)
-            .bind(&self.queue)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        let dialect = self.dialect()?;
+        let max = self.max_deliveries;
+        Ok(on_pool!(&self.pool, pool => {
+            let reclaim = sqlx::query(dialect.reclaim).bind(max).bind(max);
+            // MySQL's statement names the maximum three times, with `?` each.
+            let reclaim = if dialect.kind == Kind::MySql { reclaim.bind(max) } else { reclaim };
+            reclaim.bind(&self.queue).execute(pool).await?.rows_affected()
+        }))
     }
 
     /// Why job `id` last failed, as recorded: its handler's error, or that its lease expired
@@ -253,11 +418,9 @@ impl SqlJobQueue {
     ///
     /// A database error.
     pub async fn error(&self, id: i64) -> Result<Option<String>, sqlx::Error> {
-        let error: Option<Option<String>> =
-            sqlx::query_scalar("SELECT error FROM lifecycle_jobs WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let dialect = self.dialect()?;
+        let error: Option<Option<String>> = on_pool!(&self.pool, pool =>
+            sqlx::query_scalar(dialect.error).bind(id).fetch_optional(pool).await?);
         Ok(error.flatten())
     }
 
@@ -267,11 +430,9 @@ impl SqlJobQueue {
     ///
     /// A database error.
     pub async fn state(&self, id: i64) -> Result<Option<JobState>, sqlx::Error> {
-        let state: Option<String> =
-            sqlx::query_scalar("SELECT state FROM lifecycle_jobs WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let dialect = self.dialect()?;
+        let state: Option<String> = on_pool!(&self.pool, pool =>
+            sqlx::query_scalar(dialect.state).bind(id).fetch_optional(pool).await?);
         Ok(state.as_deref().map(JobState::parse))
     }
 
@@ -281,15 +442,15 @@ impl SqlJobQueue {
     ///
     /// A database error.
     pub async fn counts(&self) -> Result<(i64, i64, i64, i64), sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT state, COUNT(*) FROM lifecycle_jobs WHERE queue = $1 GROUP BY state",
-        )
-        .bind(&self.queue)
-        .fetch_all(&self.pool)
-        .await?;
+        let dialect = self.dialect()?;
+        let rows: Vec<(String, i64)> = on_pool!(&self.pool, pool => {
+            let rows = sqlx::query(dialect.counts).bind(&self.queue).fetch_all(pool).await?;
+            rows.iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .collect::<Result<_, sqlx::Error>>()?
+        });
         let mut counts = (0, 0, 0, 0);
-        for row in rows {
-            let (state, n): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+        for (state, n) in rows {
             match state.as_str() {
                 "queued" => counts.0 = n,
                 "running" => counts.1 = n,
@@ -300,89 +461,6 @@ impl SqlJobQueue {
         Ok(counts)
     }
 }
-
-// The database's clock in milliseconds since the epoch, in each dialect.
-macro_rules! now_postgres {
-    () => {
-        "(EXTRACT(EPOCH FROM now()) * 1000)::BIGINT"
-    };
-}
-macro_rules! now_sqlite {
-    () => {
-        "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
-    };
-}
-
-// Placeholders appear in numeric order: SQLite numbers `$N` parameters by first appearance.
-macro_rules! claim {
-    ($now:expr, $lock:expr) => {
-        concat!(
-            "UPDATE lifecycle_jobs
-             SET state = 'running', worker = $1, lease_until = ",
-            $now,
-            " + $2,
-                 attempts = attempts + 1, deliveries = deliveries + 1
-             WHERE id = (SELECT id FROM lifecycle_jobs WHERE queue = $3 AND state = 'queued'
-                         ORDER BY id LIMIT 1",
-            $lock,
-            ")
-             RETURNING id, payload, attempts, deliveries"
-        )
-    };
-}
-macro_rules! renew {
-    ($now:expr) => {
-        concat!(
-            "UPDATE lifecycle_jobs SET lease_until = ",
-            $now,
-            " + $1 WHERE id = $2 AND worker = $3 AND state = 'running'"
-        )
-    };
-}
-macro_rules! reclaim {
-    ($now:expr) => {
-        concat!(
-            "UPDATE lifecycle_jobs
-             SET state = CASE WHEN deliveries >= $1 THEN 'failed' ELSE 'queued' END,
-                 error = CASE WHEN deliveries >= $1
-                     THEN 'its lease expired after its delivery ' || deliveries
-                          || ' of ' || $1 || ': its worker died or hung every time'
-                     ELSE error END,
-                 worker = NULL, lease_until = NULL, attempts = attempts - 1
-             WHERE queue = $2 AND state = 'running' AND lease_until < ",
-            $now
-        )
-    };
-}
-
-static POSTGRES: Dialect = Dialect {
-    create: "CREATE TABLE IF NOT EXISTS lifecycle_jobs (
-        id BIGSERIAL PRIMARY KEY, queue TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL,
-        attempts BIGINT NOT NULL DEFAULT 0, worker TEXT, lease_until BIGINT, error TEXT,
-        deliveries BIGINT NOT NULL DEFAULT 0)",
-    add_deliveries:
-        "ALTER TABLE lifecycle_jobs ADD COLUMN IF NOT EXISTS deliveries BIGINT NOT NULL DEFAULT 0",
-    has_deliveries: None,
-    // Concurrent claims skip the rows others are taking instead of waiting for them.
-    claim: claim!(now_postgres!(), " FOR UPDATE SKIP LOCKED"),
-    renew: renew!(now_postgres!()),
-    reclaim: reclaim!(now_postgres!()),
-};
-
-static SQLITE: Dialect = Dialect {
-    create: "CREATE TABLE IF NOT EXISTS lifecycle_jobs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, payload TEXT NOT NULL,
-        state TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, worker TEXT, lease_until BIGINT,
-        error TEXT, deliveries BIGINT NOT NULL DEFAULT 0)",
-    add_deliveries: "ALTER TABLE lifecycle_jobs ADD COLUMN deliveries BIGINT NOT NULL DEFAULT 0",
-    has_deliveries: Some(
-        "SELECT COUNT(*) FROM pragma_table_info('lifecycle_jobs') WHERE name = 'deliveries'",
-    ),
-    // SQLite runs one writer at a time, so the same statement without row locks is atomic.
-    claim: claim!(now_sqlite!(), ""),
-    renew: renew!(now_sqlite!()),
-    reclaim: reclaim!(now_sqlite!()),
-};
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)

@@ -199,29 +199,32 @@ pub fn queue_name(test: &str) -> String {
 }
 
 /// What the handlers did, per job id: how many runs began and how many finished, and the
-/// attempt count the last run was given.
+/// attempt and delivery counts the last run was given.
 #[derive(Debug, Clone, Default)]
 pub struct Runs(
     Arc<Mutex<HashMap<i64, (u32, u32)>>>,
-    Arc<Mutex<HashMap<i64, i64>>>,
+    Arc<Mutex<HashMap<i64, (i64, i64)>>>,
 );
 
 impl Runs {
     /// A handler that sleeps the job's payload in milliseconds, recording its runs.
     pub fn sleeper(
         &self,
-    ) -> impl Fn(Job) -> futures::future::BoxFuture<'static, Result<(), lifecycle_core::BoxError>>
+    ) -> impl Fn(Job<u64>) -> futures::future::BoxFuture<'static, Result<(), lifecycle_core::BoxError>>
            + Clone
            + Send
            + Sync
            + 'static {
         let runs = self.clone();
-        move |job: Job| {
+        move |job: Job<u64>| {
             let runs = runs.clone();
             Box::pin(async move {
                 runs.0.lock().unwrap().entry(job.id).or_default().0 += 1;
-                runs.1.lock().unwrap().insert(job.id, job.attempts);
-                tokio::time::sleep(Duration::from_millis(job.payload.parse().unwrap())).await;
+                runs.1
+                    .lock()
+                    .unwrap()
+                    .insert(job.id, (job.attempts, job.deliveries));
+                tokio::time::sleep(Duration::from_millis(job.payload)).await;
                 runs.0.lock().unwrap().entry(job.id).or_default().1 += 1;
                 Ok(())
             })
@@ -229,9 +232,12 @@ impl Runs {
     }
 
     /// Records that a handler began running `job`.
-    pub fn begin(&self, job: &Job) {
+    pub fn begin<T>(&self, job: &Job<T>) {
         self.0.lock().unwrap().entry(job.id).or_default().0 += 1;
-        self.1.lock().unwrap().insert(job.id, job.attempts);
+        self.1
+            .lock()
+            .unwrap()
+            .insert(job.id, (job.attempts, job.deliveries));
     }
 
     /// Records that a handler finished running job `id`.
@@ -263,7 +269,24 @@ impl Runs {
 
     /// The attempt count the last run of job `id` was given.
     pub fn attempts(&self, id: i64) -> i64 {
-        self.1.lock().unwrap().get(&id).copied().unwrap_or_default()
+        self.1
+            .lock()
+            .unwrap()
+            .get(&id)
+            .copied()
+            .unwrap_or_default()
+            .0
+    }
+
+    /// The delivery count the last run of job `id` was given.
+    pub fn deliveries(&self, id: i64) -> i64 {
+        self.1
+            .lock()
+            .unwrap()
+            .get(&id)
+            .copied()
+            .unwrap_or_default()
+            .1
     }
 }
 
