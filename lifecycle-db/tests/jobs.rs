@@ -342,7 +342,8 @@ async fn the_job_in_hand_finishes_when_the_stop_timeout_allows<B: Backend>(backe
     assert_eq!(B::state(&queue, id).await, Some(JobState::Done));
     assert_eq!(runs.get(id), (1, 1));
     handle.shutdown("test over");
-    run.await.unwrap();
+    let report = run.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
     backend.clean(&name).await;
 }
 
@@ -381,7 +382,8 @@ async fn a_job_longer_than_the_stop_timeout_is_handed_back_without_counting<B: B
         .unwrap();
     assert_eq!((job.id, job.attempts), (id, 1));
     handle.shutdown("test over");
-    run.await.unwrap();
+    let report = run.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
     backend.clean(&name).await;
 }
 
@@ -397,7 +399,8 @@ async fn the_job_of_a_dead_worker_is_taken_up_at_the_next_start<B: Backend>(back
         .unwrap();
     assert_eq!(claimed.id, id);
     handle.shutdown("claimed");
-    run.await.unwrap();
+    let report = run.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let runs = Runs::default();
@@ -429,7 +432,8 @@ async fn an_idle_worker_takes_up_the_job_of_a_worker_that_died_after_it_started<
         .unwrap()
         .is_some());
     handle.shutdown("claimed");
-    run.await.unwrap();
+    let report = run.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
 
     let runs = Runs::default();
     let (lifecycle, queue) = lifecycle(&backend, &name, 1, runs.sleeper(), Duration::from_secs(1));
@@ -440,7 +444,8 @@ async fn an_idle_worker_takes_up_the_job_of_a_worker_that_died_after_it_started<
         "taken only once the lease expired"
     );
     handle.shutdown("test over");
-    run.await.unwrap();
+    let report = run.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
     assert_eq!(runs.get(id), (1, 1));
     backend.clean(&name).await;
 }
@@ -460,7 +465,8 @@ async fn a_failing_job_is_retried_then_marked_failed<B: Backend>(backend: B) {
     let id = B::enqueue(&queue, 0).await;
     wait_for_state::<B>(&queue, id, JobState::Failed).await;
     handle.shutdown("test over");
-    run.await.unwrap();
+    let report = run.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
     assert_eq!(*tries.lock().unwrap(), 3);
     backend.clean(&name).await;
 }
@@ -472,7 +478,8 @@ async fn reclaim_before_start<B: Backend>(backend: &B, name: &str) -> u64 {
     let (queue, handle, run) = store_only(backend, name).await;
     let reclaimed = queue.reclaim_expired().await.unwrap();
     handle.shutdown("reclaimed");
-    run.await.unwrap();
+    let report = run.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
     reclaimed
 }
 
@@ -500,7 +507,8 @@ fn no_job_is_lost<B: Backend>(backend: B, seed: u64) {
             ids.push(B::enqueue(&queue, rng.random_range(0..20)).await);
         }
         handle.shutdown("enqueued");
-        run.await.unwrap();
+        let report = run.await.unwrap();
+        assert_eq!(report.exit_code(), 0, "{report}");
         ids
     });
 
@@ -557,7 +565,8 @@ fn no_job_is_lost<B: Backend>(backend: B, seed: u64) {
             }
         }
         handle.shutdown("all done");
-        run.await.unwrap();
+        let report = run.await.unwrap();
+        assert_eq!(report.exit_code(), 0, "{report}");
         backend.clean(&name).await;
     });
 
@@ -640,7 +649,8 @@ async fn a_late_end_is_not_recorded_and_is_counted<B: Backend>(backend: B) {
     assert!(queue.complete(id, "other").await.unwrap());
     assert_eq!(B::state(&queue, id).await, Some(JobState::Done));
     handle.shutdown("test over");
-    run.await.unwrap();
+    let report = run.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
     backend.clean(&name).await;
 }
 
@@ -664,7 +674,8 @@ async fn expired_leases_are_reclaimed_while_the_worker_is_busy<B: Backend>(backe
         others.push(B::enqueue(&queue, 60).await);
     }
     handle.shutdown("enqueued");
-    run.await.unwrap();
+    let report = run.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
 
     // One worker, busy for 40 x 60 ms; the dead worker's lease expires 500 ms after its claim.
     let runs = Runs::default();
@@ -682,7 +693,8 @@ async fn expired_leases_are_reclaimed_while_the_worker_is_busy<B: Backend>(backe
         "the dead worker's job was taken back only once the queue was empty"
     );
     handle.shutdown("test over");
-    run.await.unwrap();
+    let report = run.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
     backend.clean(&name).await;
 }
 
@@ -708,7 +720,8 @@ fn a_job_that_kills_its_worker_every_time_ends_failed<B: Backend>(backend: B) {
         let (queue, handle, run) = store_only(&backend, &name).await;
         let id = B::enqueue(&queue, 100000).await;
         handle.shutdown("enqueued");
-        run.await.unwrap();
+        let report = run.await.unwrap();
+        assert_eq!(report.exit_code(), 0, "{report}");
         id
     });
     for delivery in 1..=MAX_DELIVERIES + 1 {
@@ -744,7 +757,8 @@ fn a_job_that_kills_its_worker_every_time_ends_failed<B: Backend>(backend: B) {
                     "{error}"
                 );
                 handle.shutdown("checked");
-                run.await.unwrap();
+                let report = run.await.unwrap();
+                assert_eq!(report.exit_code(), 0, "{report}");
                 backend.clean(&name).await;
             });
             return;
@@ -793,7 +807,8 @@ async fn payloads_are_typed<B: Backend>(backend: B) {
     let error = B::error(&queue, bad).await.unwrap_or_default();
     assert!(error.contains("the payload is not a valid"), "{error}");
     handle.shutdown("test over");
-    run.await.unwrap();
+    let report = run.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
     assert_eq!(*seen.lock().unwrap(), [email]);
     backend.clean(&name).await;
 }
@@ -862,7 +877,8 @@ async fn a_worker_holds_several_jobs_and_hands_each_back<B: Backend>(backend: B)
         wait_for_state::<B>(&queue, *id, JobState::Done).await;
     }
     handle.shutdown("test over");
-    run.await.unwrap();
+    let report = run.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
     let redelivered = ids.iter().filter(|id| runs.deliveries(**id) == 2).count();
     assert_eq!(redelivered, 3, "the three jobs in hand were handed back");
     for id in &ids {
@@ -893,7 +909,8 @@ async fn a_worker_that_lost_its_lease_is_told_so<B: Backend>(backend: B) {
     assert!(queue.complete(id, "second").await.unwrap());
     assert_eq!(B::state(&queue, id).await, Some(JobState::Done));
     handle.shutdown("test over");
-    run.await.unwrap();
+    let report = run.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
     backend.clean(&name).await;
 }
 

@@ -150,7 +150,8 @@ impl Fixture {
             let _: () = admin.del(keys).await.unwrap();
         }
         self.handle.shutdown("test over");
-        self.run.await.unwrap();
+        let report = self.run.await.unwrap();
+        assert_eq!(report.exit_code(), 0, "{report}");
     }
 }
 

@@ -107,5 +107,6 @@ async fn readiness_details_are_off_unless_enabled() {
     assert_eq!(answer.status, 200);
     assert_eq!(answer.body, "ready\n", "no details by default");
     server.handle.shutdown("test over");
-    server.report.await.unwrap();
+    let report = server.report.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
 }
