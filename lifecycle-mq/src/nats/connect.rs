@@ -1,0 +1,60 @@
+//! Opening a NATS connection whose background task cannot outlive the component.
+
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions, Event};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// A connection and the events of its background task.
+pub(crate) struct Connection {
+    pub(crate) client: Client,
+    /// The connection's events. It ends when async-nats's background tasks have ended (they
+    /// own the callback that feeds it), which is how a stop knows that none is left.
+    pub(crate) events: mpsc::UnboundedReceiver<Event>,
+}
+
+/// Connects once to `url`, named `name` (the server's `CONNZ` shows it).
+///
+/// async-nats reconnects on its own, for ever by default, in a task of its own: here it tries
+/// once, 100 ms after a loss, so that the task ends soon after the server is gone instead of
+/// outliving the stop. The loss itself is reported by the component (its `OnFailure` policy
+/// decides), not hidden by reconnections.
+pub(crate) async fn open(
+    url: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<Connection, async_nats::ConnectError> {
+    let (send, events) = mpsc::unbounded_channel();
+    let client = ConnectOptions::new()
+        .name(name)
+        .connection_timeout(timeout)
+        .max_reconnects(1)
+        .reconnect_delay_callback(|_| Duration::from_millis(100))
+        .event_callback(move |event| {
+            let send = send.clone();
+            async move {
+                let _ = send.send(event);
+            }
+        })
+        .connect(url)
+        .await?;
+    Ok(Connection { client, events })
+}
+
+impl Connection {
+    /// Closes the connection: unsubscribes everything and flushes what was written (acks
+    /// included), then waits, until `limit`, for the background task to end.
+    pub(crate) async fn close(mut self, limit: Instant) -> Result<(), String> {
+        match tokio::time::timeout_at(limit, self.client.drain()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error.to_string()),
+            Err(_) => return Err("no answer before the stop deadline".to_owned()),
+        }
+        drop(self.client);
+        let ended =
+            tokio::time::timeout_at(limit, async { while self.events.recv().await.is_some() {} })
+                .await;
+        ended.map_err(|_| "the connection did not close before the stop deadline".to_owned())
+    }
+}
