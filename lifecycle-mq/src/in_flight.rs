@@ -10,11 +10,14 @@ use tokio::task::AbortHandle;
 /// The handlers in progress of one run of a consumer, each with what settles its message (a
 /// lapin `Acker`, a JetStream message).
 ///
-/// A message is settled exactly once, by whoever takes its entry out: the handler's task when
-/// the handler returns ([`finish`](Self::finish)), or the stop when it cuts the handler off
-/// ([`cut_all`](Self::cut_all)). A second settlement (an ack after a nack) would be a protocol
-/// error that closes an AMQP channel, and an ack after a hand-back would ack a message that the
-/// broker may already have given to another consumer.
+/// A message is settled exactly once, by whoever takes its settle handle out: the handler's
+/// task when the handler returns ([`finish`](Self::finish)), or the stop when it cuts the
+/// handler off ([`cut_all`](Self::cut_all)). A second settlement (an ack after a nack) would be
+/// a protocol error that closes an AMQP channel, and an ack after a hand-back would ack a
+/// message that the broker may already have given to another consumer.
+///
+/// An entry stays until its task has settled the message ([`settled`](Self::settled)), so
+/// that the stop can also cut off a settlement the broker does not answer.
 pub(crate) struct InFlight<T> {
     entries: Mutex<State<T>>,
     permits: Arc<Semaphore>,
@@ -27,7 +30,8 @@ struct State<T> {
 }
 
 struct Entry<T> {
-    settle: T,
+    /// `None` once the handler returned and its task is settling the message.
+    settle: Option<T>,
     abort: Option<AbortHandle>,
 }
 
@@ -36,6 +40,14 @@ struct Entry<T> {
 pub(crate) struct Slot {
     pub(crate) id: u64,
     _permit: OwnedSemaphorePermit,
+}
+
+/// What [`InFlight::cut_all`] cut off.
+pub(crate) struct Cut<T> {
+    /// The messages of handlers that were still running, to hand back.
+    pub(crate) unsettled: Vec<T>,
+    /// Settlements that were under way (the handler had returned) but not answered.
+    pub(crate) settling: usize,
 }
 
 impl<T> InFlight<T> {
@@ -72,7 +84,7 @@ impl<T> InFlight<T> {
         state.running.insert(
             id,
             Entry {
-                settle,
+                settle: Some(settle),
                 abort: None,
             },
         );
@@ -92,10 +104,18 @@ impl<T> InFlight<T> {
     /// The handler `id` returned: what settles its message, unless the stop cut it off and
     /// settled it already.
     pub(crate) fn finish(&self, id: u64) -> Option<T> {
-        self.lock().running.remove(&id).map(|entry| entry.settle)
+        self.lock()
+            .running
+            .get_mut(&id)
+            .and_then(|entry| entry.settle.take())
     }
 
-    /// The number of handlers running.
+    /// The message of `slot` is settled (or could not be): its entry and permit go.
+    pub(crate) fn settled(&self, slot: Slot) {
+        self.lock().running.remove(&slot.id);
+    }
+
+    /// The number of handlers running or settling.
     pub(crate) fn len(&self) -> usize {
         self.lock().running.len()
     }
@@ -111,19 +131,24 @@ impl<T> InFlight<T> {
         drop(all);
     }
 
-    /// Cuts off every handler still running and returns what settles their messages, for the
-    /// stop to hand them back.
-    pub(crate) fn cut_all(&self) -> Vec<T> {
+    /// Cuts off every handler and settlement still under way and returns the messages to hand
+    /// back: those of handlers still running, and those of handlers that panicked.
+    pub(crate) fn cut_all(&self) -> Cut<T> {
         let running = std::mem::take(&mut self.lock().running);
-        running
-            .into_values()
-            .map(|entry| {
-                if let Some(abort) = entry.abort {
-                    abort.abort();
-                }
-                entry.settle
-            })
-            .collect()
+        let mut cut = Cut {
+            unsettled: Vec::new(),
+            settling: 0,
+        };
+        for entry in running.into_values() {
+            if let Some(abort) = entry.abort {
+                abort.abort();
+            }
+            match entry.settle {
+                Some(settle) => cut.unsettled.push(settle),
+                None => cut.settling += 1,
+            }
+        }
+        cut
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -137,15 +162,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_is_settled_by_its_handler_or_by_the_stop_never_both() {
-        let in_flight = InFlight::new(2);
+        let in_flight = InFlight::new(3);
         let a = in_flight.start(in_flight.room().await, "a");
         let b = in_flight.start(in_flight.room().await, "b");
+        let c = in_flight.start(in_flight.room().await, "c");
         assert_eq!(in_flight.finish(a.id), Some("a"));
-        assert_eq!(in_flight.cut_all(), vec!["b"]);
+        in_flight.settled(a);
+        // c's handler returned, and its settlement is under way when the stop cuts.
+        assert_eq!(in_flight.finish(c.id), Some("c"));
+        let cut = in_flight.cut_all();
+        assert_eq!((cut.unsettled, cut.settling), (vec!["b"], 1));
         // The handler of b returns after the stop took it over: it must not settle it again.
         assert_eq!(in_flight.finish(b.id), None);
         assert_eq!(in_flight.len(), 0);
-        drop((a, b));
+        drop((b, c));
         in_flight.idle().await;
     }
 }

@@ -516,6 +516,7 @@ fn child_main(spec: &str) -> Report {
             Backend::Nats => Registration::new(
                 name,
                 lifecycle_mq::NatsConsumer::new(common::nats_url(), queue, queue, handler)
+                    .ack_wait(Duration::from_secs(2))
                     .prefetch(20)
                     .concurrency(4),
             ),

@@ -286,27 +286,37 @@ impl Component for AmqpConsumer {
         }
 
         // 4. Let the handlers in progress finish and settle their messages, until shortly
-        //    before the deadline; then cut them off and hand their messages back.
-        if tokio::time::timeout_at(give_up, running.in_flight.idle())
+        //    before the deadline; then cut them off and hand their messages back (and those of
+        //    handlers that panicked).
+        let finished = tokio::time::timeout_at(give_up, running.in_flight.idle())
             .await
-            .is_err()
-        {
-            let cut = running.in_flight.cut_all();
-            Counters::add(&self.counters.cut_at_stop, cut.len() as u64);
-            tracing::warn!(component = ctx.name(), queue = %self.queue, cut = cut.len(),
-                "handlers cut off at the stop deadline; their messages are handed back");
-            let count = cut.len();
-            let close_by = close_by(ctx, give_up);
-            if let Err(reason) = nack_all(cut, close_by).await {
+            .is_ok();
+        let cut = running.in_flight.cut_all();
+        if !cut.unsettled.is_empty() {
+            let count = cut.unsettled.len();
+            if !finished {
+                Counters::add(&self.counters.cut_at_stop, count as u64);
+                tracing::warn!(component = ctx.name(), queue = %self.queue, cut = count,
+                    "handlers cut off at the stop deadline; their messages are handed back");
+            }
+            if let Err(reason) = nack_all(cut.unsettled, close_by(ctx, give_up)).await {
                 tracing::debug!(queue = %self.queue, %reason, "handing back cut-off messages failed");
             }
-            failures.insert(
-                0,
-                MqError::HandlersCutOff {
-                    queue: self.queue.clone(),
-                    cut: count,
-                },
-            );
+            if !finished {
+                failures.insert(
+                    0,
+                    MqError::HandlersCutOff {
+                        queue: self.queue.clone(),
+                        cut: count,
+                    },
+                );
+            }
+        }
+        if cut.settling > 0 {
+            failures.push(self.stop_failed(
+                "settling messages",
+                format!("{} acks or nacks unanswered at the deadline", cut.settling),
+            ));
         }
 
         // 5. Closing the channel flushes the acks: the broker answers `channel.close-ok` only
@@ -493,7 +503,7 @@ impl Dispatch {
             }
             // The slot's permit is released only now, so that the stop's wait for idle
             // handlers includes their settlements.
-            drop(slot);
+            in_flight.settled(slot);
         });
         self.in_flight.set_abort(id, task.abort_handle());
     }

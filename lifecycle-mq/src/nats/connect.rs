@@ -46,9 +46,13 @@ impl Connection {
     /// Closes the connection: unsubscribes everything and flushes what was written (acks
     /// included), then waits, until `limit`, for the background task to end.
     pub(crate) async fn close(mut self, limit: Instant) -> Result<(), String> {
-        match tokio::time::timeout_at(limit, self.client.drain()).await {
+        let close = async {
+            self.client.flush().await.map_err(|e| e.to_string())?;
+            self.client.drain().await.map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout_at(limit, close).await {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(error.to_string()),
+            Ok(Err(error)) => return Err(error),
             Err(_) => return Err("no answer before the stop deadline".to_owned()),
         }
         drop(self.client);

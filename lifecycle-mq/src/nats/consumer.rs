@@ -301,25 +301,37 @@ impl Component for NatsConsumer {
         }
 
         // 3. Let the handlers in progress finish and settle their messages, until shortly
-        //    before the deadline; then cut them off and hand their messages back.
-        if tokio::time::timeout_at(give_up, running.in_flight.idle())
+        //    before the deadline; then cut them off and hand their messages back (and those of
+        //    handlers that panicked).
+        let finished = tokio::time::timeout_at(give_up, running.in_flight.idle())
             .await
-            .is_err()
-        {
-            let cut = running.in_flight.cut_all();
-            Counters::add(&self.counters.cut_at_stop, cut.len() as u64);
-            tracing::warn!(component = ctx.name(), queue = %self.queue(), cut = cut.len(),
-                "handlers cut off at the stop deadline; their messages are handed back");
-            if let Err(reason) = nak_all(&cut, close_by(ctx, give_up)).await {
+            .is_ok();
+        let cut = running.in_flight.cut_all();
+        if !cut.unsettled.is_empty() {
+            let count = cut.unsettled.len();
+            if !finished {
+                Counters::add(&self.counters.cut_at_stop, count as u64);
+                tracing::warn!(component = ctx.name(), queue = %self.queue(), cut = count,
+                    "handlers cut off at the stop deadline; their messages are handed back");
+            }
+            if let Err(reason) = nak_all(&cut.unsettled, close_by(ctx, give_up)).await {
                 tracing::debug!(queue = %self.queue(), %reason, "handing back cut-off messages failed");
             }
-            failures.insert(
-                0,
-                MqError::HandlersCutOff {
-                    queue: self.queue(),
-                    cut: cut.len(),
-                },
-            );
+            if !finished {
+                failures.insert(
+                    0,
+                    MqError::HandlersCutOff {
+                        queue: self.queue(),
+                        cut: count,
+                    },
+                );
+            }
+        }
+        if cut.settling > 0 {
+            failures.push(self.stop_failed(
+                "confirming acks",
+                format!("{} acks or naks unconfirmed at the deadline; those messages will be redelivered", cut.settling),
+            ));
         }
 
         // 4. Drain the connection: the acks are flushed before it closes; then wait for its
@@ -372,9 +384,12 @@ fn close_by(ctx: &Context, give_up: Instant) -> Instant {
     give_up + deadline.saturating_duration_since(give_up) / 2
 }
 
-/// Naks every message of `messages`, by `limit`.
+/// Naks every message of `messages`, by `limit`, each confirmed by the server (a plain `-NAK`
+/// is only queued in the client and could be lost in the close that follows).
 async fn nak_all(messages: &[jetstream::Message], limit: Instant) -> Result<(), String> {
-    let naks = messages.iter().map(|m| m.ack_with(AckKind::Nak(None)));
+    let naks = messages
+        .iter()
+        .map(|m| m.double_ack_with(AckKind::Nak(None)));
     let results = step(limit, async {
         Ok::<_, String>(futures::future::join_all(naks).await)
     })
@@ -489,7 +504,9 @@ impl Dispatch {
                 Ack::Requeue => (AckKind::Nak(None), &counters.requeued),
                 Ack::Reject => (AckKind::Term, &counters.rejected),
             };
-            match message.ack_with(kind).await {
+            // The server confirms each settlement, so that an ack is known to have arrived
+            // before the stop closes the connection.
+            match message.double_ack_with(kind).await {
                 Ok(()) => Counters::add(counter, 1),
                 Err(error) => {
                     Counters::add(&counters.settle_failed, 1);
@@ -497,7 +514,7 @@ impl Dispatch {
                         "could not settle a message; the server will deliver it again");
                 }
             }
-            drop(slot);
+            in_flight.settled(slot);
         });
         self.in_flight.set_abort(id, task.abort_handle());
     }

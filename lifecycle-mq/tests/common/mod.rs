@@ -297,3 +297,75 @@ pub mod amqp {
         }
     }
 }
+
+#[cfg(feature = "nats")]
+pub mod nats {
+    //! Setting up and inspecting JetStream beside the code under test.
+
+    use async_nats::jetstream::{self, stream};
+
+    /// A JetStream context on an admin connection.
+    pub async fn admin() -> jetstream::Context {
+        jetstream::new(async_nats::connect(super::NATS).await.unwrap())
+    }
+
+    /// Creates a stream named `name` that captures the subject `name`, in memory.
+    pub async fn create_stream(js: &jetstream::Context, name: &str) {
+        js.create_stream(stream::Config {
+            name: name.to_owned(),
+            subjects: vec![name.to_owned()],
+            storage: stream::StorageType::Memory,
+            ..stream::Config::default()
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Publishes `payloads` on the subject `subject`, each acked by JetStream.
+    pub async fn publish(
+        js: &jetstream::Context,
+        subject: &str,
+        payloads: impl IntoIterator<Item = String>,
+    ) {
+        for payload in payloads {
+            js.publish(subject.to_owned(), payload.into_bytes().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    }
+
+    /// The messages of the durable consumer named like its stream not yet acked: not yet
+    /// delivered, or delivered and waiting for an ack.
+    pub async fn pending(js: &jetstream::Context, stream: &str) -> u64 {
+        pending_of(js, stream, stream).await
+    }
+
+    /// The same, for the durable consumer `durable`.
+    pub async fn pending_of(js: &jetstream::Context, stream: &str, durable: &str) -> u64 {
+        let info = js
+            .get_stream(stream)
+            .await
+            .unwrap()
+            .consumer_info(durable)
+            .await
+            .unwrap();
+        info.num_pending + info.num_ack_pending as u64
+    }
+
+    /// Delivered and not acked yet, for the durable consumer `durable`.
+    pub async fn ack_pending(js: &jetstream::Context, stream: &str, durable: &str) -> usize {
+        js.get_stream(stream)
+            .await
+            .unwrap()
+            .consumer_info(durable)
+            .await
+            .unwrap()
+            .num_ack_pending
+    }
+
+    pub async fn delete_stream(js: &jetstream::Context, name: &str) {
+        let _ = js.delete_stream(name).await;
+    }
+}
