@@ -447,13 +447,9 @@ impl Dispatch {
                                 // The connection watcher reports a lost connection; anything
                                 // else is retried after a pause, as a pull is cheap.
                                 tracing::debug!(component = self.ctx.name(), %error, "pull failed");
-                                if token
+                                token
                                     .run_until_cancelled(tokio::time::sleep(self.pull_wait))
-                                    .await
-                                    .is_none()
-                                {
-                                    return None;
-                                }
+                                    .await?;
                                 continue;
                             }
                         }
