@@ -327,6 +327,16 @@ async fn a_broker_gone_at_the_stop_cannot_hold_the_stop_past_its_timeout() {
             .contains("basic.cancel failed"),
         "{line:?}"
     );
+    // And its socket is closed: nothing of the consumer is left talking to a dead broker.
+    let port = proxy.addr.port();
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while common::connections_to(port) > 0 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the consumer's socket is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(proxy);
     delete(&channel, &queue).await;
 }

@@ -174,6 +174,16 @@ async fn a_publish_the_broker_never_confirms_fails_at_the_stop_instead_of_hangin
         matches!(stuck, Err(MqError::PublishFailed { .. })),
         "{stuck:?}"
     );
+    // And its socket is closed: nothing of it is left talking to a dead server.
+    let port = proxy.addr.port();
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while common::connections_to(port) > 0 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the component's socket is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(proxy);
     delete(&channel, &queue).await;
 }

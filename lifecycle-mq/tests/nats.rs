@@ -364,6 +364,16 @@ async fn a_server_gone_at_the_stop_cannot_hold_the_stop_past_its_timeout() {
         error.contains("stopping ") && error.contains(" failed: "),
         "{line:?}"
     );
+    // And its socket is closed: nothing of it is left talking to a dead server.
+    let port = proxy.addr.port();
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while common::connections_to(port) > 0 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the component's socket is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(proxy);
     delete_stream(&js, &stream).await;
 }

@@ -16,7 +16,7 @@ use lifecycle_core::{async_trait, BoxError, Component, Context};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::amqp::connect::open;
+use crate::amqp::connect::{open, Socket};
 use crate::deadline::{give_up_at, retry_until, step};
 use crate::error::{redact, MqError};
 use crate::handler::{self, Handler};
@@ -89,6 +89,7 @@ pub struct AmqpConsumer {
 struct Running {
     connection: Connection,
     channel: Channel,
+    socket: Socket,
     tag: String,
     dispatcher: JoinHandle<Option<Consumer>>,
     in_flight: Arc<InFlight<Acker>>,
@@ -152,8 +153,8 @@ impl AmqpConsumer {
         &self,
         name: &str,
         tag: &str,
-    ) -> lapin::Result<(Connection, Channel, Consumer)> {
-        let (connection, channel) = open(&self.url, name).await?;
+    ) -> lapin::Result<(Connection, Channel, Socket, Consumer)> {
+        let (connection, channel, socket) = open(&self.url, name).await?;
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await?;
@@ -165,7 +166,7 @@ impl AmqpConsumer {
                 FieldTable::default(),
             )
             .await?;
-        Ok((connection, channel, consumer))
+        Ok((connection, channel, socket, consumer))
     }
 
     fn running(&self) -> MutexGuard<'_, Option<Running>> {
@@ -186,7 +187,7 @@ impl AmqpConsumer {
 impl Component for AmqpConsumer {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
         let tag = consumer_tag(ctx.name());
-        let (connection, channel, consumer) = retry_until(
+        let (connection, channel, socket, consumer) = retry_until(
             &self.target,
             &self.queue,
             give_up_at(ctx, Duration::from_secs(30)),
@@ -216,6 +217,7 @@ impl Component for AmqpConsumer {
         *self.running() = Some(Running {
             connection,
             channel,
+            socket,
             tag,
             dispatcher,
             in_flight,
@@ -339,6 +341,9 @@ impl Component for AmqpConsumer {
                 failures.push(self.stop_failed("closing the connection", reason));
             }
         }
+        // Whatever happened, lapin's I/O loop ends now: after a clean close it has nothing left
+        // to do, and with a silent broker it would otherwise wait for the heartbeat.
+        running.socket.shut();
         tracing::info!(component = ctx.name(), queue = %self.queue, stats = ?self.stats(), "consumer stopped");
         let mut failures = failures.into_iter();
         match failures.next() {

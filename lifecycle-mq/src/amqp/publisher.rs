@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::amqp::connect::open;
+use crate::amqp::connect::{open, Socket};
 use crate::deadline::{give_up_at, retry_until, step};
 use crate::error::{redact, MqError};
 
@@ -76,6 +76,7 @@ struct Live {
     name: String,
     connection: Connection,
     channel: Channel,
+    socket: Socket,
     /// Counts the publishes in flight; closed at the stop turn.
     publishes: TaskTracker,
     /// Cancelled when the stop gives up on the publishes still waiting for their confirm.
@@ -204,17 +205,17 @@ impl Inner {
 impl Component for AmqpPublisher {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
         let inner = &self.inner;
-        let (connection, channel) = retry_until(
+        let (connection, channel, socket) = retry_until(
             &inner.target,
             "publisher",
             give_up_at(ctx, Duration::from_secs(30)),
             || async {
                 let attempt = async {
-                    let (connection, channel) = open(&inner.url, ctx.name()).await?;
+                    let (connection, channel, socket) = open(&inner.url, ctx.name()).await?;
                     channel
                         .confirm_select(ConfirmSelectOptions::default())
                         .await?;
-                    lapin::Result::Ok((connection, channel))
+                    lapin::Result::Ok((connection, channel, socket))
                 };
                 match tokio::time::timeout(inner.connect_timeout, attempt).await {
                     Ok(result) => result.map_err(|e| e.to_string()),
@@ -246,6 +247,7 @@ impl Component for AmqpPublisher {
             name: ctx.name().to_owned(),
             connection,
             channel,
+            socket,
             publishes: TaskTracker::new(),
             cut: CancellationToken::new(),
         });
@@ -300,6 +302,8 @@ impl Component for AmqpPublisher {
                 });
             }
         }
+        // lapin's I/O loop ends now, even with a silent broker.
+        live.socket.shut();
         match failure {
             None => Ok(()),
             Some(error) => Err(error.into()),
