@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::amqp::{admin, connection_named, declare, delete, no_connection_named, publish, ready};
 use common::{amqp_url, broker_available, eventually, start, unique, Proxy, RABBITMQ};
-use lifecycle_core::{Lifecycle, Outcome, Registration, TriggerKind};
+use lifecycle_core::{Lifecycle, OnFailure, Outcome, Registration, TriggerKind};
 use lifecycle_mq::{Ack, AmqpConsumer, Message};
 
 /// What the handlers did, per payload: how many runs began and how many finished.
@@ -338,5 +338,54 @@ async fn a_broker_gone_at_the_stop_cannot_hold_the_stop_past_its_timeout() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(proxy);
+    delete(&channel, &queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_restart_policy_a_lost_connection_is_replaced_and_consuming_goes_on() {
+    if !broker_available("RabbitMQ", RABBITMQ).await {
+        return;
+    }
+    let (queue, name) = (unique("restart"), unique("restart-consumer"));
+    let (_admin, channel) = admin().await;
+    declare(&channel, &queue, false).await;
+    publish(&channel, &queue, ids("before", 5)).await;
+
+    let proxy = Proxy::start(RABBITMQ).await;
+    let runs = Runs::default();
+    let consumer = AmqpConsumer::new(
+        format!("amqp://guest:guest@{}/%2f", proxy.addr),
+        &queue,
+        runs.handler(1),
+    );
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .register(
+            Registration::new(&name, consumer).on_failure(OnFailure::Restart {
+                max_restarts: 3,
+                initial_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(50),
+            }),
+        )
+        .build()
+        .unwrap();
+    let (handle, run) = start(lifecycle).await;
+    eventually("5 handled", || runs.finished() == 5).await;
+    proxy.drop_connections();
+    publish(&channel, &queue, ids("after", 5)).await;
+    eventually("5 more handled after the restart", || runs.finished() == 10).await;
+    // The old connection is gone: one socket to the broker, the new one.
+    assert_eq!(common::connections_to(proxy.addr.port()), 1);
+    handle.shutdown("test over");
+    let report = run.await.unwrap();
+    assert_eq!(report.trigger.kind, TriggerKind::Requested, "{report:?}");
+    assert_eq!(
+        report.component(&name).unwrap().outcome,
+        Outcome::Stopped,
+        "{report:?}"
+    );
+    assert_eq!(ready(&channel, &queue).await, 0);
+    // At least once: an ack in flight when the connection dropped makes a second run.
+    assert_eq!(runs.0.lock().unwrap().len(), 10);
     delete(&channel, &queue).await;
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::PullConsumer;
 use common::nats::{ack_pending, admin, create_stream, delete_stream, pending_of, publish};
 use common::{broker_available, connections_to, eventually, nats_url, start, unique, Proxy, NATS};
-use lifecycle_core::{Lifecycle, Outcome, Registration, TriggerKind};
+use lifecycle_core::{Lifecycle, OnFailure, Outcome, Registration, TriggerKind};
 use lifecycle_mq::{Ack, Message, MqError, NatsConsumer, NatsPublisher};
 
 /// The tests count this process's connections, so they run one at a time.
@@ -460,5 +460,57 @@ async fn publishes_are_acked_unstored_ones_fail_and_none_is_sent_after_the_stop(
         before,
         "the publisher's connection is closed"
     );
+    delete_stream(&js, &stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_restart_policy_a_lost_connection_is_replaced_and_consuming_goes_on() {
+    if !broker_available("NATS", NATS).await {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let stream = unique("restart");
+    let js = admin().await;
+    create_stream(&js, &stream).await;
+    publish(&js, &stream, ids(5)).await;
+
+    let proxy = Proxy::start(NATS).await;
+    let runs = Runs::default();
+    let consumer = NatsConsumer::new(
+        format!("nats://{}", proxy.addr),
+        &stream,
+        "workers",
+        runs.handler(1),
+    );
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .register(
+            Registration::new("consumer", consumer).on_failure(OnFailure::Restart {
+                max_restarts: 3,
+                initial_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(50),
+            }),
+        )
+        .build()
+        .unwrap();
+    let (handle, run) = start(lifecycle).await;
+    eventually("5 handled", || runs.finished() == 5).await;
+    proxy.drop_connections();
+    publish(&js, &stream, (5..10).map(|i| i.to_string())).await;
+    eventually("5 more handled after the restart", || runs.finished() == 10).await;
+    assert_eq!(
+        connections_to(proxy.addr.port()),
+        1,
+        "only the new connection"
+    );
+    handle.shutdown("test over");
+    let report = run.await.unwrap();
+    assert_eq!(report.trigger.kind, TriggerKind::Requested, "{report:?}");
+    assert_eq!(
+        report.component("consumer").unwrap().outcome,
+        Outcome::Stopped,
+        "{report:?}"
+    );
+    assert_eq!(pending_of(&js, &stream, "workers").await, 0);
     delete_stream(&js, &stream).await;
 }

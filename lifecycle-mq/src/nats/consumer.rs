@@ -22,6 +22,11 @@ use crate::message::{Ack, Message};
 use crate::nats::connect::{open, Connection};
 use crate::stats::{ConsumerStats, Counters};
 
+/// How long a settlement (ack, nak, term) waits for the server's confirmation: a round trip on
+/// a healthy server takes milliseconds, and one sent as the connection dropped is never
+/// answered, which would otherwise hold the stop until its deadline.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A JetStream pull consumer (NATS) as a lifecycle component: it runs a handler on each
 /// message of a durable consumer on a stream, at most [`concurrency`](Self::concurrency) at
 /// once, with at most [`prefetch`](Self::prefetch) messages unacknowledged (the consumer's
@@ -502,7 +507,10 @@ impl Dispatch {
             };
             // The server confirms each settlement, so that an ack is known to have arrived
             // before the stop closes the connection.
-            match message.double_ack_with(kind).await {
+            let confirmed = tokio::time::timeout(SETTLE_TIMEOUT, message.double_ack_with(kind))
+                .await
+                .unwrap_or_else(|_| Err("no confirmation from the server".into()));
+            match confirmed {
                 Ok(()) => Counters::add(counter, 1),
                 Err(error) => {
                     Counters::add(&counters.settle_failed, 1);

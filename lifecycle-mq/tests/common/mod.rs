@@ -98,6 +98,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     black_hole: Arc<AtomicBool>,
     cut: CancellationToken,
+    /// Cancelled to close the connections open now; replaced for the next ones.
+    connections: Arc<std::sync::Mutex<CancellationToken>>,
 }
 
 impl Proxy {
@@ -105,8 +107,9 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (black_hole, cut) = (Arc::new(AtomicBool::new(false)), CancellationToken::new());
+        let connections = Arc::new(std::sync::Mutex::new(cut.child_token()));
         let upstream = upstream.to_owned();
-        let (bh, c) = (black_hole.clone(), cut.clone());
+        let (bh, c, conns) = (black_hole.clone(), cut.clone(), connections.clone());
         tokio::spawn(c.clone().run_until_cancelled_owned(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -124,10 +127,8 @@ impl Proxy {
                     ),
                     (Box::new(server_read), Box::new(client_write)),
                 ] {
-                    tokio::spawn(
-                        c.clone()
-                            .run_until_cancelled_owned(pipe(from, to, bh.clone())),
-                    );
+                    let token = conns.lock().unwrap().clone();
+                    tokio::spawn(token.run_until_cancelled_owned(pipe(from, to, bh.clone())));
                 }
             }
         }));
@@ -135,7 +136,15 @@ impl Proxy {
             addr,
             black_hole,
             cut,
+            connections,
         }
+    }
+
+    /// Closes every connection open now, as a broker restart would; new ones go through.
+    pub fn drop_connections(&self) {
+        let mut connections = self.connections.lock().unwrap();
+        connections.cancel();
+        *connections = self.cut.child_token();
     }
 
     /// From now on, no byte goes through in either direction; connections stay open.
