@@ -293,6 +293,12 @@ async fn a_connection_lost_while_running_is_a_failure_and_nothing_reconnects_aft
         .unwrap();
     let (_handle, run) = start(lifecycle).await;
     eventually("3 handled", || runs.finished() == 3).await;
+    // Cut once the server has the acks, so that what follows is about the cut alone.
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while pending_of(&js, &stream, "workers").await != 0 {
+        assert!(tokio::time::Instant::now() < until, "never acked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     proxy.cut();
     let report = tokio::time::timeout(Duration::from_secs(10), run)
         .await

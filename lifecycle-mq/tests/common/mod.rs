@@ -285,6 +285,26 @@ pub mod amqp {
             .collect()
     }
 
+    /// The messages in `queue`, ready or delivered and not yet acked, from `rabbitmqctl`.
+    pub fn messages(queue: &str) -> u64 {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args([
+                "list_queues",
+                "-q",
+                "--no-table-headers",
+                "name",
+                "messages",
+            ])
+            .output()
+            .expect("rabbitmqctl runs (as root, beside the broker)");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .find(|(name, _)| *name == queue)
+            .map(|(_, n)| n.trim().parse().unwrap())
+            .expect("the queue is listed")
+    }
+
     /// Whether the broker lists a connection named `name` now.
     pub fn connection_named(name: &str) -> bool {
         let quoted = format!("\"{name}\"");
