@@ -124,13 +124,11 @@ async fn the_stop_finishes_handlers_in_progress_and_hands_back_the_prefetched_re
         .unwrap();
     let (handle, run) = start(lifecycle).await;
     eventually("two handlers in progress", || runs.in_progress() == 2).await;
-    // The broker has sent the prefetch by now (the handlers took two of it).
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        ready(&channel, &queue).await,
-        10,
-        "ten prefetched by the consumer"
-    );
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while ready(&channel, &queue).await != 10 {
+        assert!(tokio::time::Instant::now() < until, "ten never prefetched");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     handle.shutdown("test over");
     // The eight never started are handed back while the two handlers still run, not only
     // when the channel closes after them.
