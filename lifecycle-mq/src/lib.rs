@@ -87,9 +87,12 @@
 
 #[cfg(feature = "amqp")]
 mod amqp;
+#[cfg(any(feature = "amqp", feature = "nats"))]
 mod deadline;
 mod error;
+#[cfg(any(feature = "amqp", feature = "nats"))]
 mod handler;
+#[cfg(any(feature = "amqp", feature = "nats"))]
 mod in_flight;
 mod message;
 #[cfg(feature = "nats")]

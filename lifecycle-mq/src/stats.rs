@@ -26,6 +26,7 @@ pub struct ConsumerStats {
 
 /// The live counters behind [`ConsumerStats`]; each is only ever added to.
 #[derive(Debug, Default)]
+#[cfg_attr(not(any(feature = "amqp", feature = "nats")), allow(dead_code))]
 pub(crate) struct Counters {
     pub(crate) received: AtomicU64,
     pub(crate) acked: AtomicU64,
@@ -36,6 +37,7 @@ pub(crate) struct Counters {
     pub(crate) settle_failed: AtomicU64,
 }
 
+#[cfg_attr(not(any(feature = "amqp", feature = "nats")), allow(dead_code))]
 impl Counters {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
