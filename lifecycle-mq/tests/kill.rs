@@ -512,7 +512,7 @@ fn child_main(spec: &str) -> Report {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let registration = match backend {
+        let registration: Registration = match backend {
             #[cfg(feature = "amqp")]
             Backend::Amqp => Registration::new(
                 name,
