@@ -22,6 +22,9 @@ use crate::message::{Ack, Message};
 use crate::nats::connect::{open, Connection};
 use crate::stats::{ConsumerStats, Counters};
 
+/// How many pulls in a row may fail before the consumer reports a failure.
+const PULL_FAILURES: u32 = 5;
+
 /// How long a settlement (ack, nak, term) waits for the server's confirmation: a round trip on
 /// a healthy server takes milliseconds, and one sent as the connection dropped is never
 /// answered, which would otherwise hold the stop until its deadline.
@@ -265,6 +268,8 @@ impl Component for NatsConsumer {
             counters: self.counters.clone(),
             prefetch: self.prefetch,
             pull_wait: self.pull_wait,
+            target: self.target.clone(),
+            queue: self.queue(),
         };
         let dispatcher = ctx.spawn(dispatch.run());
         *self.running() = Some(Running {
@@ -414,6 +419,8 @@ struct Dispatch {
     counters: Arc<Counters>,
     prefetch: u32,
     pull_wait: Duration,
+    target: String,
+    queue: String,
 }
 
 impl Dispatch {
@@ -421,6 +428,7 @@ impl Dispatch {
     async fn run(self) -> Option<Batch> {
         let token = self.ctx.token().clone();
         let mut batch: Option<Batch> = None;
+        let mut failures = 0;
         loop {
             let permit = tokio::select! {
                 biased;
@@ -449,12 +457,7 @@ impl Dispatch {
                         match requested {
                             Ok(pull) => batch.insert(pull),
                             Err(error) => {
-                                // The connection watcher reports a lost connection; anything
-                                // else is retried after a pause, as a pull is cheap.
-                                tracing::debug!(component = self.ctx.name(), %error, "pull failed");
-                                token
-                                    .run_until_cancelled(tokio::time::sleep(self.pull_wait))
-                                    .await?;
+                                self.pull_failed(&mut failures, error.to_string()).await?;
                                 continue;
                             }
                         }
@@ -466,17 +469,50 @@ impl Dispatch {
                     next = pull.next() => next,
                 };
                 match next {
-                    Some(Ok(message)) => break message,
+                    Some(Ok(message)) => {
+                        failures = 0;
+                        break message;
+                    }
                     Some(Err(error)) => {
-                        tracing::debug!(component = self.ctx.name(), %error, "pull ended with an error");
                         batch = None;
+                        self.pull_failed(&mut failures, error.to_string()).await?;
                     }
                     // The pull expired or brought all it asked for.
-                    None => batch = None,
+                    None => {
+                        failures = 0;
+                        batch = None;
+                    }
                 }
             };
             self.start_handler(permit, message);
         }
+    }
+
+    /// A pull failed: waits a pull's time before the next (a failing pull fails at once, and
+    /// would otherwise spin), and after [`PULL_FAILURES`] in a row (the consumer or the stream
+    /// was deleted, say) reports the failure and returns `None` to end the dispatcher. Also
+    /// `None` at the stop turn. A lost connection is the connection watcher's to report.
+    async fn pull_failed(&self, failures: &mut u32, error: String) -> Option<()> {
+        *failures += 1;
+        tracing::debug!(component = self.ctx.name(), %error, failures = *failures, "pull failed");
+        if *failures >= PULL_FAILURES {
+            if !self.ctx.token().is_cancelled() {
+                tracing::warn!(component = self.ctx.name(), queue = %self.queue, %error,
+                    "pulls keep failing");
+                self.ctx.report_failure(MqError::ConnectionLost {
+                    target: self.target.clone(),
+                    queue: self.queue.clone(),
+                    reason: format!(
+                        "{PULL_FAILURES} pulls in a row failed, the last with: {error}"
+                    ),
+                });
+            }
+            return None;
+        }
+        self.ctx
+            .token()
+            .run_until_cancelled(tokio::time::sleep(self.pull_wait))
+            .await
     }
 
     fn start_handler(
