@@ -385,3 +385,43 @@ async fn with_a_restart_policy_a_lost_connection_is_replaced_and_consuming_goes_
     assert_eq!(runs.0.lock().unwrap().len(), 10);
     delete(&channel, &queue).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_the_connection() {
+    if !broker_available("RabbitMQ", RABBITMQ).await {
+        return;
+    }
+    let queue = unique("health");
+    let (_admin, channel) = admin().await;
+    declare(&channel, &queue, false).await;
+    let proxy = Proxy::start(RABBITMQ).await;
+    let runs = Runs::default();
+    let consumer = AmqpConsumer::new(
+        format!("amqp://guest:guest@{}/%2f", proxy.addr),
+        &queue,
+        runs.handler(1),
+    );
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .health_cache(Duration::ZERO)
+        .register(Registration::new("consumer", consumer).on_failure(OnFailure::Ignore))
+        .build()
+        .unwrap();
+    let (handle, run) = start(lifecycle).await;
+    assert!(handle.is_ready().await, "healthy while connected");
+    proxy.cut();
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while handle.is_ready().await {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "still healthy without a connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle.shutdown("test over");
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the stop is bounded")
+        .unwrap();
+    delete(&channel, &queue).await;
+}

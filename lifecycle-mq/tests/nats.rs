@@ -520,3 +520,45 @@ async fn with_a_restart_policy_a_lost_connection_is_replaced_and_consuming_goes_
     assert_eq!(pending_of(&js, &stream, "workers").await, 0);
     delete_stream(&js, &stream).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_the_connection() {
+    if !broker_available("NATS", NATS).await {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let queue = unique("health");
+    let js = admin().await;
+    create_stream(&js, &queue).await;
+    let proxy = Proxy::start(NATS).await;
+    let runs = Runs::default();
+    let consumer = NatsConsumer::new(
+        format!("nats://{}", proxy.addr),
+        &queue,
+        "workers",
+        runs.handler(1),
+    );
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .health_cache(Duration::ZERO)
+        .register(Registration::new("consumer", consumer).on_failure(OnFailure::Ignore))
+        .build()
+        .unwrap();
+    let (handle, run) = start(lifecycle).await;
+    assert!(handle.is_ready().await, "healthy while connected");
+    proxy.cut();
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while handle.is_ready().await {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "still healthy without a connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle.shutdown("test over");
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the stop is bounded")
+        .unwrap();
+    delete_stream(&js, &queue).await;
+}

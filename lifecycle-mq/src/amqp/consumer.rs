@@ -12,7 +12,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Acker, Channel, Connection, Consumer};
-use lifecycle_core::{async_trait, BoxError, Component, Context};
+use lifecycle_core::{async_trait, BoxError, Component, Context, Health};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -354,6 +354,14 @@ impl Component for AmqpConsumer {
                 }
                 Err(first.into())
             }
+        }
+    }
+
+    async fn health(&self) -> Health {
+        match self.running().as_ref() {
+            Some(running) if running.connection.status().connected() => Health::Healthy,
+            Some(_) => Health::unhealthy(format!("not connected to {}", self.target)),
+            None => Health::unhealthy("not running"),
         }
     }
 

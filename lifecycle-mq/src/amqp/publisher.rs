@@ -7,7 +7,7 @@ use futures::StreamExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection};
-use lifecycle_core::{async_trait, BoxError, Component, Context};
+use lifecycle_core::{async_trait, BoxError, Component, Context, Health};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -307,6 +307,14 @@ impl Component for AmqpPublisher {
         match failure {
             None => Ok(()),
             Some(error) => Err(error.into()),
+        }
+    }
+
+    async fn health(&self) -> Health {
+        match self.inner.live().as_ref() {
+            Some(live) if live.connection.status().connected() => Health::Healthy,
+            Some(_) => Health::unhealthy(format!("not connected to {}", self.inner.target)),
+            None => Health::unhealthy("not running"),
         }
     }
 

@@ -43,6 +43,11 @@ pub(crate) async fn open(
 }
 
 impl Connection {
+    /// Whether the connection is up now.
+    pub(crate) fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// Closes the connection: unsubscribes everything and flushes what was written (acks
     /// included), then waits, until `limit`, for the background task to end.
     pub(crate) async fn close(mut self, limit: Instant) -> Result<(), String> {

@@ -10,7 +10,7 @@ use async_nats::jetstream::consumer::{AckPolicy, PullConsumer};
 use async_nats::jetstream::{self, AckKind};
 use async_nats::Event;
 use futures::StreamExt;
-use lifecycle_core::{async_trait, BoxError, Component, Context};
+use lifecycle_core::{async_trait, BoxError, Component, Context, Health};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -359,6 +359,14 @@ impl Component for NatsConsumer {
                 }
                 Err(first.into())
             }
+        }
+    }
+
+    async fn health(&self) -> Health {
+        match self.running().as_ref() {
+            Some(running) if running.connection.connected() => Health::Healthy,
+            Some(_) => Health::unhealthy(format!("not connected to {}", self.target)),
+            None => Health::unhealthy("not running"),
         }
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::Event;
-use lifecycle_core::{async_trait, BoxError, Component, Context};
+use lifecycle_core::{async_trait, BoxError, Component, Context, Health};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -249,6 +249,19 @@ impl Component for NatsPublisher {
         match failure {
             None => Ok(()),
             Some(error) => Err(error.into()),
+        }
+    }
+
+    async fn health(&self) -> Health {
+        match self
+            .inner
+            .live()
+            .as_ref()
+            .and_then(|l| l.connection.as_ref())
+        {
+            Some(connection) if connection.connected() => Health::Healthy,
+            Some(_) => Health::unhealthy(format!("not connected to {}", self.inner.target)),
+            None => Health::unhealthy("not running"),
         }
     }
 
