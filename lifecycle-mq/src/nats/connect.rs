@@ -55,15 +55,23 @@ impl Connection {
             self.client.flush().await.map_err(|e| e.to_string())?;
             self.client.drain().await.map_err(|e| e.to_string())
         };
-        match tokio::time::timeout_at(limit, close).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(error),
+        // A connection whose task already ended (it gave up reconnecting) refuses both: there
+        // is nothing left to close then, which the wait below confirms.
+        let refused = match tokio::time::timeout_at(limit, close).await {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error),
             Err(_) => return Err("no answer before the stop deadline".to_owned()),
-        }
+        };
         drop(self.client);
         let ended =
             tokio::time::timeout_at(limit, async { while self.events.recv().await.is_some() {} })
                 .await;
-        ended.map_err(|_| "the connection did not close before the stop deadline".to_owned())
+        match (ended, refused) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), Some(error)) => Err(error),
+            (Err(_), None) => {
+                Err("the connection did not close before the stop deadline".to_owned())
+            }
+        }
     }
 }
