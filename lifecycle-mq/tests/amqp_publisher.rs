@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::amqp::{admin, declare, delete, no_connection_named, ready};
 use common::{amqp_url, broker_available, start, unique, RABBITMQ};
-use lifecycle_core::{Lifecycle, Outcome, Registration};
+use lifecycle_core::{Lifecycle, Outcome, Registration, TriggerKind};
 use lifecycle_mq::{AmqpPublisher, MqError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,4 +186,34 @@ async fn a_publish_the_broker_never_confirms_fails_at_the_stop_instead_of_hangin
     }
     drop(proxy);
     delete(&channel, &queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_while_running_is_a_failure_of_the_publisher() {
+    if !broker_available("RabbitMQ", RABBITMQ).await {
+        return;
+    }
+    let name = unique("publisher-lost");
+    let proxy = common::Proxy::start(RABBITMQ).await;
+    let publisher = AmqpPublisher::new(format!("amqp://guest:guest@{}/%2f", proxy.addr));
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .register(Registration::new(&name, publisher))
+        .build()
+        .unwrap();
+    let (_handle, run) = start(lifecycle).await;
+    proxy.cut();
+    let report = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the lifecycle ends")
+        .unwrap();
+    assert_eq!(
+        report.trigger.kind,
+        TriggerKind::ComponentFailed,
+        "{report:?}"
+    );
+    assert!(
+        report.trigger.detail.contains("lost the connection"),
+        "{report:?}"
+    );
 }

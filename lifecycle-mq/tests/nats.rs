@@ -564,3 +564,50 @@ async fn health_follows_the_connection() {
     assert_eq!(report.exit_code(), 0, "{report:?}");
     delete_stream(&js, &queue).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_server_never_acks_fails_at_the_stop_instead_of_hanging() {
+    if !broker_available("NATS", NATS).await {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let stream = unique("pub-gone");
+    let js = admin().await;
+    create_stream(&js, &stream).await;
+    let proxy = Proxy::start(NATS).await;
+
+    let publisher = NatsPublisher::new(format!("nats://{}", proxy.addr));
+    let events = publisher.handle();
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .register(Registration::new("publisher", publisher).stop_timeout(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let (handle, run) = start(lifecycle).await;
+    events.publish(&stream, b"before").await.unwrap();
+    proxy.black_hole();
+    let (events2, stream2) = (events.clone(), stream.clone());
+    let stuck = tokio::spawn(async move { events2.publish(&stream2, b"unanswered").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    handle.shutdown("test over");
+    let report = tokio::time::timeout(Duration::from_secs(3), run)
+        .await
+        .expect("the stop is bounded")
+        .unwrap();
+    let line = report.component("publisher").unwrap();
+    assert_eq!(line.outcome, Outcome::Failed, "{report:?}");
+    assert!(
+        line.error
+            .as_deref()
+            .unwrap()
+            .contains("1 publishes were never confirmed"),
+        "{line:?}"
+    );
+    let stuck = stuck.await.unwrap();
+    assert!(
+        matches!(stuck, Err(MqError::PublishFailed { .. })),
+        "{stuck:?}"
+    );
+    drop(proxy);
+    delete_stream(&js, &stream).await;
+}
