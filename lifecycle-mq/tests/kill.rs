@@ -228,6 +228,7 @@ fn lines(path: &Path) -> usize {
 struct Service {
     child: Child,
     name: String,
+    /// The child's stdout, line by line.
     ready: mpsc::Receiver<String>,
 }
 
@@ -340,6 +341,15 @@ fn proof(backend: Backend) {
                 service.exit(Duration::from_secs(10)),
                 Some(0),
                 "a SIGTERM while consuming is a clean exit"
+            );
+            // The child's last lines, until its stdout closes.
+            let lines: Vec<String> =
+                std::iter::from_fn(|| service.ready.recv_timeout(Duration::from_secs(2)).ok())
+                    .collect();
+            assert_eq!(
+                lines.last().map(String::as_str),
+                Some("connections-left 0"),
+                "the stopped consumer left a socket open to the broker"
             );
             assert!(
                 !rt.block_on(backend.connection_left(&service.name)),
@@ -544,6 +554,16 @@ fn child_main(spec: &str) -> Report {
                 println!("ready");
             }
         });
-        lifecycle.run().await
+        let report = lifecycle.run().await;
+        // What the stop left open, seen while the process still lives (after its exit the
+        // kernel would close everything anyway).
+        let port = match backend {
+            #[cfg(feature = "amqp")]
+            Backend::Amqp => 5672,
+            #[cfg(feature = "nats")]
+            Backend::Nats => 4222,
+        };
+        println!("connections-left {}", common::connections_to(port));
+        report
     })
 }
