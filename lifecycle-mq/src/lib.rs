@@ -41,6 +41,14 @@
 //!   [`MqError::HandlersCutOff`].
 //! - On JetStream, the stop also waits for the pull in progress to expire (at most
 //!   [`NatsConsumer::pull_wait`]), to hand back what it brings.
+//! - After a SIGKILL (or a lost connection), what the process held comes back on AMQP as soon
+//!   as the broker sees the connection gone, and on JetStream after the consumer's
+//!   [`ack_wait`](NatsConsumer::ack_wait): keep it longer than a handler takes (or the message
+//!   is delivered again while still in progress), and know that it is how long a killed
+//!   consumer's messages wait.
+//! - The stop's budget must fit the lifecycle's: the handlers' time, plus the hand-back and
+//!   the close (a round trip each), inside the component's stop timeout, inside the shutdown
+//!   budget, inside the orchestrator's grace period (Kubernetes' `terminationGracePeriodSeconds`).
 //!
 //! Register a consumer as depending on what its handler uses (a database pool), so that it
 //! stops first; register what publishes as depending on the publisher, so that the publisher
