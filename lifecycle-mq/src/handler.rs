@@ -23,13 +23,30 @@ where
     Arc::new(move |message| handler(message).map(|r| r.map_err(Into::into)).boxed())
 }
 
-/// Runs `handler` on `message`; an error hands the message back, as [`Ack`] documents.
-pub(crate) async fn run(handler: &Handler, message: Message, component: &str) -> Ack {
-    match handler(message).await {
-        Ok(ack) => ack,
-        Err(error) => {
+/// A panic caught in a handler, to be resumed once its message is handed back.
+pub(crate) type Panic = Box<dyn std::any::Any + Send>;
+
+/// Runs `handler` on `message`; an error hands the message back, as [`Ack`] documents. A panic
+/// hands it back too, and is returned so that the caller resumes it once the message is
+/// settled: the task then fails as any tracked task that panics (a run-time failure of the
+/// component), but its message is not left unacknowledged until the stop.
+pub(crate) async fn run(
+    handler: &Handler,
+    message: Message,
+    component: &str,
+) -> (Ack, Option<Panic>) {
+    match std::panic::AssertUnwindSafe(handler(message))
+        .catch_unwind()
+        .await
+    {
+        Ok(Ok(ack)) => (ack, None),
+        Ok(Err(error)) => {
             tracing::warn!(component, %error, "handler failed; the message is handed back");
-            Ack::Requeue
+            (Ack::Requeue, None)
+        }
+        Err(panic) => {
+            tracing::error!(component, "handler panicked; the message is handed back");
+            (Ack::Requeue, Some(panic))
         }
     }
 }

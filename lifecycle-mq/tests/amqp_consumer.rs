@@ -427,3 +427,82 @@ async fn health_follows_the_connection() {
     assert_eq!(report.exit_code(), 0, "{report:?}");
     delete(&channel, &queue).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_hands_its_message_back_at_once() {
+    if !broker_available("RabbitMQ", RABBITMQ).await {
+        return;
+    }
+    let queue = unique("panic");
+    let (_admin, channel) = admin().await;
+    declare(&channel, &queue, false).await;
+    publish(&channel, &queue, ids("m", 1)).await;
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let consumer = AmqpConsumer::new(amqp_url(), &queue, move |message: Message| {
+        record.lock().unwrap().push(message.redelivered());
+        let first = !message.redelivered();
+        async move {
+            assert!(!first, "the first delivery panics");
+            Ok::<_, std::io::Error>(Ack::Done)
+        }
+    });
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .register(Registration::new("consumer", consumer).on_failure(OnFailure::Ignore))
+        .build()
+        .unwrap();
+    let (handle, run) = start(lifecycle).await;
+    // Handed back at once, not held until the stop: the same consumer gets it again.
+    eventually("redelivered after the panic", || {
+        seen.lock().unwrap().len() == 2
+    })
+    .await;
+    assert_eq!(*seen.lock().unwrap(), vec![false, true]);
+    handle.shutdown("test over");
+    let report = run.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report:?}");
+    assert_eq!(ready(&channel, &queue).await, 0);
+    delete(&channel, &queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_a_failure_of_the_consumer_for_its_policy() {
+    if !broker_available("RabbitMQ", RABBITMQ).await {
+        return;
+    }
+    let queue = unique("panic-shutdown");
+    let (_admin, channel) = admin().await;
+    declare(&channel, &queue, false).await;
+    publish(&channel, &queue, ids("m", 1)).await;
+
+    let consumer = AmqpConsumer::new(amqp_url(), &queue, |_: Message| async {
+        panic!("poison message");
+        #[allow(unreachable_code)]
+        Ok::<_, std::io::Error>(Ack::Done)
+    });
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .register(Registration::new("consumer", consumer))
+        .build()
+        .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(10), lifecycle.run())
+        .await
+        .expect("the panic shuts the service down");
+    assert_eq!(
+        report.trigger.kind,
+        TriggerKind::ComponentFailed,
+        "{report:?}"
+    );
+    assert!(
+        report.trigger.detail.contains("poison message"),
+        "{report:?}"
+    );
+    assert_eq!(
+        ready(&channel, &queue).await,
+        1,
+        "the message is back, not acked"
+    );
+    delete(&channel, &queue).await;
+}

@@ -485,9 +485,12 @@ impl Dispatch {
             self.ctx.clone(),
         );
         let task = self.ctx.spawn(async move {
-            let ack = handler::run(&handler, message, ctx.name()).await;
+            let (ack, panic) = handler::run(&handler, message, ctx.name()).await;
             // None: the stop cut this handler off and handed its message back already.
             let Some(acker) = in_flight.finish(slot.id) else {
+                if let Some(panic) = panic {
+                    std::panic::resume_unwind(panic);
+                }
                 return;
             };
             let (result, counter) = match ack {
@@ -517,6 +520,9 @@ impl Dispatch {
             // The slot's permit is released only now, so that the stop's wait for idle
             // handlers includes their settlements.
             in_flight.settled(slot);
+            if let Some(panic) = panic {
+                std::panic::resume_unwind(panic);
+            }
         });
         self.in_flight.set_abort(id, task.abort_handle());
     }

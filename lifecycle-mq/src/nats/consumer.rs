@@ -539,9 +539,12 @@ impl Dispatch {
             self.ctx.clone(),
         );
         let task = self.ctx.spawn(async move {
-            let ack = handler::run(&handler, view, ctx.name()).await;
+            let (ack, panic) = handler::run(&handler, view, ctx.name()).await;
             // None: the stop cut this handler off and handed its message back already.
             let Some(message) = in_flight.finish(slot.id) else {
+                if let Some(panic) = panic {
+                    std::panic::resume_unwind(panic);
+                }
                 return;
             };
             let (kind, counter) = match ack {
@@ -563,6 +566,9 @@ impl Dispatch {
                 }
             }
             in_flight.settled(slot);
+            if let Some(panic) = panic {
+                std::panic::resume_unwind(panic);
+            }
         });
         self.in_flight.set_abort(id, task.abort_handle());
     }
