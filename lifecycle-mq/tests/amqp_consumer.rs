@@ -369,7 +369,17 @@ async fn with_a_restart_policy_a_lost_connection_is_replaced_and_consuming_goes_
     eventually("5 handled", || runs.finished() == 5).await;
     proxy.drop_connections();
     publish(&channel, &queue, ids("after", 5)).await;
-    eventually("5 more handled after the restart", || runs.finished() == 10).await;
+    // At least once: an ack in flight at the drop may make a second run of one of the first.
+    eventually("5 more handled after the restart", || {
+        (0..5).all(|i| {
+            runs.0
+                .lock()
+                .unwrap()
+                .get(&format!("after-{i}"))
+                .is_some_and(|r| r.1 > 0)
+        })
+    })
+    .await;
     // The old connection is gone: one socket to the broker, the new one.
     assert_eq!(common::connections_to(proxy.addr.port()), 1);
     handle.shutdown("test over");

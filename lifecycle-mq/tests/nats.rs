@@ -487,7 +487,10 @@ async fn with_a_restart_policy_a_lost_connection_is_replaced_and_consuming_goes_
         &stream,
         "workers",
         runs.handler(1),
-    );
+    )
+    // Messages the server sent while the connection was down are in flight to no one and
+    // come back after the ack wait: keep it short here.
+    .ack_wait(Duration::from_secs(2));
     let lifecycle = Lifecycle::builder()
         .signals([])
         .register(
@@ -503,7 +506,17 @@ async fn with_a_restart_policy_a_lost_connection_is_replaced_and_consuming_goes_
     eventually("5 handled", || runs.finished() == 5).await;
     proxy.drop_connections();
     publish(&js, &stream, (5..10).map(|i| i.to_string())).await;
-    eventually("5 more handled after the restart", || runs.finished() == 10).await;
+    // At least once: an ack in flight at the drop may make a second run of one of the first.
+    eventually("5 more handled after the restart", || {
+        (5..10).all(|i| {
+            runs.0
+                .lock()
+                .unwrap()
+                .get(&i.to_string())
+                .is_some_and(|r| r.1 > 0)
+        })
+    })
+    .await;
     assert_eq!(
         connections_to(proxy.addr.port()),
         1,

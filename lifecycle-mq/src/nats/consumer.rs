@@ -457,15 +457,17 @@ impl Dispatch {
                             .max_messages(room)
                             .expires(self.pull_wait)
                             .messages();
-                        let requested = tokio::select! {
-                            biased;
-                            () = token.cancelled() => return None,
-                            requested = request => requested,
+                        // Not cut short by the token: a pull request sent but forgotten would
+                        // bring messages no one hands back, held until the ack wait.
+                        let requested = match tokio::time::timeout(self.pull_wait, request).await {
+                            Ok(requested) => requested.map_err(|e| e.to_string()),
+                            Err(_) => Err("the pull request was not sent in time".to_owned()),
                         };
                         match requested {
+                            Ok(pull) if token.is_cancelled() => return Some(pull),
                             Ok(pull) => batch.insert(pull),
                             Err(error) => {
-                                self.pull_failed(&mut failures, error.to_string()).await?;
+                                self.pull_failed(&mut failures, error).await?;
                                 continue;
                             }
                         }
