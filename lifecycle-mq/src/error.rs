@@ -48,6 +48,18 @@ pub enum MqError {
         reason: String,
     },
 
+    /// The broker ended the subscription while the connection stayed up: the queue was
+    /// deleted (AMQP `basic.cancel` from the broker), or pulls kept failing (JetStream).
+    #[error("the subscription to {queue} on {target} ended: {reason}")]
+    SubscriptionEnded {
+        /// The broker, without credentials.
+        target: String,
+        /// The queue or stream consumed from.
+        queue: String,
+        /// What was seen.
+        reason: String,
+    },
+
     /// Handlers were still running shortly before the stop timeout; they were cut off and
     /// their messages handed back unacknowledged, so the broker delivers them again.
     #[error("cut off {cut} handlers still running at the stop of {queue}; their messages will be redelivered")]

@@ -516,3 +516,40 @@ async fn a_panicking_handler_is_a_failure_of_the_consumer_for_its_policy() {
     );
     delete(&channel, &queue).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_deleted_while_consuming_is_a_failure() {
+    if !broker_available("RabbitMQ", RABBITMQ).await {
+        return;
+    }
+    let queue = unique("deleted");
+    let (_admin, channel) = admin().await;
+    declare(&channel, &queue, false).await;
+
+    let consumer = AmqpConsumer::new(amqp_url(), &queue, |_: Message| async {
+        Ok::<_, std::io::Error>(Ack::Done)
+    });
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .register(Registration::new("consumer", consumer))
+        .build()
+        .unwrap();
+    let (_handle, run) = start(lifecycle).await;
+    delete(&channel, &queue).await;
+    let report = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the lifecycle ends")
+        .unwrap();
+    assert_eq!(
+        report.trigger.kind,
+        TriggerKind::ComponentFailed,
+        "{report:?}"
+    );
+    assert!(
+        report
+            .trigger
+            .detail
+            .contains("the broker cancelled the subscription"),
+        "{report:?}"
+    );
+}

@@ -35,9 +35,9 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// - **Start** connects, opens a channel, sets the prefetch and subscribes (`basic.consume`),
 ///   retrying with backoff until shortly before the start timeout; an error names the broker
 ///   without credentials.
-/// - **While running**, a lost connection (the broker restarted, the network failed) or a
-///   subscription cancelled by the broker (the queue was deleted) is a run-time failure,
-///   [`MqError::ConnectionLost`], for the component's
+/// - **While running**, a lost connection (the broker restarted, the network failed),
+///   [`MqError::ConnectionLost`], or a subscription cancelled by the broker (the queue was
+///   deleted), [`MqError::SubscriptionEnded`], is a run-time failure for the component's
 ///   [`OnFailure`](lifecycle_core::OnFailure) policy. There is no automatic reconnection.
 /// - **At its stop turn**, in this order: the subscription is cancelled (`basic.cancel`), so
 ///   no new message arrives; the messages received but not started are handed back (`basic.nack`
@@ -451,25 +451,35 @@ impl Dispatch {
                 () = token.cancelled() => return Some(self.consumer),
                 next = self.consumer.next() => next,
             };
-            let reason = match next {
+            let (reason, ended) = match next {
                 Some(Ok(delivery)) => {
                     self.start_handler(permit, delivery);
                     continue;
                 }
-                Some(Err(error)) => error.to_string(),
-                None => "the broker cancelled the subscription".to_owned(),
+                Some(Err(error)) => (error.to_string(), false),
+                None => ("the broker cancelled the subscription".to_owned(), true),
             };
             if token.is_cancelled() {
                 return None;
             }
             tracing::warn!(component = self.ctx.name(), target_mq = %self.target,
                 queue = %self.queue, %reason, "consumer lost");
-            self.ctx.report_failure(MqError::ConnectionLost {
-                target: self.target,
-                queue: self.queue,
-                reason,
+            let (target, queue) = (self.target, self.queue);
+            self.ctx.report_failure(if ended {
+                MqError::SubscriptionEnded {
+                    target,
+                    queue,
+                    reason,
+                }
+            } else {
+                MqError::ConnectionLost {
+                    target,
+                    queue,
+                    reason,
+                }
             });
-            return None;
+            // The subscription is gone, not the connection: the stop still closes it cleanly.
+            return if ended { Some(self.consumer) } else { None };
         }
     }
 

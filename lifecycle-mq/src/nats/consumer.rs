@@ -40,8 +40,9 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 ///   `max_ack_pending` = prefetch, the [`ack_wait`](Self::ack_wait)), retrying with backoff
 ///   until shortly before the start timeout; an error names the server without credentials.
 /// - **While running**, it pulls in batches of what the prefetch leaves room for, each pull
-///   waiting at most [`pull_wait`](Self::pull_wait). A lost connection is a run-time failure,
-///   [`MqError::ConnectionLost`], for the component's
+///   waiting at most [`pull_wait`](Self::pull_wait). A lost connection
+///   ([`MqError::ConnectionLost`]) or pulls that keep failing ([`MqError::SubscriptionEnded`])
+///   are run-time failures for the component's
 ///   [`OnFailure`](lifecycle_core::OnFailure) policy; async-nats retries the connection once,
 ///   so no reconnect loop outlives the stop.
 /// - **At its stop turn**, in this order: it stops pulling; the messages of the pull in progress
@@ -509,7 +510,7 @@ impl Dispatch {
             if !self.ctx.token().is_cancelled() {
                 tracing::warn!(component = self.ctx.name(), queue = %self.queue, %error,
                     "pulls keep failing");
-                self.ctx.report_failure(MqError::ConnectionLost {
+                self.ctx.report_failure(MqError::SubscriptionEnded {
                     target: self.target.clone(),
                     queue: self.queue.clone(),
                     reason: format!(
