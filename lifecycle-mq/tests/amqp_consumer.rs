@@ -553,3 +553,23 @@ async fn a_queue_deleted_while_consuming_is_a_failure() {
         "{report:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_url_fails_the_start_at_once_without_its_credentials() {
+    let consumer = AmqpConsumer::new("amqp://app:s3cret@host:port/%2f", "q", |_| async {
+        Ok::<_, std::io::Error>(Ack::Done)
+    });
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .register(Registration::new("orders", consumer))
+        .build()
+        .unwrap();
+    // Not retried until the 30 s start timeout: a URL does not get better.
+    let report = tokio::time::timeout(Duration::from_secs(5), lifecycle.run())
+        .await
+        .expect("the start fails at once");
+    assert_eq!(report.trigger.kind, TriggerKind::StartFailed);
+    let error = report.component("orders").unwrap().error.clone().unwrap();
+    assert!(error.contains("invalid broker URL"), "{error}");
+    assert!(!report.to_json().contains("s3cret"), "{error}");
+}

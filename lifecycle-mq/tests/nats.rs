@@ -629,3 +629,23 @@ async fn a_publish_the_server_never_acks_fails_at_the_stop_instead_of_hanging() 
     drop(proxy);
     delete_stream(&js, &stream).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_url_fails_the_start_at_once_without_its_credentials() {
+    let consumer = NatsConsumer::new("nats://app:s3cret@host:port", "S", "d", |_| async {
+        Ok::<_, std::io::Error>(Ack::Done)
+    });
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .register(Registration::new("orders", consumer))
+        .build()
+        .unwrap();
+    // Not retried until the 30 s start timeout: a URL does not get better.
+    let report = tokio::time::timeout(Duration::from_secs(5), lifecycle.run())
+        .await
+        .expect("the start fails at once");
+    assert_eq!(report.trigger.kind, TriggerKind::StartFailed);
+    let error = report.component("orders").unwrap().error.clone().unwrap();
+    assert!(error.contains("invalid broker URL"), "{error}");
+    assert!(!report.to_json().contains("s3cret"), "{error}");
+}

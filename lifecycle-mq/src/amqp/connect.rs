@@ -25,6 +25,17 @@ impl Socket {
     }
 }
 
+/// Checks that `url` is an AMQP URL, before any attempt to connect.
+pub(crate) fn check_url(url: &str, target: &str) -> Result<(), crate::error::MqError> {
+    url.parse::<AMQPUri>()
+        .map(drop)
+        .map_err(|message| crate::error::MqError::InvalidUrl {
+            target: target.to_owned(),
+            // The parser's message may quote the URL, credentials included.
+            message: message.replace(url, target),
+        })
+}
+
 /// Opens a connection named `name` (RabbitMQ shows it in the connection's client properties)
 /// and one channel on it.
 ///

@@ -16,7 +16,7 @@ use lifecycle_core::{async_trait, BoxError, Component, Context, Health};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::amqp::connect::{open, Socket};
+use crate::amqp::connect::{check_url, open, Socket};
 use crate::deadline::{give_up_at, retry_until, step};
 use crate::error::{redact, MqError};
 use crate::handler::{self, Handler};
@@ -186,6 +186,7 @@ impl AmqpConsumer {
 #[async_trait]
 impl Component for AmqpConsumer {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
+        check_url(&self.url, &self.target)?;
         let tag = consumer_tag(ctx.name());
         let (connection, channel, socket, consumer) = retry_until(
             &self.target,

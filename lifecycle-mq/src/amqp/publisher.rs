@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::amqp::connect::{open, Socket};
+use crate::amqp::connect::{check_url, open, Socket};
 use crate::deadline::{give_up_at, retry_until, step};
 use crate::error::{redact, MqError};
 
@@ -205,6 +205,7 @@ impl Inner {
 impl Component for AmqpPublisher {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
         let inner = &self.inner;
+        check_url(&inner.url, &inner.target)?;
         let (connection, channel, socket) = retry_until(
             &inner.target,
             "publisher",

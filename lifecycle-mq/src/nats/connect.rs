@@ -14,6 +14,22 @@ pub(crate) struct Connection {
     pub(crate) events: mpsc::UnboundedReceiver<Event>,
 }
 
+/// Checks that `url` is a NATS server URL, before any attempt to connect.
+pub(crate) fn check_url(url: &str, target: &str) -> Result<(), crate::error::MqError> {
+    url.parse::<async_nats::ServerAddr>()
+        .map(drop)
+        .map_err(|error| crate::error::MqError::InvalidUrl {
+            target: target.to_owned(),
+            // The parser's message may quote the URL, credentials included.
+            message: redact_message(&error.to_string(), url, target),
+        })
+}
+
+/// `message` with any copy of `url` replaced by `target` (the URL without credentials).
+fn redact_message(message: &str, url: &str, target: &str) -> String {
+    message.replace(url, target)
+}
+
 /// Connects once to `url`, named `name` (the server's `CONNZ` shows it).
 ///
 /// async-nats reconnects on its own, for ever by default, in a task of its own: here it tries

@@ -19,7 +19,7 @@ use crate::error::{redact, MqError};
 use crate::handler::{self, Handler};
 use crate::in_flight::InFlight;
 use crate::message::{Ack, Message};
-use crate::nats::connect::{open, Connection};
+use crate::nats::connect::{check_url, open, Connection};
 use crate::stats::{ConsumerStats, Counters};
 
 /// How many pulls in a row may fail before the consumer reports a failure.
@@ -222,6 +222,7 @@ impl NatsConsumer {
 #[async_trait]
 impl Component for NatsConsumer {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
+        check_url(&self.url, &self.target)?;
         let (mut connection, consumer) = retry_until(
             &self.target,
             &self.queue(),

@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::deadline::{give_up_at, retry_until};
 use crate::error::{redact, MqError};
-use crate::nats::connect::{open, Connection};
+use crate::nats::connect::{check_url, open, Connection};
 
 /// A JetStream publisher (NATS) as a lifecycle component; publish through its
 /// [`handle`](Self::handle).
@@ -169,6 +169,7 @@ impl Inner {
 impl Component for NatsPublisher {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
         let inner = &self.inner;
+        check_url(&inner.url, &inner.target)?;
         let mut connection = retry_until(
             &inner.target,
             "publisher",
