@@ -1,0 +1,189 @@
+//! Errors of this crate, and keeping credentials out of them.
+
+use std::time::Duration;
+
+/// What went wrong with a consumer or a publisher.
+///
+/// Each variant names the broker (its URL without credentials, see [`redact`](crate::redact))
+/// and, where there is one, the queue or subject, so a report line says which one failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MqError {
+    /// The URL could not be parsed.
+    #[error("invalid broker URL {target}: {message}")]
+    InvalidUrl {
+        /// The URL, without credentials.
+        target: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// The broker could not be reached, or the queue or stream not consumed from, within the
+    /// start timeout.
+    #[error(
+        "cannot reach {target} for {queue} after {attempts} attempts in {waited:?}: {last_error}"
+    )]
+    Unreachable {
+        /// The broker, without credentials.
+        target: String,
+        /// The queue, stream or subject the component was to use.
+        queue: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// How long the attempts took.
+        waited: Duration,
+        /// The error of the last attempt, or that it timed out.
+        last_error: String,
+    },
+
+    /// The connection to the broker ended while the component was running. The messages in
+    /// progress were not acknowledged and the broker delivers them again.
+    #[error("lost the connection to {target} while consuming {queue}: {reason}")]
+    ConnectionLost {
+        /// The broker, without credentials.
+        target: String,
+        /// The queue or stream consumed from.
+        queue: String,
+        /// What was seen.
+        reason: String,
+    },
+
+    /// The broker ended the subscription while the connection stayed up: the queue was
+    /// deleted (AMQP `basic.cancel` from the broker), or pulls kept failing (JetStream).
+    #[error("the subscription to {queue} on {target} ended: {reason}")]
+    SubscriptionEnded {
+        /// The broker, without credentials.
+        target: String,
+        /// The queue or stream consumed from.
+        queue: String,
+        /// What was seen.
+        reason: String,
+    },
+
+    /// Handlers were still running shortly before the stop timeout; they were cut off and
+    /// their messages handed back unacknowledged, so the broker delivers them again.
+    #[error("cut off {cut} handlers still running at the stop of {queue}; their messages will be redelivered")]
+    HandlersCutOff {
+        /// The queue or stream consumed from.
+        queue: String,
+        /// How many handlers were cut off.
+        cut: usize,
+    },
+
+    /// A step of the stop could not be done because the broker did not answer or the
+    /// connection was gone. Messages not acknowledged are delivered again by the broker once
+    /// it sees the connection closed; publishes not confirmed are counted in `unconfirmed`.
+    #[error("stopping {queue} on {target}: {step} failed: {reason}")]
+    StopIncomplete {
+        /// The broker, without credentials.
+        target: String,
+        /// The queue, stream or subject.
+        queue: String,
+        /// The step that failed (`"basic.cancel"`, `"closing the channel"`, ...).
+        step: &'static str,
+        /// Why.
+        reason: String,
+    },
+
+    /// A publish was refused because the publisher is not running: before its start or after
+    /// its stop turn began.
+    #[error("publisher {name} is not running: the publish to {destination} was not sent")]
+    NotRunning {
+        /// The publisher's component name (or its target before its start).
+        name: String,
+        /// Where the message was to go.
+        destination: String,
+    },
+
+    /// The broker did not confirm a publish: it refused it (an AMQP nack, a JetStream error
+    /// reply), the connection ended before the confirm, or the confirm did not come in time.
+    /// The message may or may not have been stored.
+    #[error("publish to {destination} on {target} not confirmed: {reason}")]
+    PublishFailed {
+        /// The broker, without credentials.
+        target: String,
+        /// Where the message was to go.
+        destination: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// At the stop, publishes were still waiting for their confirm past the stop timeout;
+    /// each of their callers got [`MqError::PublishFailed`].
+    #[error("stopping the publisher on {target}: {unconfirmed} publishes were never confirmed")]
+    Unconfirmed {
+        /// The broker, without credentials.
+        target: String,
+        /// How many.
+        unconfirmed: usize,
+    },
+}
+
+/// Query parameters whose values are secrets in broker URLs.
+const SECRET_KEYS: [&str; 6] = ["password", "pass", "token", "nkey", "jwt", "secret"];
+
+/// `url` without its user, password and secret query parameters, for messages, logs and
+/// reports: `amqp://app:secret@mq:5672/%2f` becomes `amqp://mq:5672/%2f`.
+///
+/// A URL that does not parse is reduced to its scheme, since it cannot be told which part is
+/// the secret.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(
+///     lifecycle_mq::redact("nats://app:secret@nats:4222?token=abc&name=x"),
+///     "nats://nats:4222?name=x"
+/// );
+/// ```
+pub fn redact(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return match url.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://(unparseable)"),
+            None => "(unparseable URL)".to_owned(),
+        };
+    };
+    // Both fail only for URLs that cannot have credentials, which then have none to strip.
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    if parsed.query().is_some() {
+        let kept: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter(|(key, _)| !SECRET_KEYS.contains(&key.to_ascii_lowercase().as_str()))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if kept.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(kept);
+        }
+    }
+    let mut text = String::from(parsed);
+    // `Url` adds a `/` to hierarchical URLs with an empty path; keep the user's form.
+    if !url.contains(&text) && text.ends_with('/') && !url.ends_with('/') {
+        text.pop();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn strips_credentials_and_secret_parameters_only() {
+        assert_eq!(
+            redact("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
+        assert_eq!(redact("nats://tok3n@nats:4222"), "nats://nats:4222");
+        assert_eq!(
+            redact("amqps://u:p@mq/vh?heartbeat=10&password=x"),
+            "amqps://mq/vh?heartbeat=10"
+        );
+        assert_eq!(redact("nats://n?token=abc"), "nats://n");
+        assert_eq!(redact("nats://u:p@@@"), "nats://(unparseable)");
+        assert_eq!(redact("no url"), "(unparseable URL)");
+    }
+}

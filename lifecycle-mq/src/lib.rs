@@ -1,0 +1,116 @@
+//! Message-queue consumers and publishers for [`lifecycle_core`] whose shutdown neither loses a
+//! message nor acknowledges one that was not processed: for AMQP 0.9.1 (RabbitMQ, on lapin,
+//! feature `amqp`) and NATS JetStream (on async-nats, feature `nats`), both on by default.
+//!
+//! - [`AmqpConsumer`] and [`NatsConsumer`] run a handler on each message, with a concurrency
+//!   limit and a prefetch. At their stop turn they stop receiving first, hand back what they
+//!   received and never started, let the handlers in progress finish within the stop timeout,
+//!   ack or requeue what those answer, hand back the messages of handlers cut off at the
+//!   deadline (never acking them), flush the acks and close the connection cleanly.
+//! - [`AmqpPublisher`] and [`NatsPublisher`] wait for the broker's confirm of every publish; at
+//!   their stop turn the publishes in flight are confirmed or fail, and later ones fail at once
+//!   with [`MqError::NotRunning`].
+//! - A broker missing at start is retried until shortly before the start timeout, and the error
+//!   names its URL without credentials ([`redact`]); a connection lost while running is a
+//!   run-time failure for the component's [`OnFailure`](lifecycle_core::OnFailure) policy, with
+//!   no reconnect loop that could outlive the stop; a broker gone at the stop cannot hold the
+//!   stop past its timeout.
+//!
+//! # The guarantee: at least once
+//!
+//! A message is acknowledged only after its handler returned [`Ack::Done`], so no message is
+//! lost: one whose handler was cut off at the stop deadline, failed, panicked, or whose process
+//! was killed, is delivered again (at once when handed back; on AMQP when the broker sees the
+//! connection close; on JetStream after the consumer's `ack_wait`). So a message **may be
+//! processed twice**: when the process dies or the handler is cut off after it did its work but
+//! before the ack reached the broker. The second delivery is marked
+//! ([`Message::redelivered`], [`Message::delivery_count`]); make handlers idempotent, keyed on
+//! something in the message.
+//!
+//! # Prefetch, concurrency and the stop timeout
+//!
+//! - **Concurrency** is how many handlers run at once. **Prefetch** is how many messages the
+//!   broker may hand the consumer before they are acked: those in progress plus those waiting
+//!   in the client for a free handler. Keep prefetch at least the concurrency (or handlers wait
+//!   on the network), and not much more: every prefetched message not started at the stop is
+//!   handed back, and counts as a redelivery for the next consumer.
+//! - At the stop, the handlers in progress (at most the concurrency) get until shortly before
+//!   the stop timeout (a quarter of the time left, at most 500 ms, is kept to hand messages back
+//!   and close). Size the stop timeout to the longest handler you want to see finish; a handler
+//!   longer than that is cut off and its message redelivered, and the stop reports
+//!   [`MqError::HandlersCutOff`].
+//! - On JetStream, the stop also waits for the pull in progress to expire (at most
+//!   [`NatsConsumer::pull_wait`]), to hand back what it brings.
+//! - After a SIGKILL (or a lost connection), what the process held comes back on AMQP as soon
+//!   as the broker sees the connection gone, and on JetStream after the consumer's
+//!   [`ack_wait`](NatsConsumer::ack_wait): keep it longer than a handler takes (or the message
+//!   is delivered again while still in progress), and know that it is how long a killed
+//!   consumer's messages wait.
+//! - The stop's budget must fit the lifecycle's: the handlers' time, plus the hand-back and
+//!   the close (a round trip each), inside the component's stop timeout, inside the shutdown
+//!   budget, inside the orchestrator's grace period (Kubernetes' `terminationGracePeriodSeconds`).
+//!
+//! Register a consumer as depending on what its handler uses (a database pool), so that it
+//! stops first; register what publishes as depending on the publisher, so that the publisher
+//! stops last.
+//!
+//! # Examples
+//!
+//! A service that consumes `orders` and publishes an event for each, on RabbitMQ:
+//!
+//! ```no_run
+//! use lifecycle_core::{Lifecycle, Registration, Report};
+//! use lifecycle_mq::{Ack, AmqpConsumer, AmqpPublisher};
+//! use std::time::Duration;
+//!
+//! #[tokio::main]
+//! async fn main() -> Report {
+//!     let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+//!     let publisher = AmqpPublisher::new(url);
+//!     let events = publisher.handle();
+//!     let orders = AmqpConsumer::new(url, "orders", move |message| {
+//!         let events = events.clone();
+//!         async move {
+//!             // Idempotent: a redelivered order is looked up before it is charged again.
+//!             let order = String::from_utf8_lossy(message.payload()).into_owned();
+//!             events.publish("", "order-events", order.as_bytes()).await?;
+//!             Ok::<_, lifecycle_mq::MqError>(Ack::Done)
+//!         }
+//!     })
+//!     .prefetch(8)
+//!     .concurrency(4);
+//!
+//!     let lifecycle = Lifecycle::builder()
+//!         .register(Registration::new("events", publisher))
+//!         .register(
+//!             Registration::new("orders", orders)
+//!                 .depends_on("events")
+//!                 .stop_timeout(Duration::from_secs(10)),
+//!         )
+//!         .build()
+//!         .expect("valid configuration");
+//!     lifecycle.run().await
+//! }
+//! ```
+
+#[cfg(feature = "amqp")]
+mod amqp;
+#[cfg(any(feature = "amqp", feature = "nats"))]
+mod deadline;
+mod error;
+#[cfg(any(feature = "amqp", feature = "nats"))]
+mod handler;
+#[cfg(any(feature = "amqp", feature = "nats"))]
+mod in_flight;
+mod message;
+#[cfg(feature = "nats")]
+mod nats;
+mod stats;
+
+#[cfg(feature = "amqp")]
+pub use amqp::{AmqpConsumer, AmqpPublisher, AmqpPublisherHandle};
+pub use error::{redact, MqError};
+pub use message::{Ack, Message};
+#[cfg(feature = "nats")]
+pub use nats::{NatsConsumer, NatsPublisher, NatsPublisherHandle};
+pub use stats::ConsumerStats;
