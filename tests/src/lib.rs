@@ -20,7 +20,8 @@
 //! if !servers_available().await {
 //!     return; // outside CI only: with CI=true a missing server fails the test
 //! }
-//! let mut stack = StackConfig::new(env!("CARGO_BIN_EXE_stack-service")).start().await;
+//! // In an integration test of this package: `env!("CARGO_BIN_EXE_stack-service")`.
+//! let mut stack = StackConfig::new("target/debug/stack-service").start().await;
 //! let load = Load::start(stack.addr(), "/work?ms=20", 4);
 //! stack.signal("TERM");
 //! load.until_refused(Duration::from_secs(10)).await.assert_none_lost();
