@@ -61,6 +61,34 @@ pub async fn held(stack: &Stack) -> Held {
     }
 }
 
+/// Asserts that `stack`, whose components have all stopped
+/// ([`Stack::wait_stopped`]) but which has not exited yet, holds nothing on the servers: its
+/// stops closed every session and connection, not the kernel at its exit. The servers get
+/// 300 ms to notice the closes.
+///
+/// # Panics
+///
+/// When it still holds something, or has exited already (the check would prove nothing).
+pub async fn assert_released(stack: &mut Stack) {
+    let until = tokio::time::Instant::now() + Duration::from_millis(300);
+    loop {
+        let now = held(stack).await;
+        if now == Held::default() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "still held once every component had stopped: {now:?}\n{}",
+            stack.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        stack.is_running(),
+        "checked after the exit, not after the stops: raise the linger"
+    );
+}
+
 /// Asserts that `stack` holds nothing on the servers, allowing the servers 3 s to notice
 /// connections that closed (a killed process's are closed by the kernel).
 ///

@@ -40,7 +40,7 @@ mod load;
 mod private_redis;
 mod stack;
 
-pub use held::{assert_nothing_left, held, terminate_sessions, Held};
+pub use held::{assert_nothing_left, assert_released, held, terminate_sessions, Held};
 pub use jobs::{JobCounts, Jobs};
 pub use load::{enqueue, Load, LoadReport};
 pub use private_redis::{redis_server_installed, PrivateRedis};

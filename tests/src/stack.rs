@@ -12,6 +12,10 @@ use tokio::sync::mpsc;
 
 use crate::common;
 
+/// How long an instance waits between the end of its stops and its exit: the time tests have
+/// to see that the stops closed everything.
+pub(crate) const LINGER: Duration = Duration::from_secs(1);
+
 /// How to run the service: its binary, its Redis, its job queue and its flags.
 ///
 /// Each [`spawn`](Self::spawn) makes an instance with names of its own (the PostgreSQL
@@ -77,6 +81,7 @@ impl StackConfig {
             .args(["--queue", &self.queue, "--channel", &name])
             .arg("--report-file")
             .arg(&report)
+            .args(["--linger", &format!("{}ms", LINGER.as_millis())])
             .args(&self.args)
             .env(
                 "RUST_LOG",
@@ -162,9 +167,23 @@ impl Stack {
     ///
     /// When it exits first or does not get there `within`, with its log.
     pub async fn wait_ready(&mut self, within: Duration) {
-        let ready = tokio::time::timeout(within, async {
+        self.wait_line("ready", within).await;
+    }
+
+    /// Waits until it prints `stopped`: every component has stopped, and the process lingers
+    /// a second before it exits.
+    ///
+    /// # Panics
+    ///
+    /// When it exits first or does not get there `within`, with its log.
+    pub async fn wait_stopped(&mut self, within: Duration) {
+        self.wait_line("stopped", within).await;
+    }
+
+    async fn wait_line(&mut self, prefix: &str, within: Duration) {
+        let seen = tokio::time::timeout(within, async {
             while let Some(line) = self.lines.recv().await {
-                if line.starts_with("ready") {
+                if line.starts_with(prefix) {
                     return true;
                 }
             }
@@ -172,10 +191,15 @@ impl Stack {
         })
         .await;
         assert!(
-            matches!(ready, Ok(true)),
-            "the service did not get ready within {within:?}:\n{}",
+            matches!(seen, Ok(true)),
+            "the service did not print `{prefix}` within {within:?}:\n{}",
             self.log()
         );
+    }
+
+    /// Whether it is still running (not exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Sends it a signal (`"TERM"`, `"KILL"`, ...).

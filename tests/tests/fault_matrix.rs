@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use lifecycle_core::{Outcome, Report, TriggerKind};
 use lifecycle_tests::{
-    assert_nothing_left, enqueue, held, redis_server_installed, servers_available,
+    assert_nothing_left, assert_released, enqueue, held, redis_server_installed, servers_available,
     terminate_sessions, JobCounts, Jobs, Load, PrivateRedis, Stack, StackConfig,
 };
 
@@ -198,6 +198,8 @@ async fn sigterm_under_load_drops_nothing_and_leaves_nothing() {
         answered.succeeded > before,
         "nothing served during the drain: {answered:?}"
     );
+    stack.wait_stopped(Duration::from_secs(10)).await;
+    assert_released(&mut stack).await;
     let status = stack.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "{}", stack.log());
 
@@ -231,13 +233,15 @@ async fn sigterm_during_start_up_rolls_back_and_starts_nothing_more() {
 
     let signalled = Instant::now();
     stack.signal("TERM");
-    let status = stack.wait_exit(Duration::from_secs(10)).await;
-    assert_eq!(status.code(), Some(0), "{}", stack.log());
+    stack.wait_stopped(Duration::from_secs(10)).await;
     assert!(
         signalled.elapsed() < Duration::from_secs(3),
-        "start-up not abandoned at the signal: exit after {:?}",
+        "start-up not abandoned at the signal: stopped after {:?}",
         signalled.elapsed()
     );
+    assert_released(&mut stack).await;
+    let status = stack.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{}", stack.log());
 
     let report = report_of(&stack, Some(0));
     assert_signalled(&report);
@@ -348,6 +352,8 @@ async fn postgres_sessions_killed_during_the_drain_fail_nothing() {
         answered.succeeded > at_kill,
         "nothing served after the sessions were killed: {answered:?}"
     );
+    stack.wait_stopped(Duration::from_secs(10)).await;
+    assert_released(&mut stack).await;
     let status = stack.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "{}", stack.log());
 
@@ -401,6 +407,8 @@ async fn redis_killed_at_the_stop_turn_holds_nothing_up_and_is_not_reconnected()
 
     let long = long.await.unwrap();
     long.assert_none_lost();
+    stack.wait_stopped(Duration::from_secs(10)).await;
+    assert_released(&mut stack).await;
     let status = stack.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "{}", stack.log());
     let report = report_of(&stack, Some(0));
@@ -436,6 +444,8 @@ async fn a_hung_stop_is_cut_off_and_its_dependencies_still_close() {
     load.until_refused(Duration::from_secs(10))
         .await
         .assert_none_lost();
+    stack.wait_stopped(Duration::from_secs(10)).await;
+    assert_released(&mut stack).await;
     let status = stack.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(1), "a stop timed out: {}", stack.log());
 
@@ -508,6 +518,8 @@ async fn sigkill_then_restart_loses_no_job() {
     load.until_refused(Duration::from_secs(10))
         .await
         .assert_none_lost();
+    second.wait_stopped(Duration::from_secs(10)).await;
+    assert_released(&mut second).await;
     let status = second.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "{}", second.log());
     let report = report_of(&second, Some(0));

@@ -10,7 +10,8 @@
 //!
 //! Routes: `GET /work?ms=N` (a Redis command, a query on the pool, then N ms of wait),
 //! `POST /jobs?ms=N` (queues a job that takes N ms; answers its id), `/livez`, `/readyz`.
-//! Once every component has started it prints `ready <address>` on stdout.
+//! Once every component has started it prints `ready <address>` on stdout, and `stopped` once
+//! every component has stopped (then waits `--linger` before it exits).
 //!
 //! The dependencies: `http` → `db`, `redis`, `schema`, `warmup`; `worker` → `schema` → `db`;
 //! `subscriber` → `redis`; `warmup` → `db`, `redis`. Fault flags: `--hang-stop COMPONENT`
@@ -77,6 +78,11 @@ struct Args {
     /// Fault: the warm-up takes this many milliseconds, so start-up is slow.
     #[arg(long, default_value_t = 0)]
     slow_start: u64,
+    /// Once every component has stopped, print `stopped` and wait this long before exiting,
+    /// so a test can check that the stops themselves closed every session and connection
+    /// (after the exit the kernel would close them anyway).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    linger: Duration,
 }
 
 /// Ends the process before anything started, for configuration errors.
@@ -217,7 +223,10 @@ async fn main() -> Report {
             }
         }
     });
-    lifecycle.run().await
+    let report = lifecycle.run().await;
+    println!("stopped");
+    tokio::time::sleep(args.linger).await;
+    report
 }
 
 /// What the handlers share.
