@@ -127,6 +127,9 @@ impl StackConfig {
 }
 
 /// One running instance of the service, killed (SIGKILL) if still running when dropped.
+///
+/// Its stderr goes to a file (`RUST_LOG` for it is `STACK_LOG`, default `info`), shown when an
+/// assertion of the fixture fails, or at drop with `STACK_SHOW_LOG` set.
 #[derive(Debug)]
 pub struct Stack {
     child: Child,
@@ -244,6 +247,16 @@ impl Stack {
     /// What it logged on stderr so far.
     pub fn log(&self) -> String {
         read_log(&self.dir.path().join("stderr.log"))
+    }
+}
+
+impl Drop for Stack {
+    /// With `STACK_SHOW_LOG` set, prints the instance's log (a test shows it anyway when it
+    /// fails), to see what a passing run did.
+    fn drop(&mut self) {
+        if std::env::var_os("STACK_SHOW_LOG").is_some() {
+            eprintln!("---- {} ----\n{}", self.name, self.log());
+        }
     }
 }
 

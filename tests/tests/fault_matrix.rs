@@ -484,7 +484,9 @@ async fn sigkill_then_restart_loses_no_job() {
     let config = StackConfig::new(BIN);
     let jobs = Jobs::connect(config.queue()).await;
     let mut first = config.start().await;
-    enqueue(first.addr(), 20, 100).await;
+    // The first job takes a second, so it is surely in hand at the kill; ten short ones follow.
+    enqueue(first.addr(), 1, 1000).await;
+    enqueue(first.addr(), 10, 50).await;
     let load = Load::start(first.addr(), "/work?ms=20", 4);
     wait_answered(&load, 10).await;
     jobs.wait_for(Duration::from_secs(10), |c| c.running == 1)
@@ -510,9 +512,9 @@ async fn sigkill_then_restart_loses_no_job() {
     let mut second = config.start().await;
     let load = Load::start(second.addr(), "/work?ms=20", 4);
     let counts = jobs
-        .wait_for(Duration::from_secs(20), |c| c.done == 20)
+        .wait_for(Duration::from_secs(20), |c| c.done == 11)
         .await;
-    assert_eq!(counts.total(), 20);
+    assert_eq!(counts.total(), 11);
     wait_answered(&load, 10).await;
     second.signal("TERM");
     load.until_refused(Duration::from_secs(10))
