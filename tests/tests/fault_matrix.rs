@@ -417,7 +417,8 @@ async fn redis_killed_at_the_stop_turn_holds_nothing_up_and_is_not_reconnected()
     assert_stopped_in_order(&report);
     let http = report.component("http").unwrap();
     assert!(
-        http.stop_ended_ms.unwrap() - http.stop_began_ms.unwrap() > 1000.0,
+        // Sent at the signal, it ends 1.5 s later, about 1 s into the server's stop.
+        http.stop_ended_ms.unwrap() - http.stop_began_ms.unwrap() > 600.0,
         "the server's stop was not held by the long request: {http:?}"
     );
     assert_jobs_kept(jobs.counts().await, 10);

@@ -16,7 +16,7 @@
 //! The dependencies: `http` → `db`, `redis`, `schema`, `warmup`; `worker` → `schema` → `db`;
 //! `subscriber` → `redis`; `warmup` → `db`, `redis`. Fault flags: `--hang-stop COMPONENT`
 //! (its stop never returns), `--slow-start MS` (the warm-up takes that long, so a signal can
-//! come during start-up).
+//! come during start-up), `--leak-connection` (a task keeps a pool connection for ever).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -78,6 +78,10 @@ struct Args {
     /// Fault: the warm-up takes this many milliseconds, so start-up is slow.
     #[arg(long, default_value_t = 0)]
     slow_start: u64,
+    /// Fault: once ready, a task takes a connection from the pool and never gives it back (a
+    /// handler's bug, say).
+    #[arg(long)]
+    leak_connection: bool,
     /// Once every component has stopped, print `stopped` and wait this long before exiting,
     /// so a test can check that the stops themselves closed every session and connection
     /// (after the exit the kernel would close them anyway).
@@ -104,6 +108,7 @@ async fn main() -> Report {
 
     let db = SqlPool::<Any>::new(&args.database_url).unwrap_or_else(|e| refuse(e));
     let pool = db.pool().clone();
+    let leaked = pool.clone();
     let redis = RedisClientOptions::new()
         .client_name(&args.name)
         .open(&args.redis_url)
@@ -215,8 +220,16 @@ async fn main() -> Report {
 
     // Tests wait for this line before they load the service.
     let mut phase = lifecycle.handle().watch_phase();
+    let leak = args.leak_connection.then_some(leaked);
     tokio::spawn(async move {
         if phase.wait_for(|p| p.is_ready()).await.is_ok() {
+            if let Some(pool) = leak {
+                let connection = pool.acquire().await;
+                tokio::spawn(async move {
+                    let _held = connection;
+                    std::future::pending::<()>().await;
+                });
+            }
             match local_addr.get() {
                 Some(addr) => println!("ready {addr}"),
                 None => println!("ready"),
