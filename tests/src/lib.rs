@@ -44,7 +44,7 @@ pub use held::{assert_nothing_left, assert_released, held, terminate_sessions, H
 pub use jobs::{JobCounts, Jobs};
 pub use load::{enqueue, Load, LoadReport};
 pub use private_redis::{redis_server_installed, PrivateRedis};
-pub use stack::{Stack, StackConfig};
+pub use stack::{ServerCounts, Stack, StackConfig};
 
 /// Whether PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) answer. When one does not:
 /// with `CI` set the test fails; elsewhere it says so and returns `false`, and the test returns.

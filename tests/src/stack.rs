@@ -126,6 +126,17 @@ impl StackConfig {
     }
 }
 
+/// What the service's HTTP server counted, from its `HttpStats`, as it printed them once
+/// stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerCounts {
+    /// Requests it received.
+    pub requests: u64,
+    /// Connections it cut off at its stop timeout.
+    pub force_closed: u64,
+}
+
 /// One running instance of the service, killed (SIGKILL) if still running when dropped.
 ///
 /// Its stderr goes to a file (`RUST_LOG` for it is `STACK_LOG`, default `info`), shown when an
@@ -174,30 +185,42 @@ impl Stack {
     }
 
     /// Waits until it prints `stopped`: every component has stopped, and the process lingers
-    /// a second before it exits.
+    /// a second before it exits. Returns the server's counters.
     ///
     /// # Panics
     ///
     /// When it exits first or does not get there `within`, with its log.
-    pub async fn wait_stopped(&mut self, within: Duration) {
-        self.wait_line("stopped", within).await;
+    pub async fn wait_stopped(&mut self, within: Duration) -> ServerCounts {
+        let line = self.wait_line("stopped", within).await;
+        let field = |name: &str| {
+            line.split(' ')
+                .find_map(|field| field.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|value| value.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in `{line}`"))
+        };
+        ServerCounts {
+            requests: field("requests"),
+            force_closed: field("force_closed"),
+        }
     }
 
-    async fn wait_line(&mut self, prefix: &str, within: Duration) {
+    async fn wait_line(&mut self, prefix: &str, within: Duration) -> String {
         let seen = tokio::time::timeout(within, async {
             while let Some(line) = self.lines.recv().await {
                 if line.starts_with(prefix) {
-                    return true;
+                    return Some(line);
                 }
             }
-            false
+            None
         })
         .await;
-        assert!(
-            matches!(seen, Ok(true)),
-            "the service did not print `{prefix}` within {within:?}:\n{}",
-            self.log()
-        );
+        match seen {
+            Ok(Some(line)) => line,
+            _ => panic!(
+                "the service did not print `{prefix}` within {within:?}:\n{}",
+                self.log()
+            ),
+        }
     }
 
     /// Whether it is still running (not exited).

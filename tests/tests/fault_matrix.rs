@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use lifecycle_core::{Outcome, Report, TriggerKind};
 use lifecycle_tests::{
     assert_nothing_left, assert_released, enqueue, held, redis_server_installed, servers_available,
-    terminate_sessions, JobCounts, Jobs, Load, PrivateRedis, Stack, StackConfig,
+    terminate_sessions, JobCounts, Jobs, Load, PrivateRedis, ServerCounts, Stack, StackConfig,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_stack-service");
@@ -88,6 +88,17 @@ fn report_of(stack: &Stack, code: Option<i32>) -> Report {
 fn assert_signalled(report: &Report) {
     assert_eq!(report.trigger.kind, TriggerKind::Signal);
     assert_eq!(report.trigger.detail, "SIGTERM");
+}
+
+/// The server received exactly the requests the clients got answers to (so none reached it
+/// and went unanswered: the connects reset in the listener's backlog as it closed,
+/// `LoadReport::unaccepted`, never reached the service), and cut no connection off.
+fn assert_answered_all(server: ServerCounts, answered: u64) {
+    assert_eq!(
+        (server.requests, server.force_closed),
+        (answered, 0),
+        "(requests received, connections cut off) by the server, against those answered"
+    );
 }
 
 /// Every job is done or back in the queue: none in hand, none failed.
@@ -198,7 +209,8 @@ async fn sigterm_under_load_drops_nothing_and_leaves_nothing() {
         answered.succeeded > before,
         "nothing served during the drain: {answered:?}"
     );
-    stack.wait_stopped(Duration::from_secs(10)).await;
+    let server = stack.wait_stopped(Duration::from_secs(10)).await;
+    assert_answered_all(server, 30 + answered.succeeded);
     assert_released(&mut stack).await;
     let status = stack.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "{}", stack.log());
@@ -233,7 +245,8 @@ async fn sigterm_during_start_up_rolls_back_and_starts_nothing_more() {
 
     let signalled = Instant::now();
     stack.signal("TERM");
-    stack.wait_stopped(Duration::from_secs(10)).await;
+    let server = stack.wait_stopped(Duration::from_secs(10)).await;
+    assert_answered_all(server, 0);
     assert!(
         signalled.elapsed() < Duration::from_secs(3),
         "start-up not abandoned at the signal: stopped after {:?}",
@@ -291,6 +304,8 @@ async fn a_second_sigterm_forces_exit_130_with_the_report_written() {
     let before = load.report().succeeded;
     let answered = load.stop().await;
     answered.assert_none_lost();
+    // The listener was open throughout: every connect was accepted.
+    assert_eq!(answered.unaccepted, 0, "{answered:?}");
     assert!(answered.succeeded >= before);
 
     let second = Instant::now();
@@ -352,7 +367,8 @@ async fn postgres_sessions_killed_during_the_drain_fail_nothing() {
         answered.succeeded > at_kill,
         "nothing served after the sessions were killed: {answered:?}"
     );
-    stack.wait_stopped(Duration::from_secs(10)).await;
+    let server = stack.wait_stopped(Duration::from_secs(10)).await;
+    assert_answered_all(server, 20 + answered.succeeded);
     assert_released(&mut stack).await;
     let status = stack.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "{}", stack.log());
@@ -407,7 +423,8 @@ async fn redis_killed_at_the_stop_turn_holds_nothing_up_and_is_not_reconnected()
 
     let long = long.await.unwrap();
     long.assert_none_lost();
-    stack.wait_stopped(Duration::from_secs(10)).await;
+    let server = stack.wait_stopped(Duration::from_secs(10)).await;
+    assert_answered_all(server, 10 + answered.succeeded + long.succeeded);
     assert_released(&mut stack).await;
     let status = stack.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "{}", stack.log());
@@ -442,10 +459,10 @@ async fn a_hung_stop_is_cut_off_and_its_dependencies_still_close() {
         .await;
 
     stack.signal("TERM");
-    load.until_refused(Duration::from_secs(10))
-        .await
-        .assert_none_lost();
-    stack.wait_stopped(Duration::from_secs(10)).await;
+    let answered = load.until_refused(Duration::from_secs(10)).await;
+    answered.assert_none_lost();
+    let server = stack.wait_stopped(Duration::from_secs(10)).await;
+    assert_answered_all(server, 20 + answered.succeeded);
     assert_released(&mut stack).await;
     let status = stack.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(1), "a stop timed out: {}", stack.log());
@@ -518,10 +535,10 @@ async fn sigkill_then_restart_loses_no_job() {
     assert_eq!(counts.total(), 11);
     wait_answered(&load, 10).await;
     second.signal("TERM");
-    load.until_refused(Duration::from_secs(10))
-        .await
-        .assert_none_lost();
-    second.wait_stopped(Duration::from_secs(10)).await;
+    let answered = load.until_refused(Duration::from_secs(10)).await;
+    answered.assert_none_lost();
+    let server = second.wait_stopped(Duration::from_secs(10)).await;
+    assert_answered_all(server, answered.succeeded);
     assert_released(&mut second).await;
     let status = second.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "{}", second.log());

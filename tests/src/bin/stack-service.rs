@@ -10,8 +10,9 @@
 //!
 //! Routes: `GET /work?ms=N` (a Redis command, a query on the pool, then N ms of wait),
 //! `POST /jobs?ms=N` (queues a job that takes N ms; answers its id), `/livez`, `/readyz`.
-//! Once every component has started it prints `ready <address>` on stdout, and `stopped` once
-//! every component has stopped (then waits `--linger` before it exits).
+//! Once every component has started it prints `ready <address>` on stdout, and once every
+//! component has stopped, `stopped requests=N force_closed=M` (the server's `HttpStats`), then
+//! waits `--linger` before it exits.
 //!
 //! The dependencies: `http` → `db`, `redis`, `schema`, `warmup`; `worker` → `schema` → `db`;
 //! `subscriber` → `redis`; `warmup` → `db`, `redis`. Fault flags: `--hang-stop COMPONENT`
@@ -170,6 +171,7 @@ async fn main() -> Report {
         .merge(health_routes(builder.handle()));
     let http = HttpServer::bind(args.listen, router);
     let local_addr = http.local_addr();
+    let stats = http.stats();
 
     let mut builder = builder
         .register(Registration::new("db", db).stop_timeout(Duration::from_secs(2)))
@@ -237,7 +239,12 @@ async fn main() -> Report {
         }
     });
     let report = lifecycle.run().await;
-    println!("stopped");
+    // The server's own count, for tests to hold against what their clients saw.
+    println!(
+        "stopped requests={} force_closed={}",
+        stats.requests(),
+        stats.force_closed()
+    );
     tokio::time::sleep(args.linger).await;
     report
 }
