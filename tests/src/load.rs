@@ -1,6 +1,7 @@
 //! `Load`: keep-alive HTTP/1.1 clients, each on connections of its own, so that a request that
 //! got no answer is known to have been sent on an open connection (dropped) rather than never
-//! connected (refused).
+//! connected (refused) or connected only in the kernel's backlog of a closing listener
+//! (unaccepted).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,9 +65,9 @@ pub struct LoadReport {
     /// Sent on an open connection and never answered in full: reset, closed, or timed out.
     pub dropped: u64,
     /// First requests of new connections (under 100 ms old) that were reset or closed with no
-    /// answer at all:
-    /// the kernel had completed the handshake, but the listener closed before the server
-    /// accepted the connection, and Linux resets what is left in a closing listener's backlog.
+    /// answer at all: the kernel had completed the handshake, but the listener closed before
+    /// the server accepted the connection, and Linux resets what is left in a closing
+    /// listener's backlog.
     /// Such a request never reached the service: tests confirm it against the server's own
     /// count of the requests it received (`Stack::wait_stopped`). A load balancer does not
     /// send them, having stopped during the drain delay.

@@ -14,7 +14,7 @@ use crate::common;
 
 /// How long an instance waits between the end of its stops and its exit: the time tests have
 /// to see that the stops closed everything.
-pub(crate) const LINGER: Duration = Duration::from_secs(1);
+const LINGER: Duration = Duration::from_secs(1);
 
 /// How to run the service: its binary, its Redis, its job queue and its flags.
 ///
