@@ -8,14 +8,12 @@ use lifecycle_tests::{held, servers_available, Load, StackConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stack-service");
 
-/// Fails today. `SqlPool`'s stop calls sqlx's `Pool::close`, which closes idle connections only
-/// once it holds every permit, that is once every checked-out connection has come back. With
-/// one connection leaked it never does: the stop gives up at its timeout (`db` failed, "timed
-/// out with 1 connections still checked out", as documented) but the idle connections stay
-/// open too, until the process exits: 5 or 6 sessions instead of 1 after a load of 4 clients. The
-/// docs of `SqlPool` say idle connections close at the stop.
+/// sqlx's `Pool::close` closes idle connections only once it holds every permit, that is once
+/// every checked-out connection has come back; with one connection leaked it never does. The
+/// stop gives up at its timeout (`db` failed, "timed out with 1 connections still checked out")
+/// and, because `SqlPool` closes the idle connections itself first, only the leaked session is
+/// left (before that fix: 5 or 6 after a load of 4 clients).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "lifecycle-db: a leaked connection keeps SqlPool's stop from closing the idle ones"]
 async fn a_leaked_connection_is_the_only_session_left_after_the_stops() {
     if !servers_available().await {
         return;

@@ -141,10 +141,20 @@ impl<DB: Database> Component for SqlPool<DB> {
             );
         }
         let give_up = give_up_at(ctx, Duration::from_secs(5));
-        if tokio::time::timeout_at(give_up, self.pool.close())
-            .await
-            .is_err()
-        {
+        let close = async {
+            // sqlx closes the idle connections only once every checked-out one is back, so one
+            // leaked connection would keep them all open: close the idle ones first.
+            for _ in 0..self.pool.num_idle() {
+                match self.pool.try_acquire() {
+                    Some(idle) => {
+                        let _ = idle.close().await;
+                    }
+                    None => break,
+                }
+            }
+            self.pool.close().await;
+        };
+        if tokio::time::timeout_at(give_up, close).await.is_err() {
             let checked_out = self.pool.size().saturating_sub(self.pool.num_idle() as u32);
             return Err(DbError::CloseTimedOut {
                 target: self.target.to_string(),
