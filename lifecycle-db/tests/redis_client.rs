@@ -13,9 +13,7 @@ use std::time::Duration;
 use common::{
     count_connections, redis_admin, redis_clients, redis_url, server_available, Proxy, REDIS,
 };
-use lifecycle_core::{
-    exit_code, Lifecycle, LifecycleHandle, Outcome, Registration, Report, Worker,
-};
+use lifecycle_core::{exit_code, Lifecycle, Outcome, Registration, Worker};
 use lifecycle_db::{RedisClient, RedisClientOptions};
 use redis::{AsyncCommands, Direction, ErrorKind};
 use tokio::task::JoinHandle;
@@ -24,18 +22,6 @@ use tokio::time::Instant;
 /// A name unique to this test and process, for keys and `CLIENT SETNAME`.
 fn unique(what: &str) -> String {
     format!("lifecycle-{what}-{}", std::process::id())
-}
-
-/// Runs the lifecycle in a task and waits until it is ready.
-async fn run_until_ready(lifecycle: Lifecycle) -> (LifecycleHandle, JoinHandle<Report>) {
-    let handle = lifecycle.handle();
-    let run = tokio::spawn(lifecycle.run());
-    handle
-        .watch_phase()
-        .wait_for(|p| p.is_ready())
-        .await
-        .unwrap();
-    (handle, run)
 }
 
 /// Waits up to `within` for the server to hold no connection named `name`; returns how many
@@ -78,7 +64,7 @@ async fn commands_in_flight_at_the_stop_all_resolve() {
             .open(&format!("redis://{}/", proxy.addr))
             .unwrap();
         let connection = redis.connection();
-        let (handle, run) = run_until_ready(
+        let (handle, run) = common::start(
             Lifecycle::builder()
                 .signals([])
                 .register(Registration::new("redis", redis).stop_timeout(Duration::from_secs(2)))
@@ -185,7 +171,7 @@ async fn redis_down_at_the_stop_bounds_it_and_leaves_no_reconnect_or_task() {
             .open(&format!("redis://{}/", proxy.addr))
             .unwrap();
         let (client, mut connection) = (redis.clone(), redis.connection());
-        let (handle, run) = run_until_ready(
+        let (handle, run) = common::start(
             Lifecycle::builder()
                 .signals([])
                 .register(Registration::new("redis", redis).stop_timeout(Duration::from_secs(1)))
@@ -303,7 +289,7 @@ async fn a_blocking_blmove_on_a_dedicated_connection_leaves_the_shared_one_fast(
             Ok::<_, redis::RedisError>(())
         }
     });
-    let (handle, run) = run_until_ready(
+    let (handle, run) = common::start(
         Lifecycle::builder()
             .signals([])
             .register(Registration::new("redis", redis))

@@ -12,12 +12,10 @@ use std::time::Duration;
 
 use common::{redis_admin, redis_clients, redis_url, server_available, Proxy, REDIS};
 use lifecycle_core::{
-    exit_code, ComponentState, Lifecycle, LifecycleHandle, OnFailure, Outcome, Registration,
-    Report, TriggerKind,
+    exit_code, ComponentState, Lifecycle, OnFailure, Outcome, Registration, TriggerKind,
 };
 use lifecycle_db::RedisSubscriber;
 use redis::AsyncCommands;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// The tests below find their subscriber's connection as the one pub/sub client that appeared
@@ -27,18 +25,6 @@ static PUBSUB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// A name unique to this test and process, for channels.
 fn unique(what: &str) -> String {
     format!("lifecycle-{what}-{}", std::process::id())
-}
-
-/// Runs the lifecycle in a task and waits until it is ready.
-async fn run_until_ready(lifecycle: Lifecycle) -> (LifecycleHandle, JoinHandle<Report>) {
-    let handle = lifecycle.handle();
-    let run = tokio::spawn(lifecycle.run());
-    handle
-        .watch_phase()
-        .wait_for(|p| p.is_ready())
-        .await
-        .unwrap();
-    (handle, run)
 }
 
 /// The payloads a subscriber received.
@@ -124,7 +110,7 @@ async fn a_cancelled_subscriber_unsubscribes_within_its_stop_timeout() {
     let channel = unique("silent");
     let received = Received::default();
     let subscriber = recording_subscriber(&redis_url(), &channel, &received);
-    let (handle, run) = run_until_ready(
+    let (handle, run) = common::start(
         Lifecycle::builder()
             .signals([])
             .register(
@@ -158,7 +144,7 @@ async fn a_server_kill_of_the_subscriber_is_a_failure_not_a_hang() {
     let channel = unique("killed");
     let before = pubsub_clients().await;
     let subscriber = recording_subscriber(&redis_url(), &channel, &Received::default());
-    let (_handle, run) = run_until_ready(
+    let (_handle, run) = common::start(
         Lifecycle::builder()
             .signals([])
             .register(Registration::new("subscriber", subscriber))
@@ -204,7 +190,7 @@ async fn a_restart_policy_resubscribes_after_a_server_kill() {
     let before = pubsub_clients().await;
     let received = Received::default();
     let subscriber = recording_subscriber(&redis_url(), &channel, &received);
-    let (handle, run) = run_until_ready(
+    let (handle, run) = common::start(
         Lifecycle::builder()
             .signals([])
             .register(
@@ -264,7 +250,7 @@ async fn a_subscriber_cut_off_from_a_silent_server_fails_on_its_ping() {
         &Received::default(),
     )
     .ping_interval(Duration::from_millis(300));
-    let (_handle, run) = run_until_ready(
+    let (_handle, run) = common::start(
         Lifecycle::builder()
             .signals([])
             .register(Registration::new("subscriber", subscriber))

@@ -15,18 +15,14 @@ use tokio::time::Instant;
 
 /// Runs the lifecycle and asks for the shutdown once it is ready.
 async fn run_until_ready(lifecycle: Lifecycle) -> Report {
-    let handle = lifecycle.handle();
-    let run = tokio::spawn(lifecycle.run());
-    handle
-        .watch_phase()
-        .wait_for(|p| p.is_ready() || !p.is_live())
-        .await
-        .unwrap();
-    handle.shutdown("test over");
-    tokio::time::timeout(Duration::from_secs(30), run)
+    let run = lifecycle_core::testing::TestRun::run(lifecycle);
+    // A start that fails ends the run without it getting ready: its report tells.
+    let _ = run.ready().await;
+    run.request("test over");
+    tokio::time::timeout(Duration::from_secs(30), run.finish())
         .await
         .expect("the shutdown is bounded")
-        .unwrap()
+        .into_report()
 }
 
 /// Sessions on the PostgreSQL server whose application name is `app`, by state.

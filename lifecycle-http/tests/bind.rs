@@ -2,6 +2,8 @@
 
 mod common;
 
+use lifecycle_core::testing::TestRun;
+
 use std::time::Duration;
 
 use lifecycle_core::{
@@ -56,12 +58,9 @@ async fn serves_on_a_listener_it_is_given() {
         .build()
         .unwrap();
     let handle = lifecycle.handle();
-    let run = tokio::spawn(lifecycle.run());
-    handle
-        .watch_phase()
-        .wait_for(|p| p.is_ready())
-        .await
-        .unwrap();
+    let run = TestRun::run(lifecycle);
+    run.ready().await.unwrap();
+    let run = run.into_task();
     let mut conn = common::H1::connect(addr).await.unwrap();
     assert_eq!(conn.get("/work").await.unwrap().status, 200);
     handle.shutdown("test over");
@@ -92,12 +91,9 @@ async fn a_given_listener_is_closed_at_the_stop_so_connects_are_refused() {
         .build()
         .unwrap();
     let handle = lifecycle.handle();
-    let run = tokio::spawn(lifecycle.run());
-    handle
-        .watch_phase()
-        .wait_for(|p| p.is_ready())
-        .await
-        .unwrap();
+    let run = TestRun::run(lifecycle);
+    run.ready().await.unwrap();
+    let run = run.into_task();
     let mut conn = common::H1::connect(addr).await.unwrap();
     assert_eq!(conn.get("/work").await.unwrap().status, 200);
     handle.shutdown("deploy");

@@ -67,7 +67,8 @@ impl lifecycle_core::Component for CacheDown {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_left_out_of_readiness_does_not_hold_readyz() {
-    use lifecycle_core::{Lifecycle, Phase, Registration};
+    use lifecycle_core::testing::TestRun;
+    use lifecycle_core::{Lifecycle, Registration};
     use lifecycle_http::{HealthRoutes, HttpServer};
 
     let builder = Lifecycle::builder().signals([]);
@@ -77,17 +78,13 @@ async fn a_component_left_out_of_readiness_does_not_hold_readyz() {
         HealthRoutes::new(handle.clone()).verbose(true).router(),
     );
     let addr = server.local_addr();
-    let lifecycle = builder
-        .register(Registration::new("cache", CacheDown).exclude_from_readiness())
-        .register(Registration::new("http", server))
-        .build()
-        .unwrap();
-    let report = tokio::spawn(lifecycle.run());
-    handle
-        .watch_phase()
-        .wait_for(|p| *p == Phase::Ready)
-        .await
-        .unwrap();
+    let run = TestRun::start(
+        builder
+            .register(Registration::new("cache", CacheDown).exclude_from_readiness())
+            .register(Registration::new("http", server)),
+    )
+    .unwrap();
+    run.ready().await.unwrap();
     let mut conn = H1::connect(addr.get().unwrap()).await.unwrap();
     assert_eq!(conn.get("/readyz").await.unwrap().body, "ready\n");
     let verbose: serde_json::Value =
@@ -106,6 +103,6 @@ async fn a_component_left_out_of_readiness_does_not_hold_readyz() {
             &serde_json::json!("cache down")
         )
     );
-    handle.shutdown("test over");
-    assert_eq!(report.await.unwrap().exit_code(), 0);
+    run.request("test over");
+    run.finish().await.assert_exit_code(0);
 }

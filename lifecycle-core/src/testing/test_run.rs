@@ -11,6 +11,7 @@ use crate::builder::LifecycleBuilder;
 use crate::context::Context;
 use crate::error::{BoxError, BuildError};
 use crate::handle::{LifecycleHandle, Phase};
+use crate::lifecycle::Lifecycle;
 use crate::report::{exit_code, Report, TriggerKind};
 use crate::signals::Signal;
 
@@ -104,6 +105,29 @@ impl TestRun {
         })
     }
 
+    /// Runs a lifecycle that is already built, for tests that build it themselves, as
+    /// [`start`](Self::start) does (no signal handlers, no hard exit). Its components are not
+    /// wrapped, so [`fail`](Self::fail) is not available: use `start` for that.
+    ///
+    /// # Panics
+    ///
+    /// Panics when called outside a tokio runtime.
+    pub fn run(mut lifecycle: Lifecycle) -> Self {
+        lifecycle.hard_deadline = false;
+        lifecycle.signals.clear();
+        let handle = lifecycle.handle();
+        TestRun {
+            handle,
+            run: tokio::spawn(lifecycle.run()),
+            contexts: HashMap::new(),
+        }
+    }
+
+    /// The task that runs the lifecycle, for tests that await its report themselves.
+    pub fn into_task(self) -> JoinHandle<Report> {
+        self.run
+    }
+
     /// The lifecycle's handle: its phase, health and states.
     pub fn handle(&self) -> &LifecycleHandle {
         &self.handle
@@ -152,10 +176,9 @@ impl TestRun {
     ///
     /// Panics when no component is registered under `name`, or it has not started yet.
     pub fn fail(&self, name: &str, error: impl Into<BoxError>) {
-        let current = self
-            .contexts
-            .get(name)
-            .unwrap_or_else(|| panic!("TestRun::fail: no component named `{name}`"));
+        let current = self.contexts.get(name).unwrap_or_else(|| {
+            panic!("TestRun::fail: no component named `{name}` (or the run was not `start`ed)")
+        });
         current
             .lock()
             .unwrap_or_else(|e| e.into_inner())

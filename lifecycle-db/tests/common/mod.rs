@@ -292,12 +292,7 @@ impl Runs {
 
 /// Runs the lifecycle in a task; returns its handle and the task once it is ready.
 pub async fn start(lifecycle: Lifecycle) -> (LifecycleHandle, tokio::task::JoinHandle<Report>) {
-    let handle = lifecycle.handle();
-    let run = tokio::spawn(lifecycle.run());
-    handle
-        .watch_phase()
-        .wait_for(|p| p.is_ready())
-        .await
-        .unwrap();
-    (handle, run)
+    let run = lifecycle_core::testing::TestRun::run(lifecycle);
+    run.ready().await.expect("the lifecycle gets ready");
+    (run.handle().clone(), run.into_task())
 }

@@ -18,7 +18,8 @@ use axum::{Extension, Router};
 use futures::stream::{self, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use lifecycle_core::{Lifecycle, LifecycleHandle, Phase, Registration, Report};
+use lifecycle_core::testing::TestRun;
+use lifecycle_core::{Lifecycle, LifecycleHandle, Registration, Report};
 use lifecycle_http::{health_routes, HealthRoutes, HttpServer, HttpStats, ShutdownSignal};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -210,19 +211,15 @@ pub async fn start_custom(
         router(handle.clone()),
     ));
     let (stats, local_addr) = (server.stats(), server.local_addr());
-    let lifecycle = builder
-        .register(Registration::new("http", server).stop_timeout(stop_timeout))
-        .build()
-        .unwrap();
-    let report = tokio::spawn(lifecycle.run());
-    let mut phase = handle.watch_phase();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        phase.wait_for(|p| *p == Phase::Ready),
+    let run = TestRun::start(
+        builder.register(Registration::new("http", server).stop_timeout(stop_timeout)),
     )
-    .await
-    .expect("ready in time")
     .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), run.ready())
+        .await
+        .expect("ready in time")
+        .unwrap();
+    let report = run.into_task();
     Running {
         addr: local_addr.get().unwrap(),
         handle,
