@@ -7,11 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::stats::HttpStats;
 
 /// A connection's activity, shared by its requests (through their guards), its socket
 /// ([`ConnIo`](crate::io::ConnIo)) and its task.
+///
+/// It also holds what every request of the connection needs (the server's counters, the
+/// shutdown token), so that a request clones one `Arc`, this one, rather than one per thing.
 #[derive(Debug)]
 pub(crate) struct Activity {
+    stats: HttpStats,
+    /// The lifecycle's shutdown token: cancelled when the drain begins.
+    requested: CancellationToken,
     in_progress: AtomicUsize,
     /// Whether the socket's last write returned `Pending`: bytes of a response (whose body
     /// hyper may already have dropped) still sit in hyper's buffer.
@@ -24,8 +33,10 @@ pub(crate) struct Activity {
 }
 
 impl Activity {
-    pub(crate) fn new() -> Arc<Self> {
+    pub(crate) fn new(stats: HttpStats, requested: CancellationToken) -> Arc<Self> {
         Arc::new(Activity {
+            stats,
+            requested,
             in_progress: AtomicUsize::new(0),
             write_blocked: AtomicBool::new(false),
             http2: AtomicBool::new(false),
@@ -34,10 +45,17 @@ impl Activity {
         })
     }
 
-    /// Counts a request as in progress until the guard is dropped.
+    /// Counts a request as in progress, for the connection and the server, until the guard
+    /// is dropped.
     pub(crate) fn begin(self: &Arc<Self>) -> InProgress {
         self.in_progress.fetch_add(1, Ordering::AcqRel);
+        self.stats.request_began();
         InProgress(self.clone())
+    }
+
+    /// Whether the service's shutdown has begun.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.requested.is_cancelled()
     }
 
     /// Whether a request is in progress (its response may still be streaming) or the bytes of
@@ -95,9 +113,17 @@ impl Activity {
 #[derive(Debug)]
 pub(crate) struct InProgress(Arc<Activity>);
 
+impl InProgress {
+    /// The connection's activity.
+    pub(crate) fn activity(&self) -> &Activity {
+        &self.0
+    }
+}
+
 impl Drop for InProgress {
     fn drop(&mut self) {
         let activity = &self.0;
+        activity.stats.request_ended();
         if activity.in_progress.fetch_sub(1, Ordering::AcqRel) == 1 {
             activity.became_idle();
         }

@@ -13,13 +13,12 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
-use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::activity::{Activity, InProgress};
 use crate::body_timeout::TimedBody;
 use crate::shutdown_signal::ShutdownSignal;
-use crate::stats::{HttpStats, RequestGuard};
+use crate::stats::HttpStats;
 
 /// Wraps the user's service for one connection.
 #[derive(Debug, Clone)]
@@ -38,7 +37,7 @@ impl<S: Clone> Drain<S> {
     /// The same service for a new connection, with an activity of its own.
     pub(crate) fn for_connection(&self) -> Self {
         Drain {
-            activity: Activity::new(),
+            activity: Activity::new(self.stats.clone(), self.signal.requested().clone()),
             ..self.clone()
         }
     }
@@ -65,14 +64,10 @@ where
         let (body, timed_out) = TimedBody::new(body, self.body_read_timeout);
         let mut request = Request::from_parts(parts, body);
         request.extensions_mut().insert(self.signal.clone());
-        let in_flight = Active {
-            _stats: self.stats.request(),
-            _connection: self.activity.begin(),
-        };
         DrainFuture {
             response: self.inner.call(request),
-            in_flight: Some(in_flight),
-            close: http1.then(|| self.signal.requested().clone()),
+            in_flight: Some(self.activity.begin()),
+            http1,
             body_timed_out: timed_out,
         }
     }
@@ -83,9 +78,9 @@ pin_project_lite::pin_project! {
     pub(crate) struct DrainFuture<F> {
         #[pin]
         response: F,
-        in_flight: Option<Active>,
-        // For HTTP/1: the shutdown token, to ask the client to close once it is cancelled.
-        close: Option<CancellationToken>,
+        in_flight: Option<InProgress>,
+        // Whether to ask the client to close once the drain has begun (HTTP/1, no CONNECT).
+        http1: bool,
         // Set if the request body timed out.
         body_timed_out: Option<Arc<AtomicBool>>,
     }
@@ -115,17 +110,17 @@ where
         // connection after a response that carries this header. Not on a 101: the connection
         // is handed over, and its `Connection: upgrade` is what the client checks. After a
         // body that timed out, the rest of it cannot be told from the next request.
-        if let Some(close) = this.close {
-            let upgrade = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-            if !upgrade && (close.is_cancelled() || timed_out) {
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
+        let in_flight = this.in_flight.take().expect("polled after completion");
+        if *this.http1
+            && response.status() != StatusCode::SWITCHING_PROTOCOLS
+            && (timed_out || in_flight.activity().is_draining())
+        {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         // The request stays in progress until hyper has taken the whole body (and the
         // connection's socket wrapper keeps it busy until the bytes are written).
-        let in_flight = this.in_flight.take().expect("polled after completion");
         Poll::Ready(Ok(response.map(|inner| TrackedBody {
             inner,
             _in_flight: in_flight,
@@ -133,18 +128,11 @@ where
     }
 }
 
-/// A request in progress, counted for the server and for its connection until dropped.
-#[derive(Debug)]
-struct Active {
-    _stats: RequestGuard,
-    _connection: InProgress,
-}
-
 /// A response body that keeps its request counted as in progress until it is dropped.
 #[derive(Debug)]
 pub(crate) struct TrackedBody {
     inner: Body,
-    _in_flight: Active,
+    _in_flight: InProgress,
 }
 
 impl http_body::Body for TrackedBody {
