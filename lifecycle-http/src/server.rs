@@ -26,7 +26,9 @@ use crate::stats::HttpStats;
 ///   still open). HTTP/2 connections, including new ones, get the graceful GOAWAY at once
 ///   (last stream id 2^31-1, then the final GOAWAY after a PING round trip), so h2 and gRPC
 ///   clients open their next streams elsewhere; the streams they opened before the final
-///   GOAWAY complete, and then hyper closes the connection.
+///   GOAWAY complete, and then hyper closes the connection (however slow the round trip; a
+///   client that never answers the PING is closed by HTTP/2 keep-alive after 40 s, or cut at
+///   the stop timeout).
 /// - **Stop turn**: the server takes the connections still in the accept backlog and closes
 ///   the listener (later connects are refused); HTTP/1 connections with nothing in progress,
 ///   including ones that never sent a byte, close at once; HTTP/1 requests in progress finish
