@@ -254,11 +254,14 @@ async fn drive(
     stopping: &tokio_util::sync::CancellationToken,
     header_read_timeout: Duration,
 ) -> ConnResult {
-    // Serving.
+    // Serving. The stop turn normally comes after the drain, but a stop outside a shutdown
+    // (a restart, or a rollback) comes without one.
+    let mut draining = true;
     tokio::select! {
         biased;
         result = conn.as_mut() => return result,
         () = requested.cancelled() => {}
+        () = stopping.cancelled() => draining = false,
         () = activity.idle_for(header_read_timeout) => {
             if !activity.is_http2() {
                 tracing::trace!("closing a connection that sent no request head in time");
@@ -270,7 +273,7 @@ async fn drive(
         }
     }
     // Draining: until the stop turn, or until the client turns out to speak HTTP/2.
-    loop {
+    while draining {
         if activity.is_http2() {
             conn.as_mut().graceful_shutdown();
             return conn.await;
