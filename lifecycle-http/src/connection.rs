@@ -273,19 +273,21 @@ async fn drive(
         }
     }
     // Draining: until the stop turn, or until the client turns out to speak HTTP/2.
-    while draining {
-        if activity.is_http2() {
-            conn.as_mut().graceful_shutdown();
-            return conn.await;
-        }
-        tokio::select! {
-            biased;
-            polled = until_http2(conn.as_mut(), activity) => match polled {
-                Some(result) => return result,
-                None => continue,
-            },
-            () = stopping.cancelled() => break,
-            () = activity.idle_for(header_read_timeout) => return Ok(()),
+    if draining {
+        loop {
+            if activity.is_http2() {
+                conn.as_mut().graceful_shutdown();
+                return conn.await;
+            }
+            tokio::select! {
+                biased;
+                polled = until_http2(conn.as_mut(), activity) => match polled {
+                    Some(result) => return result,
+                    None => continue,
+                },
+                () = stopping.cancelled() => break,
+                () = activity.idle_for(header_read_timeout) => return Ok(()),
+            }
         }
     }
     // The stop turn.
