@@ -28,9 +28,9 @@ use crate::stats::{ConnectionGuard, HttpStats};
 /// would wait for it until the header read timeout).
 const GRACE: Duration = Duration::from_millis(100);
 
-/// At the stop turn, the accept loop keeps taking connections from the backlog until none has
-/// come for this long, so that one whose handshake the kernel was completing is served
-/// rather than reset when the listener closes...
+/// At the stop turn, while connections keep arriving, the accept loop keeps taking them from
+/// the backlog until none has come for this long, so that one whose handshake the kernel was
+/// completing is served rather than reset when the listener closes...
 const BACKLOG_QUIET: Duration = Duration::from_millis(5);
 
 /// ... but not for longer than this, if clients keep connecting.
@@ -164,18 +164,47 @@ pub(crate) async fn accept_loop(
             return;
         }
     }
-    // Connections in the backlog, or whose handshake the kernel is completing, would be reset
-    // when the listener closes. Take them until the backlog has been quiet for a moment (the
-    // load balancer stopped sending during the drain delay), even beyond the connection limit:
-    // one more served connection is better than a reset. tokio reports a listener readable
-    // only once its reactor has seen the event, so one non-blocking pass would miss some.
+    // Connections in the backlog would be reset when the listener closes: take them all,
+    // even beyond the connection limit (one more served connection is better than a reset).
+    // The socket's own non-blocking accept sees every connection the kernel has queued;
+    // tokio's would stop at the first not-ready poll, which comes as soon as its reactor has
+    // not yet reported a new connection. And wait for a quiet moment, within a bound: closing
+    // while connections keep coming would reset those whose handshake the kernel is
+    // completing (the load balancer stopped sending during the drain delay, so this is
+    // usually one quiet period).
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::warn!(%error, "the listener could not be drained");
+            return;
+        }
+    };
     let limit = Instant::now() + BACKLOG_LIMIT;
+    let mut last_arrival = Instant::now();
     loop {
-        let quiet = (Instant::now() + BACKLOG_QUIET).min(limit);
-        match tokio::time::timeout_at(quiet, listener.accept()).await {
-            Ok(Ok((stream, _))) => serve(stream, permits.clone().try_acquire_owned().ok()),
-            Ok(Err(error)) if is_connection_error(&error) => {}
-            Ok(Err(_)) | Err(_) => break,
+        match listener.accept() {
+            Ok((stream, _)) => {
+                last_arrival = Instant::now();
+                let stream = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream));
+                match stream {
+                    Ok(stream) => serve(stream, permits.clone().try_acquire_owned().ok()),
+                    Err(error) => tracing::debug!(%error, "a connection from the backlog failed"),
+                }
+            }
+            Err(error) if is_connection_error(&error) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                let now = Instant::now();
+                if now >= limit || now >= last_arrival + BACKLOG_QUIET {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed while draining the backlog");
+                break;
+            }
         }
     }
     drop(listener);
