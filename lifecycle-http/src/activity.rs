@@ -7,20 +7,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
+use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::HttpStats;
 
 /// A connection's activity, shared by its requests (through their guards), its socket
 /// ([`ConnIo`](crate::io::ConnIo)) and its task.
 ///
 /// It also holds what every request of the connection needs (the server's counters, the
-/// shutdown token), so that a request clones one `Arc`, this one, rather than one per thing.
+/// handlers' [`ShutdownSignal`], the body read timeout), so that a request clones one `Arc`,
+/// this one, rather than one per thing.
 #[derive(Debug)]
 pub(crate) struct Activity {
     stats: HttpStats,
-    /// The lifecycle's shutdown token: cancelled when the drain begins.
-    requested: CancellationToken,
+    signal: ShutdownSignal,
+    body_read_timeout: Option<Duration>,
     in_progress: AtomicUsize,
     /// Whether the socket's last write returned `Pending`: bytes of a response (whose body
     /// hyper may already have dropped) still sit in hyper's buffer.
@@ -33,10 +34,15 @@ pub(crate) struct Activity {
 }
 
 impl Activity {
-    pub(crate) fn new(stats: HttpStats, requested: CancellationToken) -> Arc<Self> {
+    pub(crate) fn new(
+        stats: HttpStats,
+        signal: ShutdownSignal,
+        body_read_timeout: Option<Duration>,
+    ) -> Arc<Self> {
         Arc::new(Activity {
             stats,
-            requested,
+            signal,
+            body_read_timeout,
             in_progress: AtomicUsize::new(0),
             write_blocked: AtomicBool::new(false),
             http2: AtomicBool::new(false),
@@ -53,9 +59,28 @@ impl Activity {
         InProgress(self.clone())
     }
 
+    /// A fresh activity for a new connection of the same server.
+    pub(crate) fn for_connection(&self) -> Arc<Self> {
+        Activity::new(
+            self.stats.clone(),
+            self.signal.clone(),
+            self.body_read_timeout,
+        )
+    }
+
+    /// The handlers' shutdown signal.
+    pub(crate) fn signal(&self) -> &ShutdownSignal {
+        &self.signal
+    }
+
+    /// How long a handler waits for more of a request body before the body fails.
+    pub(crate) fn body_read_timeout(&self) -> Option<Duration> {
+        self.body_read_timeout
+    }
+
     /// Whether the service's shutdown has begun.
     pub(crate) fn is_draining(&self) -> bool {
-        self.requested.is_cancelled()
+        self.signal.is_requested()
     }
 
     /// Whether a request is in progress (its response may still be streaming) or the bytes of

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use lifecycle_core::Context;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::activity::Activity;
 use crate::drain::Drain;
@@ -56,9 +56,6 @@ where
     }
 }
 
-/// The service connections run: the user's router behind the drain layer.
-pub(crate) type Service = Drain<axum::Router>;
-
 /// The connection settings of one run of the server.
 pub(crate) type ConnBuilder = auto::Builder<TrackedExecutor>;
 
@@ -97,7 +94,7 @@ pub(crate) async fn accept_loop(
     slot: Option<Slot>,
     ctx: Context,
     builder: Arc<ConnBuilder>,
-    service: Service,
+    service: Drain,
     stats: HttpStats,
     limits: Limits,
 ) {
@@ -225,18 +222,17 @@ async fn serve_connection(
     stream: TcpStream,
     permit: Option<OwnedSemaphorePermit>,
     builder: Arc<ConnBuilder>,
-    service: Service,
+    service: Drain,
     ctx: Context,
     guard: ConnectionGuard,
     header_read_timeout: Duration,
 ) {
-    let activity = service.activity.clone();
-    let requested = service.signal.requested().clone();
+    let activity = service.activity().clone();
+    let requested = activity.signal().requested().clone();
     // The socket holds a tracking token: if the connection is upgraded, the stop waits for
     // the upgraded socket (a WebSocket) to close too.
     let io = ConnIo::new(stream, activity.clone(), ctx.track(), permit);
-    let conn =
-        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let conn = std::pin::pin!(conn);
     let result = drive(
         conn,
@@ -252,14 +248,8 @@ async fn serve_connection(
     guard.closed();
 }
 
-type Conn<'a, 'b> = Pin<
-    &'a mut auto::UpgradeableConnection<
-        'b,
-        TokioIo<ConnIo>,
-        TowerToHyperService<Service>,
-        TrackedExecutor,
-    >,
->;
+type Conn<'a, 'b> =
+    Pin<&'a mut auto::UpgradeableConnection<'b, TokioIo<ConnIo>, Drain, TrackedExecutor>>;
 type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// Runs a connection to its end:
@@ -279,8 +269,8 @@ type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 async fn drive(
     mut conn: Conn<'_, '_>,
     activity: &Activity,
-    requested: &tokio_util::sync::CancellationToken,
-    stopping: &tokio_util::sync::CancellationToken,
+    requested: &CancellationToken,
+    stopping: &CancellationToken,
     header_read_timeout: Duration,
 ) -> ConnResult {
     // Serving. The stop turn normally comes after the drain, but a stop outside a shutdown
@@ -289,8 +279,8 @@ async fn drive(
     tokio::select! {
         biased;
         result = conn.as_mut() => return result,
-        () = requested.cancelled() => {}
-        () = stopping.cancelled() => draining = false,
+        () = Cancelled::new(requested) => {}
+        () = Cancelled::new(stopping) => draining = false,
         () = activity.idle_for(header_read_timeout) => {
             if !activity.is_http2() {
                 tracing::trace!("closing a connection that sent no request head in time");
@@ -314,7 +304,7 @@ async fn drive(
                     Some(result) => return result,
                     None => continue,
                 },
-                () = stopping.cancelled() => break,
+                () = Cancelled::new(stopping) => break,
                 () = activity.idle_for(header_read_timeout) => return Ok(()),
             }
         }
@@ -345,6 +335,46 @@ async fn drive(
                 return Ok(());
             },
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Completes when `token` is cancelled, like `token.cancelled()`, but cheaper to poll again
+    /// and again: a connection's task polls it on every wake-up (every request), and polling
+    /// the token's own future again locks a mutex shared by every connection. This registers
+    /// the task's waker once and afterwards reads the flag only, which is enough because a
+    /// task's waker wakes the same task for its whole life (`select!` passes it unchanged).
+    struct Cancelled<'a> {
+        token: &'a CancellationToken,
+        #[pin]
+        wait: WaitForCancellationFuture<'a>,
+        registered: bool,
+    }
+}
+
+impl<'a> Cancelled<'a> {
+    fn new(token: &'a CancellationToken) -> Self {
+        Cancelled {
+            token,
+            wait: token.cancelled(),
+            registered: false,
+        }
+    }
+}
+
+impl Future for Cancelled<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.token.is_cancelled() {
+            return Poll::Ready(());
+        }
+        if *this.registered {
+            return Poll::Pending;
+        }
+        *this.registered = true;
+        this.wait.poll(cx)
     }
 }
 

@@ -8,65 +8,72 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use axum::routing::future::RouteFuture;
+use axum::Router;
 use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
 use tower::Service;
 
 use crate::activity::{Activity, InProgress};
 use crate::body_timeout::TimedBody;
-use crate::shutdown_signal::ShutdownSignal;
-use crate::stats::HttpStats;
 
-/// Wraps the user's service for one connection.
+/// The service a connection runs: the user's router behind the drain layer. hyper calls it
+/// directly, with no tower adapter: each request clones only the router (as `axum::serve`
+/// does) and the connection's [`Activity`], which holds everything else a request needs.
 #[derive(Debug, Clone)]
-pub(crate) struct Drain<S> {
-    pub(crate) inner: S,
-    pub(crate) signal: ShutdownSignal,
-    pub(crate) stats: HttpStats,
-    /// How long a handler waits for more of a request body before the body fails.
-    pub(crate) body_read_timeout: Option<Duration>,
+pub(crate) struct Drain {
+    router: Router,
     /// The connection's activity: a request is in progress from its dispatch to the end of its
     /// response body.
-    pub(crate) activity: Arc<Activity>,
+    activity: Arc<Activity>,
 }
 
-impl<S: Clone> Drain<S> {
+impl Drain {
+    /// The service of one run of the server; `activity` is the template each connection's
+    /// activity is made from.
+    pub(crate) fn new(router: Router, activity: Arc<Activity>) -> Self {
+        Drain { router, activity }
+    }
+
     /// The same service for a new connection, with an activity of its own.
     pub(crate) fn for_connection(&self) -> Self {
         Drain {
-            activity: Activity::new(self.stats.clone(), self.signal.requested().clone()),
-            ..self.clone()
+            router: self.router.clone(),
+            activity: self.activity.for_connection(),
         }
+    }
+
+    /// This connection's activity.
+    pub(crate) fn activity(&self) -> &Arc<Activity> {
+        &self.activity
     }
 }
 
-impl<S, B> Service<Request<B>> for Drain<S>
-where
-    S: Service<Request<TimedBody<B>>, Response = Response<Body>, Error = Infallible>,
-    B: http_body::Body,
-{
+impl hyper::service::Service<Request<Incoming>> for Drain {
     type Response = Response<TrackedBody>;
     type Error = Infallible;
-    type Future = DrainFuture<S::Future>;
+    type Future = DrainFuture<RouteFuture<Infallible>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
         // HTTP/1 clients are asked to close during the drain, except on an upgrade: a
         // `CONNECT` tunnel, or a 101 (checked on the response).
         let http1 = request.version() < Version::HTTP_2 && request.method() != Method::CONNECT;
         let (parts, body) = request.into_parts();
-        let (body, timed_out) = TimedBody::new(body, self.body_read_timeout);
+        let (body, timed_out) = TimedBody::new(body, self.activity.body_read_timeout());
         let mut request = Request::from_parts(parts, body);
-        request.extensions_mut().insert(self.signal.clone());
+        request
+            .extensions_mut()
+            .insert(self.activity.signal().clone());
+        let in_flight = self.activity.begin();
+        // A router is always ready (its `poll_ready` returns `Ready` at once), so it is called
+        // without it, as `axum::serve` effectively does.
+        let response = self.router.clone().call(request);
         DrainFuture {
-            response: self.inner.call(request),
-            in_flight: Some(self.activity.begin()),
+            response,
+            in_flight: Some(in_flight),
             http1,
             body_timed_out: timed_out,
         }

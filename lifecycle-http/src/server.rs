@@ -209,14 +209,12 @@ impl Component for HttpServer {
         let (listener, slot) = self.listen.open().await?;
         let addr = listener.local_addr()?;
         *self.local_addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
-        let signal = ShutdownSignal::new(ctx);
-        let service = Drain {
-            inner: self.router.clone(),
-            activity: Activity::new(self.stats.clone(), signal.requested().clone()),
-            signal,
-            stats: self.stats.clone(),
-            body_read_timeout: self.body_read_timeout,
-        };
+        let template = Activity::new(
+            self.stats.clone(),
+            ShutdownSignal::new(ctx),
+            self.body_read_timeout,
+        );
+        let service = Drain::new(self.router.clone(), template);
         let builder = Arc::new(builder(ctx, self.max_header_size));
         let limits = Limits {
             header_read_timeout: self.header_read_timeout,
