@@ -98,7 +98,9 @@ pub(crate) async fn accept_loop(
     stats: HttpStats,
     limits: Limits,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let permits = Arc::new(Semaphore::new(
+        limits.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
     let serve = |stream: TcpStream, permit: Option<OwnedSemaphorePermit>| {
         let _ = stream.set_nodelay(true);
         let guard = stats.connection();
