@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::phase::Phases;
 use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::HttpStats;
 
@@ -21,6 +22,7 @@ use crate::stats::HttpStats;
 pub(crate) struct Activity {
     stats: HttpStats,
     signal: ShutdownSignal,
+    phases: Arc<Phases>,
     body_read_timeout: Option<Duration>,
     in_progress: AtomicUsize,
     /// Whether the socket's last write returned `Pending`: bytes of a response (whose body
@@ -37,11 +39,13 @@ impl Activity {
     pub(crate) fn new(
         stats: HttpStats,
         signal: ShutdownSignal,
+        phases: Arc<Phases>,
         body_read_timeout: Option<Duration>,
     ) -> Arc<Self> {
         Arc::new(Activity {
             stats,
             signal,
+            phases,
             body_read_timeout,
             in_progress: AtomicUsize::new(0),
             write_blocked: AtomicBool::new(false),
@@ -64,6 +68,7 @@ impl Activity {
         Activity::new(
             self.stats.clone(),
             self.signal.clone(),
+            self.phases.clone(),
             self.body_read_timeout,
         )
     }
@@ -78,9 +83,14 @@ impl Activity {
         self.body_read_timeout
     }
 
+    /// The server's phases, for the connection's task.
+    pub(crate) fn phases(&self) -> &Phases {
+        &self.phases
+    }
+
     /// Whether the service's shutdown has begun.
     pub(crate) fn is_draining(&self) -> bool {
-        self.signal.is_requested()
+        self.phases.is_draining()
     }
 
     /// Whether a request is in progress (its response may still be streaming) or the bytes of

@@ -14,7 +14,6 @@ use lifecycle_core::Context;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::activity::Activity;
 use crate::drain::Drain;
@@ -230,20 +229,12 @@ async fn serve_connection(
     header_read_timeout: Duration,
 ) {
     let activity = service.activity().clone();
-    let requested = activity.signal().requested().clone();
     // The socket holds a tracking token: if the connection is upgraded, the stop waits for
     // the upgraded socket (a WebSocket) to close too.
     let io = ConnIo::new(stream, activity.clone(), ctx.track(), permit);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let conn = std::pin::pin!(conn);
-    let result = drive(
-        conn,
-        &activity,
-        &requested,
-        ctx.token(),
-        header_read_timeout,
-    )
-    .await;
+    let result = drive(conn, &activity, header_read_timeout).await;
     if let Err(error) = result {
         tracing::trace!(%error, "connection ended with an error");
     }
@@ -258,12 +249,12 @@ type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 ///
 /// - Before the drain, a connection that has not been busy for `header_read_timeout` is closed
 ///   (an HTTP/2 one with a GOAWAY).
-/// - When the drain begins (`requested`), an HTTP/2 connection gets the graceful GOAWAY
+/// - When the drain begins, an HTTP/2 connection gets the graceful GOAWAY
 ///   (last stream id 2^31-1, a PING, then the final GOAWAY after the round trip); hyper
 ///   closes it once the streams opened before the final GOAWAY are done and sent, however
 ///   long the round trip: never cut here, only by the stop timeout. HTTP/1 responses carry
 ///   `Connection: close` ([`Drain`]).
-/// - At the stop turn (`stopping`), an HTTP/1 connection with no request in progress gets
+/// - At the stop turn, an HTTP/1 connection with no request in progress gets
 ///   [`GRACE`] for one already on the wire, then hyper's graceful shutdown (which flushes
 ///   what it holds), and is closed once it is no longer busy: no request in progress and no
 ///   bytes waiting to be written. A connection still silent, or still sending a head, closes
@@ -271,18 +262,17 @@ type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 async fn drive(
     mut conn: Conn<'_, '_>,
     activity: &Activity,
-    requested: &CancellationToken,
-    stopping: &CancellationToken,
     header_read_timeout: Duration,
 ) -> ConnResult {
+    let phases = activity.phases();
     // Serving. The stop turn normally comes after the drain, but a stop outside a shutdown
     // (a restart, or a rollback) comes without one.
     let mut draining = true;
     tokio::select! {
         biased;
         result = conn.as_mut() => return result,
-        () = Cancelled::new(requested) => {}
-        () = Cancelled::new(stopping) => draining = false,
+        () = phases.draining() => {}
+        () = phases.stopping() => draining = false,
         () = activity.idle_for(header_read_timeout) => {
             if !activity.is_http2() {
                 tracing::trace!("closing a connection that sent no request head in time");
@@ -306,7 +296,7 @@ async fn drive(
                     Some(result) => return result,
                     None => continue,
                 },
-                () = Cancelled::new(stopping) => break,
+                () = phases.stopping() => break,
                 () = activity.idle_for(header_read_timeout) => return Ok(()),
             }
         }
@@ -337,46 +327,6 @@ async fn drive(
                 return Ok(());
             },
         }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Completes when `token` is cancelled, like `token.cancelled()`, but cheaper to poll again
-    /// and again: a connection's task polls it on every wake-up (every request), and polling
-    /// the token's own future again locks a mutex shared by every connection. This registers
-    /// the task's waker once and afterwards reads the flag only, which is enough because a
-    /// task's waker wakes the same task for its whole life (`select!` passes it unchanged).
-    struct Cancelled<'a> {
-        token: &'a CancellationToken,
-        #[pin]
-        wait: WaitForCancellationFuture<'a>,
-        registered: bool,
-    }
-}
-
-impl<'a> Cancelled<'a> {
-    fn new(token: &'a CancellationToken) -> Self {
-        Cancelled {
-            token,
-            wait: token.cancelled(),
-            registered: false,
-        }
-    }
-}
-
-impl Future for Cancelled<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        let this = self.project();
-        if this.token.is_cancelled() {
-            return Poll::Ready(());
-        }
-        if *this.registered {
-            return Poll::Pending;
-        }
-        *this.registered = true;
-        this.wait.poll(cx)
     }
 }
 

@@ -42,6 +42,7 @@ mod error;
 mod health;
 mod io;
 mod listener;
+mod phase;
 mod server;
 mod shutdown_signal;
 mod stats;

@@ -12,6 +12,7 @@ use crate::connection::{accept_loop, builder, Limits};
 use crate::drain::Drain;
 use crate::error::HttpError;
 use crate::listener::Listen;
+use crate::phase::Phases;
 use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::HttpStats;
 
@@ -209,9 +210,13 @@ impl Component for HttpServer {
         let (listener, slot) = self.listen.open().await?;
         let addr = listener.local_addr()?;
         *self.local_addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+        let (phases, watcher) =
+            Phases::watch(ctx.lifecycle().shutdown_token(), ctx.token().clone());
+        ctx.spawn(watcher);
         let template = Activity::new(
             self.stats.clone(),
             ShutdownSignal::new(ctx),
+            phases,
             self.body_read_timeout,
         );
         let service = Drain::new(self.router.clone(), template);
