@@ -273,8 +273,8 @@ async fn drive(
         result = conn.as_mut() => return result,
         () = phases.draining() => {}
         () = phases.stopping() => draining = false,
-        () = activity.idle_for(header_read_timeout) => {
-            if !activity.is_http2() {
+        () = activity.busy().idle_for(header_read_timeout) => {
+            if !activity.busy().is_http2() {
                 tracing::trace!("closing a connection that sent no request head in time");
                 return Ok(());
             }
@@ -286,7 +286,7 @@ async fn drive(
     // Draining: until the stop turn, or until the client turns out to speak HTTP/2.
     if draining {
         loop {
-            if activity.is_http2() {
+            if activity.busy().is_http2() {
                 conn.as_mut().graceful_shutdown();
                 return conn.await;
             }
@@ -297,12 +297,12 @@ async fn drive(
                     None => continue,
                 },
                 () = phases.stopping() => break,
-                () = activity.idle_for(header_read_timeout) => return Ok(()),
+                () = activity.busy().idle_for(header_read_timeout) => return Ok(()),
             }
         }
     }
     // The stop turn.
-    if !activity.is_busy() {
+    if !activity.busy().is_busy() {
         // A request may be on its way (the client reused the connection, or just opened it):
         // closing now would drop it. Serve what arrives in the grace period; the response says
         // `Connection: close`.
@@ -315,14 +315,14 @@ async fn drive(
         }
     }
     conn.as_mut().graceful_shutdown();
-    if activity.is_http2() {
+    if activity.busy().is_http2() {
         return conn.await;
     }
     loop {
         tokio::select! {
             biased;
             result = conn.as_mut() => return result,
-            () = tokio::time::sleep(GRACE) => if !activity.is_busy() {
+            () = tokio::time::sleep(GRACE) => if !activity.busy().is_busy() {
                 tracing::trace!("closing a connection with no request in progress");
                 return Ok(());
             },
@@ -335,7 +335,7 @@ async fn drive(
 async fn until_http2(mut conn: Conn<'_, '_>, activity: &Activity) -> Option<ConnResult> {
     poll_fn(|cx| match conn.as_mut().poll(cx) {
         Poll::Ready(result) => Poll::Ready(Some(result)),
-        Poll::Pending if activity.is_http2() => Poll::Ready(None),
+        Poll::Pending if activity.busy().is_http2() => Poll::Ready(None),
         Poll::Pending => Poll::Pending,
     })
     .await

@@ -139,7 +139,9 @@ impl HttpServer {
     /// How long a client has to send a complete request head (default 10 s), from connecting
     /// or from its previous response; a slow or silent client, or a keep-alive connection left
     /// idle, is disconnected after it (an HTTP/2 one with a GOAWAY). The time a response
-    /// takes to be written, however slowly the client reads it, does not count.
+    /// takes to be written, however slowly the client reads it, does not count. The server
+    /// checks four times per period, so the disconnection may come up to a quarter of the
+    /// timeout late.
     #[must_use]
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
