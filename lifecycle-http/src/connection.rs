@@ -177,6 +177,7 @@ pub(crate) async fn accept_loop(
             return;
         }
     };
+    refuse_new_handshakes(&listener);
     let limit = Instant::now() + BACKLOG_LIMIT;
     let mut last_arrival = Instant::now();
     loop {
@@ -207,6 +208,36 @@ pub(crate) async fn accept_loop(
     }
     drop(listener);
     tracing::debug!(component = ctx.name(), "listener closed");
+}
+
+/// Makes the listening socket drop new connection attempts (TCP segments with SYN and without
+/// ACK) from now on, while handshakes already under way complete: a client whose SYN is
+/// dropped tries again a second later and is then refused by the closed port, where one that
+/// reached the backlog after the last accept would be reset by the close. Linux only (a
+/// socket filter), and best effort.
+fn refuse_new_handshakes(listener: &std::net::TcpListener) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use socket2::{SockFilter, SockRef};
+        // Classic BPF on the TCP header: load the flags byte; ACK set: keep the segment;
+        // otherwise (a SYN): drop it.
+        const LOAD_FLAGS: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
+        const JUMP_IF_SET: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
+        const RETURN: u16 = 0x06; // BPF_RET | BPF_K
+        const TCP_FLAGS_OFFSET: u32 = 13;
+        const ACK: u32 = 0x10;
+        let program = [
+            SockFilter::new(LOAD_FLAGS, 0, 0, TCP_FLAGS_OFFSET),
+            SockFilter::new(JUMP_IF_SET, 1, 0, ACK),
+            SockFilter::new(RETURN, 0, 0, 0),
+            SockFilter::new(RETURN, 0, 0, u32::MAX),
+        ];
+        if let Err(error) = SockRef::from(listener).attach_filter(&program) {
+            tracing::debug!(%error, "new handshakes cannot be refused before the close");
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = listener;
 }
 
 fn is_connection_error(error: &io::Error) -> bool {
