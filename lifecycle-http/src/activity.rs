@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use crate::phase::Phases;
@@ -145,7 +146,7 @@ impl Busy {
         let mut seen = self.state.load(Ordering::Acquire) >> 32;
         let mut quiet = 0;
         loop {
-            tokio::time::sleep(check).await;
+            Tick::new(check).await;
             let went_idle = self.state.load(Ordering::Acquire) >> 32;
             if self.is_busy() || went_idle != seen {
                 seen = went_idle;
@@ -157,6 +158,44 @@ impl Busy {
                 return;
             }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A `Sleep` that is polled once, to register the task's waker with the timer, and then
+    /// only asked whether it has elapsed. A connection's task polls its idle timer on every
+    /// wake-up, that is for every request, and polling a `Sleep` again registers the waker
+    /// again; the waker of a task wakes the same task for its whole life, so once is enough.
+    struct Tick {
+        #[pin]
+        sleep: tokio::time::Sleep,
+        registered: bool,
+    }
+}
+
+impl Tick {
+    fn new(duration: Duration) -> Self {
+        Tick {
+            sleep: tokio::time::sleep(duration),
+            registered: false,
+        }
+    }
+}
+
+impl std::future::Future for Tick {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if *this.registered {
+            return if this.sleep.is_elapsed() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            };
+        }
+        *this.registered = true;
+        this.sleep.poll(cx)
     }
 }
 
