@@ -1,56 +1,125 @@
 //! What a connection is doing: how many requests it has in progress, whether a response's bytes
-//! are still waiting to be written, since when it has had neither, and whether it speaks
+//! are still waiting to be written, whether it has done anything lately, and whether it speaks
 //! HTTP/2. The stop turn and the header read timeout both ask it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::phase::Phases;
+use crate::shutdown_signal::ShutdownSignal;
+use crate::stats::HttpStats;
 
 /// A connection's activity, shared by its requests (through their guards), its socket
 /// ([`ConnIo`](crate::io::ConnIo)) and its task.
+///
+/// It also holds what every request of the connection needs (the server's counters, the
+/// handlers' [`ShutdownSignal`], the body read timeout), so that a request clones one `Arc`,
+/// this one, rather than one per thing.
 #[derive(Debug)]
 pub(crate) struct Activity {
-    in_progress: AtomicUsize,
+    stats: HttpStats,
+    signal: ShutdownSignal,
+    phases: Arc<Phases>,
+    body_read_timeout: Option<Duration>,
+    busy: Busy,
+}
+
+/// Whether a connection is busy, and since when it has not been.
+#[derive(Debug, Default)]
+pub(crate) struct Busy {
+    /// Requests in progress (the low 32 bits) and a count of the moments the connection
+    /// stopped being busy (the high 32 bits, wrapping): one atomic add per request each way,
+    /// and no clock read, which cost more than the rest of the counting together.
+    state: AtomicU64,
     /// Whether the socket's last write returned `Pending`: bytes of a response (whose body
     /// hyper may already have dropped) still sit in hyper's buffer.
     write_blocked: AtomicBool,
     /// Whether the client sent the HTTP/2 preface.
     http2: AtomicBool,
-    opened: Instant,
-    /// When the connection last stopped being busy, in milliseconds since `opened`.
-    idle_since_ms: AtomicU64,
 }
 
+/// One request in progress, in [`Activity::state`].
+const IN_PROGRESS: u64 = 1;
+/// One moment the connection stopped being busy, in [`Activity::state`].
+const WENT_IDLE: u64 = 1 << 32;
+/// How many checks [`Activity::idle_for`] makes per period.
+const IDLE_CHECKS: u32 = 4;
+
 impl Activity {
-    pub(crate) fn new() -> Arc<Self> {
+    pub(crate) fn new(
+        stats: HttpStats,
+        signal: ShutdownSignal,
+        phases: Arc<Phases>,
+        body_read_timeout: Option<Duration>,
+    ) -> Arc<Self> {
         Arc::new(Activity {
-            in_progress: AtomicUsize::new(0),
-            write_blocked: AtomicBool::new(false),
-            http2: AtomicBool::new(false),
-            opened: Instant::now(),
-            idle_since_ms: AtomicU64::new(0),
+            stats,
+            signal,
+            phases,
+            body_read_timeout,
+            busy: Busy::default(),
         })
     }
 
-    /// Counts a request as in progress until the guard is dropped.
+    /// Counts a request as in progress, for the connection and the server, until the guard
+    /// is dropped.
     pub(crate) fn begin(self: &Arc<Self>) -> InProgress {
-        self.in_progress.fetch_add(1, Ordering::AcqRel);
+        self.busy.state.fetch_add(IN_PROGRESS, Ordering::AcqRel);
+        self.stats.request_began();
         InProgress(self.clone())
     }
 
+    /// A fresh activity for a new connection of the same server.
+    pub(crate) fn for_connection(&self) -> Arc<Self> {
+        Activity::new(
+            self.stats.clone(),
+            self.signal.clone(),
+            self.phases.clone(),
+            self.body_read_timeout,
+        )
+    }
+
+    /// The handlers' shutdown signal.
+    pub(crate) fn signal(&self) -> &ShutdownSignal {
+        &self.signal
+    }
+
+    /// How long a handler waits for more of a request body before the body fails.
+    pub(crate) fn body_read_timeout(&self) -> Option<Duration> {
+        self.body_read_timeout
+    }
+
+    /// The server's phases, for the connection's task.
+    pub(crate) fn phases(&self) -> &Phases {
+        &self.phases
+    }
+
+    /// Whether the service's shutdown has begun.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.phases.is_draining()
+    }
+
+    /// The connection's busy state.
+    pub(crate) fn busy(&self) -> &Busy {
+        &self.busy
+    }
+}
+
+impl Busy {
     /// Whether a request is in progress (its response may still be streaming) or the bytes of
     /// one are still waiting to be written: closing now would cut a response.
     pub(crate) fn is_busy(&self) -> bool {
-        self.in_progress.load(Ordering::Acquire) > 0 || self.write_blocked.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) & (WENT_IDLE - 1) > 0
+            || self.write_blocked.load(Ordering::Acquire)
     }
 
     /// Records whether the socket's writes are blocked; called on changes only.
     pub(crate) fn set_write_blocked(&self, blocked: bool) {
         self.write_blocked.store(blocked, Ordering::Release);
-        if !blocked && self.in_progress.load(Ordering::Acquire) == 0 {
-            self.became_idle();
+        if !blocked {
+            self.state.fetch_add(WENT_IDLE, Ordering::AcqRel);
         }
     }
 
@@ -64,30 +133,69 @@ impl Activity {
         self.http2.load(Ordering::Acquire)
     }
 
-    fn became_idle(&self) {
-        let idle_since = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.idle_since_ms.store(idle_since, Ordering::Release);
-    }
-
     /// Completes once the connection has not been busy for `limit`: a client that does not
     /// send a complete request head in that time, from connecting or from the moment its last
     /// response was written, is too slow or gone.
     ///
-    /// One timer per connection, reset only when it fires, rather than hyper's header read
-    /// timeout, which arms a timer for every request and costs a few percent of throughput.
+    /// One timer per connection, rather than hyper's header read timeout, which arms a timer
+    /// for every request and costs a few percent of throughput. The timer checks a quarter of
+    /// `limit` at a time whether the connection has been busy since the last check, so it
+    /// completes between `limit` and 1.25 × `limit` after the connection went idle.
     pub(crate) async fn idle_for(&self, limit: Duration) {
+        let check = (limit / IDLE_CHECKS).max(Duration::from_millis(1));
+        let mut seen = self.state.load(Ordering::Acquire) >> 32;
+        let mut quiet = 0;
         loop {
-            if self.is_busy() {
-                tokio::time::sleep(limit).await;
+            Tick::new(check).await;
+            let went_idle = self.state.load(Ordering::Acquire) >> 32;
+            if self.is_busy() || went_idle != seen {
+                seen = went_idle;
+                quiet = 0;
                 continue;
             }
-            let since =
-                self.opened + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
-            if since.elapsed() >= limit && !self.is_busy() {
+            quiet += 1;
+            if quiet >= IDLE_CHECKS {
                 return;
             }
-            tokio::time::sleep_until(since + limit).await;
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A `Sleep` that is polled once, to register the task's waker with the timer, and then
+    /// only asked whether it has elapsed. A connection's task polls its idle timer on every
+    /// wake-up, that is for every request, and polling a `Sleep` again registers the waker
+    /// again; the waker of a task wakes the same task for its whole life, so once is enough.
+    struct Tick {
+        #[pin]
+        sleep: tokio::time::Sleep,
+        registered: bool,
+    }
+}
+
+impl Tick {
+    fn new(duration: Duration) -> Self {
+        Tick {
+            sleep: tokio::time::sleep(duration),
+            registered: false,
+        }
+    }
+}
+
+impl std::future::Future for Tick {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if *this.registered {
+            return if this.sleep.is_elapsed() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            };
+        }
+        *this.registered = true;
+        this.sleep.poll(cx)
     }
 }
 
@@ -95,11 +203,61 @@ impl Activity {
 #[derive(Debug)]
 pub(crate) struct InProgress(Arc<Activity>);
 
+impl InProgress {
+    /// The connection's activity.
+    pub(crate) fn activity(&self) -> &Activity {
+        &self.0
+    }
+}
+
 impl Drop for InProgress {
     fn drop(&mut self) {
         let activity = &self.0;
-        if activity.in_progress.fetch_sub(1, Ordering::AcqRel) == 1 {
-            activity.became_idle();
-        }
+        activity.stats.request_ended();
+        // One fewer in progress, one more end: both halves in one add (wrapping).
+        activity
+            .busy
+            .state
+            .fetch_add(WENT_IDLE.wrapping_sub(IN_PROGRESS), Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_for_completes_between_one_and_one_and_a_quarter_periods_after_the_last_activity()
+    {
+        let limit = Duration::from_millis(400);
+        let started = Instant::now();
+        let activity = Arc::new(Busy::default());
+        activity.idle_for(limit).await;
+        assert_eq!(started.elapsed(), limit, "idle from the start");
+
+        let started = Instant::now();
+        let idle = tokio::spawn({
+            let activity = activity.clone();
+            async move { activity.idle_for(limit).await }
+        });
+        // Busy from 50 ms to 350 ms, then a write blocked until 600 ms.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        activity.state.fetch_add(IN_PROGRESS, Ordering::AcqRel);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        activity.set_write_blocked(true);
+        activity
+            .state
+            .fetch_add(WENT_IDLE.wrapping_sub(IN_PROGRESS), Ordering::AcqRel);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(activity.is_busy());
+        activity.set_write_blocked(false);
+        assert!(!activity.is_busy());
+        idle.await.unwrap();
+        let after_idle = started.elapsed() - Duration::from_millis(600);
+        assert!(
+            after_idle >= limit && after_idle <= limit * 5 / 4,
+            "{after_idle:?}"
+        );
     }
 }

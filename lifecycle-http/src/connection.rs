@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use lifecycle_core::Context;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -28,9 +27,9 @@ use crate::stats::{ConnectionGuard, HttpStats};
 /// would wait for it until the header read timeout).
 const GRACE: Duration = Duration::from_millis(100);
 
-/// At the stop turn, the accept loop keeps taking connections from the backlog until none has
-/// come for this long, so that one whose handshake the kernel was completing is served
-/// rather than reset when the listener closes...
+/// At the stop turn, while connections keep arriving, the accept loop keeps taking them from
+/// the backlog until none has come for this long, so that one whose handshake the kernel was
+/// completing is served rather than reset when the listener closes...
 const BACKLOG_QUIET: Duration = Duration::from_millis(5);
 
 /// ... but not for longer than this, if clients keep connecting.
@@ -55,9 +54,6 @@ where
         self.0.spawn(future);
     }
 }
-
-/// The service connections run: the user's router behind the drain layer.
-pub(crate) type Service = Drain<axum::Router>;
 
 /// The connection settings of one run of the server.
 pub(crate) type ConnBuilder = auto::Builder<TrackedExecutor>;
@@ -97,11 +93,13 @@ pub(crate) async fn accept_loop(
     slot: Option<Slot>,
     ctx: Context,
     builder: Arc<ConnBuilder>,
-    service: Service,
+    service: Drain,
     stats: HttpStats,
     limits: Limits,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let permits = Arc::new(Semaphore::new(
+        limits.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
     let serve = |stream: TcpStream, permit: Option<OwnedSemaphorePermit>| {
         let _ = stream.set_nodelay(true);
         let guard = stats.connection();
@@ -164,22 +162,82 @@ pub(crate) async fn accept_loop(
             return;
         }
     }
-    // Connections in the backlog, or whose handshake the kernel is completing, would be reset
-    // when the listener closes. Take them until the backlog has been quiet for a moment (the
-    // load balancer stopped sending during the drain delay), even beyond the connection limit:
-    // one more served connection is better than a reset. tokio reports a listener readable
-    // only once its reactor has seen the event, so one non-blocking pass would miss some.
+    // Connections in the backlog would be reset when the listener closes: take them all,
+    // even beyond the connection limit (one more served connection is better than a reset).
+    // The socket's own non-blocking accept sees every connection the kernel has queued;
+    // tokio's would stop at the first not-ready poll, which comes as soon as its reactor has
+    // not yet reported a new connection. And wait for a quiet moment, within a bound: closing
+    // while connections keep coming would reset those whose handshake the kernel is
+    // completing (the load balancer stopped sending during the drain delay, so this is
+    // usually one quiet period).
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::warn!(%error, "the listener could not be drained");
+            return;
+        }
+    };
+    refuse_new_handshakes(&listener);
     let limit = Instant::now() + BACKLOG_LIMIT;
+    let mut last_arrival = Instant::now();
     loop {
-        let quiet = (Instant::now() + BACKLOG_QUIET).min(limit);
-        match tokio::time::timeout_at(quiet, listener.accept()).await {
-            Ok(Ok((stream, _))) => serve(stream, permits.clone().try_acquire_owned().ok()),
-            Ok(Err(error)) if is_connection_error(&error) => {}
-            Ok(Err(_)) | Err(_) => break,
+        match listener.accept() {
+            Ok((stream, _)) => {
+                last_arrival = Instant::now();
+                let stream = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream));
+                match stream {
+                    Ok(stream) => serve(stream, permits.clone().try_acquire_owned().ok()),
+                    Err(error) => tracing::debug!(%error, "a connection from the backlog failed"),
+                }
+            }
+            Err(error) if is_connection_error(&error) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                let now = Instant::now();
+                if now >= limit || now >= last_arrival + BACKLOG_QUIET {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed while draining the backlog");
+                break;
+            }
         }
     }
     drop(listener);
     tracing::debug!(component = ctx.name(), "listener closed");
+}
+
+/// Makes the listening socket drop new connection attempts (TCP segments with SYN and without
+/// ACK) from now on, while handshakes already under way complete: a client whose SYN is
+/// dropped tries again a second later and is then refused by the closed port, where one that
+/// reached the backlog after the last accept would be reset by the close. Linux only (a
+/// socket filter), and best effort.
+fn refuse_new_handshakes(listener: &std::net::TcpListener) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use socket2::{SockFilter, SockRef};
+        // Classic BPF on the TCP header: load the flags byte; ACK set: keep the segment;
+        // otherwise (a SYN): drop it.
+        const LOAD_FLAGS: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
+        const JUMP_IF_SET: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
+        const RETURN: u16 = 0x06; // BPF_RET | BPF_K
+        const TCP_FLAGS_OFFSET: u32 = 13;
+        const ACK: u32 = 0x10;
+        let program = [
+            SockFilter::new(LOAD_FLAGS, 0, 0, TCP_FLAGS_OFFSET),
+            SockFilter::new(JUMP_IF_SET, 1, 0, ACK),
+            SockFilter::new(RETURN, 0, 0, 0),
+            SockFilter::new(RETURN, 0, 0, u32::MAX),
+        ];
+        if let Err(error) = SockRef::from(listener).attach_filter(&program) {
+            tracing::debug!(%error, "new handshakes cannot be refused before the close");
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = listener;
 }
 
 fn is_connection_error(error: &io::Error) -> bool {
@@ -196,53 +254,38 @@ async fn serve_connection(
     stream: TcpStream,
     permit: Option<OwnedSemaphorePermit>,
     builder: Arc<ConnBuilder>,
-    service: Service,
+    service: Drain,
     ctx: Context,
     guard: ConnectionGuard,
     header_read_timeout: Duration,
 ) {
-    let activity = service.activity.clone();
-    let requested = service.signal.requested().clone();
+    let activity = service.activity().clone();
     // The socket holds a tracking token: if the connection is upgraded, the stop waits for
     // the upgraded socket (a WebSocket) to close too.
     let io = ConnIo::new(stream, activity.clone(), ctx.track(), permit);
-    let conn =
-        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let conn = std::pin::pin!(conn);
-    let result = drive(
-        conn,
-        &activity,
-        &requested,
-        ctx.token(),
-        header_read_timeout,
-    )
-    .await;
+    let result = drive(conn, &activity, header_read_timeout).await;
     if let Err(error) = result {
         tracing::trace!(%error, "connection ended with an error");
     }
     guard.closed();
 }
 
-type Conn<'a, 'b> = Pin<
-    &'a mut auto::UpgradeableConnection<
-        'b,
-        TokioIo<ConnIo>,
-        TowerToHyperService<Service>,
-        TrackedExecutor,
-    >,
->;
+type Conn<'a, 'b> =
+    Pin<&'a mut auto::UpgradeableConnection<'b, TokioIo<ConnIo>, Drain, TrackedExecutor>>;
 type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// Runs a connection to its end:
 ///
 /// - Before the drain, a connection that has not been busy for `header_read_timeout` is closed
 ///   (an HTTP/2 one with a GOAWAY).
-/// - When the drain begins (`requested`), an HTTP/2 connection gets the graceful GOAWAY
+/// - When the drain begins, an HTTP/2 connection gets the graceful GOAWAY
 ///   (last stream id 2^31-1, a PING, then the final GOAWAY after the round trip); hyper
 ///   closes it once the streams opened before the final GOAWAY are done and sent, however
 ///   long the round trip: never cut here, only by the stop timeout. HTTP/1 responses carry
 ///   `Connection: close` ([`Drain`]).
-/// - At the stop turn (`stopping`), an HTTP/1 connection with no request in progress gets
+/// - At the stop turn, an HTTP/1 connection with no request in progress gets
 ///   [`GRACE`] for one already on the wire, then hyper's graceful shutdown (which flushes
 ///   what it holds), and is closed once it is no longer busy: no request in progress and no
 ///   bytes waiting to be written. A connection still silent, or still sending a head, closes
@@ -250,17 +293,19 @@ type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 async fn drive(
     mut conn: Conn<'_, '_>,
     activity: &Activity,
-    requested: &tokio_util::sync::CancellationToken,
-    stopping: &tokio_util::sync::CancellationToken,
     header_read_timeout: Duration,
 ) -> ConnResult {
-    // Serving.
+    let phases = activity.phases();
+    // Serving. The stop turn normally comes after the drain, but a stop outside a shutdown
+    // (a restart, or a rollback) comes without one.
+    let mut draining = true;
     tokio::select! {
         biased;
         result = conn.as_mut() => return result,
-        () = requested.cancelled() => {}
-        () = activity.idle_for(header_read_timeout) => {
-            if !activity.is_http2() {
+        () = phases.draining() => {}
+        () = phases.stopping() => draining = false,
+        () = activity.busy().idle_for(header_read_timeout) => {
+            if !activity.busy().is_http2() {
                 tracing::trace!("closing a connection that sent no request head in time");
                 return Ok(());
             }
@@ -270,23 +315,25 @@ async fn drive(
         }
     }
     // Draining: until the stop turn, or until the client turns out to speak HTTP/2.
-    loop {
-        if activity.is_http2() {
-            conn.as_mut().graceful_shutdown();
-            return conn.await;
-        }
-        tokio::select! {
-            biased;
-            polled = until_http2(conn.as_mut(), activity) => match polled {
-                Some(result) => return result,
-                None => continue,
-            },
-            () = stopping.cancelled() => break,
-            () = activity.idle_for(header_read_timeout) => return Ok(()),
+    if draining {
+        loop {
+            if activity.busy().is_http2() {
+                conn.as_mut().graceful_shutdown();
+                return conn.await;
+            }
+            tokio::select! {
+                biased;
+                polled = until_http2(conn.as_mut(), activity) => match polled {
+                    Some(result) => return result,
+                    None => continue,
+                },
+                () = phases.stopping() => break,
+                () = activity.busy().idle_for(header_read_timeout) => return Ok(()),
+            }
         }
     }
     // The stop turn.
-    if !activity.is_busy() {
+    if !activity.busy().is_busy() {
         // A request may be on its way (the client reused the connection, or just opened it):
         // closing now would drop it. Serve what arrives in the grace period; the response says
         // `Connection: close`.
@@ -299,14 +346,14 @@ async fn drive(
         }
     }
     conn.as_mut().graceful_shutdown();
-    if activity.is_http2() {
+    if activity.busy().is_http2() {
         return conn.await;
     }
     loop {
         tokio::select! {
             biased;
             result = conn.as_mut() => return result,
-            () = tokio::time::sleep(GRACE) => if !activity.is_busy() {
+            () = tokio::time::sleep(GRACE) => if !activity.busy().is_busy() {
                 tracing::trace!("closing a connection with no request in progress");
                 return Ok(());
             },
@@ -319,7 +366,7 @@ async fn drive(
 async fn until_http2(mut conn: Conn<'_, '_>, activity: &Activity) -> Option<ConnResult> {
     poll_fn(|cx| match conn.as_mut().poll(cx) {
         Poll::Ready(result) => Poll::Ready(Some(result)),
-        Poll::Pending if activity.is_http2() => Poll::Ready(None),
+        Poll::Pending if activity.busy().is_http2() => Poll::Ready(None),
         Poll::Pending => Poll::Pending,
     })
     .await

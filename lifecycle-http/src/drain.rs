@@ -8,71 +8,73 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use axum::routing::future::RouteFuture;
+use axum::Router;
 use http_body::{Frame, SizeHint};
-use tokio_util::sync::CancellationToken;
+use hyper::body::Incoming;
 use tower::Service;
 
 use crate::activity::{Activity, InProgress};
 use crate::body_timeout::TimedBody;
-use crate::shutdown_signal::ShutdownSignal;
-use crate::stats::{HttpStats, RequestGuard};
 
-/// Wraps the user's service for one connection.
+/// The service a connection runs: the user's router behind the drain layer. hyper calls it
+/// directly, with no tower adapter: each request clones only the router (as `axum::serve`
+/// does) and the connection's [`Activity`], which holds everything else a request needs.
 #[derive(Debug, Clone)]
-pub(crate) struct Drain<S> {
-    pub(crate) inner: S,
-    pub(crate) signal: ShutdownSignal,
-    pub(crate) stats: HttpStats,
-    /// How long a handler waits for more of a request body before the body fails.
-    pub(crate) body_read_timeout: Option<Duration>,
+pub(crate) struct Drain {
+    router: Router,
     /// The connection's activity: a request is in progress from its dispatch to the end of its
     /// response body.
-    pub(crate) activity: Arc<Activity>,
+    activity: Arc<Activity>,
 }
 
-impl<S: Clone> Drain<S> {
+impl Drain {
+    /// The service of one run of the server; `activity` is the template each connection's
+    /// activity is made from.
+    pub(crate) fn new(router: Router, activity: Arc<Activity>) -> Self {
+        Drain { router, activity }
+    }
+
     /// The same service for a new connection, with an activity of its own.
     pub(crate) fn for_connection(&self) -> Self {
         Drain {
-            activity: Activity::new(),
-            ..self.clone()
+            router: self.router.clone(),
+            activity: self.activity.for_connection(),
         }
+    }
+
+    /// This connection's activity.
+    pub(crate) fn activity(&self) -> &Arc<Activity> {
+        &self.activity
     }
 }
 
-impl<S, B> Service<Request<B>> for Drain<S>
-where
-    S: Service<Request<TimedBody<B>>, Response = Response<Body>, Error = Infallible>,
-    B: http_body::Body,
-{
+impl hyper::service::Service<Request<Incoming>> for Drain {
     type Response = Response<TrackedBody>;
     type Error = Infallible;
-    type Future = DrainFuture<S::Future>;
+    type Future = DrainFuture<RouteFuture<Infallible>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
         // HTTP/1 clients are asked to close during the drain, except on an upgrade: a
         // `CONNECT` tunnel, or a 101 (checked on the response).
         let http1 = request.version() < Version::HTTP_2 && request.method() != Method::CONNECT;
         let (parts, body) = request.into_parts();
-        let (body, timed_out) = TimedBody::new(body, self.body_read_timeout);
+        let (body, timed_out) = TimedBody::new(body, self.activity.body_read_timeout());
         let mut request = Request::from_parts(parts, body);
-        request.extensions_mut().insert(self.signal.clone());
-        let in_flight = Active {
-            _stats: self.stats.request(),
-            _connection: self.activity.begin(),
-        };
+        request
+            .extensions_mut()
+            .insert(self.activity.signal().clone());
+        let in_flight = self.activity.begin();
+        // A router is always ready (its `poll_ready` returns `Ready` at once), so it is called
+        // without it, as `axum::serve` effectively does.
+        let response = self.router.clone().call(request);
         DrainFuture {
-            response: self.inner.call(request),
+            response,
             in_flight: Some(in_flight),
-            close: http1.then(|| self.signal.requested().clone()),
+            http1,
             body_timed_out: timed_out,
         }
     }
@@ -83,9 +85,9 @@ pin_project_lite::pin_project! {
     pub(crate) struct DrainFuture<F> {
         #[pin]
         response: F,
-        in_flight: Option<Active>,
-        // For HTTP/1: the shutdown token, to ask the client to close once it is cancelled.
-        close: Option<CancellationToken>,
+        in_flight: Option<InProgress>,
+        // Whether to ask the client to close once the drain has begun (HTTP/1, no CONNECT).
+        http1: bool,
         // Set if the request body timed out.
         body_timed_out: Option<Arc<AtomicBool>>,
     }
@@ -115,17 +117,17 @@ where
         // connection after a response that carries this header. Not on a 101: the connection
         // is handed over, and its `Connection: upgrade` is what the client checks. After a
         // body that timed out, the rest of it cannot be told from the next request.
-        if let Some(close) = this.close {
-            let upgrade = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-            if !upgrade && (close.is_cancelled() || timed_out) {
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
+        let in_flight = this.in_flight.take().expect("polled after completion");
+        if *this.http1
+            && response.status() != StatusCode::SWITCHING_PROTOCOLS
+            && (timed_out || in_flight.activity().is_draining())
+        {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         // The request stays in progress until hyper has taken the whole body (and the
         // connection's socket wrapper keeps it busy until the bytes are written).
-        let in_flight = this.in_flight.take().expect("polled after completion");
         Poll::Ready(Ok(response.map(|inner| TrackedBody {
             inner,
             _in_flight: in_flight,
@@ -133,18 +135,11 @@ where
     }
 }
 
-/// A request in progress, counted for the server and for its connection until dropped.
-#[derive(Debug)]
-struct Active {
-    _stats: RequestGuard,
-    _connection: InProgress,
-}
-
 /// A response body that keeps its request counted as in progress until it is dropped.
 #[derive(Debug)]
 pub(crate) struct TrackedBody {
     inner: Body,
-    _in_flight: Active,
+    _in_flight: InProgress,
 }
 
 impl http_body::Body for TrackedBody {

@@ -64,7 +64,7 @@ impl ConnIo {
         let blocked = result.is_pending();
         if blocked != self.write_blocked {
             self.write_blocked = blocked;
-            self.activity.set_write_blocked(blocked);
+            self.activity.busy().set_write_blocked(blocked);
         }
         result
     }
@@ -79,7 +79,7 @@ impl ConnIo {
             self.sniff = Sniff::Done;
         } else if seen + n == H2_PREFACE.len() {
             self.sniff = Sniff::Done;
-            self.activity.set_http2();
+            self.activity.busy().set_http2();
         } else {
             self.sniff = Sniff::Preface(seen + n);
         }

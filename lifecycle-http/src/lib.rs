@@ -3,9 +3,10 @@
 //! traffic.
 //!
 //! [`HttpServer`] serves an axum router over HTTP/1.1 and HTTP/2 on one port. When the service
-//! shuts down, readiness goes off first and the server keeps serving through the drain delay
-//! (asking HTTP/1 keep-alive clients to reconnect elsewhere); at its stop turn it stops
-//! accepting, closes idle connections, lets requests in progress finish, sends HTTP/2 GOAWAY,
+//! shuts down, readiness goes off first and the server keeps serving through the drain delay,
+//! asking clients to go elsewhere from its start (HTTP/1 `Connection: close`, HTTP/2 GOAWAY);
+//! at its stop turn it stops accepting, closes idle connections, lets requests in progress
+//! finish (a request is in progress until its response's last byte is written to the socket),
 //! tells long-lived handlers through [`ShutdownSignal`], and cuts off what is left at its stop
 //! timeout. Because the lifecycle stops a component only after everything that depends on it,
 //! registering the server as depending on the database pool means no request loses its pool.
@@ -41,6 +42,7 @@ mod error;
 mod health;
 mod io;
 mod listener;
+mod phase;
 mod server;
 mod shutdown_signal;
 mod stats;

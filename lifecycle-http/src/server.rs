@@ -12,6 +12,7 @@ use crate::connection::{accept_loop, builder, Limits};
 use crate::drain::Drain;
 use crate::error::HttpError;
 use crate::listener::Listen;
+use crate::phase::Phases;
 use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::HttpStats;
 
@@ -26,7 +27,9 @@ use crate::stats::HttpStats;
 ///   still open). HTTP/2 connections, including new ones, get the graceful GOAWAY at once
 ///   (last stream id 2^31-1, then the final GOAWAY after a PING round trip), so h2 and gRPC
 ///   clients open their next streams elsewhere; the streams they opened before the final
-///   GOAWAY complete, and then hyper closes the connection.
+///   GOAWAY complete, and then hyper closes the connection (however slow the round trip; a
+///   client that never answers the PING is closed by HTTP/2 keep-alive after 40 s, or cut at
+///   the stop timeout).
 /// - **Stop turn**: the server takes the connections still in the accept backlog and closes
 ///   the listener (later connects are refused); HTTP/1 connections with nothing in progress,
 ///   including ones that never sent a byte, close at once; HTTP/1 requests in progress finish
@@ -136,7 +139,9 @@ impl HttpServer {
     /// How long a client has to send a complete request head (default 10 s), from connecting
     /// or from its previous response; a slow or silent client, or a keep-alive connection left
     /// idle, is disconnected after it (an HTTP/2 one with a GOAWAY). The time a response
-    /// takes to be written, however slowly the client reads it, does not count.
+    /// takes to be written, however slowly the client reads it, does not count. The server
+    /// checks four times per period, so the disconnection may come up to a quarter of the
+    /// timeout late.
     #[must_use]
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
@@ -207,13 +212,16 @@ impl Component for HttpServer {
         let (listener, slot) = self.listen.open().await?;
         let addr = listener.local_addr()?;
         *self.local_addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
-        let service = Drain {
-            inner: self.router.clone(),
-            signal: ShutdownSignal::new(ctx),
-            stats: self.stats.clone(),
-            body_read_timeout: self.body_read_timeout,
-            activity: Activity::new(),
-        };
+        let (phases, watcher) =
+            Phases::watch(ctx.lifecycle().shutdown_token(), ctx.token().clone());
+        ctx.spawn(watcher);
+        let template = Activity::new(
+            self.stats.clone(),
+            ShutdownSignal::new(ctx),
+            phases,
+            self.body_read_timeout,
+        );
+        let service = Drain::new(self.router.clone(), template);
         let builder = Arc::new(builder(ctx, self.max_header_size));
         let limits = Limits {
             header_read_timeout: self.header_read_timeout,

@@ -49,10 +49,6 @@ impl ShutdownSignal {
         }))
     }
 
-    pub(crate) fn requested(&self) -> &CancellationToken {
-        &self.0.requested
-    }
-
     /// The server's own token, cancelled when its stop turn comes (after the drain delay):
     /// end long-lived responses when it fires.
     pub fn token(&self) -> &CancellationToken {

@@ -62,10 +62,13 @@ impl HttpStats {
         }
     }
 
-    pub(crate) fn request(&self) -> RequestGuard {
+    pub(crate) fn request_began(&self) {
         self.0.requests.fetch_add(1, Ordering::Relaxed);
         self.0.in_flight.fetch_add(1, Ordering::Relaxed);
-        RequestGuard(self.clone())
+    }
+
+    pub(crate) fn request_ended(&self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -90,15 +93,5 @@ impl Drop for ConnectionGuard {
         if !self.closed {
             counters.force_closed.fetch_add(1, Ordering::Relaxed);
         }
-    }
-}
-
-/// Counts a request as in flight until dropped.
-#[derive(Debug)]
-pub(crate) struct RequestGuard(HttpStats);
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        self.0 .0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -99,3 +99,32 @@ async fn an_idle_connection_behind_a_slow_round_trip_gets_the_final_goaway_befor
     assert_eq!(report.exit_code(), exit_code::SUCCESS, "{report}");
     assert_eq!(server.stats.force_closed(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_opened_during_the_drain_gets_the_graceful_goaway_and_is_served() {
+    let server = start(Duration::from_millis(2000), Duration::from_secs(5)).await;
+    server.handle.shutdown("deploy");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut h2 = RawH2::connect(server.addr).await;
+    // A request sent with the preface, before any GOAWAY can have arrived.
+    h2.get(1, "/work?ms=100").await;
+    let (first, _) = tokio::time::timeout(Duration::from_secs(1), h2.until(is_goaway))
+        .await
+        .expect("a GOAWAY at once, not at the stop turn")
+        .expect("a GOAWAY, not a close");
+    assert_eq!(first.last_stream_id(), MAX_STREAM_ID, "the graceful GOAWAY");
+    let (ping, _) = h2.until(is_ping).await.expect("the shutdown PING");
+    h2.send(Frame::PING, Frame::ACK, 0, &ping.payload).await;
+    let (last, mut frames) = h2.until(is_goaway).await.expect("the final GOAWAY");
+    assert_eq!(last.last_stream_id(), 1);
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(3), h2.read())
+        .await
+        .expect("the connection closes")
+    {
+        frames.push(frame);
+    }
+    assert!(frames.iter().any(ends_stream(1)), "stream 1 complete");
+    let report = server.report.await.unwrap();
+    assert_eq!(report.exit_code(), exit_code::SUCCESS, "{report}");
+}
