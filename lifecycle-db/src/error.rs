@@ -40,6 +40,24 @@ pub enum DbError {
         checked_out: u32,
     },
 
+    /// The pool's stop turn came while connections were still in use. Every component that
+    /// depends on the pool has stopped by then, so they belong to one that uses the pool
+    /// without depending on it (or leaked them); its queries fail with "pool closed" from the
+    /// stop on. The pool closed all the same, once they came back.
+    #[error(
+        "{in_use} connections to {target} were still in use at the pool's stop turn: a \
+         component that uses the pool lacks depends_on(\"{component}\"), so its queries fail \
+         with \"pool closed\" during the shutdown"
+    )]
+    ClosedUnderUse {
+        /// The pool component's name.
+        component: String,
+        /// The server, without credentials.
+        target: String,
+        /// Connections in use when its stop turn came.
+        in_use: u32,
+    },
+
     /// Some Redis commands were still waiting for their reply shortly before the stop timeout;
     /// they were failed with an error so that none is left pending, and the connections closed.
     #[error("closing {target} cut off {pending} commands still waiting for a reply")]

@@ -1,6 +1,6 @@
 //! A pool closed under its users says so: a component that uses the pool without depending on
 //! it stops at the same time as the pool, and its queries fail with "pool closed" during the
-//! drain. The pool's stop names the likely cause.
+//! drain. The pool's stop names the likely cause in the log, the report and the exit code.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -82,9 +82,17 @@ async fn a_pool_closed_while_in_use_names_the_missing_dependency() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    assert!(warning.contains("1 connection"), "{warning}");
+    assert!(warning.contains("in_use=1"), "{warning}");
     assert!(warning.contains("depends_on(\"db\")"), "{warning}");
     release.notify_one();
     let report = run.await.unwrap();
-    assert_eq!(report.exit_code(), 0, "{report}");
+    assert_eq!(report.exit_code(), 1, "{report}");
+    let db = report.component("db").unwrap();
+    assert_eq!(db.outcome, lifecycle_core::Outcome::Failed, "{report}");
+    let error = db.error.as_deref().unwrap();
+    assert!(
+        error.starts_with("stop failed: 1 connections to ")
+            && error.contains("lacks depends_on(\"db\")"),
+        "{error}"
+    );
 }

@@ -125,18 +125,17 @@ impl<DB: Database> Component for SqlPool<DB> {
     async fn stop(&self, ctx: &Context) -> Result<(), BoxError> {
         // Everything registered as depending on the pool has stopped by now, so a connection
         // still in use belongs to something that uses the pool without depending on it (or
-        // leaked one): its next queries fail with "pool closed" from here on. sqlx cannot count
-        // those refusals, but it can count the connections held across the close.
+        // leaked one): its next queries fail with "pool closed". sqlx cannot count those
+        // refusals, but the connections held at the stop turn show the mistake; the stop fails
+        // with it, so the report and the exit code name it at the first drill.
         let in_use = self.pool.size().saturating_sub(self.pool.num_idle() as u32);
         if in_use > 0 {
-            let plural = if in_use == 1 { "" } else { "s" };
             tracing::warn!(
                 component = ctx.name(),
                 target_db = %self.target,
                 in_use,
-                "closing the pool with {in_use} connection{plural} in use: something that uses \
-                 it is still running, and its queries will fail with \"pool closed\"; register \
-                 every component that uses the pool with depends_on(\"{}\") so that it stops first",
+                "connections still in use at the pool's stop turn: a component that uses the \
+                 pool lacks depends_on(\"{}\")",
                 ctx.name()
             );
         }
@@ -159,6 +158,14 @@ impl<DB: Database> Component for SqlPool<DB> {
             return Err(DbError::CloseTimedOut {
                 target: self.target.to_string(),
                 checked_out,
+            }
+            .into());
+        }
+        if in_use > 0 {
+            return Err(DbError::ClosedUnderUse {
+                component: ctx.name().to_owned(),
+                target: self.target.to_string(),
+                in_use,
             }
             .into());
         }
