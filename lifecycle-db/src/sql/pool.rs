@@ -114,6 +114,25 @@ impl<DB: Database> SqlPool<DB> {
     }
 }
 
+/// How long the stop waits for connections dropped just before it to come back: sqlx returns a
+/// dropped connection to the pool from a task of its own, a moment later.
+const RETURN_GRACE: Duration = Duration::from_millis(100);
+
+impl<DB: Database> SqlPool<DB> {
+    /// The connections in use once those on their way back have come back, waiting at most
+    /// `grace`.
+    async fn in_use_after(&self, grace: Duration) -> u32 {
+        let until = Instant::now() + grace;
+        loop {
+            let in_use = self.pool.size().saturating_sub(self.pool.num_idle() as u32);
+            if in_use == 0 || Instant::now() >= until {
+                return in_use;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 #[async_trait]
 impl<DB: Database> Component for SqlPool<DB> {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
@@ -128,17 +147,6 @@ impl<DB: Database> Component for SqlPool<DB> {
         // leaked one): its next queries fail with "pool closed". sqlx cannot count those
         // refusals, but the connections held at the stop turn show the mistake; the stop fails
         // with it, so the report and the exit code name it at the first drill.
-        let in_use = self.pool.size().saturating_sub(self.pool.num_idle() as u32);
-        if in_use > 0 {
-            tracing::warn!(
-                component = ctx.name(),
-                target_db = %self.target,
-                in_use,
-                "connections still in use at the pool's stop turn: a component that uses the \
-                 pool lacks depends_on(\"{}\")",
-                ctx.name()
-            );
-        }
         let give_up = give_up_at(ctx, Duration::from_secs(5));
         let close = async {
             // sqlx closes the idle connections only once every checked-out one is back, so one
@@ -151,16 +159,30 @@ impl<DB: Database> Component for SqlPool<DB> {
                     None => break,
                 }
             }
-            self.pool.close().await;
+            // Closed from here on: waiting and later acquires fail at once.
+            let closing = self.pool.close();
+            let in_use = self.in_use_after(RETURN_GRACE).await;
+            if in_use > 0 {
+                tracing::warn!(
+                    component = ctx.name(),
+                    target_db = %self.target,
+                    in_use,
+                    "connections still in use at the pool's stop turn: a component that uses \
+                     the pool lacks depends_on(\"{}\")",
+                    ctx.name()
+                );
+            }
+            closing.await;
+            in_use
         };
-        if tokio::time::timeout_at(give_up, close).await.is_err() {
+        let Ok(in_use) = tokio::time::timeout_at(give_up, close).await else {
             let checked_out = self.pool.size().saturating_sub(self.pool.num_idle() as u32);
             return Err(DbError::CloseTimedOut {
                 target: self.target.to_string(),
                 checked_out,
             }
             .into());
-        }
+        };
         if in_use > 0 {
             return Err(DbError::ClosedUnderUse {
                 component: ctx.name().to_owned(),
