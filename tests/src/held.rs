@@ -71,8 +71,10 @@ pub async fn held(stack: &Stack) -> Held {
 /// When it still holds something, or has exited already (the check would prove nothing).
 pub async fn assert_released(stack: &mut Stack) {
     let until = tokio::time::Instant::now() + Duration::from_millis(300);
+    let mut first = None;
     loop {
         let now = held(stack).await;
+        first.get_or_insert_with(|| format!("{now:?}"));
         if now == Held::default() {
             break;
         }
@@ -85,7 +87,8 @@ pub async fn assert_released(stack: &mut Stack) {
     }
     assert!(
         stack.is_running(),
-        "checked after the exit, not after the stops: raise the linger"
+        "checked after the exit, not after the stops: raise the linger (first seen: {first:?})\n{}",
+        stack.log()
     );
 }
 

@@ -13,8 +13,9 @@ use tokio::sync::mpsc;
 use crate::common;
 
 /// How long an instance waits between the end of its stops and its exit: the time tests have
-/// to see that the stops closed everything.
-const LINGER: Duration = Duration::from_secs(1);
+/// to see that the stops closed everything. Three seconds, because a client that connects as
+/// the listener closes waits for TCP's one-second SYN retransmit before it is refused.
+const LINGER: Duration = Duration::from_secs(3);
 
 /// How to run the service: its binary, its Redis, its job queue and its flags.
 ///
@@ -185,7 +186,7 @@ impl Stack {
     }
 
     /// Waits until it prints `stopped`: every component has stopped, and the process lingers
-    /// a second before it exits. Returns the server's counters.
+    /// before it exits. Returns the server's counters.
     ///
     /// # Panics
     ///

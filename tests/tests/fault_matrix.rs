@@ -405,7 +405,10 @@ async fn redis_killed_at_the_stop_turn_holds_nothing_up_and_is_not_reconnected()
     stack.signal("TERM");
     // A request that is still running at the server's stop turn holds the turn of Redis (the
     // server depends on it) until it ends: Redis dies in between.
-    let long = Load::start(stack.addr(), "/work?ms=1500", 1);
+    // 2.5 s: a connect racing the listener's close waits for TCP's one-second SYN retransmit
+    // (lifecycle-http drops new SYNs before its last accepts, so they are refused, not reset),
+    // and the listener must be seen closed before this request ends.
+    let long = Load::start(stack.addr(), "/work?ms=2500", 1);
     let long = tokio::spawn(long.until_refused(Duration::from_secs(10)));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let answered = load.stop().await;
@@ -434,7 +437,7 @@ async fn redis_killed_at_the_stop_turn_holds_nothing_up_and_is_not_reconnected()
     assert_stopped_in_order(&report);
     let http = report.component("http").unwrap();
     assert!(
-        // Sent at the signal, it ends 1.5 s later, about 1 s into the server's stop.
+        // Sent at the signal, it ends 2.5 s later, about 2 s into the server's stop.
         http.stop_ended_ms.unwrap() - http.stop_began_ms.unwrap() > 600.0,
         "the server's stop was not held by the long request: {http:?}"
     );
