@@ -247,7 +247,12 @@ impl Record {
     }
 
     /// Component `i`'s stop ended. A clean stop of a run that had failed reports the failure.
-    pub(crate) fn stopped(&mut self, i: usize, result: Result<(), (Outcome, ComponentError)>) {
+    /// Returns the outcome recorded.
+    pub(crate) fn stopped(
+        &mut self,
+        i: usize,
+        result: Result<(), (Outcome, ComponentError)>,
+    ) -> Outcome {
         let slot = &mut self.slots[i];
         let (outcome, error) = match (result, slot.run_time_error.take()) {
             (Ok(()), None) => (Outcome::Stopped, None),
@@ -261,6 +266,7 @@ impl Record {
         telemetry::stop_ended(&slot.name, outcome, took);
         self.set_state(i, ComponentState::Done(outcome));
         self.step(i, Step::StopEnded, now);
+        outcome
     }
 
     /// The shutdown budget ran out before component `i`'s stop turn: cut off, never stopped.

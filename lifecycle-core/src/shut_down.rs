@@ -88,13 +88,9 @@ impl Run<'_> {
         self.take_reported_failures();
         self.members[i].context = None;
         let mut record = self.record();
-        record.stopped(i, result);
-        let (state, error) = (record.state(i), record.error(i).map(ComponentError::render));
+        let outcome = record.stopped(i, result);
+        let error = record.error(i).map(ComponentError::render);
         drop(record);
-        let outcome = match state {
-            ComponentState::Done(outcome) => outcome,
-            _ => unreachable!("a stopped component is done"),
-        };
         match error {
             None => tracing::info!(component = self.name(i), %outcome, "stopped"),
             Some(error) => tracing::warn!(component = self.name(i), %outcome, %error, "stopped"),
