@@ -50,6 +50,7 @@ const BUDGET_SLACK: Duration = Duration::from_secs(1);
 pub struct Drill {
     url: String,
     path: String,
+    post_json: Option<String>,
     ready_path: String,
     clients: usize,
     h2_streams: usize,
@@ -76,6 +77,7 @@ impl Drill {
         Self {
             url: "http://127.0.0.1:8080".to_owned(),
             path: "/work?ms=20".to_owned(),
+            post_json: None,
             ready_path: "/readyz".to_owned(),
             clients: 32,
             h2_streams: 8,
@@ -103,6 +105,14 @@ impl Drill {
     /// The path (and query) the load requests.
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.path = path.into();
+        self
+    }
+
+    /// Sends the load's requests as `POST`s of this JSON body (`content-type:
+    /// application/json`) instead of `GET`s, for a service whose work comes in that way, such
+    /// as queueing a job or publishing an event; checked when the drill runs.
+    pub fn post_json(mut self, body: impl Into<String>) -> Self {
+        self.post_json = Some(body.into());
         self
     }
 
@@ -181,7 +191,8 @@ impl Drill {
     ///
     /// # Errors
     ///
-    /// [`DrillError::BadUrl`] or [`DrillError::BadPath`] for the configuration,
+    /// [`DrillError::BadUrl`], [`DrillError::BadPath`] or [`DrillError::BadBody`] for the
+    /// configuration,
     /// [`DrillError::Start`] when the command cannot be started,
     /// [`DrillError::ExitedBeforeReady`] or [`DrillError::NotReady`] when it never became
     /// ready, [`DrillError::ExitedBeforeSignal`] when it exited on its own during the load,
@@ -271,7 +282,8 @@ impl Drill {
     ///
     /// # Errors
     ///
-    /// [`DrillError::BadUrl`] or [`DrillError::BadPath`] for the configuration, and
+    /// [`DrillError::BadUrl`], [`DrillError::BadPath`] or [`DrillError::BadBody`] for the
+    /// configuration, and
     /// [`DrillError::NotReady`] when the service never became ready; `stop` is not called
     /// then.
     ///
@@ -325,9 +337,18 @@ impl Drill {
         if let Some(sse_path) = &self.sse_path {
             check_path("SSE path", sse_path)?;
         }
+        let post = match &self.post_json {
+            Some(body) => {
+                serde_json::from_str::<serde_json::Value>(body)
+                    .map_err(|source| DrillError::BadBody { source })?;
+                Some(body.clone().into())
+            }
+            None => None,
+        };
         Ok(Arc::new(Load::new(
             addr,
             self.path.clone(),
+            post,
             self.ready_path.clone(),
         )))
     }

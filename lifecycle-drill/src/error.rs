@@ -26,6 +26,13 @@ pub enum DrillError {
         /// The path as given.
         path: String,
     },
+    /// The body to POST is not JSON.
+    #[error("the body to POST is not JSON: {source}")]
+    BadBody {
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The service command could not be started.
     #[error("cannot start {program}")]
     Start {

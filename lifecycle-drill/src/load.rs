@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -22,6 +22,8 @@ use crate::counters::Counters;
 pub(crate) struct Load {
     pub(crate) addr: SocketAddr,
     pub(crate) path: String,
+    /// A JSON body to POST to `path`; `None` to GET it.
+    pub(crate) post: Option<Bytes>,
     pub(crate) ready_path: String,
     pub(crate) counters: Counters,
     /// Set once the service has been told to stop; only [`Running`] sets it.
@@ -31,10 +33,16 @@ pub(crate) struct Load {
 }
 
 impl Load {
-    pub(crate) fn new(addr: SocketAddr, path: String, ready_path: String) -> Self {
+    pub(crate) fn new(
+        addr: SocketAddr,
+        path: String,
+        post: Option<Bytes>,
+        ready_path: String,
+    ) -> Self {
         Self {
             addr,
             path,
+            post,
             ready_path,
             counters: Counters::default(),
             signalled: false.into(),
@@ -50,10 +58,23 @@ impl Load {
         self.done.load(Ordering::Relaxed)
     }
 
-    fn request(&self, path: &str) -> Request<Empty<Bytes>> {
+    /// A `GET` of `path`.
+    fn request(&self, path: &str) -> Request<Full<Bytes>> {
         Request::get(path)
             .header("host", self.addr.to_string())
-            .body(Empty::new())
+            .body(Full::default())
+            .expect("the drill checks its paths before the load starts")
+    }
+
+    /// One request of the load: a `GET` of its path, or a `POST` of its JSON body.
+    fn load_request(&self) -> Request<Full<Bytes>> {
+        let Some(body) = &self.post else {
+            return self.request(&self.path);
+        };
+        Request::post(&self.path)
+            .header("host", self.addr.to_string())
+            .header("content-type", "application/json")
+            .body(Full::new(body.clone()))
             .expect("the drill checks its paths before the load starts")
     }
 }
@@ -110,7 +131,7 @@ async fn http1_client(load: Arc<Load>) {
                 break;
             }
             Counters::add(&load.counters.sent);
-            match sender.send_request(load.request(&load.path)).await {
+            match sender.send_request(load.load_request()).await {
                 Ok(response) => {
                     let close = response
                         .headers()
@@ -157,7 +178,7 @@ async fn http2_streams(load: Arc<Load>, streams: usize) {
             tokio::spawn(async move {
                 while !load.done() && sender.ready().await.is_ok() {
                     Counters::add(&load.counters.sent);
-                    match sender.send_request(load.request(&load.path)).await {
+                    match sender.send_request(load.load_request()).await {
                         Ok(response) => {
                             let ok = response.status().is_success();
                             match response.into_body().collect().await {

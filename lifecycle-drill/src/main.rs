@@ -32,6 +32,9 @@ struct Args {
     /// The path the load requests.
     #[arg(long, default_value = "/work?ms=20")]
     path: String,
+    /// POST this JSON body to the path instead of GETting it.
+    #[arg(long)]
+    post_json: Option<String>,
     /// Keep-alive HTTP/1.1 clients.
     #[arg(long, default_value_t = 32)]
     clients: usize,
@@ -74,6 +77,9 @@ async fn main() -> ExitCode {
     } else {
         drill.sse_path(args.sse_path)
     };
+    if let Some(body) = args.post_json {
+        drill = drill.post_json(body);
+    }
     if let Some(path) = args.report_file {
         drill = drill.report_file(path);
     }

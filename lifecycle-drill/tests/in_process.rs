@@ -196,4 +196,13 @@ async fn bad_configuration_is_an_error_not_a_panic() {
         ),
         "{bad_sse:?}"
     );
+    let bad_body = Drill::new()
+        .post_json("{\"ms\": ")
+        .run_in_process(stop)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&bad_body, DrillError::BadBody { .. }),
+        "{bad_body:?}"
+    );
 }
