@@ -38,36 +38,74 @@ impl Broker {
         }
     }
 
-    /// Removes what the service made on the broker for `queue` (see `events::Names`).
+    /// Removes what the service made on the broker for `queue` (see `events::Names`), on a
+    /// thread of its own (it may run from a test's runtime, or while a test fails).
     fn clean_up(self, queue: &str) {
-        tokio::runtime::Runtime::new().unwrap().block_on(async {
-            match self {
-                Broker::Amqp => {
-                    let connection = lapin::Connection::connect(
-                        AMQP_URL,
-                        lapin::ConnectionProperties::default(),
-                    )
-                    .await
-                    .unwrap();
-                    let channel = connection.create_channel().await.unwrap();
-                    channel
-                        .queue_delete(
-                            format!("example-events.{queue}").as_str().into(),
-                            lapin::options::QueueDeleteOptions::default(),
-                        )
-                        .await
-                        .unwrap();
-                    connection.close(200, "done".into()).await.unwrap();
+        let queue = queue.to_owned();
+        let clean_up = move || {
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                match self {
+                    Broker::Amqp => {
+                        let properties = lapin::ConnectionProperties::default();
+                        let Ok(connection) = lapin::Connection::connect(AMQP_URL, properties).await
+                        else {
+                            return;
+                        };
+                        if let Ok(channel) = connection.create_channel().await {
+                            let name = format!("example-events.{queue}");
+                            let options = lapin::options::QueueDeleteOptions::default();
+                            let _ = channel.queue_delete(name.as_str().into(), options).await;
+                        }
+                        let _ = connection.close(200, "done".into()).await;
+                    }
+                    Broker::Nats => {
+                        if let Ok(client) = async_nats::connect(NATS_URL).await {
+                            let js = async_nats::jetstream::new(client);
+                            let _ = js.delete_stream(format!("EXAMPLE_EVENTS_{queue}")).await;
+                        }
+                    }
                 }
-                Broker::Nats => {
-                    let client = async_nats::connect(NATS_URL).await.unwrap();
-                    async_nats::jetstream::new(client)
-                        .delete_stream(format!("EXAMPLE_EVENTS_{queue}"))
-                        .await
-                        .unwrap();
-                }
-            }
-        });
+            });
+        };
+        let _ = std::thread::spawn(clean_up).join();
+    }
+}
+
+/// A test's own SQLite database and queue name on `broker`.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    db: String,
+    queue: String,
+    broker: Broker,
+}
+
+impl Fixture {
+    fn new(test: &str, broker: Broker) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("events.db").display()
+        );
+        let [flag, _] = broker.flag();
+        let queue = format!("{test}_{}{}", &flag[2..6], std::process::id());
+        Fixture {
+            _dir: dir,
+            db,
+            queue,
+            broker,
+        }
+    }
+
+    /// The service's arguments for its events.
+    fn args(&self) -> [&str; 4] {
+        let [flag, url] = self.broker.flag();
+        [flag, url, "--job-queue", &self.queue]
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.broker.clean_up(&self.queue);
     }
 }
 
@@ -100,18 +138,14 @@ fn no_event_is_lost_across_sigterms_and_a_sigkill_on_nats_jetstream() {
 }
 
 fn no_event_is_lost(broker: Broker) {
-    let queue = format!("test_{}_{}", std::process::id(), broker.flag()[0].len());
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("events.db").display()
-    );
+    let fixture = Fixture::new("test", broker);
+    let db = &fixture.db;
     let addr = free_addr();
-    let [flag, url] = broker.flag();
-    // The job lease is also JetStream's ack wait: a killed instance's events come back after it.
-    let extra = [flag, url, "--job-queue", &queue];
+    // The job lease (1 s) is also JetStream's ack wait: a killed instance's events come back
+    // after it.
+    let extra = fixture.args();
 
-    let mut service = start(addr, &db, &extra);
+    let mut service = start(addr, db, &extra);
     let events = 300;
     let ids: Vec<i64> = (0..events)
         .map(|i| create(addr, "/events", &format!("{{\"ms\": {}}}", (i * 7) % 40)))
@@ -123,18 +157,18 @@ fn no_event_is_lost(broker: Broker) {
         if cycle == 2 {
             signal(&service, "KILL");
             wait(&mut service);
-            interrupted_by_kills += running(&db);
+            interrupted_by_kills += running(db);
         } else {
             signal(&service, "TERM");
             assert_eq!(wait(&mut service), Some(0), "cycle {cycle}: exit code");
             // A graceful stop finishes the events in hand: only the kill's may still be running.
-            let running = running(&db);
+            let running = running(db);
             assert!(
                 running <= interrupted_by_kills,
                 "cycle {cycle}: {running} events left running"
             );
         }
-        service = start(addr, &db, &extra);
+        service = start(addr, db, &extra);
     }
 
     let until = Instant::now() + Duration::from_secs(60);
@@ -144,15 +178,14 @@ fn no_event_is_lost(broker: Broker) {
     signal(&service, "TERM");
     assert_eq!(wait(&mut service), Some(0));
 
-    assert_eq!(runs(&db, 1).len(), ids.len(), "every event's work ran");
-    let twice = runs(&db, 2);
+    assert_eq!(runs(db, 1).len(), ids.len(), "every event's work ran");
+    let twice = runs(db, 2);
     let duplicates: i64 = twice.iter().map(|(_, runs)| runs - 1).sum();
     eprintln!("{duplicates} events ran twice; the kill interrupted {interrupted_by_kills}");
     assert!(
         duplicates <= interrupted_by_kills,
         "ran again: {twice:?}, but the kill interrupted only {interrupted_by_kills}"
     );
-    broker.clean_up(&queue);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,19 +206,13 @@ async fn publishes_across_a_sigterm_are_all_answered_and_done_on_nats_jetstream(
 /// the service (1 s drain delay): no publish is dropped, every `201` is an event recorded, and
 /// a second run of the service does every event's work.
 async fn drill_publishes(broker: Broker) {
-    let queue = format!("drill_{}_{}", std::process::id(), broker.flag()[0].len());
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("events.db").display()
-    );
+    let fixture = Fixture::new("drill", broker);
     let addr = free_addr();
-    let [flag, url] = broker.flag();
     let mut command = Command::new(BIN);
     command
         .args(["--listen", &addr.to_string(), "--drain-delay", "1s"])
-        .args([flag, url, "--job-queue", &queue])
-        .env("DATABASE_URL", &db)
+        .args(fixture.args())
+        .env("DATABASE_URL", &fixture.db)
         .env("RUST_LOG", "warn");
     let summary = Drill::new()
         .addr(addr)
@@ -206,7 +233,7 @@ async fn drill_publishes(broker: Broker) {
     assert!(summary.succeeded > 50, "{summary}");
 
     let check = tokio::task::spawn_blocking(move || {
-        let recorded = runs(&db, 0);
+        let recorded = runs(&fixture.db, 0);
         assert_eq!(
             recorded.len() as u64,
             summary.succeeded,
@@ -214,14 +241,13 @@ async fn drill_publishes(broker: Broker) {
         );
         // The events the first run had no time for are done by the next.
         let addr = free_addr();
-        let mut service = start(addr, &db, &[flag, url, "--job-queue", &queue]);
+        let mut service = start(addr, &fixture.db, &fixture.args());
         let until = Instant::now() + Duration::from_secs(60);
         for (id, _) in &recorded {
             wait_done(addr, &format!("/events/{id}"), until);
         }
         signal(&service, "TERM");
         assert_eq!(wait(&mut service), Some(0));
-        broker.clean_up(&queue);
     });
     check.await.unwrap();
 }
