@@ -96,6 +96,8 @@
 #[cfg(feature = "amqp")]
 mod amqp;
 #[cfg(any(feature = "amqp", feature = "nats"))]
+mod consume;
+#[cfg(any(feature = "amqp", feature = "nats"))]
 mod deadline;
 mod error;
 #[cfg(any(feature = "amqp", feature = "nats"))]
