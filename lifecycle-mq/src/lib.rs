@@ -107,6 +107,8 @@ mod in_flight;
 mod message;
 #[cfg(feature = "nats")]
 mod nats;
+#[cfg(any(feature = "amqp", feature = "nats"))]
+mod publishes;
 mod stats;
 
 #[cfg(feature = "amqp")]
