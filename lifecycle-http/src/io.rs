@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::activity::Activity;
+use crate::stream::Stream;
 
 /// What HTTP/2 clients send first (RFC 9113, section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -33,7 +33,7 @@ enum Sniff {
 /// the connection permit it holds last as long as the socket, not only as long as HTTP.
 #[derive(Debug)]
 pub(crate) struct ConnIo {
-    stream: TcpStream,
+    stream: Stream,
     activity: Arc<Activity>,
     /// Whether the last write returned `Pending`, as last told to `activity`; kept here so
     /// that only the changes touch the shared state.
@@ -45,7 +45,7 @@ pub(crate) struct ConnIo {
 
 impl ConnIo {
     pub(crate) fn new(
-        stream: TcpStream,
+        stream: Stream,
         activity: Arc<Activity>,
         tracked: TaskTrackerToken,
         permit: Option<OwnedSemaphorePermit>,
