@@ -83,6 +83,8 @@ pub(crate) struct Limits {
     pub(crate) header_read_timeout: Duration,
     pub(crate) max_connections: usize,
     pub(crate) handshake: Handshake,
+    /// Whether requests get the client's address (`ConnectInfo`).
+    pub(crate) connect_info: bool,
 }
 
 /// Accepts connections until the component's token is cancelled, up to `max_connections` at a
@@ -104,7 +106,10 @@ pub(crate) async fn accept_loop(
     ));
     let serve = |stream: TcpStream, permit: Option<OwnedSemaphorePermit>| {
         let _ = stream.set_nodelay(true);
-        let peer = stream.peer_addr().ok();
+        let peer = limits
+            .connect_info
+            .then(|| stream.peer_addr().ok())
+            .flatten();
         let guard = stats.connection();
         ctx.spawn(serve_connection(
             Stream::Tcp(stream),

@@ -48,8 +48,8 @@ use crate::tls::TlsConfig;
 ///
 /// Besides an axum [`Router`], it serves any tower service ([`AnyService`](crate::AnyService)),
 /// hyper service ([`HyperService`](crate::HyperService)) or, with the `grpc` feature, tonic
-/// `Routes` ([`IntoRouter`]), and handlers can extract the client's address with axum's
-/// `ConnectInfo<SocketAddr>` (a request extension, also seen by tonic's `Request::extensions`).
+/// `Routes` ([`IntoRouter`]), and, with [`connect_info`](Self::connect_info), handlers can
+/// extract the client's address with axum's `ConnectInfo<SocketAddr>`.
 /// With the `tls` feature it terminates TLS ([`tls`](Self::tls)); [`bind_unix`](Self::bind_unix)
 /// listens on a Unix domain socket.
 ///
@@ -91,6 +91,7 @@ pub struct HttpServer {
     body_read_timeout: Option<Duration>,
     max_header_size: usize,
     max_connections: usize,
+    connect_info: bool,
     stats: HttpStats,
     local_addr: Arc<Mutex<Option<SocketAddr>>>,
 }
@@ -161,6 +162,7 @@ impl HttpServer {
             body_read_timeout: Some(Self::DEFAULT_BODY_READ_TIMEOUT),
             max_header_size: Self::DEFAULT_MAX_HEADER_SIZE,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            connect_info: false,
             stats: HttpStats::default(),
             local_addr: Arc::default(),
         }
@@ -213,6 +215,31 @@ impl HttpServer {
     #[must_use]
     pub fn tls(mut self, config: TlsConfig) -> Self {
         self.tls = Some(config);
+        self
+    }
+
+    /// Gives every request over TCP the client's address as axum's `ConnectInfo<SocketAddr>`
+    /// extension (default off: as with axum's `into_make_service_with_connect_info`, it costs
+    /// an extension per request). tonic handlers find it in `Request::extensions`. Requests
+    /// over a Unix socket carry none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::extract::ConnectInfo;
+    /// use axum::{routing::get, Router};
+    /// use lifecycle_http::HttpServer;
+    /// use std::net::SocketAddr;
+    ///
+    /// let router = Router::new().route(
+    ///     "/whoami",
+    ///     get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+    /// );
+    /// let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), router).connect_info(true);
+    /// ```
+    #[must_use]
+    pub fn connect_info(mut self, enabled: bool) -> Self {
+        self.connect_info = enabled;
         self
     }
 
@@ -271,6 +298,7 @@ impl Component for HttpServer {
             header_read_timeout: self.header_read_timeout,
             max_connections: self.max_connections,
             handshake,
+            connect_info: self.connect_info,
         };
         #[cfg(unix)]
         if let Listen::Unix(path) = &self.listen {

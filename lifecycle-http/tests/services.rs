@@ -147,7 +147,7 @@ async fn handlers_extract_the_client_address() {
             "/peer",
             get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
         );
-        HttpServer::bind("127.0.0.1:0".parse().unwrap(), router)
+        HttpServer::bind("127.0.0.1:0".parse().unwrap(), router).connect_info(true)
     })
     .await;
     let stream = tokio::net::TcpStream::connect(served.addr.unwrap())

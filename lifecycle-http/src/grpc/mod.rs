@@ -9,8 +9,10 @@
 //! the trigger; at the stop turn a long stream ends with a status ([`until_stopping`]) instead
 //! of being cut at the stop timeout.
 //!
-//! A handler finds the [`ShutdownSignal`](crate::ShutdownSignal) and the client's address
-//! (`axum::extract::ConnectInfo<SocketAddr>`) in `tonic::Request::extensions`.
+//! A handler finds the [`ShutdownSignal`](crate::ShutdownSignal), and the client's address
+//! (`axum::extract::ConnectInfo<SocketAddr>`, with
+//! [`HttpServer::connect_info`](crate::HttpServer::connect_info)), in
+//! `tonic::Request::extensions`.
 //!
 //! # Examples
 //!
