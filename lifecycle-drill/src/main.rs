@@ -38,6 +38,19 @@ struct Args {
     /// Concurrent HTTP/2 streams on one connection (0 for none).
     #[arg(long, default_value_t = 8)]
     h2_streams: usize,
+    /// Concurrent gRPC unary calls on one HTTP/2 connection (0 for none), each with an empty
+    /// request message.
+    #[arg(long, default_value_t = 0)]
+    grpc_streams: usize,
+    /// The gRPC method the calls go to.
+    #[arg(long, default_value = "/grpc.health.v1.Health/Check")]
+    grpc_path: String,
+    /// The CA certificate (PEM) of an https:// service.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// The server name TLS asks for and checks.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
     /// The server-sent-events path (empty for none).
     #[arg(long, default_value = "/sse")]
     sse_path: String,
@@ -66,6 +79,8 @@ async fn main() -> ExitCode {
         .path(args.path)
         .clients(args.clients)
         .h2_streams(args.h2_streams)
+        .grpc(args.grpc_path, args.grpc_streams)
+        .server_name(args.server_name)
         .signal_after(args.signal_after)
         .budget(args.budget)
         .progress(true);
@@ -74,6 +89,9 @@ async fn main() -> ExitCode {
     } else {
         drill.sse_path(args.sse_path)
     };
+    if let Some(ca) = args.ca_cert {
+        drill = drill.ca_cert(ca);
+    }
     if let Some(path) = args.report_file {
         drill = drill.report_file(path);
     }
@@ -94,6 +112,8 @@ async fn main() -> ExitCode {
                 // The drill could not start: a usage error.
                 DrillError::BadUrl { .. }
                 | DrillError::BadPath { .. }
+                | DrillError::BadTls { .. }
+                | DrillError::NoCaCert { .. }
                 | DrillError::Start { .. } => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
             };

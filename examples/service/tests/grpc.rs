@@ -280,3 +280,44 @@ mod tls {
         assert_eq!(service.exit_code(Duration::from_secs(15)).await, Some(0));
     }
 }
+
+/// The drill over gRPC and HTTPS: its clients speak TLS (HTTP/1.1 and gRPC through ALPN) to
+/// the binary, SIGTERM it under load, and count every call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drill_loads_grpc_over_tls_across_sigterm_and_nothing_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let addr = free_addr();
+    let mut command = Command::new(BIN);
+    command
+        .args(["--listen", &addr.to_string(), "--drain-delay", "500ms"])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env(
+            "DATABASE_URL",
+            format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("service.db").display()
+            ),
+        )
+        .env("RUST_LOG", "warn");
+    let summary = lifecycle_drill::Drill::new()
+        .url(format!("https://{addr}"))
+        .ca_cert(&cert)
+        .path("/work?ms=10")
+        .clients(4)
+        .h2_streams(0)
+        .grpc("/example.v1.Example/Work", 8)
+        .signal_after(Duration::from_millis(800))
+        .budget(Duration::from_secs(15))
+        .run_command(command)
+        .await
+        .expect("the drill ran");
+    println!("{summary}");
+    summary.assert_passed();
+}
