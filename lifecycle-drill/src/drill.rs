@@ -136,8 +136,8 @@ impl Drill {
 
     /// Loads the service over gRPC too: `streams` concurrent unary calls to `path`
     /// (`/package.Service/Method`, default `/grpc.health.v1.Health/Check`), each with an empty
-    /// request message, on one HTTP/2 connection that is opened again when the server tells
-    /// it to go away, as a gRPC channel does. A call answered with a status other than OK
+    /// request message, on HTTP/2 connections of up to four calls each that are opened again
+    /// when the server tells them to go away, as a gRPC channel does. A call answered with a status other than OK
     /// counts as non-2xx; one lost after it was sent counts as dropped.
     pub fn grpc(mut self, path: impl Into<String>, streams: usize) -> Self {
         self.grpc_path = path.into();

@@ -26,7 +26,7 @@ fn call(load: &Load, path: &str) -> Request<Full<Bytes>> {
         .expect("the drill checks its paths before the load starts")
 }
 
-/// A gRPC client: `streams` concurrent unary calls on one HTTP/2 connection; when the server
+/// A gRPC connection: `streams` concurrent unary calls on one HTTP/2 connection; when the server
 /// tells it to go away it reconnects (as a gRPC channel does), until a connect is refused
 /// after the signal.
 pub(crate) async fn grpc_client(load: Arc<Load>, path: String, streams: usize) {

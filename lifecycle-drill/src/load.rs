@@ -346,12 +346,18 @@ impl Running {
         if h2_streams > 0 {
             tasks.push(tokio::spawn(http2_streams(load.clone(), h2_streams)));
         }
-        if let Some((path, streams)) = grpc.filter(|(_, streams)| *streams > 0) {
-            tasks.push(tokio::spawn(crate::grpc::grpc_client(
-                load.clone(),
-                path.to_owned(),
-                streams,
-            )));
+        if let Some((path, streams)) = grpc {
+            // Connections of up to four streams each, so that a load balancer spreads them.
+            let mut left = streams;
+            while left > 0 {
+                let on_this = left.min(4);
+                left -= on_this;
+                tasks.push(tokio::spawn(crate::grpc::grpc_client(
+                    load.clone(),
+                    path.to_owned(),
+                    on_this,
+                )));
+            }
         }
         let sse = sse_path.map(|path| tokio::spawn(sse_client(load.clone(), path.to_owned())));
         Self {

@@ -38,7 +38,7 @@ struct Args {
     /// Concurrent HTTP/2 streams on one connection (0 for none).
     #[arg(long, default_value_t = 8)]
     h2_streams: usize,
-    /// Concurrent gRPC unary calls on one HTTP/2 connection (0 for none), each with an empty
+    /// Concurrent gRPC unary calls (0 for none), four per HTTP/2 connection, each with an empty
     /// request message.
     #[arg(long, default_value_t = 0)]
     grpc_streams: usize,
@@ -66,8 +66,12 @@ struct Args {
     /// Write the summary as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Load a service that is already running (or a load balancer) for --signal-after, then
+    /// stop and report, with no command and no signal: the rolling-restart script's load.
+    #[arg(long)]
+    load_only: bool,
     /// The service command and its arguments.
-    #[arg(last = true, required = true)]
+    #[arg(last = true, required_unless_present = "load_only")]
     command: Vec<String>,
 }
 
@@ -95,10 +99,14 @@ async fn main() -> ExitCode {
     if let Some(path) = args.report_file {
         drill = drill.report_file(path);
     }
-    let mut command = std::process::Command::new(&args.command[0]);
-    command.args(&args.command[1..]);
-
-    let summary = match drill.run_command(command).await {
+    let result = if args.load_only {
+        drill.run_in_process(|| async {}).await
+    } else {
+        let mut command = std::process::Command::new(&args.command[0]);
+        command.args(&args.command[1..]);
+        drill.run_command(command).await
+    };
+    let summary = match result {
         Ok(summary) => summary,
         Err(error) => {
             let mut message = format!("lifecycle-drill: {error}");
