@@ -39,16 +39,29 @@ mod body_timeout;
 mod connection;
 mod drain;
 mod error;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 mod health;
 mod io;
 mod listener;
 mod phase;
+#[cfg(feature = "tls")]
+mod reload;
 mod server;
+mod service;
 mod shutdown_signal;
 mod stats;
+mod stream;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(unix)]
+mod unix;
 
 pub use error::HttpError;
 pub use health::{health_routes, HealthRoutes};
 pub use server::{HttpServer, LocalAddr};
+pub use service::{AnyService, HyperService, IntoRouter};
 pub use shutdown_signal::ShutdownSignal;
 pub use stats::HttpStats;
+#[cfg(feature = "tls")]
+pub use tls::TlsConfig;

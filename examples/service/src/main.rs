@@ -17,12 +17,18 @@
 //! `--job-queue` (`JOB_QUEUE`), `--job-lease` (`JOB_LEASE`),
 //! `--amqp-url` (`AMQP_URL`) and `--nats-url` (`NATS_URL`: events through RabbitMQ or NATS
 //! JetStream, see `POST /events`),
-//! `--report-json PATH` (write the report there on exit).
+//! `--report-json PATH` (write the report there on exit),
+//! `--tls-cert PATH` and `--tls-key PATH` (`TLS_CERT`, `TLS_KEY`: serve TLS).
+//!
+//! The same port answers gRPC (h2c, or h2 over TLS): `grpc.health.v1.Health` (`Check`,
+//! `Watch`), following the lifecycle, and `example.v1.Example` (`proto/example.proto`).
 
 mod events;
+mod grpc;
 mod jobs;
 mod migrations;
 mod routes;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -86,6 +92,8 @@ struct Args {
     /// (atomically: a reader never sees half a report).
     #[arg(long)]
     report_json: Option<PathBuf>,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
 }
 
 /// Ends the process before anything started, for configuration errors.
@@ -154,7 +162,9 @@ async fn main() -> Report {
     // The example shows each component's details at `/readyz?verbose`; a service open to the
     // internet would keep them off, or serve them on an internal address.
     let health = HealthRoutes::new(builder.handle()).verbose(true).router();
-    let router = routes::router(state).merge(health);
+    let router = routes::router(state)
+        .merge(health)
+        .merge(grpc::routes(builder.handle()));
     let migrations = Migrations {
         pool: pool.clone(),
         jobs: sql_jobs,
@@ -197,6 +207,7 @@ async fn main() -> Report {
     } else {
         HttpServer::bind(args.listen, router)
     };
+    let http = args.tls.apply(http).unwrap_or_else(|e| refuse(e));
 
     // The worker and the server use Redis when the jobs live there: they stop before it.
     let mut jobs_registration = Registration::new("jobs", worker)
