@@ -115,6 +115,8 @@ mod tasks;
 mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "upgrade")]
+pub mod upgrade;
 mod watchdog;
 mod worker;
 
@@ -128,8 +130,12 @@ pub use context::Context;
 pub use error::{BoxError, BuildError};
 pub use handle::{ComponentState, ComponentStatus, LifecycleHandle, Phase};
 pub use lifecycle::Lifecycle;
-pub use report::{exit_code, ComponentReport, Outcome, Report, TriggerKind, TriggerReport};
+pub use report::{
+    exit_code, ComponentReport, Outcome, Report, TriggerKind, TriggerReport, UpgradeReport,
+};
 pub use signals::Signal;
+#[cfg(feature = "upgrade")]
+pub use upgrade::{Upgrade, UpgradeError};
 pub use worker::Worker;
 
 /// The message of a caught panic, for reports.

@@ -15,11 +15,14 @@
 //! (`TERMINATION_GRACE_PERIOD`: refuse to start when the shutdown could not fit in it),
 //! `--redis-url` (`REDIS_URL`: the job queue in Redis instead of the SQL database),
 //! `--job-queue` (`JOB_QUEUE`), `--job-lease` (`JOB_LEASE`),
-//! `--report-json PATH` (write the report there on exit).
+//! `--report-json PATH` (write the report there on exit), `--pid-file PATH` (`PID_FILE`: the
+//! serving process's PID; SIGHUP upgrades the service in place, and the new process rewrites
+//! it once ready).
 
 mod jobs;
 mod migrations;
 mod routes;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -74,6 +77,10 @@ struct Args {
     /// (atomically: a reader never sees half a report).
     #[arg(long)]
     report_json: Option<PathBuf>,
+    /// Write the serving process's PID here once ready; SIGHUP starts the binary again at the
+    /// same path and hands it the socket, and the new process rewrites the file once ready.
+    #[arg(long, env = "PID_FILE")]
+    pid_file: Option<PathBuf>,
 }
 
 /// Ends the process before anything started, for configuration errors.
@@ -149,12 +156,11 @@ async fn main() -> Report {
         Jobs::Sql(queue) => JobWorker::new(queue, work).lease(args.job_lease),
         Jobs::Redis(queue) => JobWorker::new(queue, work).lease(args.job_lease),
     };
-    // Under systemd socket activation the socket is inherited; otherwise bind `--listen`.
-    let http = if std::env::var_os("LISTEN_FDS").is_some() {
-        HttpServer::from_systemd(router).unwrap_or_else(|e| refuse(e))
-    } else {
-        HttpServer::bind(args.listen, router)
-    };
+    // The socket is inherited (systemd socket activation, or the process this one upgrades)
+    // or bound to `--listen`; SIGHUP hands it to a new process of the binary.
+    let (listener, builder) = upgrade::listener(builder, args.listen, args.pid_file.clone())
+        .unwrap_or_else(|e| refuse(e));
+    let http = HttpServer::from_listener(listener, router);
 
     // The worker and the server use Redis when the jobs live there: they stop before it.
     let mut jobs_registration = Registration::new("jobs", worker)
