@@ -29,6 +29,10 @@
 //! started, `STOPPING=1` with `EXTEND_TIMEOUT_USEC` at the trigger, and watchdog pings when the
 //! unit asks for them.
 //!
+//! With the `upgrade` feature (Unix), `Upgrade` upgrades the service in place: on SIGHUP it
+//! starts the program again, hands it the listening sockets, and shuts down once the new
+//! process is ready (the `upgrade` module).
+//!
 //! # Metrics and traces
 //!
 //! The lifecycle records metrics through the [`metrics`](https://docs.rs/metrics) facade, so
