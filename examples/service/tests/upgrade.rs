@@ -31,6 +31,11 @@ struct Service {
 
 impl Service {
     fn start() -> Service {
+        Service::start_with(&[])
+    }
+
+    /// Starts it with these environment variables added.
+    fn start_with(env: &[(&str, &Path)]) -> Service {
         rustix::process::set_child_subreaper(Some(rustix::process::getpid())).unwrap();
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let program = dir.path().join("example-service");
@@ -46,6 +51,7 @@ impl Service {
             .env("DATABASE_URL", "sqlite://service.db?mode=rwc")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -381,4 +387,50 @@ fn a_sigterm_during_an_upgrade_ends_both_processes() {
         "the new process {new} is still there"
     );
     assert!(!ready(service.addr), "nothing serves after the shutdown");
+}
+
+#[test]
+fn under_systemd_the_unit_follows_the_new_process() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let next = |notify: &UnixDatagram| {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let mut service = Service::start_with(&[("NOTIFY_SOCKET", &notify_path)]);
+    let old = service.pid().unwrap();
+    assert!(next(&notify).lines().any(|l| l == "READY=1"));
+
+    signal(old, "HUP");
+    let new = service.wait_for_new_pid(old);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|m: &String| m.starts_with("MAINPID=")) {
+        seen.push(next(&notify));
+    }
+    assert!(
+        seen.iter().any(|m| m.lines().any(|l| l == "READY=1")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|m| m.trim() == format!("MAINPID={new}")),
+        "{seen:?}"
+    );
+    assert_eq!(service.wait_exit(old), Some(0));
+    // The old process's shutdown is not the unit's: no STOPPING=1 from it.
+    notify
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    if let Ok(n) = notify.recv(&mut buf) {
+        let message = String::from_utf8_lossy(&buf[..n]);
+        assert!(!message.contains("STOPPING=1"), "{message}");
+    }
+    signal(new, "TERM");
+    assert_eq!(service.wait_exit(new), Some(0));
 }

@@ -31,19 +31,25 @@ use crate::report::TriggerKind;
 ///
 /// ```no_run
 /// use lifecycle_core::{Lifecycle, Registration, Report, Upgrade, Worker};
+/// use std::sync::Arc;
 ///
 /// #[tokio::main]
 /// async fn main() -> Report {
 ///     let upgrade = Upgrade::new().expect("the program's path").pid_file("/run/svc.pid");
-///     // Inherited from systemd or from the process this one replaces, or bound now.
-///     let listener = upgrade
-///         .listener("http", "127.0.0.1:8080".parse().unwrap())
-///         .expect("a listener");
-///     let server = Worker::new(move |ctx| async move {
-///         // Serve on `listener` until the token is cancelled (an HTTP server, say).
-///         let _listener = listener;
-///         ctx.token().cancelled().await;
-///         Ok::<_, std::io::Error>(())
+///     // Inherited from systemd or from the process this one replaces, or bound now. With
+///     // lifecycle-http: `HttpServer::from_listener(listener, router)`.
+///     let listener = Arc::new(
+///         upgrade
+///             .listener("http", "127.0.0.1:8080".parse().unwrap())
+///             .expect("a listener"),
+///     );
+///     let server = Worker::new(move |ctx| {
+///         let _listener = listener.clone();
+///         async move {
+///             // Serve on the listener until the token is cancelled.
+///             ctx.token().cancelled().await;
+///             Ok::<_, std::io::Error>(())
+///         }
 ///     });
 ///     Lifecycle::builder()
 ///         .register(Registration::new("upgrade", upgrade))
@@ -262,6 +268,11 @@ async fn announce(
         }
     }
     if let Some(mut channel) = channel {
+        // READY=1 before the old process's MAINPID=, so systemd never sees a main process that
+        // is not ready (the notifier sends it too; a second one changes nothing).
+        if crate::systemd::wanted() {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        }
         match channel.write_all(b"ready\n") {
             Ok(()) => tracing::info!("ready: told the old process to hand over"),
             Err(error) => tracing::error!(%error, "telling the old process failed"),
