@@ -53,6 +53,14 @@ start() {
   exit 1
 }
 
+# alive PID: whether the process runs; an exited one that nobody reaped yet (a zombie: a
+# process an upgrade started is reaped by init, not by this shell) does not count.
+alive() {
+  local state
+  state=$(ps -o stat= -p "$1" 2>/dev/null || true)
+  [ -n "$state" ] && [ "${state#Z}" = "$state" ]
+}
+
 # upgrade: SIGHUP, then wait until the PID file names the new process and the old one is gone.
 upgrade() {
   local old new
@@ -64,7 +72,7 @@ upgrade() {
     sleep 0.05
   done
   [ "$new" != "$old" ] || { echo "in-place-upgrade: no new process took over" >&2; exit 1; }
-  while kill -0 "$old" 2>/dev/null; do
+  while alive "$old"; do
     # The first process is this shell's child: reap it (and read its exit code) with wait.
     if [ "$old" = "${first:-}" ]; then
       wait "$old" || { echo "in-place-upgrade: the old process exited with $?" >&2; exit 1; }
@@ -82,7 +90,7 @@ restart() {
   old=$(cat "$work/pid")
   kill -TERM "$old"
   if [ "$old" = "${first:-}" ]; then wait "$old" || true; else
-    while kill -0 "$old" 2>/dev/null; do sleep 0.01; done
+    while alive "$old"; do sleep 0.01; done
   fi
   rm -f "$work/pid"
   start
