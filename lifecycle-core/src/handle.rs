@@ -126,6 +126,24 @@ impl LifecycleHandle {
         self.shared.trigger(TriggerKind::Requested, reason);
     }
 
+    /// Asks for an in-place upgrade, as the upgrade signal (SIGHUP by default) would: the
+    /// program is started again and takes the listening sockets over once ready (see
+    /// `Upgrade`, feature `upgrade`). The outcome is logged and in the [report](crate::Report).
+    ///
+    /// Returns `false` when no upgrader runs (none registered, or the shutdown has begun). A
+    /// request while an upgrade is in progress is taken, then refused and logged.
+    pub fn upgrade(&self) -> bool {
+        self.shared.request_upgrade()
+    }
+
+    /// Whether the listening sockets were handed to a new process that now accepts on them.
+    ///
+    /// A server's stop must then close only its own descriptor: no filter on the socket, no
+    /// taking of its backlog, which belong to the new process.
+    pub fn handed_over(&self) -> bool {
+        self.shared.handed_over()
+    }
+
     /// The current phase.
     pub fn phase(&self) -> Phase {
         *self.shared.phase.borrow()

@@ -29,6 +29,10 @@
 //! started, `STOPPING=1` with `EXTEND_TIMEOUT_USEC` at the trigger, and watchdog pings when the
 //! unit asks for them.
 //!
+//! With the `upgrade` feature (Unix), `Upgrade` upgrades the service in place: on SIGHUP it
+//! starts the program again, hands it the listening sockets, and shuts down once the new
+//! process is ready (the `upgrade` module).
+//!
 //! # Metrics and traces
 //!
 //! The lifecycle records metrics through the [`metrics`](https://docs.rs/metrics) facade, so
@@ -115,6 +119,8 @@ mod tasks;
 mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "upgrade")]
+pub mod upgrade;
 mod watchdog;
 mod worker;
 
@@ -128,8 +134,12 @@ pub use context::Context;
 pub use error::{BoxError, BuildError};
 pub use handle::{ComponentState, ComponentStatus, LifecycleHandle, Phase};
 pub use lifecycle::Lifecycle;
-pub use report::{exit_code, ComponentReport, Outcome, Report, TriggerKind, TriggerReport};
+pub use report::{
+    exit_code, ComponentReport, Outcome, Report, TriggerKind, TriggerReport, UpgradeReport,
+};
 pub use signals::Signal;
+#[cfg(feature = "upgrade")]
+pub use upgrade::{Upgrade, UpgradeError};
 pub use worker::Worker;
 
 /// The message of a caught panic, for reports.

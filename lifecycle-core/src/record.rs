@@ -12,7 +12,9 @@ use tokio::time::Instant;
 use crate::component::Component;
 use crate::component_error::ComponentError;
 use crate::handle::{ComponentState, Phase};
-use crate::report::{exit_code, ComponentReport, Outcome, Report, TriggerKind, TriggerReport};
+use crate::report::{
+    exit_code, ComponentReport, Outcome, Report, TriggerKind, TriggerReport, UpgradeReport,
+};
 use crate::telemetry;
 
 /// The record of one run of a lifecycle.
@@ -29,6 +31,7 @@ pub(crate) struct Record {
     /// cannot order what happened within one instant of the paused clock.
     steps: Vec<(usize, Step, Instant)>,
     slots: Vec<Slot>,
+    upgrades: Vec<UpgradeReport>,
 }
 
 /// A step of a component's lifecycle, in the order a [`Timeline`](crate::testing::Timeline)
@@ -283,6 +286,12 @@ impl Record {
         slot.error.as_ref().or(slot.run_time_error.as_ref())
     }
 
+    /// An in-place upgrade attempt ended.
+    #[cfg_attr(not(all(unix, feature = "upgrade")), allow(dead_code))]
+    pub(crate) fn upgrade_ended(&mut self, upgrade: UpgradeReport) {
+        self.upgrades.push(upgrade);
+    }
+
     /// The report of the lifecycle as it ended, with the exit code its record calls for.
     pub(crate) fn report(&self) -> Report {
         let code = exit_code::for_outcome(
@@ -350,6 +359,7 @@ impl Record {
             total_ms: millis(now.saturating_duration_since(began)),
             drain_delay_ms: millis(self.drain_delay),
             components,
+            upgrades: self.upgrades.clone(),
             watchdog: None,
         }
     }

@@ -80,6 +80,9 @@ pub struct Report {
     pub drain_delay_ms: f64,
     /// Every registered component, in registration order.
     pub components: Vec<ComponentReport>,
+    /// The in-place upgrades attempted during the run, in order (feature `upgrade`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upgrades: Vec<UpgradeReport>,
     /// Keeps the deadline armed while the report is alive.
     #[serde(skip)]
     pub(crate) watchdog: Option<Watchdog>,
@@ -109,6 +112,22 @@ pub enum TriggerKind {
     ComponentFailed,
     /// A component failed to start (error, timeout or panic).
     StartFailed,
+    /// An in-place upgrade: a new process took the listening sockets over and is ready.
+    Upgrade,
+}
+
+/// One in-place upgrade attempt, in the [`Report`]'s `upgrades`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct UpgradeReport {
+    /// Whether the new process became ready and took over.
+    pub succeeded: bool,
+    /// The new process's id, when it was started.
+    pub pid: Option<u32>,
+    /// The new process's exit code, when it exited during the attempt.
+    pub exit_code: Option<i32>,
+    /// What happened, in a few words.
+    pub detail: String,
 }
 
 /// One component's line in the [`Report`].
@@ -177,6 +196,7 @@ impl TriggerKind {
             TriggerKind::Requested => "requested",
             TriggerKind::ComponentFailed => "component_failed",
             TriggerKind::StartFailed => "start_failed",
+            TriggerKind::Upgrade => "upgrade",
         }
     }
 }
@@ -287,6 +307,20 @@ impl fmt::Display for Report {
         for row in &rows {
             line(f, [&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]])?;
         }
+        for upgrade in &self.upgrades {
+            let pid = upgrade.pid.map_or("-".into(), |p| p.to_string());
+            let code = upgrade.exit_code.map_or("-".into(), |c| c.to_string());
+            let result = if upgrade.succeeded {
+                "succeeded"
+            } else {
+                "failed"
+            };
+            writeln!(
+                f,
+                "upgrade {result}: new process {pid}, exit code {code}: {}",
+                upgrade.detail
+            )?;
+        }
         Ok(())
     }
 }
@@ -314,6 +348,7 @@ mod tests {
                 stop_ended_ms: None,
                 error: None,
             }],
+            upgrades: vec![],
             watchdog: None,
         }
     }

@@ -3,6 +3,7 @@
 //! Everything here is behind a std `Mutex` or is itself thread-safe, because the watchdog and
 //! signal threads read and write it without an async runtime.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::watch;
@@ -24,6 +25,11 @@ pub(crate) struct Shared {
     /// Told of every trigger, so the deadline is armed even if the runtime is stuck.
     watchdog: OnceLock<mpsc::Sender<crate::watchdog::Event>>,
     pub(crate) health: HealthCache,
+    /// Where [`LifecycleHandle::upgrade`](crate::LifecycleHandle::upgrade) sends its request:
+    /// the running upgrader's channel, if one runs.
+    pub(crate) upgrader: Mutex<Option<tokio::sync::mpsc::UnboundedSender<()>>>,
+    /// Set once the listening sockets belong to a new process that accepts on them.
+    handed_over: AtomicBool,
 }
 
 impl Shared {
@@ -34,6 +40,8 @@ impl Shared {
             record: Mutex::new(Record::default()),
             watchdog: OnceLock::new(),
             health: HealthCache::new(),
+            upgrader: Mutex::new(None),
+            handed_over: AtomicBool::new(false),
         }
     }
 
@@ -46,6 +54,22 @@ impl Shared {
 
     pub(crate) fn set_watchdog(&self, events: mpsc::Sender<crate::watchdog::Event>) {
         let _ = self.watchdog.set(events);
+    }
+
+    /// Notes that a new process now accepts on the listening sockets.
+    #[cfg_attr(not(all(unix, feature = "upgrade")), allow(dead_code))]
+    pub(crate) fn hand_over(&self) {
+        self.handed_over.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::SeqCst)
+    }
+
+    /// Asks the running upgrader, if any, for an upgrade; returns whether one took the request.
+    pub(crate) fn request_upgrade(&self) -> bool {
+        let upgrader = self.upgrader.lock().unwrap_or_else(|e| e.into_inner());
+        upgrader.as_ref().is_some_and(|tx| tx.send(()).is_ok())
     }
 
     /// Starts the shutdown, unless one has already started; returns whether this call did.

@@ -28,6 +28,13 @@ pub(crate) async fn notify(handle: LifecycleHandle, budget: Duration) {
         let now = *phase.borrow_and_update();
         let states: &[NotifyState<'_>] = match (told, now) {
             (Phase::Starting, Phase::Ready) => &[NotifyState::Ready, NotifyState::Status("ready")],
+            // The unit follows the new process (MAINPID=, sent by the upgrader): this one's
+            // shutdown is not the service's.
+            (Phase::Ready, Phase::Draining | Phase::Stopping | Phase::Stopped)
+                if handle.handed_over() =>
+            {
+                &[]
+            }
             (
                 Phase::Starting | Phase::Ready,
                 Phase::Draining | Phase::Stopping | Phase::Stopped,

@@ -170,6 +170,13 @@ pub(crate) async fn accept_loop(
             return;
         }
     }
+    if ctx.lifecycle().handed_over() {
+        // The socket, its backlog and its options belong to the new process of an in-place
+        // upgrade: close only this descriptor (a filter would stop the new process's accepts).
+        drop(listener);
+        tracing::debug!(component = ctx.name(), "listener handed over");
+        return;
+    }
     // Connections in the backlog would be reset when the listener closes: take them all,
     // even beyond the connection limit (one more served connection is better than a reset).
     // The socket's own non-blocking accept sees every connection the kernel has queued;

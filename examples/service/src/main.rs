@@ -17,7 +17,9 @@
 //! `--job-queue` (`JOB_QUEUE`), `--job-lease` (`JOB_LEASE`),
 //! `--amqp-url` (`AMQP_URL`) and `--nats-url` (`NATS_URL`: events through RabbitMQ or NATS
 //! JetStream, see `POST /events`),
-//! `--report-json PATH` (write the report there on exit),
+//! `--report-json PATH` (write the report there on exit), `--pid-file PATH` (`PID_FILE`: the
+//! serving process's PID; SIGHUP upgrades the service in place, and the new process rewrites
+//! it once ready),
 //! `--tls-cert PATH` and `--tls-key PATH` (`TLS_CERT`, `TLS_KEY`: serve TLS).
 //!
 //! The same port answers gRPC (h2c, or h2 over TLS): `grpc.health.v1.Health` (`Check`,
@@ -29,6 +31,7 @@ mod jobs;
 mod migrations;
 mod routes;
 mod tls;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -94,6 +97,10 @@ struct Args {
     report_json: Option<PathBuf>,
     #[command(flatten)]
     tls: tls::TlsArgs,
+    /// Write the serving process's PID here once ready; SIGHUP starts the binary again at the
+    /// same path and hands it the socket, and the new process rewrites the file once ready.
+    #[arg(long, env = "PID_FILE")]
+    pid_file: Option<PathBuf>,
 }
 
 /// Ends the process before anything started, for configuration errors.
@@ -201,12 +208,11 @@ async fn main() -> Report {
         Jobs::Sql(queue) => JobWorker::new(queue, work).lease(args.job_lease),
         Jobs::Redis(queue) => JobWorker::new(queue, work).lease(args.job_lease),
     };
-    // Under systemd socket activation the socket is inherited; otherwise bind `--listen`.
-    let http = if std::env::var_os("LISTEN_FDS").is_some() {
-        HttpServer::from_systemd(router).unwrap_or_else(|e| refuse(e))
-    } else {
-        HttpServer::bind(args.listen, router)
-    };
+    // The socket is inherited (systemd socket activation, or the process this one upgrades)
+    // or bound to `--listen`; SIGHUP hands it to a new process of the binary.
+    let (listener, builder) = upgrade::listener(builder, args.listen, args.pid_file.clone())
+        .unwrap_or_else(|e| refuse(e));
+    let http = HttpServer::from_listener(listener, router);
     let http = args.tls.apply(http).unwrap_or_else(|e| refuse(e));
 
     // The worker and the server use Redis when the jobs live there: they stop before it.

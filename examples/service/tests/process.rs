@@ -147,6 +147,7 @@ fn health_endpoints_across_sigterm_and_the_report_file() {
     assert_eq!(
         outcomes,
         [
+            ("upgrade", "stopped"),
             ("db", "stopped"),
             ("migrations", "stopped"),
             ("jobs", "stopped"),
