@@ -113,9 +113,8 @@ fn serve_tls(server: &str, requests: usize) {
     runtime.block_on(async move {
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let (cert_pem, key_pem) = (made.cert.pem(), made.signing_key.serialize_pem());
-        let router = || {
-            axum::Router::new().route("/", axum::routing::get(|| async { "hello, world" }))
-        };
+        let router =
+            || axum::Router::new().route("/", axum::routing::get(|| async { "hello, world" }));
         let dir = tempfile::tempdir().unwrap();
         let addr = if server == "lifecycle-http-tls" {
             let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));

@@ -265,8 +265,14 @@ fn compare(
     );
     println!();
     println!("median         {:>20} {:>20}  ratio", names[0], names[1]);
-    println!("req/s          {a_rps:>20.0} {b_rps:>20.0} {:>6.3}", a_rps / b_rps);
-    println!("p99 latency ms {a_p99:>20.3} {b_p99:>20.3} {:>6.3}", a_p99 / b_p99);
+    println!(
+        "req/s          {a_rps:>20.0} {b_rps:>20.0} {:>6.3}",
+        a_rps / b_rps
+    );
+    println!(
+        "p99 latency ms {a_p99:>20.3} {b_p99:>20.3} {:>6.3}",
+        a_p99 / b_p99
+    );
     println!();
 }
 
