@@ -275,10 +275,11 @@ pub(crate) async fn serve_connection(
     guard: ConnectionGuard,
     limits: Limits,
 ) {
-    // The handshake runs in the connection's tracked task: at the stop turn it goes on, and
-    // the connection is then served as any other at the stop turn, or it is cut at the stop
-    // timeout.
-    let stream = match limits.handshake.accept(stream).await {
+    // The handshake runs in the connection's tracked task: at the stop turn it goes on (or
+    // is cut at the stop timeout), and the connection is then served as any other at the
+    // stop turn; a client that began none by then is closed after the grace.
+    let stopping = service.activity().phases().stopping();
+    let stream = match limits.handshake.accept(stream, stopping, GRACE).await {
         Ok(stream) => stream,
         Err(error) => {
             tracing::debug!(%error, "handshake failed");

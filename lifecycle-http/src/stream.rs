@@ -34,6 +34,22 @@ macro_rules! each {
     };
 }
 
+impl Stream {
+    /// Completes when the client has sent something (or closed): before a TLS handshake, the
+    /// sign that one is under way.
+    #[cfg(feature = "tls")]
+    pub(crate) async fn readable(&self) {
+        let _ = match self {
+            // A peek, not `readable`, which may complete at once on a new socket.
+            Stream::Tcp(s) => s.peek(&mut [0; 1]).await.map(drop),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.readable().await,
+            #[cfg(feature = "tls")]
+            Stream::Tls(_) => Ok(()),
+        };
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -96,21 +112,46 @@ impl Handshake {
         }
     }
 
-    /// The stream to serve HTTP on.
+    /// The stream to serve HTTP on, after the handshake if there is one.
+    ///
+    /// The handshake, the wait for its first byte included, is bounded by the handshake
+    /// timeout. It goes on at the stop turn (`stopping`), except for a client that has sent
+    /// nothing by then (a pre-connect): given `grace` to begin, it is otherwise closed, as an
+    /// HTTP/1 connection that sent nothing is, rather than holding the stop.
     ///
     /// # Errors
     ///
-    /// The handshake failed or timed out.
-    pub(crate) async fn accept(&self, stream: Stream) -> io::Result<Stream> {
+    /// The handshake failed or timed out, or the client began none by the stop turn.
+    pub(crate) async fn accept(
+        &self,
+        stream: Stream,
+        stopping: impl std::future::Future<Output = ()>,
+        grace: std::time::Duration,
+    ) -> io::Result<Stream> {
         #[cfg(feature = "tls")]
         if let Some((acceptor, timeout)) = &self.tls {
-            let tls = tokio::time::timeout(*timeout, acceptor.accept(stream))
+            let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out");
+            let deadline = tokio::time::Instant::now() + *timeout;
+            tokio::select! {
+                biased;
+                () = stream.readable() => {}
+                () = stopping => {
+                    let began = tokio::time::timeout(grace, stream.readable()).await;
+                    if began.is_err() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            "no TLS handshake begun by the stop turn",
+                        ));
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
+            }
+            let tls = tokio::time::timeout_at(deadline, acceptor.accept(stream))
                 .await
-                .map_err(|_| {
-                    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
-                })??;
+                .map_err(|_| timed_out())??;
             return Ok(Stream::Tls(Box::new(tls)));
         }
+        let _ = (stopping, grace);
         Ok(stream)
     }
 }

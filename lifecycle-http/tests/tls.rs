@@ -22,6 +22,9 @@ use lifecycle_http::grpc::Health;
 use lifecycle_http::{HttpServer, HttpStats, TlsConfig};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::AsyncReadExt;
+
+mod common;
+use common::DelayProxy;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
@@ -359,25 +362,56 @@ async fn a_handshake_in_progress_at_the_stop_turn_completes_and_is_served() {
     let cert = new_cert();
     let files = write_files(&cert);
     let served = serve(Duration::ZERO, &files, |tls| tls).await;
-    // Accepted, handshake not begun yet.
-    let tcp = TcpStream::connect(served.addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    served.handle.shutdown("deploy");
+    // A long round trip: the handshake, begun before the stop turn, ends well after it.
+    let proxy = DelayProxy::start(served.addr, Duration::from_millis(200)).await;
+    let handshake = tokio::spawn({
+        let connector = connector(&[&cert], &[b"http/1.1"]);
+        async move {
+            let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+            let stream = connector
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await;
+            (stream, proxy)
+        }
+    });
+    // The ClientHello reaches the server at 200 ms; the stop turn comes at 300 ms.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        TcpStream::connect(served.addr).await.is_err(),
-        "the listener is closed: the stop turn has come"
-    );
-    let stream = connector(&[&cert], &[b"http/1.1"])
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .expect("the handshake completes");
+    served.handle.shutdown("deploy");
+    let (stream, _proxy) = handshake.await.unwrap();
+    let stream = stream.expect("the handshake completes");
     let mut sender = h1(stream).await;
     let close = fetch(&mut sender, "/work").await.expect("served");
     assert!(close, "asked to close");
     let report = served.report.await.unwrap();
     assert_eq!(report.exit_code(), exit_code::SUCCESS, "{report}");
     assert_eq!(served.stats.force_closed(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_began_no_handshake_do_not_hold_the_stop() {
+    let cert = new_cert();
+    let files = write_files(&cert);
+    let served = serve(Duration::ZERO, &files, |tls| tls).await;
+    // Pre-connects (a load balancer's, a browser's) that never send a byte.
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(TcpStream::connect(served.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let signalled = std::time::Instant::now();
+    served.handle.shutdown("deploy");
+    let report = served.report.await.unwrap();
+    assert_eq!(report.exit_code(), exit_code::SUCCESS, "{report}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(1),
+        "stopped in {:?}, not at the stop timeout (5 s)",
+        signalled.elapsed()
+    );
+    assert_eq!(served.stats.force_closed(), 0);
+    for mut stream in silent {
+        let mut byte = [0; 1];
+        assert!(matches!(stream.read(&mut byte).await, Ok(0) | Err(_)));
+    }
 }
 
 #[test]

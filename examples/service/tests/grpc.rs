@@ -279,6 +279,74 @@ mod tls {
         service.terminate();
         assert_eq!(service.exit_code(Duration::from_secs(15)).await, Some(0));
     }
+
+    /// The certificate a fresh full handshake gets.
+    async fn served_cert(addr: SocketAddr, trusted: &[&CertificateDer<'static>]) -> Vec<u8> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in trusted {
+            roots.add((*cert).clone()).unwrap();
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.resumption = rustls::client::Resumption::disabled();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sighup_reloads_a_rotated_certificate_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let new = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, old.cert.pem()).unwrap();
+        std::fs::write(&key, old.signing_key.serialize_pem()).unwrap();
+        let addr = free_addr();
+        let mut service = Service::start(
+            &[
+                "--listen",
+                &addr.to_string(),
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+            ],
+            dir.path(),
+        );
+        let grpc = connector(old.cert.der().clone(), b"h2");
+        wait_serving(move || Box::pin(tls_channel(addr, grpc.clone()))).await;
+        let trusted = [old.cert.der(), new.cert.der()];
+        assert_eq!(served_cert(addr, &trusted).await, old.cert.der().to_vec());
+
+        std::fs::write(&cert, new.cert.pem()).unwrap();
+        std::fs::write(&key, new.signing_key.serialize_pem()).unwrap();
+        let status = Command::new("kill")
+            .args(["-HUP", &service.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // Well before the 10 s periodic check: the signal did it.
+        let until = Instant::now() + Duration::from_secs(3);
+        while served_cert(addr, &trusted).await != new.cert.der().to_vec() {
+            assert!(
+                Instant::now() < until,
+                "the new certificate is served after SIGHUP"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(service.0.try_wait().unwrap().is_none(), "not restarted");
+        service.terminate();
+        assert_eq!(service.exit_code(Duration::from_secs(15)).await, Some(0));
+    }
 }
 
 /// The drill over gRPC and HTTPS: its clients speak TLS (HTTP/1.1 and gRPC through ALPN) to

@@ -1,0 +1,368 @@
+//! gRPC and TLS overhead, as `http_overhead` measures HTTP's: in one run, alternately,
+//!
+//! - **gRPC**: the same tonic service (tonic-health's `Check`) through `HttpServer` and through
+//!   tonic's own server (`tonic::transport::Server`), loaded by a gRPC client of this file run
+//!   as a separate process (32 concurrent unary calls on 4 h2c connections);
+//! - **TLS**: the same router through `HttpServer` with TLS and through plain `axum::serve`
+//!   over a TLS listener, both with the same certificate and rustls settings (ring provider,
+//!   ALPN `h2` and `http/1.1`), loaded by `wrk` over HTTPS (keep-alive).
+//!
+//! Run: `cargo bench -p lifecycle-http --bench grpc_tls_overhead` (needs `wrk`). Options
+//! through the environment: `ROUNDS` (default 5), `SECONDS` (default 5), `CONNECTIONS` (wrk's,
+//! default 32), `WHAT` (`grpc`, `tls` or both, the default), and `WRK_CPU` to pin the load to a
+//! core (pin the bench to the other: `WRK_CPU=1 taskset -c 0 target/release/deps/grpc_tls_overhead-<hash> --bench`).
+//! Both servers of a pair run in this process on one runtime with one worker thread.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::routing::get;
+use axum::Router;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use lifecycle_core::{Lifecycle, Phase, Registration};
+use lifecycle_http::{HttpServer, TlsConfig};
+use tokio::net::TcpListener;
+
+fn env(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Runs the load command with the load's core pinned if asked.
+fn pinned(program: &str) -> Command {
+    match std::env::var("WRK_CPU") {
+        Ok(cpu) => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", &cpu, program]);
+            command
+        }
+        Err(_) => Command::new(program),
+    }
+}
+
+// ---- the gRPC client, run as a separate process ----
+
+/// An empty `HealthCheckRequest` in a gRPC frame: `Check` for the whole server.
+const EMPTY_MESSAGE: &[u8] = &[0, 0, 0, 0, 0];
+
+/// `grpc-client ADDR SECONDS`: 32 concurrent unary calls on 4 connections for SECONDS; prints
+/// calls per second and the p99 latency in ms.
+fn grpc_client(addr: SocketAddr, seconds: u64) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (calls, mut latencies) = runtime.block_on(async move {
+        let until = Instant::now() + Duration::from_secs(seconds);
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            for _ in 0..8 {
+                let mut sender = sender.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    while Instant::now() < until {
+                        let request = hyper::Request::post(format!(
+                            "http://{addr}/grpc.health.v1.Health/Check"
+                        ))
+                        .header("content-type", "application/grpc")
+                        .header("te", "trailers")
+                        .body(Full::new(Bytes::from_static(EMPTY_MESSAGE)))
+                        .unwrap();
+                        let start = Instant::now();
+                        sender.ready().await.unwrap();
+                        let response = sender.send_request(request).await.unwrap();
+                        let body = response.into_body().collect().await.unwrap();
+                        let status = body.trailers().and_then(|t| t.get("grpc-status"));
+                        assert_eq!(status.map(|s| s.as_bytes()), Some(&b"0"[..]));
+                        latencies.push(start.elapsed().as_secs_f64() * 1e3);
+                    }
+                    latencies
+                }));
+            }
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        (all.len(), all)
+    });
+    latencies.sort_by(f64::total_cmp);
+    let p99 = latencies[latencies.len() * 99 / 100];
+    println!("{} {p99}", calls as f64 / seconds as f64);
+}
+
+fn grpc_load(addr: SocketAddr, seconds: u32) -> (f64, f64) {
+    let exe = std::env::current_exe().unwrap();
+    let output = pinned(exe.to_str().unwrap())
+        .args(["grpc-client", &addr.to_string(), &seconds.to_string()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().unwrap());
+    (fields.next().unwrap(), fields.next().unwrap())
+}
+
+// ---- wrk over HTTPS ----
+
+fn wrk(url: &str, seconds: u32, connections: u32) -> (f64, f64) {
+    let output = pinned("wrk")
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            url,
+        ])
+        .output()
+        .expect("wrk is installed (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(|v| to_ms(v.trim()))
+        .unwrap_or_else(|| panic!("no 99% latency in wrk output:\n{text}"));
+    if let Some(errors) = text
+        .lines()
+        .find(|l| l.contains("Socket errors") || l.contains("Non-2xx"))
+    {
+        eprintln!("wrk reported: {errors}");
+    }
+    (rps, p99)
+}
+
+fn to_ms(value: &str) -> f64 {
+    let split = value
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().expect("a number");
+    match unit {
+        "us" => number / 1e3,
+        "ms" => number,
+        "s" => number * 1e3,
+        _ => panic!("unknown unit in {value}"),
+    }
+}
+
+/// `axum::serve` over TLS: the handshake in `accept`, as the simplest TLS listener does (the
+/// load keeps its connections, so handshakes are only at the start).
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// The rustls settings `TlsConfig` uses: ring, the safe defaults, ALPN h2 and http/1.1.
+fn same_server_config(cert_pem: &str, key_pem: &str) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+async fn start_lifecycle(server: HttpServer) -> SocketAddr {
+    let local = server.local_addr();
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .register(Registration::new("http", server))
+        .build()
+        .unwrap();
+    let handle = lifecycle.handle();
+    tokio::spawn(async move { drop(lifecycle.run().await) });
+    handle
+        .watch_phase()
+        .wait_for(|p| *p == Phase::Ready)
+        .await
+        .unwrap();
+    local.get().unwrap()
+}
+
+/// Loads both servers alternately and prints the rounds and the medians' ratios.
+fn compare(
+    title: &str,
+    names: [&str; 2],
+    rounds: u32,
+    mut load: impl FnMut(usize, u32) -> (f64, f64),
+    seconds: u32,
+) {
+    load(0, 1);
+    load(1, 1);
+    let mut results = [(vec![], vec![]), (vec![], vec![])];
+    println!("{title}");
+    println!("round  server                 req/s     p99 ms");
+    for round in 1..=rounds {
+        let order = if round % 2 == 1 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let (rps, p99) = load(which, seconds);
+            println!("{round:>5}  {:<20} {rps:>9.0} {p99:>10.3}", names[which]);
+            results[which].0.push(rps);
+            results[which].1.push(p99);
+        }
+    }
+    let [(mut a_rps, mut a_p99), (mut b_rps, mut b_p99)] = results;
+    let (a_rps, a_p99, b_rps, b_p99) = (
+        median(&mut a_rps),
+        median(&mut a_p99),
+        median(&mut b_rps),
+        median(&mut b_p99),
+    );
+    println!();
+    println!("median         {:>20} {:>20}  ratio", names[0], names[1]);
+    println!(
+        "req/s          {a_rps:>20.0} {b_rps:>20.0} {:>6.3}",
+        a_rps / b_rps
+    );
+    println!(
+        "p99 latency ms {a_p99:>20.3} {b_p99:>20.3} {:>6.3}",
+        a_p99 / b_p99
+    );
+    println!();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("grpc-client") {
+        grpc_client(args[2].parse().unwrap(), args[3].parse().unwrap());
+        return;
+    }
+    let (rounds, seconds, connections) =
+        (env("ROUNDS", 5), env("SECONDS", 5), env("CONNECTIONS", 32));
+    let what = std::env::var("WHAT").unwrap_or_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    if what.is_empty() || what == "grpc" {
+        let (ours, tonic_own) = runtime.block_on(async {
+            let service = || {
+                let (reporter, service) = tonic_health::server::health_reporter();
+                (reporter, service)
+            };
+            let (reporter_a, service_a) = service();
+            let (reporter_b, service_b) = service();
+            reporter_a
+                .set_service_status("", tonic_health::ServingStatus::Serving)
+                .await;
+            reporter_b
+                .set_service_status("", tonic_health::ServingStatus::Serving)
+                .await;
+            std::mem::forget((reporter_a, reporter_b));
+            let ours = start_lifecycle(HttpServer::bind(
+                "127.0.0.1:0".parse().unwrap(),
+                tonic::service::Routes::new(service_a),
+            ))
+            .await;
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let tonic_own = listener.local_addr().unwrap();
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .tcp_nodelay(true)
+                    .add_service(service_b)
+                    .serve_with_incoming(incoming),
+            );
+            (ours, tonic_own)
+        });
+        let addrs = [ours, tonic_own];
+        compare(
+            "gRPC unary (tonic-health Check), 32 concurrent calls on 4 h2c connections",
+            ["lifecycle-http", "tonic Server"],
+            rounds,
+            |which, seconds| grpc_load(addrs[which], seconds),
+            seconds,
+        );
+    }
+
+    if what.is_empty() || what == "tls" {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (cert_pem, key_pem) = (made.cert.pem(), made.signing_key.serialize_pem());
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, &cert_pem).unwrap();
+        std::fs::write(&key, &key_pem).unwrap();
+        let router = || Router::new().route("/", get(|| async { "hello, world" }));
+        let (ours, plain) = runtime.block_on(async {
+            let tls = TlsConfig::from_pem_files(&cert, &key).unwrap();
+            let ours = start_lifecycle(
+                HttpServer::bind("127.0.0.1:0".parse().unwrap(), router()).tls(tls),
+            )
+            .await;
+            let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let plain = tcp.local_addr().unwrap();
+            let listener = TlsListener {
+                tcp,
+                acceptor: same_server_config(&cert_pem, &key_pem).into(),
+            };
+            tokio::spawn(async move { axum::serve(listener, router()).await.unwrap() });
+            (ours, plain)
+        });
+        let urls = [format!("https://{ours}/"), format!("https://{plain}/")];
+        compare(
+            "HTTPS (wrk, keep-alive, TLS 1.3)",
+            ["lifecycle-http TLS", "axum::serve TLS"],
+            rounds,
+            |which, seconds| wrk(&urls[which], seconds, connections),
+            seconds,
+        );
+    }
+    runtime.shutdown_timeout(Duration::from_secs(1));
+}
