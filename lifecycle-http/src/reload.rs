@@ -8,12 +8,15 @@ use lifecycle_core::Context;
 
 use crate::tls::TlsConfig;
 
-/// Reads the certificate's files again at `config`'s reload interval and on each SIGHUP, until
-/// the server's stop turn. A failed reload keeps the certificate in use and is logged; the next
-/// check tries again (a rotation caught between its two files is picked up then).
+/// Reads the certificate's files again at `config`'s reload interval and on each SIGHUP (if it
+/// asks for that), until the server's stop turn. A failed reload keeps the certificate in use
+/// and is logged; the next check tries again (a rotation caught between its two files is
+/// picked up then).
 pub(crate) async fn watch(config: TlsConfig, ctx: Context) {
     #[cfg(unix)]
-    let mut hangup = {
+    let mut hangup = if !config.reloads_on_sighup() {
+        None
+    } else {
         use tokio::signal::unix::{signal, SignalKind};
         match signal(SignalKind::hangup()) {
             Ok(hangup) => Some(hangup),

@@ -24,7 +24,7 @@ use crate::error::HttpError;
 ///   connection is then served as any other at the stop turn (its request answered with
 ///   `Connection: close`, an HTTP/2 one told to go away), or they are cut at the stop timeout.
 /// - **Reload**: the server reads the files again every [`reload_interval`](Self::reload_interval)
-///   (default 10 s) and on SIGHUP, and new handshakes use the new certificate from then on;
+///   (default 10 s) and on SIGHUP ([`reload_on_sighup`](Self::reload_on_sighup)), and new handshakes use the new certificate from then on;
 ///   connections already open keep theirs, so a rotation (cert-manager renewing a Secret)
 ///   drops nothing. Files that cannot be read or do not match are logged and the certificate
 ///   in use is kept, so a rotation caught half-written is retried at the next check.
@@ -50,6 +50,7 @@ pub struct TlsConfig {
     server_config: Arc<ServerConfig>,
     handshake_timeout: Duration,
     reload_interval: Option<Duration>,
+    reload_on_sighup: bool,
 }
 
 impl TlsConfig {
@@ -87,6 +88,7 @@ impl TlsConfig {
             server_config: Arc::new(server_config),
             handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
             reload_interval: Some(Self::DEFAULT_RELOAD_INTERVAL),
+            reload_on_sighup: true,
         })
     }
 
@@ -102,6 +104,15 @@ impl TlsConfig {
     #[must_use]
     pub fn reload_interval(mut self, interval: impl Into<Option<Duration>>) -> Self {
         self.reload_interval = interval.into();
+        self
+    }
+
+    /// Whether SIGHUP makes the server read the files again (default `true`, Unix). Turn it off
+    /// when SIGHUP means something else to the service, such as an in-place upgrade
+    /// (`lifecycle_core::Upgrade`), whose new process reads the files anyway.
+    #[must_use]
+    pub fn reload_on_sighup(mut self, reload: bool) -> Self {
+        self.reload_on_sighup = reload;
         self
     }
 
@@ -127,6 +138,10 @@ impl TlsConfig {
         self.reload_interval
     }
 
+    pub(crate) fn reloads_on_sighup(&self) -> bool {
+        self.reload_on_sighup
+    }
+
     /// The files, for logs.
     pub(crate) fn cert_path(&self) -> &Path {
         &self.certificate.cert_path
@@ -140,6 +155,7 @@ impl fmt::Debug for TlsConfig {
             .field("key", &self.certificate.key_path)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("reload_interval", &self.reload_interval)
+            .field("reload_on_sighup", &self.reload_on_sighup)
             .finish()
     }
 }

@@ -7,8 +7,9 @@ use lifecycle_http::{HttpError, HttpServer, TlsConfig};
 /// The TLS flags (PEM files; both or neither).
 #[derive(Debug, clap::Args)]
 pub(crate) struct TlsArgs {
-    /// The certificate chain (PEM, leaf first): serve TLS. Re-read every 10 s and on SIGHUP,
-    /// so a renewed certificate is used without a restart.
+    /// The certificate chain (PEM, leaf first): serve TLS. Re-read every 10 s, so a renewed
+    /// certificate is used without a restart; SIGHUP upgrades the service in place (on Unix),
+    /// and the new process reads it at once.
     #[arg(long, env = "TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The certificate's private key (PEM).
@@ -20,7 +21,11 @@ impl TlsArgs {
     /// `server`, with TLS when the flags ask for it.
     pub(crate) fn apply(&self, server: HttpServer) -> Result<HttpServer, HttpError> {
         match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Ok(server.tls(TlsConfig::from_pem_files(cert, key)?)),
+            (Some(cert), Some(key)) => {
+                // SIGHUP is the in-place upgrade's signal where there is one.
+                let tls = TlsConfig::from_pem_files(cert, key)?.reload_on_sighup(!cfg!(unix));
+                Ok(server.tls(tls))
+            }
             _ => Ok(server),
         }
     }
