@@ -269,7 +269,7 @@ async fn serve_connection(
     if let Err(error) = result {
         tracing::trace!(%error, "connection ended with an error");
     }
-    guard.closed();
+    guard.closed(activity.busy().is_http2(), activity.is_draining());
 }
 
 type Conn<'a, 'b> =

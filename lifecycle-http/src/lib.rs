@@ -35,6 +35,7 @@
 //! ```
 
 mod activity;
+mod admin;
 mod body_timeout;
 mod connection;
 mod drain;
@@ -42,13 +43,17 @@ mod error;
 mod health;
 mod io;
 mod listener;
+mod metrics;
 mod phase;
 mod server;
 mod shutdown_signal;
 mod stats;
 
+pub use admin::{install_prometheus, AdminRoutes, DURATION_BUCKETS};
 pub use error::HttpError;
 pub use health::{health_routes, HealthRoutes};
+/// The Prometheus exporter [`AdminRoutes`] renders `/metrics` with.
+pub use metrics_exporter_prometheus as prometheus;
 pub use server::{HttpServer, LocalAddr};
 pub use shutdown_signal::ShutdownSignal;
 pub use stats::HttpStats;

@@ -209,6 +209,7 @@ impl LocalAddr {
 #[async_trait]
 impl Component for HttpServer {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
+        self.stats.export(ctx.name());
         let (listener, slot) = self.listen.open().await?;
         let addr = listener.local_addr()?;
         *self.local_addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
