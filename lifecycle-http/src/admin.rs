@@ -88,7 +88,7 @@ impl AdminRoutes {
     /// The name [`registration`](Self::registration) registers the server under.
     pub const NAME: &'static str = "admin";
     /// The admin server's stop timeout: it has nothing in progress but scrapes and probes.
-    pub const STOP_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const STOP_TIMEOUT: Duration = Duration::from_millis(500);
 
     /// The admin routes of the lifecycle behind `handle`, without `/metrics`.
     pub fn new(handle: LifecycleHandle) -> Self {

@@ -15,8 +15,10 @@
 //! (`TERMINATION_GRACE_PERIOD`: refuse to start when the shutdown could not fit in it),
 //! `--redis-url` (`REDIS_URL`: the job queue in Redis instead of the SQL database),
 //! `--job-queue` (`JOB_QUEUE`), `--job-lease` (`JOB_LEASE`),
-//! `--report-json PATH` (write the report there on exit).
+//! `--report-json PATH` (write the report there on exit), `--admin-listen` (`ADMIN_LISTEN`:
+//! serve `/metrics`, `/livez` and `/readyz?verbose` on this address, up to the last stop).
 
+mod admin;
 mod jobs;
 mod migrations;
 mod routes;
@@ -74,6 +76,9 @@ struct Args {
     /// (atomically: a reader never sees half a report).
     #[arg(long)]
     report_json: Option<PathBuf>,
+    /// Serve `/metrics` (Prometheus), `/livez` and `/readyz?verbose` on this address too.
+    #[arg(long, env = "ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
 }
 
 /// Ends the process before anything started, for configuration errors.
@@ -99,6 +104,7 @@ async fn main() -> Report {
     if let Some(path) = &args.report_json {
         builder = builder.report_file(path);
     }
+    let builder = admin::register(builder, args.admin_listen);
     let pool = db.pool().clone();
     let sql_jobs = SqlJobQueue::new(pool.clone(), &*args.job_queue);
     let redis = args
