@@ -67,6 +67,8 @@
 //! | `jobs_late_total` | counter | `component` | jobs that ended after their lease had expired and they had been taken back (their end not recorded; they ran twice) |
 //! | `db_pool_connections` | gauge | `component`, `state` | a `SqlPool`'s connections `in_use` and `idle`, sampled every second while it runs and at its stop turn |
 //! | `db_pool_connections_in_use_at_stop` | gauge | `component` | connections still in use at the pool's stop turn, after a short grace: held by code that does not depend on the pool, whose queries fail with `PoolClosed` from then on (sqlx does not count the refused acquires themselves) |
+//! | `redis_commands_refused_total` | counter | `component` | commands a `RedisClient` refused because it had closed: issued by code that does not depend on it |
+//! | `redis_commands_cut_off_total` | counter | `component` | commands still in flight when the client's stop gave up on them |
 //!
 //! `lifecycle_http::AdminRoutes` serves them all as Prometheus text at `/metrics` on an admin
 //! address, registered with [`Registration::stops_last`] so the whole shutdown can be scraped.
