@@ -11,6 +11,12 @@
 //! timeout. Because the lifecycle stops a component only after everything that depends on it,
 //! registering the server as depending on the database pool means no request loses its pool.
 //!
+//! The server records its metrics (requests, connections open, closed by the drain, cut off at
+//! the stop timeout; listed in `lifecycle_core`'s "Metrics" table) through the `metrics`
+//! facade, with handles taken at its start. [`AdminRoutes`] serves them in the Prometheus
+//! text format at `/metrics`, with `/livez` and `/readyz?verbose`, on an admin address that
+//! starts first and stops last.
+//!
 //! # Examples
 //!
 //! ```no_run
