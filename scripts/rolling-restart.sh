@@ -4,22 +4,26 @@
 # keep-alive load from wrk, and each instance replaced in turn the way a rolling update does it:
 # start the new one, wait until it is ready, SIGTERM the old one.
 #
-# Usage: scripts/rolling-restart.sh [graceful|control|steady] [drain-delay]
+# Usage: scripts/rolling-restart.sh [graceful|control|steady|grpc|grpc-control] [drain-delay]
 #   graceful (default): drain delay 2s; expect zero failed requests.
 #   steady: the same load with no restart, for the latency of the steady state.
 #   control: drain delay 0, so readiness is withdrawn no earlier than the listener closes;
 #            expect failures: the test can see the race it guards against.
+#   grpc, grpc-control: the same over gRPC: 16 concurrent unary calls (example.v1.Example/Work)
+#            from lifecycle-drill --load-only, on h2c connections through HAProxy in TCP mode,
+#            which a gRPC client keeps open across many calls and reopens when told to go away.
 # Needs haproxy and wrk (Debian: apt-get install haproxy wrk). BIN=path/to/example-service uses
-# that binary instead of building a release one. Prints wrk's figures and a verdict line; exits
-# non-zero when the verdict is not the expected one.
+# that binary instead of building a release one (and DRILL=path/to/lifecycle-drill for the gRPC
+# modes). Prints the load's figures and a verdict line; exits non-zero when the verdict is not
+# the expected one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=${1:-graceful}
 case "$mode" in
-  graceful | steady) drain=${2:-2s} ;;
-  control) drain=${2:-0s} ;;
-  *) echo "usage: $0 [graceful|control|steady] [drain-delay]" >&2; exit 2 ;;
+  graceful | steady | grpc) drain=${2:-2s} ;;
+  control | grpc-control) drain=${2:-0s} ;;
+  *) echo "usage: $0 [graceful|control|steady|grpc|grpc-control] [drain-delay]" >&2; exit 2 ;;
 esac
 for tool in haproxy wrk; do
   command -v "$tool" >/dev/null || { echo "rolling-restart: $tool is not installed" >&2; exit 2; }
@@ -29,6 +33,14 @@ if [ -z "${BIN:-}" ]; then
   cargo build --release -q -p example-service
 fi
 bin=${BIN:-target/release/example-service}
+case "$mode" in
+  grpc*)
+    if [ -z "${DRILL:-}" ]; then
+      cargo build --release -q -p lifecycle-drill
+    fi
+    drill=${DRILL:-target/release/lifecycle-drill}
+    ;;
+esac
 work=$(mktemp -d)
 lb=$((20000 + RANDOM % 10000))
 slots=($((lb + 1)) $((lb + 2)) $((lb + 3)))
@@ -92,7 +104,14 @@ replace() {
 start 0
 start 1
 sleep 1
-wrk -t1 -c16 -d14s --latency "http://127.0.0.1:$lb/work?ms=5" >"$work/wrk.txt" 2>&1 &
+case "$mode" in
+  grpc*)
+    "$drill" --load-only --url "http://127.0.0.1:$lb" --clients 0 --h2-streams 0 --sse-path '' \
+      --grpc-streams 16 --grpc-path /example.v1.Example/Work --signal-after 14s --budget 5s \
+      >"$work/wrk.txt" 2>/dev/null &
+    ;;
+  *) wrk -t1 -c16 -d14s --latency "http://127.0.0.1:$lb/work?ms=5" >"$work/wrk.txt" 2>&1 & ;;
+esac
 wrk_pid=$!
 sleep 2
 if [ "$mode" != steady ]; then
@@ -100,21 +119,31 @@ if [ "$mode" != steady ]; then
   replace 1 0
   replace 2 1
 fi
-wait "$wrk_pid"
+wait "$wrk_pid" || true # the drill exits 1 when calls failed: the verdict below says so
 unset wrk_pid
 
 cat "$work/wrk.txt"
-requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
-socket_errors=$(awk '/Socket errors/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$work/wrk.txt")
-non2xx=$(awk '/Non-2xx/ {print $NF}' "$work/wrk.txt")
-failed=$(( ${socket_errors:-0} + ${non2xx:-0} ))
-p99=$(awk '$1 == "99%" {print $2}' "$work/wrk.txt")
+case "$mode" in
+  grpc*)
+    # The drill's table: every call sent, and those dropped or answered with an error status.
+    requests=$(awk '/requests sent/ {print $3}' "$work/wrk.txt")
+    failed=$(awk '/^  dropped/ {d = $2} /^  non-2xx/ {n = $2} END {print d + n}' "$work/wrk.txt")
+    p99=n/a
+    ;;
+  *)
+    requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
+    socket_errors=$(awk '/Socket errors/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$work/wrk.txt")
+    non2xx=$(awk '/Non-2xx/ {print $NF}' "$work/wrk.txt")
+    failed=$(( ${socket_errors:-0} + ${non2xx:-0} ))
+    p99=$(awk '$1 == "99%" {print $2}' "$work/wrk.txt")
+    ;;
+esac
 echo "rolling-restart ($mode, drain delay $drain): $requests requests, $failed failed, p99 $p99"
-if [ "$mode" != control ] && [ "$failed" -ne 0 ]; then
+if [ "$mode" != control ] && [ "$mode" != grpc-control ] && [ "$failed" -ne 0 ]; then
   echo "rolling-restart: FAILED: requests failed during a graceful rolling restart" >&2
   exit 1
 fi
-if [ "$mode" = control ] && [ "$failed" -eq 0 ]; then
+if { [ "$mode" = control ] || [ "$mode" = grpc-control ]; } && [ "$failed" -eq 0 ]; then
   echo "rolling-restart: FAILED: the control saw no failure; the test cannot see the race" >&2
   exit 1
 fi

@@ -66,26 +66,24 @@ async fn sql_execute(url: &str, statement: &'static str, id: i64) {
 const EXPIRE_SQL: &str = "UPDATE lifecycle_jobs SET lease_until = 0 WHERE id = $1";
 const EXPIRE_SQL_MYSQL: &str = "UPDATE lifecycle_jobs SET lease_until = 0 WHERE id = ?";
 
-struct Sqlite(tempfile::TempDir);
-
-impl Sqlite {
-    fn new() -> Self {
-        Sqlite(tempfile::tempdir().unwrap())
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "sqlite://{}?mode=rwc",
-            self.0.path().join("jobs.db").display()
-        )
-    }
+/// A SQL database the queue runs on, each through the pool type a user of it would have:
+/// sqlx's `Any` for SQLite (a file of the test's own), the typed `PgPool` and `MySqlPool` for
+/// the servers.
+enum Sql {
+    Sqlite(tempfile::TempDir),
+    Postgres,
+    MariaDb,
 }
 
-/// On the typed `PgPool`.
-struct Postgres;
+impl Sql {
+    fn sqlite() -> Self {
+        Sql::Sqlite(tempfile::tempdir().unwrap())
+    }
 
-/// On the typed `MySqlPool`.
-struct MariaDb;
+    fn sqlite_url(dir: &tempfile::TempDir) -> String {
+        format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display())
+    }
+}
 
 /// A pool component of sqlx's database `DB` for `url`, and the queue `name` on its pool.
 fn sql_open<DB: sqlx::Database>(url: &str, name: &str) -> (Registration, SqlJobQueue)
@@ -99,91 +97,33 @@ where
 }
 
 #[async_trait]
-impl Backend for Sqlite {
+impl Backend for Sql {
     type Queue = SqlJobQueue;
 
     async fn available(&self) -> bool {
-        true
+        match self {
+            Sql::Sqlite(_) => true,
+            Sql::Postgres => server_available("PostgreSQL", POSTGRES).await,
+            Sql::MariaDb => server_available("MariaDB", MARIADB).await,
+        }
     }
 
     fn open(&self, name: &str) -> (Registration, SqlJobQueue) {
-        sql_open::<Any>(&self.url(), name)
+        match self {
+            Sql::Sqlite(dir) => sql_open::<Any>(&Sql::sqlite_url(dir), name),
+            Sql::Postgres => sql_open::<sqlx::Postgres>(&postgres_url("lifecycle-jobs"), name),
+            Sql::MariaDb => sql_open::<sqlx::MySql>(&mariadb_url("test"), name),
+        }
     }
 
     async fn expire_lease(&self, _name: &str, id: i64) {
-        sql_execute(&self.url(), EXPIRE_SQL, id).await;
-    }
-
-    async fn enqueue(queue: &SqlJobQueue, ms: u64) -> i64 {
-        queue.enqueue(&ms).await.unwrap()
-    }
-
-    async fn enqueue_json<T: serde::Serialize + Sync + ?Sized>(
-        queue: &SqlJobQueue,
-        payload: &T,
-    ) -> i64 {
-        queue.enqueue(payload).await.unwrap()
-    }
-
-    async fn state(queue: &SqlJobQueue, id: i64) -> Option<JobState> {
-        queue.state(id).await.unwrap()
-    }
-
-    async fn error(queue: &SqlJobQueue, id: i64) -> Option<String> {
-        queue.error(id).await.unwrap()
-    }
-}
-
-#[async_trait]
-impl Backend for Postgres {
-    type Queue = SqlJobQueue;
-
-    async fn available(&self) -> bool {
-        server_available("PostgreSQL", POSTGRES).await
-    }
-
-    fn open(&self, name: &str) -> (Registration, SqlJobQueue) {
-        sql_open::<sqlx::Postgres>(&postgres_url("lifecycle-jobs"), name)
-    }
-
-    async fn expire_lease(&self, _name: &str, id: i64) {
-        sql_execute(&postgres_url("lifecycle-jobs-test"), EXPIRE_SQL, id).await;
-    }
-
-    async fn enqueue(queue: &SqlJobQueue, ms: u64) -> i64 {
-        queue.enqueue(&ms).await.unwrap()
-    }
-
-    async fn enqueue_json<T: serde::Serialize + Sync + ?Sized>(
-        queue: &SqlJobQueue,
-        payload: &T,
-    ) -> i64 {
-        queue.enqueue(payload).await.unwrap()
-    }
-
-    async fn state(queue: &SqlJobQueue, id: i64) -> Option<JobState> {
-        queue.state(id).await.unwrap()
-    }
-
-    async fn error(queue: &SqlJobQueue, id: i64) -> Option<String> {
-        queue.error(id).await.unwrap()
-    }
-}
-
-#[async_trait]
-impl Backend for MariaDb {
-    type Queue = SqlJobQueue;
-
-    async fn available(&self) -> bool {
-        server_available("MariaDB", MARIADB).await
-    }
-
-    fn open(&self, name: &str) -> (Registration, SqlJobQueue) {
-        sql_open::<sqlx::MySql>(&mariadb_url("test"), name)
-    }
-
-    async fn expire_lease(&self, _name: &str, id: i64) {
-        sql_execute(&mariadb_url("test"), EXPIRE_SQL_MYSQL, id).await;
+        match self {
+            Sql::Sqlite(dir) => sql_execute(&Sql::sqlite_url(dir), EXPIRE_SQL, id).await,
+            Sql::Postgres => {
+                sql_execute(&postgres_url("lifecycle-jobs-test"), EXPIRE_SQL, id).await;
+            }
+            Sql::MariaDb => sql_execute(&mariadb_url("test"), EXPIRE_SQL_MYSQL, id).await,
+        }
     }
 
     async fn enqueue(queue: &SqlJobQueue, ms: u64) -> i64 {
@@ -1014,8 +954,8 @@ macro_rules! contract {
     };
 }
 
-contract!(sqlite, Sqlite::new(), 1);
-contract!(postgres, Postgres, 2);
-contract!(mariadb, MariaDb, 4);
+contract!(sqlite, Sql::sqlite(), 1);
+contract!(postgres, Sql::Postgres, 2);
+contract!(mariadb, Sql::MariaDb, 4);
 #[cfg(feature = "redis")]
 contract!(redis_queue, Redis, 3);

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use crate::error::DrillError;
 use crate::exit::ServiceExit;
-use crate::load::{self, Load, Running};
+use crate::load::{self, Load, Running, TlsClients};
 use crate::signal;
 use crate::summary::{Exited, Summary};
+use crate::transport::Tls;
 
 /// How long past the budget the drill still waits for the service: a service whose own
 /// deadline is the budget needs a moment to exit after it.
@@ -50,9 +51,14 @@ const BUDGET_SLACK: Duration = Duration::from_secs(1);
 pub struct Drill {
     url: String,
     path: String,
+    post_json: Option<String>,
     ready_path: String,
     clients: usize,
     h2_streams: usize,
+    grpc_path: String,
+    grpc_streams: usize,
+    ca_cert: Option<PathBuf>,
+    server_name: String,
     sse_path: Option<String>,
     signal_after: Duration,
     budget: Duration,
@@ -76,9 +82,14 @@ impl Drill {
         Self {
             url: "http://127.0.0.1:8080".to_owned(),
             path: "/work?ms=20".to_owned(),
+            post_json: None,
             ready_path: "/readyz".to_owned(),
             clients: 32,
             h2_streams: 8,
+            grpc_path: "/grpc.health.v1.Health/Check".to_owned(),
+            grpc_streams: 0,
+            ca_cert: None,
+            server_name: "localhost".to_owned(),
             sse_path: Some("/sse".to_owned()),
             signal_after: Duration::from_secs(3),
             budget: Duration::from_secs(25),
@@ -106,6 +117,14 @@ impl Drill {
         self
     }
 
+    /// Sends the load's requests as `POST`s of this JSON body (`content-type:
+    /// application/json`) instead of `GET`s, for a service whose work comes in that way, such
+    /// as queueing a job or publishing an event; checked when the drill runs.
+    pub fn post_json(mut self, body: impl Into<String>) -> Self {
+        self.post_json = Some(body.into());
+        self
+    }
+
     /// The readiness path: waited for before the load, and watched after the signal for when
     /// it stops answering 2xx.
     pub fn ready_path(mut self, path: impl Into<String>) -> Self {
@@ -122,6 +141,31 @@ impl Drill {
     /// The number of concurrent HTTP/2 streams on one h2c connection (0 for none).
     pub fn h2_streams(mut self, streams: usize) -> Self {
         self.h2_streams = streams;
+        self
+    }
+
+    /// Loads the service over gRPC too: `streams` concurrent unary calls to `path`
+    /// (`/package.Service/Method`, default `/grpc.health.v1.Health/Check`), each with an empty
+    /// request message, on HTTP/2 connections of up to four calls each that are opened again
+    /// when the server tells them to go away, as a gRPC channel does. A call answered with a status other than OK
+    /// counts as non-2xx; one lost after it was sent counts as dropped.
+    pub fn grpc(mut self, path: impl Into<String>, streams: usize) -> Self {
+        self.grpc_path = path.into();
+        self.grpc_streams = streams;
+        self
+    }
+
+    /// The CA certificate (PEM) that signed an `https://` service's certificate: every
+    /// client then speaks TLS (HTTP/1.1, HTTP/2 and gRPC through ALPN).
+    pub fn ca_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_cert = Some(path.into());
+        self
+    }
+
+    /// The server name TLS asks for and checks the certificate against (default
+    /// `localhost`).
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = name.into();
         self
     }
 
@@ -181,7 +225,8 @@ impl Drill {
     ///
     /// # Errors
     ///
-    /// [`DrillError::BadUrl`] or [`DrillError::BadPath`] for the configuration,
+    /// [`DrillError::BadUrl`], [`DrillError::BadPath`] or [`DrillError::BadBody`] for the
+    /// configuration,
     /// [`DrillError::Start`] when the command cannot be started,
     /// [`DrillError::ExitedBeforeReady`] or [`DrillError::NotReady`] when it never became
     /// ready, [`DrillError::ExitedBeforeSignal`] when it exited on its own during the load,
@@ -271,7 +316,8 @@ impl Drill {
     ///
     /// # Errors
     ///
-    /// [`DrillError::BadUrl`] or [`DrillError::BadPath`] for the configuration, and
+    /// [`DrillError::BadUrl`], [`DrillError::BadPath`] or [`DrillError::BadBody`] for the
+    /// configuration, and
     /// [`DrillError::NotReady`] when the service never became ready; `stop` is not called
     /// then.
     ///
@@ -317,18 +363,37 @@ impl Drill {
 
     /// The load's shared state, from the checked configuration.
     fn load(&self) -> Result<Arc<Load>, DrillError> {
-        let addr = parse_url(&self.url).ok_or_else(|| DrillError::BadUrl {
+        let (addr, https) = parse_url(&self.url).ok_or_else(|| DrillError::BadUrl {
             url: self.url.clone(),
         })?;
+        let tls = if https {
+            let ca = self.ca_cert.as_ref().ok_or_else(|| DrillError::NoCaCert {
+                url: self.url.clone(),
+            })?;
+            Some(TlsClients::new(Tls::new(ca, &self.server_name)?))
+        } else {
+            None
+        };
         check_path("path", &self.path)?;
+        check_path("gRPC path", &self.grpc_path)?;
         check_path("readiness path", &self.ready_path)?;
         if let Some(sse_path) = &self.sse_path {
             check_path("SSE path", sse_path)?;
         }
+        let post = match &self.post_json {
+            Some(body) => {
+                serde_json::from_str::<serde_json::Value>(body)
+                    .map_err(|source| DrillError::BadBody { source })?;
+                Some(body.clone().into())
+            }
+            None => None,
+        };
         Ok(Arc::new(Load::new(
             addr,
             self.path.clone(),
+            post,
             self.ready_path.clone(),
+            tls,
         )))
     }
 
@@ -349,6 +414,7 @@ impl Drill {
             load,
             self.clients,
             self.h2_streams,
+            Some((self.grpc_path.as_str(), self.grpc_streams)),
             self.sse_path.as_deref(),
             self.progress,
         )
@@ -369,9 +435,13 @@ impl Drill {
 }
 
 /// The address in `http://IP:PORT[/...]` (the scheme may be left out).
-fn parse_url(url: &str) -> Option<SocketAddr> {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
-    rest.split('/').next()?.parse().ok()
+/// The address, and whether the URL is `https://`.
+fn parse_url(url: &str) -> Option<(SocketAddr, bool)> {
+    let (rest, https) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, true),
+        None => (url.strip_prefix("http://").unwrap_or(url), false),
+    };
+    Some((rest.split('/').next()?.parse().ok()?, https))
 }
 
 /// Whether `path` is an origin-form request target, so building a request from it cannot fail.
@@ -395,16 +465,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_are_ip_and_port_with_an_optional_scheme_and_path() {
+    fn urls_are_ip_and_port_with_an_optional_scheme_and_path_and_https_means_tls() {
         let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
-        assert_eq!(parse_url("http://127.0.0.1:8080"), Some(addr));
-        assert_eq!(parse_url("http://127.0.0.1:8080/"), Some(addr));
-        assert_eq!(parse_url("127.0.0.1:8080"), Some(addr));
+        assert_eq!(parse_url("http://127.0.0.1:8080"), Some((addr, false)));
+        assert_eq!(parse_url("http://127.0.0.1:8080/"), Some((addr, false)));
+        assert_eq!(parse_url("127.0.0.1:8080"), Some((addr, false)));
         assert_eq!(
             parse_url("http://[::1]:80/x"),
-            Some("[::1]:80".parse().unwrap())
+            Some(("[::1]:80".parse().unwrap(), false))
         );
-        assert_eq!(parse_url("https://127.0.0.1:8080"), None);
+        assert_eq!(parse_url("https://127.0.0.1:8080"), Some((addr, true)));
         assert_eq!(parse_url("http://localhost:8080"), None);
         assert_eq!(parse_url("http://127.0.0.1"), None);
         assert_eq!(parse_url(""), None);

@@ -26,6 +26,29 @@ pub enum DrillError {
         /// The path as given.
         path: String,
     },
+    /// The body to POST is not JSON.
+    #[error("the body to POST is not JSON: {source}")]
+    BadBody {
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The CA certificate for an `https://` service could not be used.
+    #[error("the CA certificate {} cannot be used: {reason}", path.display())]
+    BadTls {
+        /// The PEM file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// An `https://` service with no CA certificate to check it against.
+    #[error(
+        "the url {url:?} is https: give the CA certificate that signed the service's (ca_cert)"
+    )]
+    NoCaCert {
+        /// The URL as given.
+        url: String,
+    },
     /// The service command could not be started.
     #[error("cannot start {program}")]
     Start {

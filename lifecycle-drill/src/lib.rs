@@ -77,9 +77,11 @@ mod counters;
 mod drill;
 mod error;
 mod exit;
+mod grpc;
 mod load;
 mod signal;
 mod summary;
+mod transport;
 
 pub use drill::Drill;
 pub use error::DrillError;

@@ -8,22 +8,49 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::counters::Counters;
+use crate::transport::{self, Stream, Tls};
+
+/// TLS for the load: the settings, and a connector for each protocol a client speaks.
+pub(crate) struct TlsClients {
+    pub(crate) tls: Tls,
+    h1: tokio_rustls::TlsConnector,
+    h2: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for TlsClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.tls.fmt(f)
+    }
+}
+
+impl TlsClients {
+    pub(crate) fn new(tls: Tls) -> Self {
+        TlsClients {
+            h1: tls.connector(b"http/1.1"),
+            h2: tls.connector(b"h2"),
+            tls,
+        }
+    }
+}
 
 /// What the load tasks share.
 #[derive(Debug)]
 pub(crate) struct Load {
     pub(crate) addr: SocketAddr,
     pub(crate) path: String,
+    /// A JSON body to POST to `path`; `None` to GET it.
+    pub(crate) post: Option<Bytes>,
     pub(crate) ready_path: String,
     pub(crate) counters: Counters,
+    /// TLS, for an `https://` service.
+    pub(crate) tls: Option<TlsClients>,
     /// Set once the service has been told to stop; only [`Running`] sets it.
     signalled: AtomicBool,
     /// Set when the drill is over; only [`Running`] sets it.
@@ -31,36 +58,70 @@ pub(crate) struct Load {
 }
 
 impl Load {
-    pub(crate) fn new(addr: SocketAddr, path: String, ready_path: String) -> Self {
+    pub(crate) fn new(
+        addr: SocketAddr,
+        path: String,
+        post: Option<Bytes>,
+        ready_path: String,
+        tls: Option<TlsClients>,
+    ) -> Self {
         Self {
             addr,
             path,
+            post,
             ready_path,
             counters: Counters::default(),
+            tls,
             signalled: false.into(),
             done: false.into(),
         }
     }
 
-    fn signalled(&self) -> bool {
+    /// A new connection to the service, speaking `alpn` (`h2` or `http/1.1`) over TLS.
+    pub(crate) async fn connect(&self, alpn: &[u8]) -> std::io::Result<Stream> {
+        let tls = self.tls.as_ref().map(|clients| {
+            let connector = if alpn == b"h2" {
+                &clients.h2
+            } else {
+                &clients.h1
+            };
+            (&clients.tls, connector)
+        });
+        transport::connect(self.addr, tls).await
+    }
+
+    pub(crate) fn signalled(&self) -> bool {
         self.signalled.load(Ordering::Relaxed)
     }
 
-    fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.done.load(Ordering::Relaxed)
     }
 
-    fn request(&self, path: &str) -> Request<Empty<Bytes>> {
+    /// A `GET` of `path`.
+    fn request(&self, path: &str) -> Request<Full<Bytes>> {
         Request::get(path)
             .header("host", self.addr.to_string())
-            .body(Empty::new())
+            .body(Full::default())
+            .expect("the drill checks its paths before the load starts")
+    }
+
+    /// One request of the load: a `GET` of its path, or a `POST` of its JSON body.
+    fn load_request(&self) -> Request<Full<Bytes>> {
+        let Some(body) = &self.post else {
+            return self.request(&self.path);
+        };
+        Request::post(&self.path)
+            .header("host", self.addr.to_string())
+            .header("content-type", "application/json")
+            .body(Full::new(body.clone()))
             .expect("the drill checks its paths before the load starts")
     }
 }
 
 /// An error with its sources, `error: source: source`: hyper's own message ("http2 error")
 /// says little without them.
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -74,7 +135,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 /// retry it (RFC 9113, section 8.7): never sent, refused (`REFUSED_STREAM`), or left out by
 /// the server's GOAWAY (a stream above its last stream id, or opened after it). A stream the
 /// GOAWAY covered and the connection then lost fails with another error: dropped.
-fn never_processed(error: &hyper::Error) -> bool {
+pub(crate) fn never_processed(error: &hyper::Error) -> bool {
     if error.is_canceled() {
         return true;
     }
@@ -89,7 +150,7 @@ fn never_processed(error: &hyper::Error) -> bool {
 /// signal.
 async fn http1_client(load: Arc<Load>) {
     while !load.done() {
-        let Ok(stream) = TcpStream::connect(load.addr).await else {
+        let Ok(stream) = load.connect(b"http/1.1").await else {
             load.counters.refused(load.signalled());
             if load.signalled() {
                 return;
@@ -110,7 +171,7 @@ async fn http1_client(load: Arc<Load>) {
                 break;
             }
             Counters::add(&load.counters.sent);
-            match sender.send_request(load.request(&load.path)).await {
+            match sender.send_request(load.load_request()).await {
                 Ok(response) => {
                     let close = response
                         .headers()
@@ -142,7 +203,7 @@ async fn http1_client(load: Arc<Load>) {
 /// `streams` concurrent request loops over one HTTP/2 (h2c, prior knowledge) connection, until
 /// the server closes it (GOAWAY).
 async fn http2_streams(load: Arc<Load>, streams: usize) {
-    let Ok(stream) = TcpStream::connect(load.addr).await else {
+    let Ok(stream) = load.connect(b"h2").await else {
         return;
     };
     let Ok((sender, conn)) =
@@ -157,7 +218,7 @@ async fn http2_streams(load: Arc<Load>, streams: usize) {
             tokio::spawn(async move {
                 while !load.done() && sender.ready().await.is_ok() {
                     Counters::add(&load.counters.sent);
-                    match sender.send_request(load.request(&load.path)).await {
+                    match sender.send_request(load.load_request()).await {
                         Ok(response) => {
                             let ok = response.status().is_success();
                             match response.into_body().collect().await {
@@ -188,7 +249,7 @@ async fn http2_streams(load: Arc<Load>, streams: usize) {
 
 /// One server-sent-events client: a stream that ends cleanly is fine; one cut off is a drop.
 async fn sse_client(load: Arc<Load>, path: String) -> String {
-    let Ok(stream) = TcpStream::connect(load.addr).await else {
+    let Ok(stream) = load.connect(b"http/1.1").await else {
         return "could not connect".into();
     };
     let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
@@ -225,7 +286,7 @@ async fn sse_client(load: Arc<Load>, path: String) -> String {
 /// not answer within a second.
 async fn is_ready(load: &Load) -> Option<bool> {
     let attempt = async {
-        let stream = TcpStream::connect(load.addr).await.ok()?;
+        let stream = load.connect(b"http/1.1").await.ok()?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .ok()?;
@@ -285,12 +346,14 @@ pub(crate) struct Observed {
 }
 
 impl Running {
-    /// Starts `clients` HTTP/1.1 clients, `h2_streams` HTTP/2 streams, the SSE client, the
+    /// Starts `clients` HTTP/1.1 clients, `h2_streams` HTTP/2 streams, the gRPC client, the SSE
+    /// client, the
     /// readiness poller and, if asked, the progress line.
     pub(crate) fn start(
         load: Arc<Load>,
         clients: usize,
         h2_streams: usize,
+        grpc: Option<(&str, usize)>,
         sse_path: Option<&str>,
         progress: bool,
     ) -> Self {
@@ -299,6 +362,19 @@ impl Running {
             .collect();
         if h2_streams > 0 {
             tasks.push(tokio::spawn(http2_streams(load.clone(), h2_streams)));
+        }
+        if let Some((path, streams)) = grpc {
+            // Connections of up to four streams each, so that a load balancer spreads them.
+            let mut left = streams;
+            while left > 0 {
+                let on_this = left.min(4);
+                left -= on_this;
+                tasks.push(tokio::spawn(crate::grpc::grpc_client(
+                    load.clone(),
+                    path.to_owned(),
+                    on_this,
+                )));
+            }
         }
         let sse = sse_path.map(|path| tokio::spawn(sse_client(load.clone(), path.to_owned())));
         Self {

@@ -32,12 +32,28 @@ struct Args {
     /// The path the load requests.
     #[arg(long, default_value = "/work?ms=20")]
     path: String,
+    /// POST this JSON body to the path instead of GETting it.
+    #[arg(long)]
+    post_json: Option<String>,
     /// Keep-alive HTTP/1.1 clients.
     #[arg(long, default_value_t = 32)]
     clients: usize,
     /// Concurrent HTTP/2 streams on one connection (0 for none).
     #[arg(long, default_value_t = 8)]
     h2_streams: usize,
+    /// Concurrent gRPC unary calls (0 for none), four per HTTP/2 connection, each with an empty
+    /// request message.
+    #[arg(long, default_value_t = 0)]
+    grpc_streams: usize,
+    /// The gRPC method the calls go to.
+    #[arg(long, default_value = "/grpc.health.v1.Health/Check")]
+    grpc_path: String,
+    /// The CA certificate (PEM) of an https:// service.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// The server name TLS asks for and checks.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
     /// The server-sent-events path (empty for none).
     #[arg(long, default_value = "/sse")]
     sse_path: String,
@@ -53,8 +69,12 @@ struct Args {
     /// Write the summary as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Load a service that is already running (or a load balancer) for --signal-after, then
+    /// stop and report, with no command and no signal: the rolling-restart script's load.
+    #[arg(long)]
+    load_only: bool,
     /// The service command and its arguments.
-    #[arg(last = true, required = true)]
+    #[arg(last = true, required_unless_present = "load_only")]
     command: Vec<String>,
 }
 
@@ -66,6 +86,8 @@ async fn main() -> ExitCode {
         .path(args.path)
         .clients(args.clients)
         .h2_streams(args.h2_streams)
+        .grpc(args.grpc_path, args.grpc_streams)
+        .server_name(args.server_name)
         .signal_after(args.signal_after)
         .budget(args.budget)
         .progress(true);
@@ -74,13 +96,23 @@ async fn main() -> ExitCode {
     } else {
         drill.sse_path(args.sse_path)
     };
+    if let Some(body) = args.post_json {
+        drill = drill.post_json(body);
+    }
+    if let Some(ca) = args.ca_cert {
+        drill = drill.ca_cert(ca);
+    }
     if let Some(path) = args.report_file {
         drill = drill.report_file(path);
     }
-    let mut command = std::process::Command::new(&args.command[0]);
-    command.args(&args.command[1..]);
-
-    let summary = match drill.run_command(command).await {
+    let result = if args.load_only {
+        drill.run_in_process(|| async {}).await
+    } else {
+        let mut command = std::process::Command::new(&args.command[0]);
+        command.args(&args.command[1..]);
+        drill.run_command(command).await
+    };
+    let summary = match result {
         Ok(summary) => summary,
         Err(error) => {
             let mut message = format!("lifecycle-drill: {error}");
@@ -94,6 +126,8 @@ async fn main() -> ExitCode {
                 // The drill could not start: a usage error.
                 DrillError::BadUrl { .. }
                 | DrillError::BadPath { .. }
+                | DrillError::BadTls { .. }
+                | DrillError::NoCaCert { .. }
                 | DrillError::Start { .. } => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
             };

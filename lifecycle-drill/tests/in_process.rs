@@ -164,14 +164,28 @@ async fn a_service_that_never_becomes_ready_is_an_error_and_is_not_stopped() {
 async fn bad_configuration_is_an_error_not_a_panic() {
     let stop = || async {};
     let bad_url = Drill::new()
-        .url("https://127.0.0.1:8080")
+        .url("http://localhost:8080")
         .run_in_process(stop)
         .await
         .unwrap_err();
     assert!(
-        matches!(&bad_url, DrillError::BadUrl { url } if url == "https://127.0.0.1:8080"),
+        matches!(&bad_url, DrillError::BadUrl { url } if url == "http://localhost:8080"),
         "{bad_url:?}"
     );
+    // https needs the CA that signed the service's certificate.
+    let no_ca = Drill::new()
+        .url("https://127.0.0.1:8080")
+        .run_in_process(stop)
+        .await
+        .unwrap_err();
+    assert!(matches!(&no_ca, DrillError::NoCaCert { .. }), "{no_ca:?}");
+    let bad_ca = Drill::new()
+        .url("https://127.0.0.1:8080")
+        .ca_cert("/nonexistent/ca.pem")
+        .run_in_process(stop)
+        .await
+        .unwrap_err();
+    assert!(matches!(&bad_ca, DrillError::BadTls { .. }), "{bad_ca:?}");
     let bad_path = Drill::new()
         .path("work")
         .run_in_process(stop)
@@ -195,5 +209,14 @@ async fn bad_configuration_is_an_error_not_a_panic() {
             }
         ),
         "{bad_sse:?}"
+    );
+    let bad_body = Drill::new()
+        .post_json("{\"ms\": ")
+        .run_in_process(stop)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&bad_body, DrillError::BadBody { .. }),
+        "{bad_body:?}"
     );
 }

@@ -20,6 +20,7 @@ use crate::drain::Drain;
 use crate::io::ConnIo;
 use crate::listener::Slot;
 use crate::stats::{ConnectionGuard, HttpStats};
+use crate::stream::{Handshake, Stream};
 
 /// How long, after the stop turn, an HTTP/1 connection with no request in progress may still
 /// take to deliver one before it is closed: long enough for a request already on the wire to
@@ -76,11 +77,14 @@ pub(crate) fn builder(ctx: &Context, max_header_size: usize) -> ConnBuilder {
     builder
 }
 
-/// What a connection is allowed.
-#[derive(Debug, Clone, Copy)]
+/// What a connection is allowed, and what it goes through before HTTP.
+#[derive(Debug, Clone)]
 pub(crate) struct Limits {
     pub(crate) header_read_timeout: Duration,
     pub(crate) max_connections: usize,
+    pub(crate) handshake: Handshake,
+    /// Whether requests get the client's address (`ConnectInfo`).
+    pub(crate) connect_info: bool,
 }
 
 /// Accepts connections until the component's token is cancelled, up to `max_connections` at a
@@ -102,15 +106,19 @@ pub(crate) async fn accept_loop(
     ));
     let serve = |stream: TcpStream, permit: Option<OwnedSemaphorePermit>| {
         let _ = stream.set_nodelay(true);
+        let peer = limits
+            .connect_info
+            .then(|| stream.peer_addr().ok())
+            .flatten();
         let guard = stats.connection();
         ctx.spawn(serve_connection(
-            stream,
+            Stream::Tcp(stream),
             permit,
             builder.clone(),
-            service.for_connection(),
+            service.for_connection(peer),
             ctx.clone(),
             guard,
-            limits.header_read_timeout,
+            limits.clone(),
         ));
     };
     'accepting: loop {
@@ -249,16 +257,29 @@ fn is_connection_error(error: &io::Error) -> bool {
     )
 }
 
-/// Serves one connection and closes it gracefully; see [`drive`].
-async fn serve_connection(
-    stream: TcpStream,
+/// Serves one connection (after its TLS handshake, if any) and closes it gracefully; see
+/// [`drive`].
+pub(crate) async fn serve_connection(
+    stream: Stream,
     permit: Option<OwnedSemaphorePermit>,
     builder: Arc<ConnBuilder>,
     service: Drain,
     ctx: Context,
     guard: ConnectionGuard,
-    header_read_timeout: Duration,
+    limits: Limits,
 ) {
+    // The handshake runs in the connection's tracked task: at the stop turn it goes on, and
+    // the connection is then served as any other at the stop turn, or it is cut at the stop
+    // timeout.
+    let stream = match limits.handshake.accept(stream).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::debug!(%error, "handshake failed");
+            guard.closed(false, service.activity().is_draining());
+            return;
+        }
+    };
+    let header_read_timeout = limits.header_read_timeout;
     let activity = service.activity().clone();
     // The socket holds a tracking token: if the connection is upgraded, the stop waits for
     // the upgraded socket (a WebSocket) to close too.

@@ -4,12 +4,14 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use axum::routing::future::RouteFuture;
 use axum::Router;
@@ -26,6 +28,8 @@ use crate::body_timeout::TimedBody;
 #[derive(Debug, Clone)]
 pub(crate) struct Drain {
     router: Router,
+    /// The client's address, for axum's `ConnectInfo<SocketAddr>` (none over a Unix socket).
+    peer: Option<SocketAddr>,
     /// The connection's activity: a request is in progress from its dispatch to the end of its
     /// response body.
     activity: Arc<Activity>,
@@ -35,13 +39,18 @@ impl Drain {
     /// The service of one run of the server; `activity` is the template each connection's
     /// activity is made from.
     pub(crate) fn new(router: Router, activity: Arc<Activity>) -> Self {
-        Drain { router, activity }
+        Drain {
+            router,
+            peer: None,
+            activity,
+        }
     }
 
-    /// The same service for a new connection, with an activity of its own.
-    pub(crate) fn for_connection(&self) -> Self {
+    /// The same service for a new connection from `peer`, with an activity of its own.
+    pub(crate) fn for_connection(&self, peer: Option<SocketAddr>) -> Self {
         Drain {
             router: self.router.clone(),
+            peer,
             activity: self.activity.for_connection(),
         }
     }
@@ -64,9 +73,11 @@ impl hyper::service::Service<Request<Incoming>> for Drain {
         let (parts, body) = request.into_parts();
         let (body, timed_out) = TimedBody::new(body, self.activity.body_read_timeout());
         let mut request = Request::from_parts(parts, body);
-        request
-            .extensions_mut()
-            .insert(self.activity.signal().clone());
+        let extensions = request.extensions_mut();
+        extensions.insert(self.activity.signal().clone());
+        if let Some(peer) = self.peer {
+            extensions.insert(ConnectInfo(peer));
+        }
         let in_flight = self.activity.begin();
         // A router is always ready (its `poll_ready` returns `Ready` at once), so it is called
         // without it, as `axum::serve` effectively does.

@@ -2,6 +2,9 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use lifecycle_core::BoxError;
 
 /// Why an [`HttpServer`](crate::HttpServer) could not get its listening socket.
 ///
@@ -31,6 +34,29 @@ pub enum HttpError {
     /// No listening socket was inherited through systemd socket activation (`LISTEN_FDS`).
     #[error("no TCP socket was passed by systemd socket activation (LISTEN_FDS)")]
     NoInheritedSocket,
+    /// Binding a Unix domain socket failed (its directory is missing, or another process
+    /// listens on it).
+    #[error("binding the Unix socket {} failed", path.display())]
+    BindUnix {
+        /// The socket's path.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A TLS certificate or key file could not be read, or holds no PEM certificate or key.
+    #[error("the TLS file {} could not be used", path.display())]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why: the operating system's error, or what the file lacks.
+        #[source]
+        source: io::Error,
+    },
+    /// The TLS certificate and key could not be used together (the key's type is not
+    /// supported, or it does not match the certificate).
+    #[error("the TLS certificate and key could not be used")]
+    TlsCertificate(#[source] BoxError),
 }
 
 #[cfg(test)]

@@ -3,17 +3,23 @@
 //! the HTTP/2 preface, and it keeps what the socket holds (a tracking token, a connection
 //! permit) for as long as the socket lives, upgraded or not.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::activity::Activity;
+use crate::stream::Stream;
+
+/// How long a closing connection waits for the client to close its side; see
+/// [`ConnIo::poll_shutdown`].
+const LINGER: Duration = Duration::from_secs(1);
 
 /// What HTTP/2 clients send first (RFC 9113, section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -33,19 +39,21 @@ enum Sniff {
 /// the connection permit it holds last as long as the socket, not only as long as HTTP.
 #[derive(Debug)]
 pub(crate) struct ConnIo {
-    stream: TcpStream,
+    stream: Stream,
     activity: Arc<Activity>,
     /// Whether the last write returned `Pending`, as last told to `activity`; kept here so
     /// that only the changes touch the shared state.
     write_blocked: bool,
     sniff: Sniff,
+    /// Set once the sending side is closed: the end of the lingering close.
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
     _tracked: TaskTrackerToken,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl ConnIo {
     pub(crate) fn new(
-        stream: TcpStream,
+        stream: Stream,
         activity: Arc<Activity>,
         tracked: TaskTrackerToken,
         permit: Option<OwnedSemaphorePermit>,
@@ -55,6 +63,7 @@ impl ConnIo {
             activity,
             write_blocked: false,
             sniff: Sniff::Preface(0),
+            linger: None,
             _tracked: tracked,
             _permit: permit,
         }
@@ -134,7 +143,33 @@ impl AsyncWrite for ConnIo {
         this.wrote(result)
     }
 
+    /// Closes the sending side, then reads and discards what the client still sends until it
+    /// closes its side (or [`LINGER`] passes), and only then lets hyper drop the socket.
+    ///
+    /// Closing a socket with unread data makes the kernel send a reset instead of a FIN, and a
+    /// reset discards what the client had not read yet: an HTTP/2 client that opened streams
+    /// after the final GOAWAY (which the server ignores, and which the client retries once it
+    /// reads the GOAWAY) would lose the GOAWAY and see its calls fail with a broken pipe, as if
+    /// they had been dropped. (nginx's "lingering close".)
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.linger.is_none() {
+            std::task::ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+            this.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        let mut discard = [0; 1024];
+        loop {
+            let mut buf = ReadBuf::new(&mut discard);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => break,
+            }
+        }
+        match this.linger.as_mut().map(|sleep| sleep.as_mut().poll(cx)) {
+            Some(Poll::Pending) => Poll::Pending,
+            _ => Poll::Ready(Ok(())),
+        }
     }
 }

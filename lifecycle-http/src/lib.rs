@@ -46,14 +46,24 @@ mod body_timeout;
 mod connection;
 mod drain;
 mod error;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 mod health;
 mod io;
 mod listener;
 mod metrics;
 mod phase;
+#[cfg(feature = "tls")]
+mod reload;
 mod server;
+mod service;
 mod shutdown_signal;
 mod stats;
+mod stream;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(unix)]
+mod unix;
 
 pub use admin::{install_prometheus, AdminRoutes, DURATION_BUCKETS};
 pub use error::HttpError;
@@ -61,5 +71,8 @@ pub use health::{health_routes, HealthRoutes};
 /// The Prometheus exporter [`AdminRoutes`] renders `/metrics` with.
 pub use metrics_exporter_prometheus as prometheus;
 pub use server::{HttpServer, LocalAddr};
+pub use service::{AnyService, HyperService, IntoRouter};
 pub use shutdown_signal::ShutdownSignal;
 pub use stats::HttpStats;
+#[cfg(feature = "tls")]
+pub use tls::TlsConfig;

@@ -21,6 +21,9 @@ pub(crate) enum Listen {
     /// Not a clone per start: a duplicate kept here would stay open after the stop, and the
     /// kernel would go on completing handshakes on it that nobody accepts.
     Bound(Slot),
+    /// Bind this Unix domain socket path at each start (`unix.rs`).
+    #[cfg(unix)]
+    Unix(std::path::PathBuf),
 }
 
 impl Listen {
@@ -63,6 +66,11 @@ impl Listen {
                 let listener = TcpListener::from_std(listener).map_err(HttpError::Listener)?;
                 Ok((listener, Some(slot.clone())))
             }
+            #[cfg(unix)]
+            Listen::Unix(path) => Err(HttpError::BindUnix {
+                path: path.clone(),
+                source: std::io::Error::other("a Unix socket is not a TCP listener"),
+            }),
         }
     }
 }

@@ -58,7 +58,11 @@ impl Phases {
             async move {
                 tokio::select! {
                     biased;
-                    () = stopping.cancelled() => {}
+                    () = stopping.cancelled() => if requested.is_cancelled() {
+                        // A shutdown with no drain delay: both came before this task ran, and
+                        // responses at the stop turn must still ask HTTP/1 clients to close.
+                        phases.draining.set();
+                    },
                     () = requested.cancelled() => {
                         phases.draining.set();
                         stopping.cancelled().await;

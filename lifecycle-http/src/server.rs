@@ -13,8 +13,12 @@ use crate::drain::Drain;
 use crate::error::HttpError;
 use crate::listener::Listen;
 use crate::phase::Phases;
+use crate::service::IntoRouter;
 use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::HttpStats;
+use crate::stream::Handshake;
+#[cfg(feature = "tls")]
+use crate::tls::TlsConfig;
 
 /// An HTTP server component: serves an axum [`Router`] over HTTP/1.1 and HTTP/2 (h2c, by prior
 /// knowledge) on one port, and drains without dropping a request.
@@ -42,8 +46,12 @@ use crate::stats::HttpStats;
 /// the stop turn nor cut by the header read timeout. Upgraded connections (WebSockets) are
 /// tracked: the stop waits for them to close (end them on [`ShutdownSignal::stopping`]).
 ///
-/// Any tower service can be served by wrapping it in a router:
-/// `Router::new().fallback_service(service)`.
+/// Besides an axum [`Router`], it serves any tower service ([`AnyService`](crate::AnyService)),
+/// hyper service ([`HyperService`](crate::HyperService)) or, with the `grpc` feature, tonic
+/// `Routes` ([`IntoRouter`]), and, with [`connect_info`](Self::connect_info), handlers can
+/// extract the client's address with axum's `ConnectInfo<SocketAddr>`.
+/// With the `tls` feature it terminates TLS ([`tls`](Self::tls)); [`bind_unix`](Self::bind_unix)
+/// listens on a Unix domain socket.
 ///
 /// Limits, on by default as a public server needs: a header read timeout (10 s) keeps slow
 /// clients from holding a connection, request heads are limited in size (64 KiB), a handler
@@ -77,10 +85,13 @@ use crate::stats::HttpStats;
 pub struct HttpServer {
     listen: Listen,
     router: Router,
+    #[cfg(feature = "tls")]
+    tls: Option<TlsConfig>,
     header_read_timeout: Duration,
     body_read_timeout: Option<Duration>,
     max_header_size: usize,
     max_connections: usize,
+    connect_info: bool,
     stats: HttpStats,
     local_addr: Arc<Mutex<Option<SocketAddr>>>,
 }
@@ -97,8 +108,26 @@ impl HttpServer {
 
     /// A server that binds `addr` when it starts. Port 0 picks a free port; see
     /// [`local_addr`](Self::local_addr).
-    pub fn bind(addr: SocketAddr, router: Router) -> Self {
-        Self::new(Listen::Bind(addr), router)
+    pub fn bind(addr: SocketAddr, service: impl IntoRouter) -> Self {
+        Self::new(Listen::Bind(addr), service.into_router())
+    }
+
+    /// A server on the Unix domain socket `path`, bound when it starts (a socket file left by
+    /// a process that died is replaced; one a live server answers on fails the start) and
+    /// removed when it stops. Requests carry no `ConnectInfo<SocketAddr>`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use axum::{routing::get, Router};
+    /// use lifecycle_http::HttpServer;
+    ///
+    /// let router = Router::new().route("/", get(|| async { "hello" }));
+    /// let server = HttpServer::bind_unix("/run/my-service/http.sock", router);
+    /// ```
+    #[cfg(unix)]
+    pub fn bind_unix(path: impl Into<std::path::PathBuf>, service: impl IntoRouter) -> Self {
+        Self::new(Listen::Unix(path.into()), service.into_router())
     }
 
     /// A server on a socket that is already bound and listening.
@@ -108,8 +137,8 @@ impl HttpServer {
     /// accepts. A server restarted by its [`OnFailure`](lifecycle_core::OnFailure) policy
     /// listens on it again (it is kept open across a restart); a start after the shutdown
     /// fails with [`HttpError::ListenerClosed`].
-    pub fn from_listener(listener: std::net::TcpListener, router: Router) -> Self {
-        Self::new(Listen::bound(listener), router)
+    pub fn from_listener(listener: std::net::TcpListener, service: impl IntoRouter) -> Self {
+        Self::new(Listen::bound(listener), service.into_router())
     }
 
     /// A server on the first socket passed by systemd socket activation (`LISTEN_FDS`), so
@@ -119,18 +148,21 @@ impl HttpServer {
     /// # Errors
     ///
     /// [`HttpError::NoInheritedSocket`] when systemd passed no TCP socket.
-    pub fn from_systemd(router: Router) -> Result<Self, HttpError> {
-        Ok(Self::new(Listen::from_systemd()?, router))
+    pub fn from_systemd(service: impl IntoRouter) -> Result<Self, HttpError> {
+        Ok(Self::new(Listen::from_systemd()?, service.into_router()))
     }
 
     fn new(listen: Listen, router: Router) -> Self {
         HttpServer {
             listen,
             router,
+            #[cfg(feature = "tls")]
+            tls: None,
             header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: Some(Self::DEFAULT_BODY_READ_TIMEOUT),
             max_header_size: Self::DEFAULT_MAX_HEADER_SIZE,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            connect_info: false,
             stats: HttpStats::default(),
             local_addr: Arc::default(),
         }
@@ -176,6 +208,41 @@ impl HttpServer {
         self
     }
 
+    /// Serves TLS (feature `tls`) with `config`: HTTPS, HTTP/2 and gRPC over TLS on the one
+    /// port, the certificate reloaded from its files while the server runs; see
+    /// [`TlsConfig`].
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, config: TlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Gives every request over TCP the client's address as axum's `ConnectInfo<SocketAddr>`
+    /// extension (default off: as with axum's `into_make_service_with_connect_info`, it costs
+    /// an extension per request). tonic handlers find it in `Request::extensions`. Requests
+    /// over a Unix socket carry none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::extract::ConnectInfo;
+    /// use axum::{routing::get, Router};
+    /// use lifecycle_http::HttpServer;
+    /// use std::net::SocketAddr;
+    ///
+    /// let router = Router::new().route(
+    ///     "/whoami",
+    ///     get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+    /// );
+    /// let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), router).connect_info(true);
+    /// ```
+    #[must_use]
+    pub fn connect_info(mut self, enabled: bool) -> Self {
+        self.connect_info = enabled;
+        self
+    }
+
     /// The largest request head accepted, in bytes (default 64 KiB).
     #[must_use]
     pub fn max_header_size(mut self, bytes: usize) -> Self {
@@ -210,9 +277,6 @@ impl LocalAddr {
 impl Component for HttpServer {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
         self.stats.export(ctx.name());
-        let (listener, slot) = self.listen.open().await?;
-        let addr = listener.local_addr()?;
-        *self.local_addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
         let (phases, watcher) =
             Phases::watch(ctx.lifecycle().shutdown_token(), ctx.token().clone());
         ctx.spawn(watcher);
@@ -224,10 +288,37 @@ impl Component for HttpServer {
         );
         let service = Drain::new(self.router.clone(), template);
         let builder = Arc::new(builder(ctx, self.max_header_size));
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+        let mut handshake = Handshake::default();
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            handshake = Handshake::tls(tls);
+            ctx.spawn(crate::reload::watch(tls.clone(), ctx.clone()));
+        }
         let limits = Limits {
             header_read_timeout: self.header_read_timeout,
             max_connections: self.max_connections,
+            handshake,
+            connect_info: self.connect_info,
         };
+        #[cfg(unix)]
+        if let Listen::Unix(path) = &self.listen {
+            let listener = crate::unix::bind(path)?;
+            ctx.spawn(crate::unix::accept_loop(
+                listener,
+                path.clone(),
+                ctx.clone(),
+                builder,
+                service,
+                self.stats.clone(),
+                limits,
+            ));
+            tracing::info!(component = ctx.name(), path = %path.display(), "listening");
+            return Ok(());
+        }
+        let (listener, slot) = self.listen.open().await?;
+        let addr = listener.local_addr()?;
+        *self.local_addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
         ctx.spawn(accept_loop(
             listener,
             slot,

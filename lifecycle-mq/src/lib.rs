@@ -96,6 +96,8 @@
 #[cfg(feature = "amqp")]
 mod amqp;
 #[cfg(any(feature = "amqp", feature = "nats"))]
+mod consume;
+#[cfg(any(feature = "amqp", feature = "nats"))]
 mod deadline;
 mod error;
 #[cfg(any(feature = "amqp", feature = "nats"))]
@@ -105,6 +107,8 @@ mod in_flight;
 mod message;
 #[cfg(feature = "nats")]
 mod nats;
+#[cfg(any(feature = "amqp", feature = "nats"))]
+mod publishes;
 mod stats;
 
 #[cfg(feature = "amqp")]

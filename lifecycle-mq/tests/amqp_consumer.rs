@@ -7,57 +7,15 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::amqp::{admin, connection_named, declare, delete, no_connection_named, publish, ready};
-use common::{amqp_url, broker_available, eventually, start, unique, Proxy, RABBITMQ};
+use common::{
+    amqp_url, broker_available, eventually, ids, start, start_alone, unique, Proxy, Runs, RABBITMQ,
+};
 use lifecycle_core::{Lifecycle, OnFailure, Outcome, Registration, TriggerKind};
 use lifecycle_mq::{Ack, AmqpConsumer, Message};
-
-/// What the handlers did, per payload: how many runs began and how many finished.
-#[derive(Debug, Clone, Default)]
-struct Runs(Arc<Mutex<HashMap<String, (u32, u32)>>>);
-
-impl Runs {
-    /// A handler that sleeps `ms`, recording its runs, and answers `Ack::Done`.
-    fn handler(
-        &self,
-        ms: u64,
-    ) -> impl Fn(Message) -> futures::future::BoxFuture<'static, Result<Ack, std::io::Error>>
-           + Send
-           + Sync
-           + 'static {
-        let runs = self.clone();
-        move |message: Message| {
-            let runs = runs.clone();
-            Box::pin(async move {
-                let id = String::from_utf8(message.into_payload()).unwrap();
-                runs.0.lock().unwrap().entry(id.clone()).or_default().0 += 1;
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                runs.0.lock().unwrap().entry(id).or_default().1 += 1;
-                Ok(Ack::Done)
-            })
-        }
-    }
-
-    fn began(&self) -> u32 {
-        self.0.lock().unwrap().values().map(|r| r.0).sum()
-    }
-
-    fn finished(&self) -> u32 {
-        self.0.lock().unwrap().values().map(|r| r.1).sum()
-    }
-
-    fn in_progress(&self) -> u32 {
-        self.began() - self.finished()
-    }
-}
-
-fn ids(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}-{i}")).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_is_handled_once_and_nothing_is_left_on_the_broker() {
@@ -73,12 +31,7 @@ async fn every_message_is_handled_once_and_nothing_is_left_on_the_broker() {
     let consumer = AmqpConsumer::new(amqp_url(), &queue, runs.handler(1))
         .prefetch(10)
         .concurrency(4);
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new(&name, consumer))
-        .build()
-        .unwrap();
-    let (handle, run) = start(lifecycle).await;
+    let (handle, run) = start_alone(Registration::new(&name, consumer)).await;
     eventually("all 50 handled", || runs.finished() == 50).await;
     assert!(
         connection_named(&name),
@@ -117,12 +70,8 @@ async fn the_stop_finishes_handlers_in_progress_and_hands_back_the_prefetched_re
     let consumer = AmqpConsumer::new(amqp_url(), &queue, runs.handler(1500))
         .prefetch(10)
         .concurrency(2);
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new(&name, consumer).stop_timeout(Duration::from_secs(5)))
-        .build()
-        .unwrap();
-    let (handle, run) = start(lifecycle).await;
+    let (handle, run) =
+        start_alone(Registration::new(&name, consumer).stop_timeout(Duration::from_secs(5))).await;
     eventually("two handlers in progress", || runs.in_progress() == 2).await;
     let until = tokio::time::Instant::now() + Duration::from_secs(1);
     while ready(&channel, &queue).await != 10 {
@@ -174,12 +123,8 @@ async fn a_handler_cut_off_at_the_stop_timeout_is_handed_back_never_acked() {
 
     let runs = Runs::default();
     let consumer = AmqpConsumer::new(amqp_url(), &queue, runs.handler(60_000));
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new(&name, consumer).stop_timeout(Duration::from_secs(1)))
-        .build()
-        .unwrap();
-    let (handle, run) = start(lifecycle).await;
+    let (handle, run) =
+        start_alone(Registration::new(&name, consumer).stop_timeout(Duration::from_secs(1))).await;
     eventually("the handler runs", || runs.in_progress() == 1).await;
     handle.shutdown("test over");
     let report = run.await.unwrap();
@@ -202,12 +147,7 @@ async fn a_handler_cut_off_at_the_stop_timeout_is_handed_back_never_acked() {
         *seen.lock().unwrap() = Some((message.redelivered(), message.delivery_count()));
         async { Ok::<_, std::io::Error>(Ack::Done) }
     });
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new(unique("cut-again"), consumer))
-        .build()
-        .unwrap();
-    let (handle, run) = start(lifecycle).await;
+    let (handle, run) = start_alone(Registration::new(unique("cut-again"), consumer)).await;
     eventually("redelivered", || again.lock().unwrap().is_some()).await;
     handle.shutdown("test over");
     assert_eq!(run.await.unwrap().exit_code(), 0);
@@ -253,12 +193,7 @@ async fn a_connection_lost_while_running_is_a_failure_and_the_stop_stays_bounded
         &queue,
         runs.handler(1),
     );
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new(&name, consumer))
-        .build()
-        .unwrap();
-    let (_handle, run) = start(lifecycle).await;
+    let (_handle, run) = start_alone(Registration::new(&name, consumer)).await;
     eventually("3 handled", || runs.finished() == 3).await;
     // Cut once the broker has the acks, so that what follows is about the cut alone.
     eventually("3 acked", || common::amqp::messages(&queue) == 0).await;
@@ -300,12 +235,8 @@ async fn a_broker_gone_at_the_stop_cannot_hold_the_stop_past_its_timeout() {
         runs.handler(200),
     )
     .prefetch(5);
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new(&name, consumer).stop_timeout(Duration::from_secs(2)))
-        .build()
-        .unwrap();
-    let (handle, run) = start(lifecycle).await;
+    let (handle, run) =
+        start_alone(Registration::new(&name, consumer).stop_timeout(Duration::from_secs(2))).await;
     eventually("a handler runs", || runs.in_progress() == 1).await;
     proxy.black_hole();
     handle.shutdown("test over");
@@ -324,15 +255,7 @@ async fn a_broker_gone_at_the_stop_cannot_hold_the_stop_past_its_timeout() {
         "{line:?}"
     );
     // And its socket is closed: nothing of the consumer is left talking to a dead broker.
-    let port = proxy.addr.port();
-    let until = tokio::time::Instant::now() + Duration::from_secs(2);
-    while common::connections_to(port) > 0 {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "the consumer's socket is still open"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::no_connection_left(proxy.addr.port()).await;
     drop(proxy);
     delete(&channel, &queue).await;
 }
@@ -354,18 +277,14 @@ async fn with_a_restart_policy_a_lost_connection_is_replaced_and_consuming_goes_
         &queue,
         runs.handler(1),
     );
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(
-            Registration::new(&name, consumer).on_failure(OnFailure::Restart {
-                max_restarts: 3,
-                initial_backoff: Duration::from_millis(50),
-                max_backoff: Duration::from_millis(50),
-            }),
-        )
-        .build()
-        .unwrap();
-    let (handle, run) = start(lifecycle).await;
+    let (handle, run) = start_alone(Registration::new(&name, consumer).on_failure(
+        OnFailure::Restart {
+            max_restarts: 3,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(50),
+        },
+    ))
+    .await;
     eventually("5 handled", || runs.finished() == 5).await;
     proxy.drop_connections();
     publish(&channel, &queue, ids("after", 5)).await;
@@ -458,12 +377,8 @@ async fn a_panicking_handler_hands_its_message_back_at_once() {
             Ok::<_, std::io::Error>(Ack::Done)
         }
     });
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new("consumer", consumer).on_failure(OnFailure::Ignore))
-        .build()
-        .unwrap();
-    let (handle, run) = start(lifecycle).await;
+    let (handle, run) =
+        start_alone(Registration::new("consumer", consumer).on_failure(OnFailure::Ignore)).await;
     // Handed back at once, not held until the stop: the same consumer gets it again.
     eventually("redelivered after the panic", || {
         seen.lock().unwrap().len() == 2
@@ -529,12 +444,7 @@ async fn a_queue_deleted_while_consuming_is_a_failure() {
     let consumer = AmqpConsumer::new(amqp_url(), &queue, |_: Message| async {
         Ok::<_, std::io::Error>(Ack::Done)
     });
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new("consumer", consumer))
-        .build()
-        .unwrap();
-    let (_handle, run) = start(lifecycle).await;
+    let (_handle, run) = start_alone(Registration::new("consumer", consumer)).await;
     delete(&channel, &queue).await;
     let report = tokio::time::timeout(Duration::from_secs(10), run)
         .await

@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::amqp::{admin, declare, delete, no_connection_named, ready};
-use common::{amqp_url, broker_available, start, unique, RABBITMQ};
-use lifecycle_core::{Lifecycle, Outcome, Registration, TriggerKind};
+use common::{amqp_url, broker_available, start_alone, unique, RABBITMQ};
+use lifecycle_core::{Outcome, Registration, TriggerKind};
 use lifecycle_mq::{AmqpPublisher, MqError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,12 +30,7 @@ async fn publishes_are_confirmed_unroutable_ones_fail_and_none_is_sent_after_the
         "{early:?}"
     );
 
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new(&name, publisher))
-        .build()
-        .unwrap();
-    let (handle, run) = start(lifecycle).await;
+    let (handle, run) = start_alone(Registration::new(&name, publisher)).await;
     for i in 0..10 {
         events
             .publish("", &queue, format!("{i}").as_bytes())
@@ -79,12 +74,7 @@ async fn publishes_in_flight_at_the_stop_are_confirmed_or_fail_never_dropped() {
 
     let publisher = AmqpPublisher::new(amqp_url());
     let events = publisher.handle();
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new(&name, publisher))
-        .build()
-        .unwrap();
-    let (handle, run) = start(lifecycle).await;
+    let (handle, run) = start_alone(Registration::new(&name, publisher)).await;
     // Four callers publishing as fast as confirms come, through the stop.
     let callers: Vec<_> = (0..4)
         .map(|caller| {
@@ -144,12 +134,8 @@ async fn a_publish_the_broker_never_confirms_fails_at_the_stop_instead_of_hangin
 
     let publisher = AmqpPublisher::new(format!("amqp://guest:guest@{}/%2f", proxy.addr));
     let events = publisher.handle();
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new(&name, publisher).stop_timeout(Duration::from_secs(1)))
-        .build()
-        .unwrap();
-    let (handle, run) = start(lifecycle).await;
+    let (handle, run) =
+        start_alone(Registration::new(&name, publisher).stop_timeout(Duration::from_secs(1))).await;
     events.publish("", &queue, b"before").await.unwrap();
     proxy.black_hole();
     let (events2, queue2) = (events.clone(), queue.clone());
@@ -175,15 +161,7 @@ async fn a_publish_the_broker_never_confirms_fails_at_the_stop_instead_of_hangin
         "{stuck:?}"
     );
     // And its socket is closed: nothing of it is left talking to a dead server.
-    let port = proxy.addr.port();
-    let until = tokio::time::Instant::now() + Duration::from_secs(2);
-    while common::connections_to(port) > 0 {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "the component's socket is still open"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::no_connection_left(proxy.addr.port()).await;
     drop(proxy);
     delete(&channel, &queue).await;
 }
@@ -196,12 +174,7 @@ async fn a_connection_lost_while_running_is_a_failure_of_the_publisher() {
     let name = unique("publisher-lost");
     let proxy = common::Proxy::start(RABBITMQ).await;
     let publisher = AmqpPublisher::new(format!("amqp://guest:guest@{}/%2f", proxy.addr));
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new(&name, publisher))
-        .build()
-        .unwrap();
-    let (_handle, run) = start(lifecycle).await;
+    let (_handle, run) = start_alone(Registration::new(&name, publisher)).await;
     proxy.cut();
     let report = tokio::time::timeout(Duration::from_secs(10), run)
         .await

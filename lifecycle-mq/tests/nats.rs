@@ -10,62 +10,21 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use futures::StreamExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use common::nats::{ack_pending, admin, create_stream, delete_stream, pending_of, publish};
-use common::{broker_available, connections_to, eventually, nats_url, start, unique, Proxy, NATS};
+use common::{
+    broker_available, connections_to, eventually, ids, nats_url, start, start_alone, unique, Proxy,
+    Runs, NATS,
+};
 use lifecycle_core::{Lifecycle, OnFailure, Outcome, Registration, TriggerKind};
 use lifecycle_mq::{Ack, Message, MqError, NatsConsumer, NatsPublisher};
 
 /// The tests count this process's connections, so they run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// What the handlers did, per payload: how many runs began and how many finished.
-#[derive(Debug, Clone, Default)]
-struct Runs(Arc<Mutex<HashMap<String, (u32, u32)>>>);
-
-impl Runs {
-    fn handler(
-        &self,
-        ms: u64,
-    ) -> impl Fn(Message) -> futures::future::BoxFuture<'static, Result<Ack, std::io::Error>>
-           + Send
-           + Sync
-           + 'static {
-        let runs = self.clone();
-        move |message: Message| {
-            let runs = runs.clone();
-            Box::pin(async move {
-                let id = String::from_utf8(message.into_payload()).unwrap();
-                runs.0.lock().unwrap().entry(id.clone()).or_default().0 += 1;
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                runs.0.lock().unwrap().entry(id).or_default().1 += 1;
-                Ok(Ack::Done)
-            })
-        }
-    }
-
-    fn began(&self) -> u32 {
-        self.0.lock().unwrap().values().map(|r| r.0).sum()
-    }
-
-    fn finished(&self) -> u32 {
-        self.0.lock().unwrap().values().map(|r| r.1).sum()
-    }
-
-    fn in_progress(&self) -> u32 {
-        self.began() - self.finished()
-    }
-}
-
-fn ids(n: usize) -> Vec<String> {
-    (0..n).map(|i| i.to_string()).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_is_handled_once_and_no_connection_is_left() {
@@ -76,19 +35,14 @@ async fn every_message_is_handled_once_and_no_connection_is_left() {
     let stream = unique("all");
     let js = admin().await;
     create_stream(&js, &stream).await;
-    publish(&js, &stream, ids(50)).await;
+    publish(&js, &stream, ids("m", 50)).await;
     let before = connections_to(4222);
 
     let runs = Runs::default();
     let consumer = NatsConsumer::new(nats_url(), &stream, "workers", runs.handler(1))
         .prefetch(10)
         .concurrency(4);
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new("consumer", consumer))
-        .build()
-        .unwrap();
-    let (handle, run) = start(lifecycle).await;
+    let (handle, run) = start_alone(Registration::new("consumer", consumer)).await;
     eventually("all 50 handled", || runs.finished() == 50).await;
     assert_eq!(
         connections_to(4222),
@@ -126,7 +80,7 @@ async fn the_stop_finishes_handlers_in_progress_and_hands_back_the_pulled_rest()
     let stream = unique("stop");
     let js = admin().await;
     create_stream(&js, &stream).await;
-    publish(&js, &stream, ids(20)).await;
+    publish(&js, &stream, ids("m", 20)).await;
 
     // Two handlers of 1.5 s at a time, ten messages pulled: at the stop, two are in progress
     // and eight wait in the client.
@@ -134,12 +88,9 @@ async fn the_stop_finishes_handlers_in_progress_and_hands_back_the_pulled_rest()
     let consumer = NatsConsumer::new(nats_url(), &stream, "workers", runs.handler(1500))
         .prefetch(10)
         .concurrency(2);
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new("consumer", consumer).stop_timeout(Duration::from_secs(5)))
-        .build()
-        .unwrap();
-    let (handle, run) = start(lifecycle).await;
+    let (handle, run) =
+        start_alone(Registration::new("consumer", consumer).stop_timeout(Duration::from_secs(5)))
+            .await;
     eventually("two handlers in progress", || runs.in_progress() == 2).await;
     let until = tokio::time::Instant::now() + Duration::from_secs(1);
     while ack_pending(&js, &stream, "workers").await != 10 {
@@ -200,16 +151,13 @@ async fn a_handler_cut_off_at_the_stop_timeout_is_handed_back_never_acked() {
     let stream = unique("cut");
     let js = admin().await;
     create_stream(&js, &stream).await;
-    publish(&js, &stream, ids(1)).await;
+    publish(&js, &stream, ids("m", 1)).await;
 
     let runs = Runs::default();
     let consumer = NatsConsumer::new(nats_url(), &stream, "workers", runs.handler(60_000));
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new("consumer", consumer).stop_timeout(Duration::from_secs(1)))
-        .build()
-        .unwrap();
-    let (handle, run) = start(lifecycle).await;
+    let (handle, run) =
+        start_alone(Registration::new("consumer", consumer).stop_timeout(Duration::from_secs(1)))
+            .await;
     eventually("the handler runs", || runs.in_progress() == 1).await;
     handle.shutdown("test over");
     let report = run.await.unwrap();
@@ -232,12 +180,7 @@ async fn a_handler_cut_off_at_the_stop_timeout_is_handed_back_never_acked() {
         *seen.lock().unwrap() = Some((message.redelivered(), message.delivery_count()));
         async { Ok::<_, std::io::Error>(Ack::Done) }
     });
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new("again", consumer))
-        .build()
-        .unwrap();
-    let (handle, run) = start(lifecycle).await;
+    let (handle, run) = start_alone(Registration::new("again", consumer)).await;
     eventually("redelivered", || again.lock().unwrap().is_some()).await;
     handle.shutdown("test over");
     assert_eq!(run.await.unwrap().exit_code(), 0);
@@ -275,7 +218,7 @@ async fn a_connection_lost_while_running_is_a_failure_and_nothing_reconnects_aft
     let stream = unique("lost");
     let js = admin().await;
     create_stream(&js, &stream).await;
-    publish(&js, &stream, ids(3)).await;
+    publish(&js, &stream, ids("m", 3)).await;
     let before = connections_to(4222);
 
     let proxy = Proxy::start(NATS).await;
@@ -286,12 +229,7 @@ async fn a_connection_lost_while_running_is_a_failure_and_nothing_reconnects_aft
         "workers",
         runs.handler(1),
     );
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new("consumer", consumer))
-        .build()
-        .unwrap();
-    let (_handle, run) = start(lifecycle).await;
+    let (_handle, run) = start_alone(Registration::new("consumer", consumer)).await;
     eventually("3 handled", || runs.finished() == 3).await;
     // Cut once the server has the acks, so that what follows is about the cut alone.
     let until = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -338,7 +276,7 @@ async fn a_server_gone_at_the_stop_cannot_hold_the_stop_past_its_timeout() {
     let stream = unique("gone");
     let js = admin().await;
     create_stream(&js, &stream).await;
-    publish(&js, &stream, ids(5)).await;
+    publish(&js, &stream, ids("m", 5)).await;
 
     let proxy = Proxy::start(NATS).await;
     let runs = Runs::default();
@@ -348,12 +286,9 @@ async fn a_server_gone_at_the_stop_cannot_hold_the_stop_past_its_timeout() {
         "workers",
         runs.handler(200),
     );
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new("consumer", consumer).stop_timeout(Duration::from_secs(2)))
-        .build()
-        .unwrap();
-    let (handle, run) = start(lifecycle).await;
+    let (handle, run) =
+        start_alone(Registration::new("consumer", consumer).stop_timeout(Duration::from_secs(2)))
+            .await;
     eventually("a handler runs", || runs.in_progress() == 1).await;
     proxy.black_hole();
     handle.shutdown("test over");
@@ -371,15 +306,7 @@ async fn a_server_gone_at_the_stop_cannot_hold_the_stop_past_its_timeout() {
         "{line:?}"
     );
     // And its socket is closed: nothing of it is left talking to a dead server.
-    let port = proxy.addr.port();
-    let until = tokio::time::Instant::now() + Duration::from_secs(2);
-    while common::connections_to(port) > 0 {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "the component's socket is still open"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::no_connection_left(proxy.addr.port()).await;
     drop(proxy);
     delete_stream(&js, &stream).await;
 }
@@ -402,12 +329,7 @@ async fn publishes_are_acked_unstored_ones_fail_and_none_is_sent_after_the_stop(
         matches!(early, Err(MqError::NotRunning { .. })),
         "{early:?}"
     );
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new("publisher", publisher))
-        .build()
-        .unwrap();
-    let (handle, run) = start(lifecycle).await;
+    let (handle, run) = start_alone(Registration::new("publisher", publisher)).await;
     // Four callers publishing as fast as acks come, through the stop.
     let callers: Vec<_> = (0..4)
         .map(|caller| {
@@ -478,7 +400,7 @@ async fn with_a_restart_policy_a_lost_connection_is_replaced_and_consuming_goes_
     let stream = unique("restart");
     let js = admin().await;
     create_stream(&js, &stream).await;
-    publish(&js, &stream, ids(5)).await;
+    publish(&js, &stream, ids("m", 5)).await;
 
     let proxy = Proxy::start(NATS).await;
     let runs = Runs::default();
@@ -491,18 +413,14 @@ async fn with_a_restart_policy_a_lost_connection_is_replaced_and_consuming_goes_
     // Messages the server sent while the connection was down are in flight to no one and
     // come back after the ack wait: keep it short here.
     .ack_wait(Duration::from_secs(2));
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(
-            Registration::new("consumer", consumer).on_failure(OnFailure::Restart {
-                max_restarts: 3,
-                initial_backoff: Duration::from_millis(50),
-                max_backoff: Duration::from_millis(50),
-            }),
-        )
-        .build()
-        .unwrap();
-    let (handle, run) = start(lifecycle).await;
+    let (handle, run) = start_alone(Registration::new("consumer", consumer).on_failure(
+        OnFailure::Restart {
+            max_restarts: 3,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(50),
+        },
+    ))
+    .await;
     eventually("5 handled", || runs.finished() == 5).await;
     proxy.drop_connections();
     publish(&js, &stream, (5..10).map(|i| i.to_string())).await;
@@ -596,12 +514,9 @@ async fn a_publish_the_server_never_acks_fails_at_the_stop_instead_of_hanging() 
 
     let publisher = NatsPublisher::new(format!("nats://{}", proxy.addr));
     let events = publisher.handle();
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new("publisher", publisher).stop_timeout(Duration::from_secs(1)))
-        .build()
-        .unwrap();
-    let (handle, run) = start(lifecycle).await;
+    let (handle, run) =
+        start_alone(Registration::new("publisher", publisher).stop_timeout(Duration::from_secs(1)))
+            .await;
     events.publish(&stream, b"before").await.unwrap();
     proxy.black_hole();
     let (events2, stream2) = (events.clone(), stream.clone());

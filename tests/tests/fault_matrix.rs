@@ -77,6 +77,22 @@ fn assert_stopped_in_order(report: &Report) {
 }
 
 /// The report the service wrote, whose exit code must be the process's.
+/// The end of every graceful stop: the server answered all `requests` sent and force-closed
+/// nothing, sessions and connections were released before the exit, the exit code is 0, and
+/// the report says the signal stopped every component, in dependency order.
+async fn assert_stopped_gracefully(stack: &mut Stack, requests: u64) -> Report {
+    let server = stack.wait_stopped(Duration::from_secs(10)).await;
+    assert_answered_all(server, requests);
+    assert_released(stack).await;
+    let status = stack.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{}", stack.log());
+    let report = report_of(stack, Some(0));
+    assert_signalled(&report);
+    assert_eq!(outcomes(&report), expected(Outcome::Stopped, &[]));
+    assert_stopped_in_order(&report);
+    report
+}
+
 fn report_of(stack: &Stack, code: Option<i32>) -> Report {
     let report = stack
         .report()
@@ -209,16 +225,7 @@ async fn sigterm_under_load_drops_nothing_and_leaves_nothing() {
         answered.succeeded > before,
         "nothing served during the drain: {answered:?}"
     );
-    let server = stack.wait_stopped(Duration::from_secs(10)).await;
-    assert_answered_all(server, 30 + answered.succeeded);
-    assert_released(&mut stack).await;
-    let status = stack.wait_exit(Duration::from_secs(10)).await;
-    assert_eq!(status.code(), Some(0), "{}", stack.log());
-
-    let report = report_of(&stack, Some(0));
-    assert_signalled(&report);
-    assert_eq!(outcomes(&report), expected(Outcome::Stopped, &[]));
-    assert_stopped_in_order(&report);
+    let _ = assert_stopped_gracefully(&mut stack, 30 + answered.succeeded).await;
     assert_jobs_kept(jobs.counts().await, 30);
     assert_nothing_left(&stack).await;
     jobs.remove().await;
@@ -367,16 +374,7 @@ async fn postgres_sessions_killed_during_the_drain_fail_nothing() {
         answered.succeeded > at_kill,
         "nothing served after the sessions were killed: {answered:?}"
     );
-    let server = stack.wait_stopped(Duration::from_secs(10)).await;
-    assert_answered_all(server, 20 + answered.succeeded);
-    assert_released(&mut stack).await;
-    let status = stack.wait_exit(Duration::from_secs(10)).await;
-    assert_eq!(status.code(), Some(0), "{}", stack.log());
-
-    let report = report_of(&stack, Some(0));
-    assert_signalled(&report);
-    assert_eq!(outcomes(&report), expected(Outcome::Stopped, &[]));
-    assert_stopped_in_order(&report);
+    let _ = assert_stopped_gracefully(&mut stack, 20 + answered.succeeded).await;
     // A job whose end could not be written (its session was the one killed) is still leased
     // and comes back after its lease; every other one is done or handed back.
     let counts = jobs.counts().await;
@@ -426,15 +424,8 @@ async fn redis_killed_at_the_stop_turn_holds_nothing_up_and_is_not_reconnected()
 
     let long = long.await.unwrap();
     long.assert_none_lost();
-    let server = stack.wait_stopped(Duration::from_secs(10)).await;
-    assert_answered_all(server, 10 + answered.succeeded + long.succeeded);
-    assert_released(&mut stack).await;
-    let status = stack.wait_exit(Duration::from_secs(10)).await;
-    assert_eq!(status.code(), Some(0), "{}", stack.log());
-    let report = report_of(&stack, Some(0));
-    assert_signalled(&report);
-    assert_eq!(outcomes(&report), expected(Outcome::Stopped, &[]));
-    assert_stopped_in_order(&report);
+    let report =
+        assert_stopped_gracefully(&mut stack, 10 + answered.succeeded + long.succeeded).await;
     let http = report.component("http").unwrap();
     assert!(
         // Sent at the signal, it ends 2.5 s later, about 2 s into the server's stop.

@@ -15,13 +15,23 @@
 //! (`TERMINATION_GRACE_PERIOD`: refuse to start when the shutdown could not fit in it),
 //! `--redis-url` (`REDIS_URL`: the job queue in Redis instead of the SQL database),
 //! `--job-queue` (`JOB_QUEUE`), `--job-lease` (`JOB_LEASE`),
-//! `--report-json PATH` (write the report there on exit), `--admin-listen` (`ADMIN_LISTEN`:
-//! serve `/metrics`, `/livez` and `/readyz?verbose` on this address, up to the last stop).
+//! `--amqp-url` (`AMQP_URL`) and `--nats-url` (`NATS_URL`: events through RabbitMQ or NATS
+//! JetStream, see `POST /events`),
+//! `--report-json PATH` (write the report there on exit),
+//! `--tls-cert PATH` and `--tls-key PATH` (`TLS_CERT`, `TLS_KEY`: serve TLS),
+//! `--admin-listen` (`ADMIN_LISTEN`: serve `/metrics`, `/livez` and `/readyz?verbose` on this
+//! address, up to the last stop).
+//!
+//! The same port answers gRPC (h2c, or h2 over TLS): `grpc.health.v1.Health` (`Check`,
+//! `Watch`), following the lifecycle, and `example.v1.Example` (`proto/example.proto`).
 
 mod admin;
+mod events;
+mod grpc;
 mod jobs;
 mod migrations;
 mod routes;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,8 +41,10 @@ use clap::Parser;
 use lifecycle_core::{exit_code, Lifecycle, Registration, Report};
 use lifecycle_db::{Job, JobWorker, RedisClient, RedisJobQueue, SqlJobQueue, SqlPool};
 use lifecycle_http::{HealthRoutes, HttpServer};
+use lifecycle_mq::{AmqpConsumer, AmqpPublisher, NatsConsumer, NatsPublisher};
 use sqlx::Any;
 
+use crate::events::{EventStore, Events, Names, Topology};
 use crate::jobs::Jobs;
 use crate::migrations::Migrations;
 use crate::routes::AppState;
@@ -72,10 +84,19 @@ struct Args {
     /// after it.
     #[arg(long, env = "JOB_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
     job_lease: Duration,
+    /// RabbitMQ, for events (`POST /events`): a publisher, and a consumer that does their work.
+    #[arg(long, env = "AMQP_URL")]
+    amqp_url: Option<String>,
+    /// NATS with JetStream, for events, as `--amqp-url`; a killed instance's events are taken up
+    /// again after `--job-lease`.
+    #[arg(long, env = "NATS_URL")]
+    nats_url: Option<String>,
     /// Write the shutdown report as JSON to this file on exit, forced exits included
     /// (atomically: a reader never sees half a report).
     #[arg(long)]
     report_json: Option<PathBuf>,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     /// Serve `/metrics` (Prometheus), `/livez` and `/readyz?verbose` on this address too.
     #[arg(long, env = "ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
@@ -115,21 +136,53 @@ async fn main() -> Report {
         Some(redis) => Jobs::Redis(RedisJobQueue::new(redis.clone(), &args.job_queue)),
         None => Jobs::Sql(sql_jobs.clone()),
     };
+    // The work of an event is a job's; each broker given brings a publisher for `POST /events`
+    // and a consumer (every replica shares the broker's queue).
+    let mysql = args.database_url.starts_with("mysql") || args.database_url.starts_with("mariadb");
+    let names = Names::new(&args.job_queue);
+    let store = EventStore::new(pool.clone(), mysql);
+    let amqp = args.amqp_url.as_deref().map(|url| {
+        let store = store.clone();
+        let consumer = AmqpConsumer::new(url, &names.amqp_queue, move |message| {
+            events::consume(store.clone(), message)
+        });
+        (AmqpPublisher::new(url), consumer.prefetch(8).concurrency(4))
+    });
+    let nats = args.nats_url.as_deref().map(|url| {
+        let store = store.clone();
+        let consumer = NatsConsumer::new(url, &names.nats_stream, &names.nats_consumer, {
+            move |message| events::consume(store.clone(), message)
+        });
+        let consumer = consumer.prefetch(8).concurrency(4).ack_wait(args.job_lease);
+        (NatsPublisher::new(url), consumer)
+    });
     let state = AppState {
         pool: pool.clone(),
         jobs: jobs.clone(),
+        events: Events {
+            store,
+            names: names.clone(),
+            amqp: amqp.as_ref().map(|(publisher, _)| publisher.handle()),
+            nats: nats.as_ref().map(|(publisher, _)| publisher.handle()),
+        },
     };
     // The example shows each component's details at `/readyz?verbose`; a service open to the
     // internet would keep them off, or serve them on an internal address.
     let health = HealthRoutes::new(builder.handle()).verbose(true).router();
-    let router = routes::router(state).merge(health);
+    let router = routes::router(state)
+        .merge(health)
+        .merge(grpc::routes(builder.handle()));
     let migrations = Migrations {
         pool: pool.clone(),
         jobs: sql_jobs,
+        events: Topology {
+            names,
+            amqp_url: args.amqp_url.clone(),
+            nats_url: args.nats_url.clone(),
+        },
     };
     // The work of a job: record the run, wait the job's milliseconds, mark the run finished.
     // (sqlx's `Any` passes SQL through as written: MySQL's placeholders are `?`.)
-    let mysql = args.database_url.starts_with("mysql") || args.database_url.starts_with("mariadb");
     let (record_run, finish_run) = if mysql {
         (
             "INSERT INTO job_runs (job_id, finished) VALUES (?, 0)",
@@ -161,6 +214,7 @@ async fn main() -> Report {
     } else {
         HttpServer::bind(args.listen, router)
     };
+    let http = args.tls.apply(http).unwrap_or_else(|e| refuse(e));
 
     // The worker and the server use Redis when the jobs live there: they stop before it.
     let mut jobs_registration = Registration::new("jobs", worker)
@@ -181,6 +235,34 @@ async fn main() -> Report {
             .register(Registration::new("redis", redis).stop_timeout(Duration::from_secs(2)));
         jobs_registration = jobs_registration.depends_on("redis");
         http_registration = http_registration.depends_on("redis");
+    }
+    // A consumer stops before the pool it records in; the server before the publisher it
+    // publishes with.
+    let consumers = [
+        amqp.map(|(p, c)| {
+            (
+                "amqp",
+                Registration::new("amqp", p),
+                Registration::new("amqp-consumer", c),
+            )
+        }),
+        nats.map(|(p, c)| {
+            (
+                "nats",
+                Registration::new("nats", p),
+                Registration::new("nats-consumer", c),
+            )
+        }),
+    ];
+    for (publisher_name, publisher, consumer) in consumers.into_iter().flatten() {
+        builder = builder
+            .register(publisher.stop_timeout(Duration::from_secs(2)))
+            .register(
+                consumer
+                    .depends_on("migrations")
+                    .stop_timeout(Duration::from_secs(8)),
+            );
+        http_registration = http_registration.depends_on(publisher_name);
     }
     let lifecycle = builder
         .register(jobs_registration)

@@ -15,6 +15,7 @@ use lifecycle_http::ShutdownSignal;
 use serde::Deserialize;
 use sqlx::AnyPool;
 
+use crate::events::{Broker, Events, PublishError};
 use crate::jobs::Jobs;
 
 /// What the handlers share.
@@ -22,6 +23,7 @@ use crate::jobs::Jobs;
 pub(crate) struct AppState {
     pub(crate) pool: AnyPool,
     pub(crate) jobs: Jobs,
+    pub(crate) events: Events,
 }
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -30,6 +32,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/sse", get(sse))
         .route("/jobs", post(enqueue))
         .route("/jobs/{id}", get(job_state))
+        .route("/events", post(publish_event))
+        .route("/events/{id}", get(event_state))
         .with_state(state)
 }
 
@@ -57,6 +61,46 @@ async fn job_state(State(jobs): State<Jobs>, Path(id): Path<i64>) -> Response {
     }
 }
 
+#[derive(Debug, Deserialize)]
+struct NewEvent {
+    ms: u64,
+    /// `"amqp"` or `"nats"`; the first broker the service uses when absent.
+    via: Option<Broker>,
+}
+
+/// `POST /events` with `{"ms": N}`: publishes an event whose work takes N ms; answers
+/// `{"id": ...}` once the broker has confirmed it.
+async fn publish_event(State(events): State<Events>, Json(event): Json<NewEvent>) -> Response {
+    match events.publish(event.ms, event.via).await {
+        Ok(id) => (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response(),
+        Err(PublishError::NoBroker(_)) => (
+            StatusCode::NOT_FOUND,
+            "no broker for events: start the service with --amqp-url or --nats-url\n",
+        )
+            .into_response(),
+        Err(PublishError::Database(error)) => database_error(error),
+        // The publisher stops after the server: this is rare, and safe to retry elsewhere.
+        Err(PublishError::Broker(lifecycle_mq::MqError::NotRunning { .. })) => shutting_down(),
+        Err(PublishError::Broker(error)) => {
+            tracing::error!(%error, "publish failed");
+            (
+                StatusCode::BAD_GATEWAY,
+                "the broker did not take the event\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `GET /events/{id}`: `{"id": ..., "state": "queued" | "running" | "done" | "failed"}`.
+async fn event_state(State(events): State<Events>, Path(id): Path<i64>) -> Response {
+    match events.store.state(id).await {
+        Ok(Some(state)) => Json(serde_json::json!({ "id": id, "state": state })).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such event\n").into_response(),
+        Err(error) => database_error(error),
+    }
+}
+
 /// The answer to a failed call to the job queue.
 fn queue_error(error: BoxError) -> Response {
     match error.downcast::<sqlx::Error>() {
@@ -73,17 +117,22 @@ fn database_error(error: sqlx::Error) -> Response {
     match error {
         // The pool closes only after the server has stopped, so this is rare; when it happens
         // the request is safe to retry elsewhere.
-        sqlx::Error::PoolClosed => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-            "shutting down\n",
-        )
-            .into_response(),
+        sqlx::Error::PoolClosed => shutting_down(),
         error => {
             tracing::error!(%error, "database call failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "database error\n").into_response()
         }
     }
+}
+
+/// `503` with `Retry-After`: a request that came too late to an instance that is stopping.
+fn shutting_down() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        "shutting down\n",
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]

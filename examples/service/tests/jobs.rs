@@ -4,107 +4,16 @@
 //! done, and jobs ran twice only as often as a kill interrupted them. And two containers that
 //! are both PID 1: the second takes up the job the first was killed with.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_example-service");
-
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// One HTTP/1.1 request on a fresh connection; the status and the body.
-fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    Some((
-        status,
-        response
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned(),
-    ))
-}
-
-fn start(addr: SocketAddr, db: &str, extra: &[&str]) -> Service {
-    let child = Command::new(BIN)
-        .args(["--listen", &addr.to_string(), "--job-lease", "1s"])
-        .args(extra)
-        .env("DATABASE_URL", db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let service = Service(child);
-    let until = Instant::now() + Duration::from_secs(20);
-    while request(addr, "GET", "/readyz", "").map(|r| r.0) != Some(200) {
-        assert!(Instant::now() < until, "the service did not become ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    service
-}
-
-fn signal(service: &Service, name: &str) {
-    assert!(Command::new("kill")
-        .args([&format!("-{name}"), &service.0.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-}
-
-fn wait(service: &mut Service) -> Option<i32> {
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = service.0.try_wait().unwrap() {
-            return status.code();
-        }
-        assert!(Instant::now() < until, "the service did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Reads the service's database directly: `sql`, with `bind` as `$1` (`?` on MySQL).
-fn query<T>(db: &str, sql: &'static str, bind: T) -> Vec<(i64, i64)>
-where
-    T: for<'q> sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any> + Send + 'static,
-{
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::AnyPool::connect(db).await.unwrap();
-        let sql = if db.starts_with("mysql") {
-            sqlx::AssertSqlSafe(sql.replace("$1", "?"))
-        } else {
-            sqlx::AssertSqlSafe(sql.to_owned())
-        };
-        let rows = sqlx::query_as(sql)
-            .bind(bind)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        rows
-    })
-}
+use common::{
+    create, free_addr, query, request, server_available, signal, start, start_command, wait,
+    wait_done, Service, BIN,
+};
 
 /// Jobs in hand (running) right now: in the SQL table, or in the Redis queue's processing lists.
 fn running(db: &str, queue: &str, redis: bool) -> i64 {
@@ -143,19 +52,6 @@ fn running(db: &str, queue: &str, redis: bool) -> i64 {
 }
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379/";
-
-/// Whether the server at `addr` answers; in CI it must.
-fn server_available(name: &str, addr: &str) -> bool {
-    if std::net::TcpStream::connect(addr).is_ok() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "{name} is not reachable at {addr}; CI needs it"
-    );
-    eprintln!("SKIPPED: {name} is not reachable (outside CI)");
-    false
-}
 
 #[test]
 fn no_job_is_lost_across_sigterms_and_a_sigkill() {
@@ -198,10 +94,7 @@ fn no_job_is_lost_across_sigterms_and_a_sigkill_with_jobs_in_redis() {
 /// end.
 fn no_job_is_lost(db: &str, queue: &str, redis: bool) {
     let redis_queue = redis.then_some(queue);
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = free_addr();
     let extra: Vec<&str> = match redis_queue {
         Some(queue) => vec!["--redis-url", REDIS_URL, "--job-queue", queue],
         None => vec!["--job-queue", queue],
@@ -211,16 +104,11 @@ fn no_job_is_lost(db: &str, queue: &str, redis: bool) {
     let jobs = 400;
     let mut ids = Vec::new();
     for i in 0..jobs {
-        let (status, body) = request(
+        ids.push(create(
             addr,
-            "POST",
             "/jobs",
             &format!("{{\"ms\": {}}}", (i * 7) % 40),
-        )
-        .unwrap();
-        assert_eq!(status, 201, "{body}");
-        let id: serde_json::Value = serde_json::from_str(&body).unwrap();
-        ids.push(id["id"].as_i64().unwrap());
+        ));
     }
 
     let mut interrupted_by_kills = 0;
@@ -252,15 +140,7 @@ fn no_job_is_lost(db: &str, queue: &str, redis: bool) {
     // Run to the end; the killed instance's jobs come back once their lease expires.
     let until = Instant::now() + Duration::from_secs(60);
     for id in &ids {
-        loop {
-            let (status, body) = request(addr, "GET", &format!("/jobs/{id}"), "").unwrap();
-            assert_eq!(status, 200, "{body}");
-            if body.contains("\"state\":\"done\"") {
-                break;
-            }
-            assert!(Instant::now() < until, "job {id}: {body}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_done(addr, &format!("/jobs/{id}"), until);
     }
     signal(&service, "TERM");
     assert_eq!(wait(&mut service), Some(0));
@@ -323,23 +203,11 @@ fn pid_namespaces_available() -> bool {
 /// The service as PID 1 of a PID namespace of its own, like a container; killing the returned
 /// `unshare` kills the service too (`--kill-child`).
 fn start_as_pid_1(addr: SocketAddr, db: &str, extra: &[&str]) -> Service {
-    let child = Command::new("unshare")
+    let mut command = Command::new("unshare");
+    command
         .args(["--pid", "--fork", "--mount-proc", "--kill-child", BIN])
-        .args(["--listen", &addr.to_string(), "--job-lease", "1s"])
-        .args(extra)
-        .env("DATABASE_URL", db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let service = Service(child);
-    let until = Instant::now() + Duration::from_secs(20);
-    while request(addr, "GET", "/readyz", "").map(|r| r.0) != Some(200) {
-        assert!(Instant::now() < until, "the service did not become ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    service
+        .args(["--listen", &addr.to_string(), "--job-lease", "1s"]);
+    start_command(command, addr, db, extra)
 }
 
 /// What the `jobs` component says of itself in `/readyz?verbose`.
@@ -361,33 +229,18 @@ fn jobs_detail(addr: SocketAddr) -> String {
 /// second replica kept the first one's heartbeat alive and the job stayed running for ever.
 #[test]
 fn a_job_of_a_killed_container_is_taken_up_by_the_next_one_with_the_same_pid() {
-    if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "Redis is not reachable at 127.0.0.1:6379; CI needs it"
-        );
-        eprintln!("SKIPPED: Redis is not reachable (outside CI)");
-        return;
-    }
-    if !pid_namespaces_available() {
+    if !server_available("Redis", "127.0.0.1:6379") || !pid_namespaces_available() {
         return;
     }
     let queue = format!("example-pid1-{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = free_addr();
     let extra = ["--redis-url", REDIS_URL, "--job-queue", &queue];
 
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
     let mut first = start_as_pid_1(addr, &db, &extra);
     let first_identity = jobs_detail(addr);
-    let (status, body) = request(addr, "POST", "/jobs", "{\"ms\": 500}").unwrap();
-    assert_eq!(status, 201, "{body}");
-    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
-        .as_i64()
-        .unwrap();
+    let id = create(addr, "/jobs", "{\"ms\": 500}");
     let until = Instant::now() + Duration::from_secs(10);
     while !request(addr, "GET", &format!("/jobs/{id}"), "")
         .unwrap()
@@ -402,18 +255,12 @@ fn a_job_of_a_killed_container_is_taken_up_by_the_next_one_with_the_same_pid() {
 
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("b.db").display());
     let second = start_as_pid_1(addr, &db, &extra);
-    let until = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, body) = request(addr, "GET", &format!("/jobs/{id}"), "").unwrap();
-        if body.contains("\"state\":\"done\"") {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "the killed replica's job {id} was never taken up: {body}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // The killed replica's job is taken up.
+    wait_done(
+        addr,
+        &format!("/jobs/{id}"),
+        Instant::now() + Duration::from_secs(15),
+    );
 
     // Each replica names itself, with the host it runs on, in /readyz?verbose.
     let second_identity = jobs_detail(addr);

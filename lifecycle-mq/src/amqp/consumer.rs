@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::amqp::connect::{check_url, open, Socket};
+use crate::consume::{close_by, finish_handlers, hand_back_all, stop_result, Handlers, Settle};
 use crate::deadline::{give_up_at, retry_until, step};
 use crate::error::{redact, MqError};
 use crate::handler::{self, Handler};
@@ -206,11 +207,13 @@ impl Component for AmqpConsumer {
             prefetch = self.prefetch, concurrency = self.concurrency, "consuming");
         let in_flight = Arc::new(InFlight::new(self.concurrency));
         let dispatch = Dispatch {
-            ctx: ctx.clone(),
+            handlers: Handlers {
+                ctx: ctx.clone(),
+                handler: self.handler.clone(),
+                in_flight: in_flight.clone(),
+                counters: self.counters.clone(),
+            },
             consumer,
-            handler: self.handler.clone(),
-            in_flight: in_flight.clone(),
-            counters: self.counters.clone(),
             target: self.target.clone(),
             queue: self.queue.clone(),
         };
@@ -282,45 +285,23 @@ impl Component for AmqpConsumer {
                 Counters::add(&self.counters.returned_at_stop, returned.len() as u64);
                 tracing::info!(component = ctx.name(), queue = %self.queue,
                     returned = returned.len(), "handing back messages not started");
-                if let Err(reason) = nack_all(returned, reply_by(Instant::now())).await {
+                if let Err(reason) = hand_back_all(returned, reply_by(Instant::now())).await {
                     failures.push(self.stop_failed("handing back unstarted messages", reason));
                 }
             }
         }
 
         // 4. Let the handlers in progress finish and settle their messages, until shortly
-        //    before the deadline; then cut them off and hand their messages back (and those of
-        //    handlers that panicked).
-        let finished = tokio::time::timeout_at(give_up, running.in_flight.idle())
-            .await
-            .is_ok();
-        let cut = running.in_flight.cut_all();
-        if !cut.unsettled.is_empty() {
-            let count = cut.unsettled.len();
-            if !finished {
-                Counters::add(&self.counters.cut_at_stop, count as u64);
-                tracing::warn!(component = ctx.name(), queue = %self.queue, cut = count,
-                    "handlers cut off at the stop deadline; their messages are handed back");
-            }
-            if let Err(reason) = nack_all(cut.unsettled, close_by(ctx, give_up)).await {
-                tracing::debug!(queue = %self.queue, %reason, "handing back cut-off messages failed");
-            }
-            if !finished {
-                failures.insert(
-                    0,
-                    MqError::HandlersCutOff {
-                        queue: self.queue.clone(),
-                        cut: count,
-                    },
-                );
-            }
-        }
-        if cut.settling > 0 {
-            failures.push(self.stop_failed(
-                "settling messages",
-                format!("{} acks or nacks unanswered at the deadline", cut.settling),
-            ));
-        }
+        //    before the deadline; then cut them off and hand their messages back.
+        finish_handlers(
+            &running.in_flight,
+            ctx,
+            &self.counters,
+            (&self.target, &self.queue),
+            (give_up, close_by(ctx, give_up)),
+            &mut failures,
+        )
+        .await;
 
         // 5. Closing the channel flushes the acks: the broker answers `channel.close-ok` only
         //    after every frame before it. Then the connection.
@@ -346,16 +327,7 @@ impl Component for AmqpConsumer {
         // to do, and with a silent broker it would otherwise wait for the heartbeat.
         running.socket.shut();
         tracing::info!(component = ctx.name(), queue = %self.queue, stats = ?self.stats(), "consumer stopped");
-        let mut failures = failures.into_iter();
-        match failures.next() {
-            None => Ok(()),
-            Some(first) => {
-                for other in failures {
-                    tracing::warn!(component = ctx.name(), error = %other, "stop incomplete");
-                }
-                Err(first.into())
-            }
-        }
+        stop_result(ctx, failures)
     }
 
     async fn health(&self) -> Health {
@@ -389,13 +361,6 @@ impl std::fmt::Debug for AmqpConsumer {
     }
 }
 
-/// The moment the closing requests must be answered by: halfway between `give_up` and the
-/// deadline, so that the stop still returns its own error before the lifecycle cuts it off.
-fn close_by(ctx: &Context, give_up: Instant) -> Instant {
-    let deadline = ctx.deadline().unwrap_or(give_up + REPLY_TIMEOUT);
-    give_up + deadline.saturating_duration_since(give_up) / 2
-}
-
 /// A consumer tag unique to one run of one component in this process.
 fn consumer_tag(name: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -407,31 +372,27 @@ fn consumer_tag(name: &str) -> String {
     )
 }
 
-/// Hands every message of `ackers` back to the queue, by `limit`.
-async fn nack_all(ackers: Vec<Acker>, limit: Instant) -> Result<(), String> {
-    let nacks = ackers.iter().map(|acker| {
-        acker.nack(BasicNackOptions {
-            requeue: true,
-            multiple: false,
-        })
-    });
-    let results = step(limit, async {
-        Ok::<_, String>(futures::future::join_all(nacks).await)
-    })
-    .await?;
-    match results.into_iter().find_map(Result::err) {
-        Some(error) => Err(error.to_string()),
-        None => Ok(()),
+impl Settle for Acker {
+    async fn settle(self, ack: Ack) -> Result<(), String> {
+        let settled = match ack {
+            Ack::Done => self.ack(BasicAckOptions::default()).await,
+            Ack::Requeue => {
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                };
+                self.nack(requeue).await
+            }
+            Ack::Reject => self.reject(BasicRejectOptions { requeue: false }).await,
+        };
+        settled.map(drop).map_err(|e| e.to_string())
     }
 }
 
 /// The task that takes messages from the subscription and starts their handlers.
 struct Dispatch {
-    ctx: Context,
+    handlers: Handlers<Acker>,
     consumer: Consumer,
-    handler: Handler,
-    in_flight: Arc<InFlight<Acker>>,
-    counters: Arc<Counters>,
     target: String,
     queue: String,
 }
@@ -440,12 +401,13 @@ impl Dispatch {
     /// Runs until the stop turn, then returns the subscription for the stop to drain; returns
     /// `None` after reporting a lost connection.
     async fn run(mut self) -> Option<Consumer> {
-        let token = self.ctx.token().clone();
+        let ctx = self.handlers.ctx.clone();
+        let token = ctx.token().clone();
         loop {
             let permit = tokio::select! {
                 biased;
                 () = token.cancelled() => return Some(self.consumer),
-                permit = self.in_flight.room() => permit,
+                permit = self.handlers.in_flight.room() => permit,
             };
             let next = tokio::select! {
                 biased;
@@ -454,7 +416,8 @@ impl Dispatch {
             };
             let (reason, ended) = match next {
                 Some(Ok(delivery)) => {
-                    self.start_handler(permit, delivery);
+                    let message = message(&delivery);
+                    self.handlers.start(permit, delivery.acker, message);
                     continue;
                 }
                 Some(Err(error)) => (error.to_string(), false),
@@ -463,10 +426,10 @@ impl Dispatch {
             if token.is_cancelled() {
                 return None;
             }
-            tracing::warn!(component = self.ctx.name(), target_mq = %self.target,
+            tracing::warn!(component = ctx.name(), target_mq = %self.target,
                 queue = %self.queue, %reason, "consumer lost");
             let (target, queue) = (self.target, self.queue);
-            self.ctx.report_failure(if ended {
+            ctx.report_failure(if ended {
                 MqError::SubscriptionEnded {
                     target,
                     queue,
@@ -482,60 +445,6 @@ impl Dispatch {
             // The subscription is gone, not the connection: the stop still closes it cleanly.
             return if ended { Some(self.consumer) } else { None };
         }
-    }
-
-    fn start_handler(&self, permit: tokio::sync::OwnedSemaphorePermit, delivery: Delivery) {
-        Counters::add(&self.counters.received, 1);
-        let message = message(&delivery);
-        let slot = self.in_flight.start(permit, delivery.acker);
-        let id = slot.id;
-        let (handler, in_flight, counters, ctx) = (
-            self.handler.clone(),
-            self.in_flight.clone(),
-            self.counters.clone(),
-            self.ctx.clone(),
-        );
-        let task = self.ctx.spawn(async move {
-            let (ack, panic) = handler::run(&handler, message, ctx.name()).await;
-            // None: the stop cut this handler off and handed its message back already.
-            let Some(acker) = in_flight.finish(slot.id) else {
-                if let Some(panic) = panic {
-                    std::panic::resume_unwind(panic);
-                }
-                return;
-            };
-            let (result, counter) = match ack {
-                Ack::Done => (acker.ack(BasicAckOptions::default()).await, &counters.acked),
-                Ack::Requeue => (
-                    acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            multiple: false,
-                        })
-                        .await,
-                    &counters.requeued,
-                ),
-                Ack::Reject => (
-                    acker.reject(BasicRejectOptions { requeue: false }).await,
-                    &counters.rejected,
-                ),
-            };
-            match result {
-                Ok(_) => Counters::add(counter, 1),
-                Err(error) => {
-                    Counters::add(&counters.settle_failed, 1);
-                    tracing::warn!(component = ctx.name(), %error, ?ack,
-                        "could not settle a message; the broker will deliver it again");
-                }
-            }
-            // The slot's permit is released only now, so that the stop's wait for idle
-            // handlers includes their settlements.
-            in_flight.settled(slot);
-            if let Some(panic) = panic {
-                std::panic::resume_unwind(panic);
-            }
-        });
-        self.in_flight.set_abort(id, task.abort_handle());
     }
 }
 

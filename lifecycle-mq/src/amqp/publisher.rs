@@ -9,12 +9,11 @@ use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection};
 use lifecycle_core::{async_trait, BoxError, Component, Context, Health};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::amqp::connect::{check_url, open, Socket};
 use crate::deadline::{give_up_at, retry_until, step};
 use crate::error::{redact, MqError};
+use crate::publishes::Publishes;
 
 /// An AMQP publisher with publisher confirms (RabbitMQ) as a lifecycle component; publish
 /// through its [`handle`](Self::handle).
@@ -73,14 +72,10 @@ struct Inner {
 
 /// One run of the publisher.
 struct Live {
-    name: String,
     connection: Connection,
     channel: Channel,
     socket: Socket,
-    /// Counts the publishes in flight; closed at the stop turn.
-    publishes: TaskTracker,
-    /// Cancelled when the stop gives up on the publishes still waiting for their confirm.
-    cut: CancellationToken,
+    publishes: Publishes,
 }
 
 impl AmqpPublisher {
@@ -140,19 +135,14 @@ impl AmqpPublisherHandle {
         payload: &[u8],
     ) -> Result<(), MqError> {
         let destination = || format!("{exchange}/{routing_key}");
-        let (channel, _publishing, cut) = {
+        let (channel, in_flight) = {
             let live = self.inner.live();
-            match live.as_ref() {
-                Some(live) if !live.publishes.is_closed() => (
-                    live.channel.clone(),
-                    live.publishes.token(),
-                    live.cut.clone(),
-                ),
-                other => {
-                    return Err(MqError::NotRunning {
-                        name: other.map_or_else(|| self.inner.target.clone(), |l| l.name.clone()),
-                        destination: destination(),
-                    })
+            let live = live.as_ref().ok_or_else(|| self.inner.target.clone());
+            match live.and_then(|l| Ok((l.channel.clone(), l.publishes.enter()?))) {
+                Ok(entered) => entered,
+                Err(name) => {
+                    let destination = destination();
+                    return Err(MqError::NotRunning { name, destination });
                 }
             }
         };
@@ -176,19 +166,18 @@ impl AmqpPublisherHandle {
                 .await?;
             confirm.await
         };
-        tokio::select! {
-            biased;
-            confirmation = publish => match confirmation {
-                Ok(Confirmation::Ack(None)) => Ok(()),
-                Ok(Confirmation::Ack(Some(returned))) => Err(failed(format!(
-                    "returned as unroutable: {}",
-                    returned.reply_text
-                ))),
-                Ok(Confirmation::Nack(_)) => Err(failed("the broker refused it (nack)".to_owned())),
-                Ok(Confirmation::NotRequested) => Err(failed("confirms not enabled".to_owned())),
-                Err(error) => Err(failed(error.to_string())),
-            },
-            () = cut.cancelled() => Err(failed(
+        match in_flight.until_cut(publish).await {
+            Some(Ok(Confirmation::Ack(None))) => Ok(()),
+            Some(Ok(Confirmation::Ack(Some(returned)))) => Err(failed(format!(
+                "returned as unroutable: {}",
+                returned.reply_text
+            ))),
+            Some(Ok(Confirmation::Nack(_))) => {
+                Err(failed("the broker refused it (nack)".to_owned()))
+            }
+            Some(Ok(Confirmation::NotRequested)) => Err(failed("confirms not enabled".to_owned())),
+            Some(Err(error)) => Err(failed(error.to_string())),
+            None => Err(failed(
                 "the publisher stopped before the broker confirmed it".to_owned(),
             )),
         }
@@ -245,45 +234,22 @@ impl Component for AmqpPublisher {
         });
         tracing::info!(component = ctx.name(), target_mq = %inner.target, "publisher ready");
         *inner.live() = Some(Live {
-            name: ctx.name().to_owned(),
             connection,
             channel,
             socket,
-            publishes: TaskTracker::new(),
-            cut: CancellationToken::new(),
+            publishes: Publishes::new(ctx.name()),
         });
         Ok(())
     }
 
     async fn stop(&self, ctx: &Context) -> Result<(), BoxError> {
-        // Closing the tracker is the synchronous mark: from here on publishes fail fast.
-        let (publishes, cut) = match self.inner.live().as_ref() {
-            Some(live) => {
-                live.publishes.close();
-                (live.publishes.clone(), live.cut.clone())
-            }
+        let give_up = give_up_at(ctx, Duration::from_secs(5));
+        // The stop turn: from here on publishes fail fast; those in flight get until `give_up`.
+        let publishes = match self.inner.live().as_ref() {
+            Some(live) => live.publishes.clone(),
             None => return Ok(()),
         };
-        let give_up = give_up_at(ctx, Duration::from_secs(5));
-        let mut failure = None;
-        if tokio::time::timeout_at(give_up, publishes.wait())
-            .await
-            .is_err()
-        {
-            let unconfirmed = publishes.len();
-            cut.cancel();
-            tracing::warn!(
-                component = ctx.name(),
-                unconfirmed,
-                "publishes never confirmed"
-            );
-            failure = Some(MqError::Unconfirmed {
-                target: self.inner.target.clone(),
-                unconfirmed,
-            });
-            // The cut publishes return at once; wait for them so none outlives the stop.
-            let _ = tokio::time::timeout(Duration::from_millis(100), publishes.wait()).await;
-        }
+        let mut failure = publishes.stop(ctx, &self.inner.target, give_up).await;
         let Some(live) = self.inner.live().take() else {
             return Ok(());
         };
@@ -335,7 +301,7 @@ impl std::fmt::Debug for Inner {
             .field("target", &self.target)
             .field(
                 "running",
-                &live.as_ref().is_some_and(|l| !l.publishes.is_closed()),
+                &live.as_ref().is_some_and(|l| l.publishes.is_open()),
             )
             .field("in_flight", &live.as_ref().map_or(0, |l| l.publishes.len()))
             .finish()

@@ -14,7 +14,8 @@ use lifecycle_core::{async_trait, BoxError, Component, Context, Health};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::deadline::{give_up_at, retry_until, step};
+use crate::consume::{close_by, finish_handlers, hand_back_all, stop_result, Handlers, Settle};
+use crate::deadline::{give_up_at, retry_until};
 use crate::error::{redact, MqError};
 use crate::handler::{self, Handler};
 use crate::in_flight::InFlight;
@@ -263,11 +264,13 @@ impl Component for NatsConsumer {
 
         let in_flight = Arc::new(InFlight::new(self.concurrency));
         let dispatch = Dispatch {
-            ctx: ctx.clone(),
+            handlers: Handlers {
+                ctx: ctx.clone(),
+                handler: self.handler.clone(),
+                in_flight: in_flight.clone(),
+                counters: self.counters.clone(),
+            },
             consumer,
-            handler: self.handler.clone(),
-            in_flight: in_flight.clone(),
-            counters: self.counters.clone(),
             prefetch: self.prefetch,
             pull_wait: self.pull_wait,
             target: self.target.clone(),
@@ -306,45 +309,23 @@ impl Component for NatsConsumer {
                 Counters::add(&self.counters.returned_at_stop, returned.len() as u64);
                 tracing::info!(component = ctx.name(), queue = %self.queue(),
                     returned = returned.len(), "handing back messages not started");
-                if let Err(reason) = nak_all(&returned, give_up).await {
+                if let Err(reason) = hand_back_all(returned, give_up).await {
                     failures.push(self.stop_failed("handing back unstarted messages", reason));
                 }
             }
         }
 
         // 3. Let the handlers in progress finish and settle their messages, until shortly
-        //    before the deadline; then cut them off and hand their messages back (and those of
-        //    handlers that panicked).
-        let finished = tokio::time::timeout_at(give_up, running.in_flight.idle())
-            .await
-            .is_ok();
-        let cut = running.in_flight.cut_all();
-        if !cut.unsettled.is_empty() {
-            let count = cut.unsettled.len();
-            if !finished {
-                Counters::add(&self.counters.cut_at_stop, count as u64);
-                tracing::warn!(component = ctx.name(), queue = %self.queue(), cut = count,
-                    "handlers cut off at the stop deadline; their messages are handed back");
-            }
-            if let Err(reason) = nak_all(&cut.unsettled, close_by(ctx, give_up)).await {
-                tracing::debug!(queue = %self.queue(), %reason, "handing back cut-off messages failed");
-            }
-            if !finished {
-                failures.insert(
-                    0,
-                    MqError::HandlersCutOff {
-                        queue: self.queue(),
-                        cut: count,
-                    },
-                );
-            }
-        }
-        if cut.settling > 0 {
-            failures.push(self.stop_failed(
-                "confirming acks",
-                format!("{} acks or naks unconfirmed at the deadline; those messages will be redelivered", cut.settling),
-            ));
-        }
+        //    before the deadline; then cut them off and hand their messages back.
+        finish_handlers(
+            &running.in_flight,
+            ctx,
+            &self.counters,
+            (&self.target, &self.queue()),
+            (give_up, close_by(ctx, give_up)),
+            &mut failures,
+        )
+        .await;
 
         // 4. Drain the connection: the acks are flushed before it closes; then wait for its
         //    background task to end.
@@ -352,16 +333,7 @@ impl Component for NatsConsumer {
             failures.push(self.stop_failed("closing the connection", reason));
         }
         tracing::info!(component = ctx.name(), queue = %self.queue(), stats = ?self.stats(), "consumer stopped");
-        let mut failures = failures.into_iter();
-        match failures.next() {
-            None => Ok(()),
-            Some(first) => {
-                for other in failures {
-                    tracing::warn!(component = ctx.name(), error = %other, "stop incomplete");
-                }
-                Err(first.into())
-            }
-        }
+        stop_result(ctx, failures)
     }
 
     async fn health(&self) -> Health {
@@ -398,35 +370,26 @@ impl std::fmt::Debug for NatsConsumer {
     }
 }
 
-/// Halfway between `give_up` and the deadline: see the AMQP consumer's.
-fn close_by(ctx: &Context, give_up: Instant) -> Instant {
-    let deadline = ctx.deadline().unwrap_or(give_up + Duration::from_secs(1));
-    give_up + deadline.saturating_duration_since(give_up) / 2
-}
-
-/// Naks every message of `messages`, by `limit`, each confirmed by the server (a plain `-NAK`
-/// is only queued in the client and could be lost in the close that follows).
-async fn nak_all(messages: &[jetstream::Message], limit: Instant) -> Result<(), String> {
-    let naks = messages
-        .iter()
-        .map(|m| m.double_ack_with(AckKind::Nak(None)));
-    let results = step(limit, async {
-        Ok::<_, String>(futures::future::join_all(naks).await)
-    })
-    .await?;
-    match results.into_iter().find_map(Result::err) {
-        Some(error) => Err(error.to_string()),
-        None => Ok(()),
+/// Each settlement is confirmed by the server (a plain `-NAK` or `+ACK` is only queued in the
+/// client and could be lost in the close that follows).
+impl Settle for jetstream::Message {
+    async fn settle(self, ack: Ack) -> Result<(), String> {
+        let kind = match ack {
+            Ack::Done => AckKind::Ack,
+            Ack::Requeue => AckKind::Nak(None),
+            Ack::Reject => AckKind::Term,
+        };
+        match tokio::time::timeout(SETTLE_TIMEOUT, self.double_ack_with(kind)).await {
+            Ok(confirmed) => confirmed.map_err(|e| e.to_string()),
+            Err(_) => Err("no confirmation from the server".to_owned()),
+        }
     }
 }
 
 /// The task that pulls messages and starts their handlers.
 struct Dispatch {
-    ctx: Context,
+    handlers: Handlers<jetstream::Message>,
     consumer: PullConsumer,
-    handler: Handler,
-    in_flight: Arc<InFlight<jetstream::Message>>,
-    counters: Arc<Counters>,
     prefetch: u32,
     pull_wait: Duration,
     target: String,
@@ -436,14 +399,14 @@ struct Dispatch {
 impl Dispatch {
     /// Runs until the stop turn, then returns the pull in progress for the stop to drain.
     async fn run(self) -> Option<Batch> {
-        let token = self.ctx.token().clone();
+        let token = self.handlers.ctx.token().clone();
         let mut batch: Option<Batch> = None;
         let mut failures = 0;
         loop {
             let permit = tokio::select! {
                 biased;
                 () = token.cancelled() => return batch,
-                permit = self.in_flight.room() => permit,
+                permit = self.handlers.in_flight.room() => permit,
             };
             let message = loop {
                 let pull = match batch.as_mut() {
@@ -451,7 +414,7 @@ impl Dispatch {
                     None => {
                         // Pull what the prefetch leaves room for: the server holds the rest.
                         let room = (self.prefetch as usize)
-                            .saturating_sub(self.in_flight.len())
+                            .saturating_sub(self.handlers.in_flight.len())
                             .max(1);
                         let request = self
                             .consumer
@@ -496,7 +459,8 @@ impl Dispatch {
                     }
                 }
             };
-            self.start_handler(permit, message);
+            let view = view(&message);
+            self.handlers.start(permit, message, view);
         }
     }
 
@@ -506,75 +470,28 @@ impl Dispatch {
     /// `None` at the stop turn. A lost connection is the connection watcher's to report.
     async fn pull_failed(&self, failures: &mut u32, error: String) -> Option<()> {
         *failures += 1;
-        tracing::debug!(component = self.ctx.name(), %error, failures = *failures, "pull failed");
+        tracing::debug!(component = self.handlers.ctx.name(), %error, failures = *failures, "pull failed");
         if *failures >= PULL_FAILURES {
-            if !self.ctx.token().is_cancelled() {
-                tracing::warn!(component = self.ctx.name(), queue = %self.queue, %error,
+            if !self.handlers.ctx.token().is_cancelled() {
+                tracing::warn!(component = self.handlers.ctx.name(), queue = %self.queue, %error,
                     "pulls keep failing");
-                self.ctx.report_failure(MqError::SubscriptionEnded {
-                    target: self.target.clone(),
-                    queue: self.queue.clone(),
-                    reason: format!(
-                        "{PULL_FAILURES} pulls in a row failed, the last with: {error}"
-                    ),
-                });
+                self.handlers
+                    .ctx
+                    .report_failure(MqError::SubscriptionEnded {
+                        target: self.target.clone(),
+                        queue: self.queue.clone(),
+                        reason: format!(
+                            "{PULL_FAILURES} pulls in a row failed, the last with: {error}"
+                        ),
+                    });
             }
             return None;
         }
-        self.ctx
+        self.handlers
+            .ctx
             .token()
             .run_until_cancelled(tokio::time::sleep(self.pull_wait))
             .await
-    }
-
-    fn start_handler(
-        &self,
-        permit: tokio::sync::OwnedSemaphorePermit,
-        message: jetstream::Message,
-    ) {
-        Counters::add(&self.counters.received, 1);
-        let view = view(&message);
-        let slot = self.in_flight.start(permit, message);
-        let id = slot.id;
-        let (handler, in_flight, counters, ctx) = (
-            self.handler.clone(),
-            self.in_flight.clone(),
-            self.counters.clone(),
-            self.ctx.clone(),
-        );
-        let task = self.ctx.spawn(async move {
-            let (ack, panic) = handler::run(&handler, view, ctx.name()).await;
-            // None: the stop cut this handler off and handed its message back already.
-            let Some(message) = in_flight.finish(slot.id) else {
-                if let Some(panic) = panic {
-                    std::panic::resume_unwind(panic);
-                }
-                return;
-            };
-            let (kind, counter) = match ack {
-                Ack::Done => (AckKind::Ack, &counters.acked),
-                Ack::Requeue => (AckKind::Nak(None), &counters.requeued),
-                Ack::Reject => (AckKind::Term, &counters.rejected),
-            };
-            // The server confirms each settlement, so that an ack is known to have arrived
-            // before the stop closes the connection.
-            let confirmed = tokio::time::timeout(SETTLE_TIMEOUT, message.double_ack_with(kind))
-                .await
-                .unwrap_or_else(|_| Err("no confirmation from the server".into()));
-            match confirmed {
-                Ok(()) => Counters::add(counter, 1),
-                Err(error) => {
-                    Counters::add(&counters.settle_failed, 1);
-                    tracing::warn!(component = ctx.name(), %error, ?ack,
-                        "could not settle a message; the server will deliver it again");
-                }
-            }
-            in_flight.settled(slot);
-            if let Some(panic) = panic {
-                std::panic::resume_unwind(panic);
-            }
-        });
-        self.in_flight.set_abort(id, task.abort_handle());
     }
 }
 

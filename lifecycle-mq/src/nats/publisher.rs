@@ -6,12 +6,11 @@ use std::time::Duration;
 use async_nats::jetstream;
 use async_nats::Event;
 use lifecycle_core::{async_trait, BoxError, Component, Context, Health};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::deadline::{give_up_at, retry_until};
 use crate::error::{redact, MqError};
 use crate::nats::connect::{check_url, open, Connection};
+use crate::publishes::Publishes;
 
 /// A JetStream publisher (NATS) as a lifecycle component; publish through its
 /// [`handle`](Self::handle).
@@ -66,11 +65,9 @@ struct Inner {
 
 /// One run of the publisher.
 struct Live {
-    name: String,
     connection: Option<Connection>,
     js: jetstream::Context,
-    publishes: TaskTracker,
-    cut: CancellationToken,
+    publishes: Publishes,
 }
 
 impl NatsPublisher {
@@ -123,17 +120,14 @@ impl NatsPublisherHandle {
     /// Dropping the future before it completes leaves it unknown whether the message was
     /// stored.
     pub async fn publish(&self, subject: &str, payload: &[u8]) -> Result<(), MqError> {
-        let (js, _publishing, cut) = {
+        let (js, in_flight) = {
             let live = self.inner.live();
-            match live.as_ref() {
-                Some(live) if !live.publishes.is_closed() => {
-                    (live.js.clone(), live.publishes.token(), live.cut.clone())
-                }
-                other => {
-                    return Err(MqError::NotRunning {
-                        name: other.map_or_else(|| self.inner.target.clone(), |l| l.name.clone()),
-                        destination: subject.to_owned(),
-                    })
+            let live = live.as_ref().ok_or_else(|| self.inner.target.clone());
+            match live.and_then(|l| Ok((l.js.clone(), l.publishes.enter()?))) {
+                Ok(entered) => entered,
+                Err(name) => {
+                    let destination = subject.to_owned();
+                    return Err(MqError::NotRunning { name, destination });
                 }
             }
         };
@@ -149,10 +143,9 @@ impl NatsPublisherHandle {
                 .map_err(|e| e.to_string())?;
             ack.await.map_err(|e| e.to_string())
         };
-        tokio::select! {
-            biased;
-            acked = publish => acked.map(drop).map_err(failed),
-            () = cut.cancelled() => Err(failed(
+        match in_flight.until_cut(publish).await {
+            Some(acked) => acked.map(drop).map_err(failed),
+            None => Err(failed(
                 "the publisher stopped before JetStream acked it".to_owned(),
             )),
         }
@@ -197,39 +190,21 @@ impl Component for NatsPublisher {
         });
         tracing::info!(component = ctx.name(), target_mq = %inner.target, "publisher ready");
         *inner.live() = Some(Live {
-            name: ctx.name().to_owned(),
             js: jetstream::new(connection.client.clone()),
             connection: Some(connection),
-            publishes: TaskTracker::new(),
-            cut: CancellationToken::new(),
+            publishes: Publishes::new(ctx.name()),
         });
         Ok(())
     }
 
     async fn stop(&self, ctx: &Context) -> Result<(), BoxError> {
-        // Closing the tracker is the synchronous mark: from here on publishes fail fast.
-        let (publishes, cut) = match self.inner.live().as_ref() {
-            Some(live) => {
-                live.publishes.close();
-                (live.publishes.clone(), live.cut.clone())
-            }
+        let give_up = give_up_at(ctx, Duration::from_secs(5));
+        // The stop turn: from here on publishes fail fast; those in flight get until `give_up`.
+        let publishes = match self.inner.live().as_ref() {
+            Some(live) => live.publishes.clone(),
             None => return Ok(()),
         };
-        let give_up = give_up_at(ctx, Duration::from_secs(5));
-        let mut failure = None;
-        if tokio::time::timeout_at(give_up, publishes.wait())
-            .await
-            .is_err()
-        {
-            let unconfirmed = publishes.len();
-            cut.cancel();
-            tracing::warn!(component = ctx.name(), unconfirmed, "publishes never acked");
-            failure = Some(MqError::Unconfirmed {
-                target: self.inner.target.clone(),
-                unconfirmed,
-            });
-            let _ = tokio::time::timeout(Duration::from_millis(100), publishes.wait()).await;
-        }
+        let mut failure = publishes.stop(ctx, &self.inner.target, give_up).await;
         let connection = self
             .inner
             .live()
@@ -282,7 +257,7 @@ impl std::fmt::Debug for Inner {
             .field("target", &self.target)
             .field(
                 "running",
-                &live.as_ref().is_some_and(|l| !l.publishes.is_closed()),
+                &live.as_ref().is_some_and(|l| l.publishes.is_open()),
             )
             .field("in_flight", &live.as_ref().map_or(0, |l| l.publishes.len()))
             .finish()

@@ -2,12 +2,14 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lifecycle_core::{Lifecycle, LifecycleHandle, Report};
+use lifecycle_core::{Lifecycle, LifecycleHandle, Registration, Report};
+use lifecycle_mq::{Ack, Message};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -49,6 +51,19 @@ pub fn unique(test: &str) -> String {
     )
 }
 
+/// Runs a lifecycle of the one component `registration`, with no signal handlers, in a task;
+/// returns its handle and the task once it is ready.
+pub async fn start_alone(
+    registration: Registration,
+) -> (LifecycleHandle, tokio::task::JoinHandle<Report>) {
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .register(registration)
+        .build()
+        .unwrap();
+    start(lifecycle).await
+}
+
 /// Runs the lifecycle in a task; returns its handle and the task once it is ready.
 pub async fn start(lifecycle: Lifecycle) -> (LifecycleHandle, tokio::task::JoinHandle<Report>) {
     let run = lifecycle_core::testing::TestRun::run(lifecycle);
@@ -85,6 +100,62 @@ pub fn connections_to(port: u16) -> usize {
         .lines()
         .filter(|line| line.contains(&me))
         .count()
+}
+
+/// Waits up to 2 s for this process to have no connection to `port` left.
+pub async fn no_connection_left(port: u16) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while connections_to(port) > 0 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "a connection to port {port} is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the handlers did, per payload: how many runs began and how many finished.
+#[derive(Debug, Clone, Default)]
+pub struct Runs(pub Arc<std::sync::Mutex<HashMap<String, (u32, u32)>>>);
+
+impl Runs {
+    /// A handler that sleeps `ms`, recording its runs, and answers `Ack::Done`.
+    pub fn handler(
+        &self,
+        ms: u64,
+    ) -> impl Fn(Message) -> futures::future::BoxFuture<'static, Result<Ack, std::io::Error>>
+           + Send
+           + Sync
+           + 'static {
+        let runs = self.clone();
+        move |message: Message| {
+            let runs = runs.clone();
+            Box::pin(async move {
+                let id = String::from_utf8(message.into_payload()).unwrap();
+                runs.0.lock().unwrap().entry(id.clone()).or_default().0 += 1;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                runs.0.lock().unwrap().entry(id).or_default().1 += 1;
+                Ok(Ack::Done)
+            })
+        }
+    }
+
+    pub fn began(&self) -> u32 {
+        self.0.lock().unwrap().values().map(|r| r.0).sum()
+    }
+
+    pub fn finished(&self) -> u32 {
+        self.0.lock().unwrap().values().map(|r| r.1).sum()
+    }
+
+    pub fn in_progress(&self) -> u32 {
+        self.began() - self.finished()
+    }
+}
+
+/// `n` message payloads: `prefix-0`, `prefix-1`...
+pub fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
 
 /// A TCP proxy in front of a broker, which a test can black-hole (connections stay open, no

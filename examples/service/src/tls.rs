@@ -1,0 +1,27 @@
+//! `--tls-cert` and `--tls-key`: TLS on the service's port, for HTTP/1.1, HTTP/2 and gRPC alike.
+
+use std::path::PathBuf;
+
+use lifecycle_http::{HttpError, HttpServer, TlsConfig};
+
+/// The TLS flags (PEM files; both or neither).
+#[derive(Debug, clap::Args)]
+pub(crate) struct TlsArgs {
+    /// The certificate chain (PEM, leaf first): serve TLS. Re-read every 10 s and on SIGHUP,
+    /// so a renewed certificate is used without a restart.
+    #[arg(long, env = "TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// `server`, with TLS when the flags ask for it.
+    pub(crate) fn apply(&self, server: HttpServer) -> Result<HttpServer, HttpError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(server.tls(TlsConfig::from_pem_files(cert, key)?)),
+            _ => Ok(server),
+        }
+    }
+}

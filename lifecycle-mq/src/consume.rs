@@ -1,0 +1,165 @@
+//! What the two consumers share once a message is received, whatever the broker: its handler
+//! runs in a task of the component and its message is settled as the handler answers; at the
+//! stop, the handlers in progress get until shortly before the deadline, and what is left is
+//! cut off and handed back. A backend only says how its messages are settled ([`Settle`]).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use lifecycle_core::{BoxError, Context};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use crate::deadline::step;
+use crate::error::MqError;
+use crate::handler::{self, Handler};
+use crate::in_flight::InFlight;
+use crate::message::{Ack, Message};
+use crate::stats::Counters;
+
+/// How a broker's message is settled: acked, handed back or rejected.
+pub(crate) trait Settle: Send + Sized + 'static {
+    /// Tells the broker what `ack` says, and waits until it is known to have been told (or
+    /// could not be).
+    fn settle(self, ack: Ack) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Hands every one of `messages` back to the broker, by `limit`.
+pub(crate) async fn hand_back_all<T: Settle>(
+    messages: Vec<T>,
+    limit: Instant,
+) -> Result<(), String> {
+    let settled = messages.into_iter().map(|m| m.settle(Ack::Requeue));
+    let results = step(limit, async {
+        Ok::<_, String>(futures::future::join_all(settled).await)
+    })
+    .await?;
+    results
+        .into_iter()
+        .find_map(Result::err)
+        .map_or(Ok(()), Err)
+}
+
+/// The handlers of one run of a consumer.
+pub(crate) struct Handlers<T> {
+    pub(crate) ctx: Context,
+    pub(crate) handler: Handler,
+    pub(crate) in_flight: Arc<InFlight<T>>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl<T: Settle> Handlers<T> {
+    /// Runs the handler on `message` in a tracked task, holding `permit` of the concurrency
+    /// limit until the message is settled through `settle` as the handler answered, unless the
+    /// stop cut the handler off and handed the message back first. A panic of the handler is
+    /// resumed once the message is settled: the component fails as with any panicking task,
+    /// and the message is not left unacknowledged until the stop.
+    pub(crate) fn start(&self, permit: OwnedSemaphorePermit, settle: T, message: Message) {
+        Counters::add(&self.counters.received, 1);
+        let slot = self.in_flight.start(permit, settle);
+        let id = slot.id;
+        let (handler, in_flight, counters, ctx) = (
+            self.handler.clone(),
+            self.in_flight.clone(),
+            self.counters.clone(),
+            self.ctx.clone(),
+        );
+        let task = self.ctx.spawn(async move {
+            let (ack, panic) = handler::run(&handler, message, ctx.name()).await;
+            // None: the stop cut this handler off and handed its message back already.
+            if let Some(settle) = in_flight.finish(slot.id) {
+                let counter = match ack {
+                    Ack::Done => &counters.acked,
+                    Ack::Requeue => &counters.requeued,
+                    Ack::Reject => &counters.rejected,
+                };
+                match settle.settle(ack).await {
+                    Ok(()) => Counters::add(counter, 1),
+                    Err(error) => {
+                        Counters::add(&counters.settle_failed, 1);
+                        tracing::warn!(component = ctx.name(), %error, ?ack,
+                            "could not settle a message; the broker will deliver it again");
+                    }
+                }
+                // The slot's permit is released only now, so that the stop's wait for idle
+                // handlers includes their settlements.
+                in_flight.settled(slot);
+            }
+            if let Some(panic) = panic {
+                std::panic::resume_unwind(panic);
+            }
+        });
+        self.in_flight.set_abort(id, task.abort_handle());
+    }
+}
+
+/// The stop's part of the handlers: lets those in progress finish and settle their messages
+/// until `give_up`, then cuts off those still running and hands their messages back by
+/// `close_by` (and those of handlers that panicked). Adds to `failures`
+/// [`MqError::HandlersCutOff`] first, and a failed `StopIncomplete` step for settlements the
+/// broker left unanswered.
+pub(crate) async fn finish_handlers<T: Settle>(
+    in_flight: &InFlight<T>,
+    ctx: &Context,
+    counters: &Counters,
+    (target, queue): (&str, &str),
+    (give_up, close_by): (Instant, Instant),
+    failures: &mut Vec<MqError>,
+) {
+    let finished = tokio::time::timeout_at(give_up, in_flight.idle())
+        .await
+        .is_ok();
+    let cut = in_flight.cut_all();
+    if !cut.unsettled.is_empty() {
+        let count = cut.unsettled.len();
+        if !finished {
+            Counters::add(&counters.cut_at_stop, count as u64);
+            tracing::warn!(component = ctx.name(), %queue, cut = count,
+                "handlers cut off at the stop deadline; their messages are handed back");
+        }
+        if let Err(reason) = hand_back_all(cut.unsettled, close_by).await {
+            tracing::debug!(%queue, %reason, "handing back cut-off messages failed");
+        }
+        if !finished {
+            let cut_off = MqError::HandlersCutOff {
+                queue: queue.to_owned(),
+                cut: count,
+            };
+            failures.insert(0, cut_off);
+        }
+    }
+    if cut.settling > 0 {
+        failures.push(MqError::StopIncomplete {
+            target: target.to_owned(),
+            queue: queue.to_owned(),
+            step: "settling messages",
+            reason: format!(
+                "{} acks or nacks unanswered at the deadline; the broker delivers those messages again",
+                cut.settling
+            ),
+        });
+    }
+}
+
+/// The moment the closing requests must be answered by: halfway between `give_up` and the
+/// deadline, so that the stop still returns its own error before the lifecycle cuts it off.
+pub(crate) fn close_by(ctx: &Context, give_up: Instant) -> Instant {
+    let deadline = ctx
+        .deadline()
+        .unwrap_or(give_up + std::time::Duration::from_secs(2));
+    give_up + deadline.saturating_duration_since(give_up) / 2
+}
+
+/// The stop's result: its first failure, the others logged.
+pub(crate) fn stop_result(ctx: &Context, failures: Vec<MqError>) -> Result<(), BoxError> {
+    let mut failures = failures.into_iter();
+    match failures.next() {
+        None => Ok(()),
+        Some(first) => {
+            for other in failures {
+                tracing::warn!(component = ctx.name(), error = %other, "stop incomplete");
+            }
+            Err(first.into())
+        }
+    }
+}
