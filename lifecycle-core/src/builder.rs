@@ -77,6 +77,7 @@ pub struct Registration {
     pub(crate) stop_timeout: Duration,
     pub(crate) on_failure: OnFailure,
     pub(crate) readiness: bool,
+    pub(crate) stops_last: bool,
 }
 
 impl Registration {
@@ -96,6 +97,7 @@ impl Registration {
             stop_timeout: Self::DEFAULT_STOP_TIMEOUT,
             on_failure: OnFailure::Shutdown,
             readiness: true,
+            stops_last: false,
         }
     }
 
@@ -132,6 +134,37 @@ impl Registration {
         self.readiness = false;
         self
     }
+
+    /// Makes every other component depend on this one, as if each had declared
+    /// [`depends_on`](Self::depends_on) it: it starts first and stops last. For what must see
+    /// the whole run, the shutdown included, such as an admin listener serving `/metrics` and
+    /// the health endpoints, which a scraper should reach until the last component has
+    /// stopped.
+    ///
+    /// Components marked so do not depend on one another (they start and stop concurrently),
+    /// and one that declares a dependency of its own makes a cycle, which
+    /// [`build`](LifecycleBuilder::build) rejects. Its stop timeout counts in every chain of
+    /// the [shutdown budget](LifecycleBuilder::shutdown_budget).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lifecycle_core::{Lifecycle, Registration, Worker};
+    ///
+    /// let idle = || Worker::new(|ctx| async move {
+    ///     ctx.token().cancelled().await;
+    ///     Ok::<_, std::io::Error>(())
+    /// });
+    /// let lifecycle = Lifecycle::builder()
+    ///     .register(Registration::new("db", idle()))
+    ///     .register(Registration::new("admin", idle()).stops_last())
+    ///     .build()
+    ///     .expect("valid configuration");
+    /// ```
+    pub fn stops_last(mut self) -> Self {
+        self.stops_last = true;
+        self
+    }
 }
 
 impl std::fmt::Debug for Registration {
@@ -143,6 +176,7 @@ impl std::fmt::Debug for Registration {
             .field("stop_timeout", &self.stop_timeout)
             .field("on_failure", &self.on_failure)
             .field("readiness", &self.readiness)
+            .field("stops_last", &self.stops_last)
             .finish_non_exhaustive()
     }
 }
@@ -316,10 +350,12 @@ impl LifecycleBuilder {
     /// full path), a zero timeout, a restart policy with no restarts, or a shutdown budget
     /// smaller than the drain delay plus the longest chain of stop timeouts (with that chain).
     pub fn build(self) -> Result<Lifecycle, BuildError> {
+        let dependencies = self.dependencies();
         let graph = Graph::new(
             self.registrations
                 .iter()
-                .map(|r| (r.name.as_str(), r.depends_on.as_slice())),
+                .zip(&dependencies)
+                .map(|(r, d)| (r.name.as_str(), d.as_slice())),
         )?;
         for r in &self.registrations {
             let zero = [("start", r.start_timeout), ("stop", r.stop_timeout)]
@@ -362,13 +398,9 @@ impl LifecycleBuilder {
         *self.shared.record() = Record::new(
             self.registrations
                 .iter()
-                .map(|r| {
-                    Slot::new(
-                        &r.name,
-                        r.depends_on.clone(),
-                        r.component.clone(),
-                        r.readiness,
-                    )
+                .zip(dependencies)
+                .map(|(r, dependencies)| {
+                    Slot::new(&r.name, dependencies, r.component.clone(), r.readiness)
                 })
                 .collect(),
         );
@@ -385,6 +417,29 @@ impl LifecycleBuilder {
             critical_path_time: path_time,
             shared: self.shared,
         })
+    }
+}
+
+impl LifecycleBuilder {
+    /// Each component's dependencies: those it declared, then every component registered as
+    /// [`stops_last`](Registration::stops_last) (unless it is one itself).
+    fn dependencies(&self) -> Vec<Vec<String>> {
+        let last: Vec<&String> = self
+            .registrations
+            .iter()
+            .filter(|r| r.stops_last)
+            .map(|r| &r.name)
+            .collect();
+        self.registrations
+            .iter()
+            .map(|r| {
+                let mut dependencies = r.depends_on.clone();
+                if !r.stops_last {
+                    dependencies.extend(last.iter().map(|&name| name.clone()));
+                }
+                dependencies
+            })
+            .collect()
     }
 }
 

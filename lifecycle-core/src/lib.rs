@@ -53,6 +53,30 @@
 //! | `lifecycle_drain_delay_seconds` | gauge | | the drain delay as applied |
 //! | `lifecycle_shutdown_duration_seconds` | gauge | | from the trigger to the end of the last stop |
 //!
+//! The adapter crates record theirs the same way, labelled with their component's name, and
+//! take their handles when they start (none is looked up per request or per job):
+//!
+//! | metric | kind | labels | what |
+//! |---|---|---|---|
+//! | `http_requests_total` | counter | `server` | requests received (`lifecycle-http`) |
+//! | `http_requests_in_progress` | gauge | `server` | requests whose response's last byte is not yet handed to the socket |
+//! | `http_connections_open` | gauge | `server` | connections being served over HTTP |
+//! | `http_connections_closed_total` | counter | `server`, `protocol`, `reason` | connections closed gracefully, by protocol (`http1`, `http2`) and by whether the drain had begun (`reason`: `served` before it, `drain` after) |
+//! | `http_connections_force_closed_total` | counter | `server` | connections cut off at the stop timeout |
+//! | `http_connection_limit_reached_total` | counter | `server` | times the server stopped accepting at `max_connections` (new connections wait in the backlog); connections refused by the kernel once the listener has closed never reach the process and are not counted |
+//! | `jobs_claimed_total` | counter | `component` | jobs a `JobWorker` claimed (every delivery) (`lifecycle-db`) |
+//! | `jobs_ended_total` | counter | `component`, `outcome` | jobs in hand that ended: `done`, `failed` (an error, a panic, a payload that does not decode), `handed_back` at the shutdown |
+//! | `job_run_duration_seconds` | histogram | `component`, `outcome` | how long each job in hand ran, by the same outcomes |
+//! | `jobs_reclaimed_total` | counter | `component` | jobs of dead or hung workers whose lease expired, queued again by this worker |
+//! | `jobs_late_total` | counter | `component` | jobs that ended after their lease had expired and they had been taken back (their end not recorded; they ran twice) |
+//! | `db_pool_connections` | gauge | `component`, `state` | a `SqlPool`'s connections `in_use` and `idle`, sampled every second while it runs and at its stop turn |
+//! | `db_pool_connections_in_use_at_stop` | gauge | `component` | connections still in use at the pool's stop turn, after a short grace: held by code that does not depend on the pool, whose queries fail with `PoolClosed` from then on (sqlx does not count the refused acquires themselves) |
+//! | `redis_commands_refused_total` | counter | `component` | commands a `RedisClient` refused because it had closed: issued by code that does not depend on it |
+//! | `redis_commands_cut_off_total` | counter | `component` | commands still in flight when the client's stop gave up on them |
+//!
+//! `lifecycle_http::AdminRoutes` serves them all as Prometheus text at `/metrics` on an admin
+//! address, registered with [`Registration::stops_last`] so the whole shutdown can be scraped.
+//!
 //! Each start runs in a `start` span and each stop in a `stop` span (with its `outcome` and
 //! `error`), the stops inside one `shutdown` span (with the trigger, the drain delay and the
 //! exit code), so a tracing subscriber that exports spans shows a shutdown as one trace.

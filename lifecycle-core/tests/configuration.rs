@@ -179,3 +179,32 @@ fn zero_budget_is_rejected_even_without_components() {
         .unwrap_err();
     assert!(matches!(err, BuildError::BudgetTooSmall { .. }), "{err}");
 }
+
+#[test]
+fn stops_last_component_with_a_dependency_of_its_own_is_a_cycle() {
+    let err = builder()
+        .register(probe("db"))
+        .register(probe("admin").depends_on("db").stops_last())
+        .build()
+        .unwrap_err();
+    assert_eq!(err.to_string(), "dependency cycle: db -> admin -> db");
+}
+
+#[test]
+fn stops_last_component_counts_in_every_chain_of_the_budget() {
+    let err = builder()
+        .shutdown_budget(Duration::from_secs(6))
+        .register(probe("db").stop_timeout(Duration::from_secs(5)))
+        .register(
+            probe("admin")
+                .stop_timeout(Duration::from_secs(2))
+                .stops_last(),
+        )
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "shutdown budget 6s is smaller than drain delay 0ns + stop timeouts along \
+         db -> admin (7s) = 7s"
+    );
+}

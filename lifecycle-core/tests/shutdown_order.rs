@@ -321,3 +321,51 @@ async fn an_unbounded_budget_is_accepted() {
     shutdown_when_ready(&lifecycle, secs(1));
     assert_eq!(lifecycle.run().await.exit_code(), 0);
 }
+
+/// A component registered with `stops_last` is depended on by every other: it starts before
+/// all of them and stops only once all have stopped, whatever was registered after it.
+#[tokio::test(start_paused = true)]
+async fn stops_last_starts_first_and_stops_after_everything() {
+    let log = Log::default();
+    let lifecycle = builder()
+        .register(Registration::new("admin", Probe::new("admin", &log)).stops_last())
+        .register(Registration::new(
+            "db",
+            Probe::new("db", &log)
+                .start(Act::ms(100))
+                .stop(Act::ms(300)),
+        ))
+        .register(
+            Registration::new("http", Probe::new("http", &log).stop(Act::ms(100))).depends_on("db"),
+        )
+        .register(Registration::new(
+            "worker",
+            Probe::new("worker", &log).stop(Act::ms(50)),
+        ))
+        .build()
+        .unwrap();
+    shutdown_when_ready(&lifecycle, secs(1));
+    let report = lifecycle.run().await;
+
+    assert_eq!(report.exit_code(), exit_code::SUCCESS, "{report}");
+    let admin_started = log.once("admin", Event::StartEnded).unwrap();
+    for name in ["db", "http", "worker"] {
+        assert!(log.once(name, Event::StartBegan).unwrap() >= admin_started);
+    }
+    let admin_stop = log.once("admin", Event::StopBegan).unwrap();
+    for name in ["db", "http", "worker"] {
+        assert!(
+            log.once(name, Event::StopEnded).unwrap() <= admin_stop,
+            "{name}"
+        );
+    }
+    assert_eq!(log.order(Event::StopBegan).last().unwrap(), "admin");
+    // The other dependencies still order the rest: http before db.
+    assert!(
+        log.once("http", Event::StopEnded).unwrap() <= log.once("db", Event::StopBegan).unwrap()
+    );
+    assert_eq!(
+        report.component("http").unwrap().dependencies,
+        ["db", "admin"]
+    );
+}

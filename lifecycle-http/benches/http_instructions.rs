@@ -10,7 +10,8 @@
 //! difference of the totals by the difference of the counts: the instructions of one request
 //! (client, server, runtime and allocator in user space, not the kernel's), without the
 //! start-up. The client's share is the same for both servers, so the difference between the
-//! two lines is the server's overhead.
+//! two lines is the server's overhead. `METRICS=1` installs a Prometheus recorder first, so
+//! the cost of the server's metrics is counted.
 
 use std::process::Command;
 
@@ -28,6 +29,10 @@ fn router() -> Router {
 
 /// Serves `requests` requests from 8 keep-alive connections, on one thread.
 fn serve(server: &str, requests: usize) {
+    // `METRICS=1`: with a Prometheus recorder installed, so the server's metrics are recorded.
+    if std::env::var_os("METRICS").is_some() {
+        lifecycle_http::install_prometheus().unwrap();
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -5,7 +5,8 @@
 //! Debian: `apt-get install wrk`). Options through the environment: `ROUNDS` (default 5),
 //! `SECONDS` per run (default 5), `CONNECTIONS` (default 32), and `WRK_CPU` to pin `wrk` to a
 //! core with `taskset` (pin the bench to another: `taskset -c 0 cargo bench ...` with
-//! `WRK_CPU=1`), which steadies tail latencies.
+//! `WRK_CPU=1`), which steadies tail latencies; `METRICS=1` installs a Prometheus recorder
+//! first, so that `lifecycle-http` records its metrics.
 //!
 //! Both servers run in this process on one runtime with one worker thread, so that on a
 //! two-core machine `wrk` has the other core; they are loaded one at a time, alternating, and
@@ -85,6 +86,10 @@ fn env(name: &str, default: u32) -> u32 {
 fn main() {
     let (rounds, seconds, connections) =
         (env("ROUNDS", 5), env("SECONDS", 5), env("CONNECTIONS", 32));
+    // `METRICS=1`: with a Prometheus recorder installed, so the server's metrics are recorded.
+    if std::env::var_os("METRICS").is_some() {
+        lifecycle_http::install_prometheus().unwrap();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

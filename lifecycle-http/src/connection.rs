@@ -283,7 +283,7 @@ pub(crate) async fn serve_connection(
         Ok(stream) => stream,
         Err(error) => {
             tracing::debug!(%error, "handshake failed");
-            guard.closed();
+            guard.closed(false, service.activity().is_draining());
             return;
         }
     };
@@ -298,7 +298,7 @@ pub(crate) async fn serve_connection(
     if let Err(error) = result {
         tracing::trace!(%error, "connection ended with an error");
     }
-    guard.closed();
+    guard.closed(activity.busy().is_http2(), activity.is_draining());
 }
 
 type Conn<'a, 'b> =

@@ -11,6 +11,12 @@
 //! timeout. Because the lifecycle stops a component only after everything that depends on it,
 //! registering the server as depending on the database pool means no request loses its pool.
 //!
+//! The server records its metrics (requests, connections open, closed by the drain, cut off at
+//! the stop timeout; listed in `lifecycle_core`'s "Metrics" table) through the `metrics`
+//! facade, with handles taken at its start. [`AdminRoutes`] serves them in the Prometheus
+//! text format at `/metrics`, with `/livez` and `/readyz?verbose`, on an admin address that
+//! starts first and stops last.
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -35,6 +41,7 @@
 //! ```
 
 mod activity;
+mod admin;
 mod body_timeout;
 mod connection;
 mod drain;
@@ -44,6 +51,7 @@ pub mod grpc;
 mod health;
 mod io;
 mod listener;
+mod metrics;
 mod phase;
 #[cfg(feature = "tls")]
 mod reload;
@@ -57,8 +65,11 @@ mod tls;
 #[cfg(unix)]
 mod unix;
 
+pub use admin::{install_prometheus, AdminRoutes, DURATION_BUCKETS};
 pub use error::HttpError;
 pub use health::{health_routes, HealthRoutes};
+/// The Prometheus exporter [`AdminRoutes`] renders `/metrics` with.
+pub use metrics_exporter_prometheus as prometheus;
 pub use server::{HttpServer, LocalAddr};
 pub use service::{AnyService, HyperService, IntoRouter};
 pub use shutdown_signal::ShutdownSignal;

@@ -276,6 +276,7 @@ impl LocalAddr {
 #[async_trait]
 impl Component for HttpServer {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
+        self.stats.export(ctx.name());
         let (phases, watcher) =
             Phases::watch(ctx.lifecycle().shutdown_token(), ctx.token().clone());
         ctx.spawn(watcher);

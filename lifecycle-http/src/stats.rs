@@ -1,7 +1,9 @@
 //! Counters of what the server is doing, for the report, health endpoints and tests.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use crate::metrics::{Closed, HttpMetrics};
 
 /// Live counters of an [`HttpServer`](crate::HttpServer): cheap to clone and to read at any
 /// time, including after the server has stopped.
@@ -15,6 +17,8 @@ struct Counters {
     requests: AtomicU64,
     force_closed: AtomicUsize,
     limit_reached: AtomicU64,
+    /// Set at the first start: the counters are also exported through the `metrics` facade.
+    metrics: OnceLock<HttpMetrics>,
 }
 
 impl HttpStats {
@@ -50,12 +54,26 @@ impl HttpStats {
         self.0.limit_reached.load(Ordering::Relaxed)
     }
 
+    /// Exports the counters as the metrics of the server named `server`, from now on (the
+    /// first call wins: a restarted server keeps its handles).
+    pub(crate) fn export(&self, server: &str) {
+        self.0.metrics.get_or_init(|| {
+            HttpMetrics::register(server, self.open_connections(), self.in_flight())
+        });
+    }
+
     pub(crate) fn reached_connection_limit(&self) -> u64 {
+        if let Some(metrics) = self.0.metrics.get() {
+            metrics.limit_reached.increment(1);
+        }
         self.0.limit_reached.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn connection(&self) -> ConnectionGuard {
         self.0.open_connections.fetch_add(1, Ordering::Relaxed);
+        if let Some(metrics) = self.0.metrics.get() {
+            metrics.open.increment(1.0);
+        }
         ConnectionGuard {
             stats: self.clone(),
             closed: false,
@@ -65,10 +83,17 @@ impl HttpStats {
     pub(crate) fn request_began(&self) {
         self.0.requests.fetch_add(1, Ordering::Relaxed);
         self.0.in_flight.fetch_add(1, Ordering::Relaxed);
+        if let Some(metrics) = self.0.metrics.get() {
+            metrics.requests.increment(1);
+            metrics.in_progress.increment(1.0);
+        }
     }
 
     pub(crate) fn request_ended(&self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(metrics) = self.0.metrics.get() {
+            metrics.in_progress.decrement(1.0);
+        }
     }
 }
 
@@ -81,8 +106,18 @@ pub(crate) struct ConnectionGuard {
 }
 
 impl ConnectionGuard {
-    pub(crate) fn closed(mut self) {
+    /// The connection closed gracefully, over HTTP/2 or not, before the drain or after it
+    /// began.
+    pub(crate) fn closed(mut self, http2: bool, draining: bool) {
         self.closed = true;
+        if let Some(metrics) = self.stats.0.metrics.get() {
+            let how = if draining {
+                Closed::Drained
+            } else {
+                Closed::Served
+            };
+            metrics.closed(http2, how);
+        }
     }
 }
 
@@ -92,6 +127,12 @@ impl Drop for ConnectionGuard {
         counters.open_connections.fetch_sub(1, Ordering::Relaxed);
         if !self.closed {
             counters.force_closed.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(metrics) = counters.metrics.get() {
+            metrics.open.decrement(1.0);
+            if !self.closed {
+                metrics.force_closed.increment(1);
+            }
         }
     }
 }

@@ -20,11 +20,14 @@
 //! `--report-json PATH` (write the report there on exit), `--pid-file PATH` (`PID_FILE`: the
 //! serving process's PID; SIGHUP upgrades the service in place, and the new process rewrites
 //! it once ready),
-//! `--tls-cert PATH` and `--tls-key PATH` (`TLS_CERT`, `TLS_KEY`: serve TLS).
+//! `--tls-cert PATH` and `--tls-key PATH` (`TLS_CERT`, `TLS_KEY`: serve TLS),
+//! `--admin-listen` (`ADMIN_LISTEN`: serve `/metrics`, `/livez` and `/readyz?verbose` on this
+//! address, up to the last stop).
 //!
 //! The same port answers gRPC (h2c, or h2 over TLS): `grpc.health.v1.Health` (`Check`,
 //! `Watch`), following the lifecycle, and `example.v1.Example` (`proto/example.proto`).
 
+mod admin;
 mod events;
 mod grpc;
 mod jobs;
@@ -101,6 +104,9 @@ struct Args {
     /// same path and hands it the socket, and the new process rewrites the file once ready.
     #[arg(long, env = "PID_FILE")]
     pid_file: Option<PathBuf>,
+    /// Serve `/metrics` (Prometheus), `/livez` and `/readyz?verbose` on this address too.
+    #[arg(long, env = "ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
 }
 
 /// Ends the process before anything started, for configuration errors.
@@ -126,6 +132,15 @@ async fn main() -> Report {
     if let Some(path) = &args.report_json {
         builder = builder.report_file(path);
     }
+    // The listening sockets are inherited (systemd socket activation, or the process this one
+    // upgrades) or bound; SIGHUP hands them to a new process of the binary. HTTP first, so
+    // that a socket systemd passed without a name goes to it.
+    let sockets = upgrade::Sockets::new(args.pid_file.clone()).unwrap_or_else(|e| refuse(e));
+    let listener = sockets
+        .listener("http", args.listen)
+        .unwrap_or_else(|e| refuse(e));
+    let builder =
+        admin::register(builder, &sockets, args.admin_listen).unwrap_or_else(|e| refuse(e));
     let pool = db.pool().clone();
     let sql_jobs = SqlJobQueue::new(pool.clone(), &*args.job_queue);
     let redis = args
@@ -208,11 +223,8 @@ async fn main() -> Report {
         Jobs::Sql(queue) => JobWorker::new(queue, work).lease(args.job_lease),
         Jobs::Redis(queue) => JobWorker::new(queue, work).lease(args.job_lease),
     };
-    // The socket is inherited (systemd socket activation, or the process this one upgrades)
-    // or bound to `--listen`; SIGHUP hands it to a new process of the binary.
-    let (listener, builder) = upgrade::listener(builder, args.listen, args.pid_file.clone())
-        .unwrap_or_else(|e| refuse(e));
     let http = HttpServer::from_listener(listener, router);
+    let builder = sockets.register(builder);
     let http = args.tls.apply(http).unwrap_or_else(|e| refuse(e));
 
     // The worker and the server use Redis when the jobs live there: they stop before it.

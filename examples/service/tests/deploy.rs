@@ -99,3 +99,48 @@ fn one_slow_readiness_probe_does_not_take_a_pod_out() {
         "{probe:?}"
     );
 }
+
+/// The kubelet probes, and Prometheus scrapes, the admin port that `ADMIN_LISTEN` opens, not
+/// the public one (which serves no `/metrics`); the Service does not expose it.
+#[test]
+fn probes_and_scrapes_go_to_the_admin_port() {
+    let deployment = deployment();
+    let container = container(&deployment);
+    let admin_port = container["ports"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str() == Some("admin"))
+        .expect("a port named admin")["containerPort"]
+        .as_i64()
+        .unwrap();
+    let listen = env(container, "ADMIN_LISTEN").expect("ADMIN_LISTEN is set")["value"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        listen.rsplit(':').next().unwrap().parse::<i64>().unwrap(),
+        admin_port
+    );
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        assert_eq!(
+            container[probe]["httpGet"]["port"].as_str(),
+            Some("admin"),
+            "{probe}"
+        );
+    }
+    let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"].as_str(), Some("true"));
+    assert_eq!(
+        annotations["prometheus.io/port"].as_str(),
+        Some(admin_port.to_string().as_str())
+    );
+    assert_eq!(annotations["prometheus.io/path"].as_str(), Some("/metrics"));
+    let service = YamlLoader::load_from_str(&deploy_file("kubernetes/deployment.yaml"))
+        .unwrap()
+        .into_iter()
+        .find(|doc| doc["kind"].as_str() == Some("Service"))
+        .expect("a Service");
+    for port in service["spec"]["ports"].as_vec().unwrap() {
+        assert_ne!(port["targetPort"].as_str(), Some("admin"));
+    }
+}

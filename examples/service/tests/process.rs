@@ -287,3 +287,86 @@ fn socket_activation_and_notifications_under_systemd() {
         .unwrap();
     assert_eq!(status.code(), Some(0), "{stderr}");
 }
+
+/// A GET on a fresh connection: the whole response (head and body), or `None` if refused.
+fn get_text(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+#[test]
+fn admin_listener_serves_metrics_through_the_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, admin) = (free_addr(), free_addr());
+    let report_path = dir.path().join("report.json");
+    let mut service = start(
+        &[
+            "--listen",
+            &addr.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
+            "--drain-delay",
+            "1s",
+            "--report-json",
+            report_path.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    wait_ready(addr);
+    for _ in 0..3 {
+        assert_eq!(get(addr, "/work?ms=1"), Some(200));
+    }
+    let metrics = get_text(admin, "/metrics").expect("the admin port answers");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains("lifecycle_phase{phase=\"ready\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("http_requests_total{server=\"http\"}"),
+        "{metrics}"
+    );
+    let verbose = get_text(admin, "/readyz?verbose").unwrap();
+    assert!(verbose.contains("\"name\":\"db\""), "{verbose}");
+    // The public port does not serve the metrics.
+    assert_eq!(get(addr, "/metrics"), Some(404));
+
+    service.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    let draining = get_text(admin, "/metrics").expect("served during the drain");
+    assert!(
+        draining.contains("lifecycle_phase{phase=\"draining\"} 1"),
+        "{draining}"
+    );
+    assert_eq!(get(admin, "/readyz"), Some(503));
+    assert_eq!(get(admin, "/livez"), Some(200));
+
+    let status = service.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let component = |name: &str| {
+        report["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(component("admin")["outcome"], "stopped");
+    assert!(
+        component("db")["stop_ended_ms"].as_f64() <= component("admin")["stop_began_ms"].as_f64(),
+        "the admin server stops last"
+    );
+}

@@ -316,6 +316,25 @@ fn three_upgrades_under_keep_alive_load_fail_and_refuse_no_request() {
     assert_eq!(service.report()["trigger"]["kind"], "signal");
 }
 
+/// The admin listener's socket is handed over as the HTTP one: the new process does not try to
+/// bind an address the old one still holds (which failed the upgrade), and `/metrics` answers
+/// from it afterwards.
+#[test]
+fn the_admin_socket_is_handed_over_with_the_http_one() {
+    let admin = free_addr().to_string();
+    let mut service = Service::start_with(&[("ADMIN_LISTEN", Path::new(&admin))]);
+    let admin: SocketAddr = admin.parse().unwrap();
+    assert!(ready(admin), "the admin listener answers /readyz");
+    let old = service.pid().unwrap();
+    signal(old, "HUP");
+    let new = service.wait_for_new_pid(old);
+    assert_eq!(service.wait_exit(old), Some(0), "{}", service.log());
+    assert_eq!(service.report()["upgrades"][0]["succeeded"], true);
+    assert!(ready(admin), "the new process's admin listener answers");
+    signal(new, "TERM");
+    assert_eq!(service.wait_exit(new), Some(0));
+}
+
 #[test]
 fn a_new_binary_that_exits_at_start_leaves_the_old_one_serving() {
     let mut service = Service::start();

@@ -9,6 +9,11 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 /// The name of the channel from a new process back to the old one, last in `LISTEN_FDNAMES`.
 pub(crate) const CHANNEL: &str = "lifecycle-upgrade";
 
+/// Whether `name` is one systemd gives a socket by default rather than one a service chose.
+fn unnamed(name: &str) -> bool {
+    name.is_empty() || name == "unknown" || name.ends_with(".socket")
+}
+
 pub(crate) struct Inherited {
     fds: listenfd::ListenFd,
     names: Vec<String>,
@@ -35,7 +40,9 @@ pub(crate) fn inherited() -> MutexGuard<'static, Inherited> {
 
 impl Inherited {
     /// The TCP listener named `name`; or, when none has that name, the first one not taken yet
-    /// (systemd names a socket after its unit unless `FileDescriptorName=` says otherwise).
+    /// that systemd left without a name of its own (it names a socket after its unit, or
+    /// `unknown`, unless `FileDescriptorName=` says otherwise). A socket named for another
+    /// listener is never taken: `admin` does not get the socket of `http`.
     pub(crate) fn take_tcp(&mut self, name: &str) -> io::Result<Option<TcpListener>> {
         let free = |i: &usize| !self.taken[*i];
         let named = (0..self.taken.len())
@@ -44,7 +51,7 @@ impl Inherited {
         let any = || {
             (0..self.taken.len())
                 .filter(free)
-                .find(|&i| self.names.get(i).is_none_or(|n| n != CHANNEL))
+                .find(|&i| self.names.get(i).is_none_or(|n| unnamed(n)))
         };
         let Some(i) = named.or_else(any) else {
             return Ok(None);
@@ -63,5 +70,16 @@ impl Inherited {
         self.taken[i] = true;
         self.fds
             .take_custom(i, libc::AF_UNIX, libc::SOCK_STREAM, "unix stream socket")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unnamed;
+
+    #[test]
+    fn only_systemd_default_names_are_taken_for_another_name() {
+        assert!(unnamed("") && unnamed("unknown") && unnamed("example-service.socket"));
+        assert!(!unnamed("http") && !unnamed("admin") && !unnamed(super::CHANNEL));
     }
 }

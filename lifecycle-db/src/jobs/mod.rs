@@ -1,5 +1,6 @@
 //! Jobs, whatever the backend: the queue contract and the worker that runs on it.
 
+mod metrics;
 mod queue;
 mod worker;
 

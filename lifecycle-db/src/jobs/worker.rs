@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 
 use super::{Job, JobQueue};
 use crate::deadline::give_up_at;
+use crate::jobs::metrics::{Ended, JobMetrics};
 
 /// A worker on a [`JobQueue`] ([`SqlJobQueue`](crate::SqlJobQueue),
 /// [`RedisJobQueue`](crate::RedisJobQueue)) whose contract is *finish or hand back*: on its stop turn it
@@ -166,7 +167,9 @@ where
         tracing::info!(component = ctx.name(), worker = %worker, "job worker starting");
         *self.identity.lock().unwrap_or_else(|e| e.into_inner()) = Some(worker.clone());
         self.queue.prepare(&worker).await?;
+        let metrics = JobMetrics::register(ctx.name());
         let reclaimed = self.queue.reclaim_expired().await?;
+        metrics.reclaimed(reclaimed);
         if reclaimed > 0 {
             tracing::warn!(
                 component = ctx.name(),
@@ -186,6 +189,7 @@ where
             handed_back: self.handed_back.clone(),
             done: self.done.clone(),
             late: self.late.clone(),
+            metrics: metrics.clone(),
             payload: PhantomData,
         });
         ctx.spawn(Working::<H, T>::reap(
@@ -193,6 +197,7 @@ where
             self.queue.clone(),
             working.worker.clone(),
             self.lease,
+            metrics,
         ));
         ctx.spawn(working.work());
         Ok(())
@@ -243,6 +248,7 @@ struct Working<H, T> {
     handed_back: Arc<AtomicU64>,
     done: Arc<AtomicU64>,
     late: Arc<AtomicU64>,
+    metrics: JobMetrics,
     payload: PhantomData<fn() -> T>,
 }
 
@@ -274,6 +280,7 @@ where
                     }
                 }
                 Ok(Some(job)) => {
+                    self.metrics.claimed();
                     let working = self.clone();
                     self.ctx.spawn(async move {
                         working.run(job).await;
@@ -298,13 +305,20 @@ where
     /// Takes back the jobs of workers that died, once a lease (no lease expires faster), until
     /// the stop turn: apart from the job loop, so a worker that is never idle, or holds one
     /// long job, still does it.
-    async fn reap(ctx: Context, queue: Arc<dyn JobQueue>, worker: String, every: Duration) {
+    async fn reap(
+        ctx: Context,
+        queue: Arc<dyn JobQueue>,
+        worker: String,
+        every: Duration,
+        metrics: JobMetrics,
+    ) {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while ctx.token().run_until_cancelled(tick.tick()).await.is_some() {
             match queue.reclaim_expired().await {
                 Ok(0) => {}
                 Ok(reclaimed) => {
+                    metrics.reclaimed(reclaimed);
                     tracing::warn!(component = ctx.name(), worker = %worker, reclaimed,
                         "took back jobs whose lease expired (their worker died or hung)");
                 }
@@ -320,6 +334,7 @@ where
     /// hands it back.
     async fn run(&self, job: Job) {
         let id = job.id;
+        let began = tokio::time::Instant::now();
         let job = match job.decode::<T>() {
             Ok(job) => job,
             Err(error) => {
@@ -329,6 +344,7 @@ where
                     std::any::type_name::<T>()
                 );
                 tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %reason, "job failed");
+                self.metrics.ended(Ended::Failed, began.elapsed());
                 if let Err(error) = self.queue.fail(id, &self.worker, &reason, 0).await {
                     tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %error, "could not record a job's end");
                 }
@@ -357,6 +373,12 @@ where
                 () = cut_off => break None,
             }
         };
+        let how = match outcome {
+            Some(Ok(Ok(()))) => Ended::Done,
+            Some(_) => Ended::Failed,
+            None => Ended::HandedBack,
+        };
+        self.metrics.ended(how, began.elapsed());
         let recorded = match outcome {
             Some(Ok(Ok(()))) => {
                 let completed = self.queue.complete(id, &self.worker).await;
@@ -395,6 +417,7 @@ where
                 // Another worker has the job (or had it and finished it): this end changed
                 // nothing, and the job ran more than once.
                 self.late.fetch_add(1, Ordering::Relaxed);
+                self.metrics.late();
                 tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id,
                     "a job ended after its lease expired and it was taken back: its end was not recorded, and it runs (or ran) again elsewhere");
             }

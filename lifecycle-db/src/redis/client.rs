@@ -2,7 +2,7 @@
 //! blocking commands, none of which outlives the stop.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use lifecycle_core::{async_trait, BoxError, CancellationToken, Component, Context, Health};
@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::connection::{Link, RedisConnection};
 use super::lock;
+use super::metrics::RedisMetrics;
 use super::options::{RedisClientOptions, Settings};
 use crate::deadline::{give_up_at, retry_until};
 use crate::error::DbError;
@@ -94,6 +95,8 @@ pub(super) struct ClientInner {
     session: Mutex<Session>,
     /// Every connection of the client, the shared one first, so the stop can close them all.
     pub(super) links: Mutex<Vec<Weak<Link>>>,
+    /// Taken at the first start, named after the component.
+    metrics: OnceLock<RedisMetrics>,
 }
 
 /// One session of the client, from its start to its stop.
@@ -141,6 +144,7 @@ impl RedisClient {
                 cut: CancellationToken::new(),
             }),
             links: Mutex::new(Vec::new()),
+            metrics: OnceLock::new(),
         });
         let shared = RedisConnection::new(Link::new(&inner, false));
         Ok(RedisClient { inner, shared })
@@ -218,6 +222,9 @@ impl Component for RedisClient {
             return Err(error.into());
         }
         self.inner.open();
+        self.inner
+            .metrics
+            .get_or_init(|| RedisMetrics::register(ctx.name()));
         tracing::info!(component = ctx.name(), target_db = %self.inner.target, "redis reachable");
         Ok(())
     }
@@ -228,6 +235,9 @@ impl Component for RedisClient {
             .deadline()
             .unwrap_or(give_up + Duration::from_millis(100));
         let pending = self.inner.close(give_up, deadline).await;
+        if let Some(metrics) = self.inner.metrics.get() {
+            metrics.cut_off(pending);
+        }
         if pending > 0 {
             tracing::warn!(
                 component = ctx.name(),
@@ -312,11 +322,16 @@ impl ClientInner {
                 "the Redis client has not started",
                 self.target.to_string(),
             ))),
-            State::Closed => Err(RedisError::from((
-                ErrorKind::Client,
-                "the Redis client is closed",
-                self.target.to_string(),
-            ))),
+            State::Closed => Err({
+                if let Some(metrics) = self.metrics.get() {
+                    metrics.refused();
+                }
+                RedisError::from((
+                    ErrorKind::Client,
+                    "the Redis client is closed",
+                    self.target.to_string(),
+                ))
+            }),
         }
     }
 

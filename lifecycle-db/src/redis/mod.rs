@@ -5,6 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 
 mod client;
 mod connection;
+mod metrics;
 mod options;
 mod queue;
 mod subscriber;

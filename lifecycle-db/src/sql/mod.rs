@@ -1,6 +1,7 @@
 //! The SQL backend: the sqlx pool component and the job queue in a SQL table.
 
 mod dialect;
+mod metrics;
 mod pool;
 mod queue;
 

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use crate::deadline::{give_up_at, retry_until};
 use crate::error::DbError;
 use crate::redact::{without_unused_secrets, Redacted};
+use crate::sql::metrics::{PoolMetrics, SAMPLE_EVERY};
 
 /// How long the health ping may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -138,6 +139,17 @@ impl<DB: Database> Component for SqlPool<DB> {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
         self.reach(give_up_at(ctx, Duration::from_secs(30))).await?;
         tracing::info!(component = ctx.name(), target_db = %self.target, "database reachable");
+        let (metrics, pool, token) = (
+            PoolMetrics::register(ctx.name()),
+            self.pool.clone(),
+            ctx.token().clone(),
+        );
+        ctx.spawn(async move {
+            let mut tick = tokio::time::interval(SAMPLE_EVERY);
+            while token.run_until_cancelled(tick.tick()).await.is_some() {
+                metrics.sample(&pool);
+            }
+        });
         Ok(())
     }
 
@@ -162,6 +174,9 @@ impl<DB: Database> Component for SqlPool<DB> {
             // Closed from here on: waiting and later acquires fail at once.
             let closing = self.pool.close();
             let in_use = self.in_use_after(RETURN_GRACE).await;
+            let metrics = PoolMetrics::register(ctx.name());
+            metrics.sample(&self.pool);
+            metrics.stopped(in_use);
             if in_use > 0 {
                 tracing::warn!(
                     component = ctx.name(),
