@@ -96,16 +96,18 @@ impl Context {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        // A combinator rather than an `async` block: the block would hold `task` twice (as its
+        // capture and as the awaited future), doubling every task's memory (an HTTP/2 stream's
+        // from 416 to 856 bytes), which cost 3-4% of gRPC throughput.
         let ctx = self.clone();
-        self.inner.tasks.spawn(async move {
-            match AssertUnwindSafe(task).catch_unwind().await {
-                Ok(output) => output,
-                Err(panic) => {
+        self.inner
+            .tasks
+            .spawn(AssertUnwindSafe(task).catch_unwind().map(move |result| {
+                result.unwrap_or_else(|panic| {
                     ctx.report_failure(TaskPanicked(crate::panic_message(&*panic)));
                     std::panic::resume_unwind(panic)
-                }
-            }
-        })
+                })
+            }))
     }
 
     /// A guard that counts as one of this component's tasks until dropped, for work that
