@@ -38,6 +38,8 @@ pub(crate) struct Busy {
     write_blocked: AtomicBool,
     /// Whether the client sent the HTTP/2 preface.
     http2: AtomicBool,
+    /// How many reads from the socket returned bytes: whether the client is still there.
+    reads: AtomicU64,
 }
 
 /// One request in progress, in [`Activity::state`].
@@ -126,6 +128,16 @@ impl Busy {
     /// Records that the client sent the HTTP/2 preface.
     pub(crate) fn set_http2(&self) {
         self.http2.store(true, Ordering::Release);
+    }
+
+    /// Records that a read from the socket returned bytes.
+    pub(crate) fn record_read(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many reads from the socket have returned bytes so far.
+    pub(crate) fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     /// Whether the client sent the HTTP/2 preface.

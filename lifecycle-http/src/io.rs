@@ -1,6 +1,6 @@
 //! `ConnIo`: a connection's socket, watched. It tells the connection's [`Activity`] when writes
-//! are blocked (a response's bytes still wait in hyper's buffer) and when the client has sent
-//! the HTTP/2 preface, and it keeps what the socket holds (a tracking token, a connection
+//! are blocked (a response's bytes still wait in hyper's buffer), when the client sends bytes
+//! and when it has sent the HTTP/2 preface, and it keeps what the socket holds (a tracking token, a connection
 //! permit) for as long as the socket lives, upgraded or not.
 
 use std::future::Future;
@@ -104,8 +104,11 @@ impl AsyncRead for ConnIo {
         let this = self.get_mut();
         let before = buf.filled().len();
         let result = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if this.sniff != Sniff::Done && buf.filled().len() > before {
-            this.sniff(&buf.filled()[before..]);
+        if buf.filled().len() > before {
+            this.activity.busy().record_read();
+            if this.sniff != Sniff::Done {
+                this.sniff(&buf.filled()[before..]);
+            }
         }
         result
     }

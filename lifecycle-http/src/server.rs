@@ -32,8 +32,8 @@ use crate::tls::TlsConfig;
 ///   (last stream id 2^31-1, then the final GOAWAY after a PING round trip), so h2 and gRPC
 ///   clients open their next streams elsewhere; the streams they opened before the final
 ///   GOAWAY complete, and then hyper closes the connection (however slow the round trip; a
-///   client that never answers the PING is closed by HTTP/2 keep-alive after 40 s, or cut at
-///   the stop timeout).
+///   client that has sent nothing, not even the PING's answer, for the header read timeout
+///   after the GOAWAY has vanished, and is closed).
 /// - **Stop turn**: the server takes the connections still in the accept backlog and closes
 ///   the listener (later connects are refused); HTTP/1 connections with nothing in progress,
 ///   including ones that never sent a byte, close at once; HTTP/1 requests in progress finish
@@ -170,7 +170,8 @@ impl HttpServer {
 
     /// How long a client has to send a complete request head (default 10 s), from connecting
     /// or from its previous response; a slow or silent client, or a keep-alive connection left
-    /// idle, is disconnected after it (an HTTP/2 one with a GOAWAY). The time a response
+    /// idle, is disconnected after it (an HTTP/2 one with a GOAWAY, and closed if its client
+    /// has not answered the GOAWAY's PING after the same time again). The time a response
     /// takes to be written, however slowly the client reads it, does not count. The server
     /// checks four times per period, so the disconnection may come up to a quarter of the
     /// timeout late.
