@@ -60,10 +60,12 @@ fn serve(server: &str, calls: usize) {
         } else {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            // TCP_NODELAY as `Server::serve` sets it (the builder's setting applies only to
+            // a `TcpIncoming`).
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             tokio::spawn(
                 tonic::transport::Server::builder()
-                    .tcp_nodelay(true)
                     .add_service(service)
                     .serve_with_incoming(incoming),
             );

@@ -1,16 +1,19 @@
 //! gRPC and TLS overhead, as `http_overhead` measures HTTP's: in one run, alternately,
 //!
 //! - **gRPC**: the same tonic service (tonic-health's `Check`) through `HttpServer` and through
-//!   tonic's own server (`tonic::transport::Server`), loaded by a gRPC client of this file run
-//!   as a separate process (32 concurrent unary calls on 4 h2c connections);
+//!   tonic's own server (`tonic::transport::Server`, with TCP_NODELAY as `Server::serve` sets
+//!   it), loaded by a gRPC client of this file run as a separate process (32 concurrent unary
+//!   calls on 4 h2c connections), or with `GRPC_LOAD=h2load` by nghttp2's `h2load` (the same
+//!   calls and concurrency, from a load generator several times faster than the servers);
 //! - **TLS**: the same router through `HttpServer` with TLS and through plain `axum::serve`
 //!   over a TLS listener, both with the same certificate and rustls settings (ring provider,
 //!   ALPN `h2` and `http/1.1`), loaded by `wrk` over HTTPS (keep-alive).
 //!
 //! Run: `cargo bench -p lifecycle-http --bench grpc_tls_overhead` (needs `wrk`). Options
 //! through the environment: `ROUNDS` (default 5), `SECONDS` (default 5), `CONNECTIONS` (wrk's,
-//! default 32), `WHAT` (`grpc`, `tls` or both, the default), and `WRK_CPU` to pin the load to a
-//! core (pin the bench to the other: `WRK_CPU=1 taskset -c 0 target/release/deps/grpc_tls_overhead-<hash> --bench`).
+//! default 32), `WHAT` (`grpc`, `tls` or both, the default), `GRPC_LOAD`, and `WRK_CPU` to pin
+//! the load to a core (pin the bench to the other:
+//! `WRK_CPU=1 taskset -c 0 target/release/deps/grpc_tls_overhead-<hash> --bench`).
 //! Both servers of a pair run in this process on one runtime with one worker thread.
 
 use std::net::SocketAddr;
@@ -110,7 +113,46 @@ fn grpc_client(addr: SocketAddr, seconds: u64) {
     println!("{} {p99}", calls as f64 / seconds as f64);
 }
 
+/// Loads `addr` with `h2load` (nghttp2's C load generator): 32 concurrent unary calls on 4
+/// connections for `seconds`; calls per second and the p99 latency in ms, from its log.
+fn h2load_grpc(addr: SocketAddr, seconds: u32) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (body, log) = (dir.path().join("body"), dir.path().join("log"));
+    std::fs::write(&body, EMPTY_MESSAGE).unwrap();
+    let output = pinned("h2load")
+        .args(["-t1", "-c4", "-m8", &format!("-D{seconds}")])
+        .arg(format!("--data={}", body.display()))
+        .arg(format!("--log-file={}", log.display()))
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .arg(format!("http://{addr}/grpc.health.v1.Health/Check"))
+        .output()
+        .expect("h2load is installed (apt-get install nghttp2-client)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let rps: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("finished in "))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|v| v.strip_suffix(" req/s"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no req/s in h2load's output:\n{text}"));
+    let mut latencies: Vec<f64> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let mut columns = l.split('\t').skip(1);
+            let status = columns.next()?;
+            assert_eq!(status, "200", "a failed call in h2load's log: {l}");
+            columns.next()?.parse::<f64>().ok()
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    (rps, latencies[latencies.len() * 99 / 100] / 1e3)
+}
+
 fn grpc_load(addr: SocketAddr, seconds: u32) -> (f64, f64) {
+    if std::env::var("GRPC_LOAD").as_deref() == Ok("h2load") {
+        return h2load_grpc(addr, seconds);
+    }
     let exe = std::env::current_exe().unwrap();
     let output = pinned(exe.to_str().unwrap())
         .args(["grpc-client", &addr.to_string(), &seconds.to_string()])
@@ -234,6 +276,33 @@ async fn start_lifecycle(server: HttpServer) -> SocketAddr {
     local.get().unwrap()
 }
 
+/// This process's CPU time (user and system, all threads) in seconds, and its threads'
+/// voluntary context switches (a worker parking when it runs out of work), from `/proc`.
+fn process_usage() -> (f64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command's closing parenthesis; utime and stime are the 14th and
+    // 15th, in clock ticks (USER_HZ, 100 per second on Linux).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    let mut switches = 0;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        switches += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    (ticks / 100.0, switches)
+}
+
 /// Loads both servers alternately and prints the rounds and the medians' ratios.
 fn compare(
     title: &str,
@@ -244,35 +313,37 @@ fn compare(
 ) {
     load(0, 1);
     load(1, 1);
-    let mut results = [(vec![], vec![]), (vec![], vec![])];
+    let mut results = [(vec![], vec![], vec![]), (vec![], vec![], vec![])];
     println!("{title}");
-    println!("round  server                 req/s     p99 ms");
+    println!("round  server                 req/s     p99 ms  cpu us/req  parks/kreq");
     for round in 1..=rounds {
         let order = if round % 2 == 1 { [0, 1] } else { [1, 0] };
         for which in order {
+            let (cpu_before, switches_before) = process_usage();
             let (rps, p99) = load(which, seconds);
-            println!("{round:>5}  {:<20} {rps:>9.0} {p99:>10.3}", names[which]);
+            let (cpu_after, switches_after) = process_usage();
+            let requests = rps * f64::from(seconds);
+            let cpu = (cpu_after - cpu_before) * 1e6 / requests;
+            let parks = (switches_after - switches_before) as f64 * 1e3 / requests;
+            println!(
+                "{round:>5}  {:<20} {rps:>9.0} {p99:>10.3} {cpu:>11.2} {parks:>11.1}",
+                names[which]
+            );
             results[which].0.push(rps);
             results[which].1.push(p99);
+            results[which].2.push(cpu);
         }
     }
-    let [(mut a_rps, mut a_p99), (mut b_rps, mut b_p99)] = results;
-    let (a_rps, a_p99, b_rps, b_p99) = (
-        median(&mut a_rps),
-        median(&mut a_p99),
-        median(&mut b_rps),
-        median(&mut b_p99),
-    );
+    let [(mut a_rps, mut a_p99, mut a_cpu), (mut b_rps, mut b_p99, mut b_cpu)] = results;
     println!();
     println!("median         {:>20} {:>20}  ratio", names[0], names[1]);
-    println!(
-        "req/s          {a_rps:>20.0} {b_rps:>20.0} {:>6.3}",
-        a_rps / b_rps
-    );
-    println!(
-        "p99 latency ms {a_p99:>20.3} {b_p99:>20.3} {:>6.3}",
-        a_p99 / b_p99
-    );
+    for (label, a, b) in [
+        ("req/s         ", median(&mut a_rps), median(&mut b_rps)),
+        ("p99 latency ms", median(&mut a_p99), median(&mut b_p99)),
+        ("cpu us/req    ", median(&mut a_cpu), median(&mut b_cpu)),
+    ] {
+        println!("{label} {a:>20.3} {b:>20.3} {:>6.3}", a / b);
+    }
     println!();
 }
 
@@ -313,10 +384,13 @@ fn main() {
             .await;
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let tonic_own = listener.local_addr().unwrap();
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            // As `Server::serve` would run it: `tcp_nodelay` (on by default) applies only to
+            // a `TcpIncoming`, and with Nagle's algorithm on, tonic's server would send fewer,
+            // larger segments under load than any server with TCP_NODELAY.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             tokio::spawn(
                 tonic::transport::Server::builder()
-                    .tcp_nodelay(true)
                     .add_service(service_b)
                     .serve_with_incoming(incoming),
             );
