@@ -22,9 +22,10 @@ use tower::Service;
 use crate::activity::{Activity, InProgress};
 use crate::body_timeout::TimedBody;
 
-/// The service a connection runs: the user's router behind the drain layer. hyper calls it
-/// directly, with no tower adapter: each request clones only the router (as `axum::serve`
-/// does) and the connection's [`Activity`], which holds everything else a request needs.
+/// The service a connection runs: the user's router behind the drain layer, a tower service
+/// that hyper calls through `hyper_util`'s `TowerToHyperService` (as `axum::serve` and
+/// tonic's server call theirs). Each request clones only the router and the connection's
+/// [`Activity`], which holds everything else a request needs.
 #[derive(Debug, Clone)]
 pub(crate) struct Drain {
     router: Router,
@@ -61,12 +62,16 @@ impl Drain {
     }
 }
 
-impl hyper::service::Service<Request<Incoming>> for Drain {
+impl Service<Request<Incoming>> for Drain {
     type Response = Response<TrackedBody>;
     type Error = Infallible;
     type Future = DrainFuture<RouteFuture<Infallible>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         // HTTP/1 clients are asked to close during the drain, except on an upgrade: a
         // `CONNECT` tunnel, or a 101 (checked on the response).
         let http1 = request.version() < Version::HTTP_2 && request.method() != Method::CONNECT;
