@@ -85,8 +85,9 @@ impl Service<Request<Incoming>> for Drain {
         }
         let in_flight = self.activity.begin();
         // A router is always ready (its `poll_ready` returns `Ready` at once), so it is called
-        // without it, as `axum::serve` effectively does.
-        let response = self.router.clone().call(request);
+        // without it, as `axum::serve` effectively does; and this service is already the
+        // adapter's clone for this request, so the router is not cloned again.
+        let response = self.router.call(request);
         DrainFuture {
             response,
             in_flight: Some(in_flight),
