@@ -24,8 +24,9 @@ use crate::body_timeout::TimedBody;
 
 /// The service a connection runs: the user's router behind the drain layer, a tower service
 /// that hyper calls through `hyper_util`'s `TowerToHyperService` (as `axum::serve` and
-/// tonic's server call theirs). Each request clones only the router and the connection's
-/// [`Activity`], which holds everything else a request needs.
+/// tonic's server call theirs). The adapter clones it for each request, which costs two
+/// reference counts: the router's and the connection's [`Activity`]'s, which holds everything
+/// else a request needs.
 #[derive(Debug, Clone)]
 pub(crate) struct Drain {
     router: Router,

@@ -1,7 +1,7 @@
 //! `ConnIo`: a connection's socket, watched. It tells the connection's [`Activity`] when writes
 //! are blocked (a response's bytes still wait in hyper's buffer), when the client sends bytes
-//! and when it has sent the HTTP/2 preface, and it keeps what the socket holds (a tracking token, a connection
-//! permit) for as long as the socket lives, upgraded or not.
+//! and when it has sent the HTTP/2 preface, and it keeps what the socket holds (a tracking
+//! token, a connection permit) for as long as the socket lives, upgraded or not.
 
 use std::future::Future;
 use std::io;
