@@ -140,6 +140,8 @@ fn h2load_grpc(addr: SocketAddr, seconds: u32) -> (f64, f64) {
         .lines()
         .filter_map(|l| {
             let mut columns = l.split('\t').skip(1);
+            // The HTTP status only: h2load does not read gRPC's `grpc-status` trailer (the
+            // bench's own client checks it).
             let status = columns.next()?;
             assert_eq!(status, "200", "a failed call in h2load's log: {l}");
             columns.next()?.parse::<f64>().ok()

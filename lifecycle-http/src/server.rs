@@ -171,7 +171,7 @@ impl HttpServer {
     /// How long a client has to send a complete request head (default 10 s), from connecting
     /// or from its previous response; a slow or silent client, or a keep-alive connection left
     /// idle, is disconnected after it (an HTTP/2 one with a GOAWAY, and closed if its client
-    /// has not answered the GOAWAY's PING after the same time again). The time a response
+    /// then sends nothing, not even the answer to the GOAWAY's PING, for the same time again). The time a response
     /// takes to be written, however slowly the client reads it, does not count. The server
     /// checks four times per period, so the disconnection may come up to a quarter of the
     /// timeout late.
