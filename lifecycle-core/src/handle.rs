@@ -107,6 +107,25 @@ impl ComponentStatus {
     }
 }
 
+/// Who may accept on a listening socket besides this process, as
+/// [`LifecycleHandle::listener_share`](crate::LifecycleHandle::listener_share) says at the
+/// moment of asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ListenerShare {
+    /// Only this process: at its stop a server may refuse new handshakes, take what is left in
+    /// the backlog and close the socket.
+    Alone,
+    /// Another process holds it too: a socket manager (systemd socket activation), or the
+    /// other side of an in-place upgrade under way. A server accepts on it only once the
+    /// lifecycle is ready, and at its stop closes only its own descriptor: the connections
+    /// waiting in the backlog are the other process's to answer.
+    Shared,
+    /// Handed to the new process of an in-place upgrade, which accepts on it now: a server stops
+    /// accepting on it at once and closes only its own descriptor.
+    HandedOver,
+}
+
 /// A cheap, cloneable handle to a [`Lifecycle`](crate::Lifecycle): its phase, its components'
 /// health, and a way to ask for the shutdown.
 ///
@@ -137,11 +156,21 @@ impl LifecycleHandle {
     }
 
     /// Whether the listening sockets were handed to a new process that now accepts on them.
-    ///
-    /// A server's stop must then close only its own descriptor: no filter on the socket, no
-    /// taking of its backlog, which belong to the new process.
+    /// See [`listener_share`](Self::listener_share) for what it means for one socket.
     pub fn handed_over(&self) -> bool {
         self.shared.handed_over()
+    }
+
+    /// Who else may accept on the listening socket `socket`, now: nobody; a socket manager or
+    /// the other side of an in-place upgrade under way; or the new process it was handed to.
+    /// A server asks before it accepts, when the shutdown begins and at its stop, and closes
+    /// for good (a filter, the backlog taken) only a socket it holds alone.
+    ///
+    /// A socket neither inherited ([`sockets`](crate::sockets)) nor handed on by an `Upgrade`
+    /// is this process's alone.
+    #[cfg(unix)]
+    pub fn listener_share(&self, socket: std::os::fd::BorrowedFd<'_>) -> ListenerShare {
+        crate::sockets::sockets().share(socket, self.shared.handed_over())
     }
 
     /// The current phase.
@@ -242,8 +271,13 @@ impl LifecycleHandle {
 
     /// Whether the service should get traffic: the phase is [`Phase::Ready`] and every
     /// component that [counts for readiness](crate::Registration::exclude_from_readiness) is
-    /// healthy. Answers at once, without health checks, when not ready.
+    /// healthy; or the listening sockets were handed to the new process of an in-place
+    /// upgrade, which is ready and serves on them (an upgrade is not a drain: the instance's
+    /// readiness never dips). Answers at once, without health checks, when not ready.
     pub async fn is_ready(&self) -> bool {
+        if self.shared.handed_over() {
+            return true;
+        }
         self.phase().is_ready()
             && self
                 .check_health()

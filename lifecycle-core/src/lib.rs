@@ -49,9 +49,10 @@
 //! | `lifecycle_component_stop_duration_seconds` | histogram | `component`, `outcome` | how long each stop took (0 when the budget cut it off before its turn) |
 //! | `lifecycle_component_failures_total` | counter | `component` | failures of a running component, before or after the trigger |
 //! | `lifecycle_component_restarts_total` | counter | `component` | restarts under [`OnFailure::Restart`] |
-//! | `lifecycle_shutdowns_total` | counter | `trigger` | shutdowns, by trigger (`signal`, `requested`, `component_failed`, `start_failed`) |
+//! | `lifecycle_shutdowns_total` | counter | `trigger` | shutdowns, by trigger (`signal`, `requested`, `component_failed`, `start_failed`, `upgrade`) |
 //! | `lifecycle_drain_delay_seconds` | gauge | | the drain delay as applied |
 //! | `lifecycle_shutdown_duration_seconds` | gauge | | from the trigger to the end of the last stop |
+//! | `lifecycle_upgrades_total` | counter | `outcome` | in-place upgrade attempts (`succeeded`, `failed`, `refused` as PID 1) |
 //!
 //! The adapter crates record theirs the same way, labelled with their component's name, and
 //! take their handles when they start (none is looked up per request or per job):
@@ -135,6 +136,8 @@ mod run;
 mod shared;
 mod shut_down;
 mod signals;
+#[cfg(unix)]
+pub mod sockets;
 mod start_up;
 mod supervise;
 #[cfg(unix)]
@@ -156,7 +159,7 @@ pub use component::{Component, Health};
 pub use component_error::ComponentError;
 pub use context::Context;
 pub use error::{BoxError, BuildError};
-pub use handle::{ComponentState, ComponentStatus, LifecycleHandle, Phase};
+pub use handle::{ComponentState, ComponentStatus, LifecycleHandle, ListenerShare, Phase};
 pub use lifecycle::Lifecycle;
 pub use report::{
     exit_code, ComponentReport, Outcome, Report, TriggerKind, TriggerReport, UpgradeReport,

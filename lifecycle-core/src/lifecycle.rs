@@ -116,6 +116,16 @@ impl Lifecycle {
     /// shutdown through the [handle](Self::handle) instead.
     pub async fn run(self) -> Report {
         self.shared.record().began();
+        #[cfg(unix)]
+        {
+            // Every listener was taken while `main` wired the components: an inherited socket
+            // nobody took (one the new version no longer serves) would queue connections that
+            // nobody accepts.
+            let closed = crate::sockets::sockets().close_unclaimed();
+            if !closed.is_empty() {
+                tracing::info!(?closed, "inherited sockets nobody listens on closed");
+            }
+        }
         let watchdog = self.arm_watchdog();
         #[cfg(unix)]
         let notifier = crate::systemd::wanted()
@@ -132,12 +142,21 @@ impl Lifecycle {
         async {
             if started {
                 self.enter(Phase::Draining);
-                self.shared.record().drain_began(self.drain_delay);
-                tracing::info!(drain_delay = ?self.drain_delay, "readiness withdrawn, draining");
-                run.drain(self.drain_delay).await;
+                // An upgrade is not a drain: the new process already serves on the sockets,
+                // so the instance stays ready and nothing waits for a load balancer.
+                let delay = if self.shared.handed_over() {
+                    Duration::ZERO
+                } else {
+                    self.drain_delay
+                };
+                self.shared.record().drain_began(delay);
+                tracing::info!(drain_delay = ?delay, "readiness withdrawn, draining");
+                run.drain(delay).await;
             }
             self.enter(Phase::Stopping);
             run.stop_all(deadline).await;
+            #[cfg(feature = "upgrade")]
+            crate::upgrade::pid_file::remove_after_stops();
             self.enter(Phase::Stopped);
         }
         .instrument(span.clone())

@@ -289,6 +289,11 @@ impl Record {
     /// An in-place upgrade attempt ended.
     #[cfg_attr(not(all(unix, feature = "upgrade")), allow(dead_code))]
     pub(crate) fn upgrade_ended(&mut self, upgrade: UpgradeReport) {
+        telemetry::upgrade_ended(match (upgrade.succeeded, upgrade.refused) {
+            (true, _) => "succeeded",
+            (false, true) => "refused",
+            (false, false) => "failed",
+        });
         self.upgrades.push(upgrade);
     }
 

@@ -122,6 +122,10 @@ pub enum TriggerKind {
 pub struct UpgradeReport {
     /// Whether the new process became ready and took over.
     pub succeeded: bool,
+    /// Whether the upgrade was refused before any process started (this process is PID 1 of
+    /// its PID namespace, as in a container: its exit would end the new process too).
+    #[serde(default)]
+    pub refused: bool,
     /// The new process's id, when it was started.
     pub pid: Option<u32>,
     /// The new process's exit code, when it exited during the attempt.

@@ -108,3 +108,10 @@ fn start_outcome(outcome: Outcome) -> &'static str {
         other => other.as_str(),
     }
 }
+
+/// An in-place upgrade attempt ended: `lifecycle_upgrades_total{outcome}`, the outcome
+/// `succeeded`, `failed` or `refused`.
+#[cfg_attr(not(all(unix, feature = "upgrade")), allow(dead_code))]
+pub(crate) fn upgrade_ended(outcome: &'static str) {
+    metrics::counter!("lifecycle_upgrades_total", "outcome" => outcome).increment(1);
+}

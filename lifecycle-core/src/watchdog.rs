@@ -98,10 +98,13 @@ fn watch(
                 &format!("second signal ({})", signal.name()),
             ),
             Some(Event::Signal(signal)) => {
+                // Act first: logging can block (a full pipe, a logger's lock), and must never
+                // keep the deadline from being armed.
                 signalled = true;
-                tracing::warn!(signal = signal.name(), "signal received, shutting down");
                 shared.trigger(TriggerKind::Signal, signal.name());
                 deadline.get_or_insert_with(|| deadline_after(budget));
+                let name = signal.name();
+                log_aside(move || tracing::warn!(signal = name, "signal received, shutting down"));
             }
             Some(Event::Triggered) => {
                 deadline.get_or_insert_with(|| deadline_after(budget));
@@ -119,21 +122,42 @@ fn deadline_after(budget: Duration) -> Instant {
     now.checked_add(budget).unwrap_or(now + NO_DEADLINE)
 }
 
-/// Prints what is known, writes the report file, and ends the process now, without unwinding
-/// or waiting for anything.
+/// How long a forced exit waits for its log lines to be written, when the log's pipe may be
+/// full or its lock held by a thread that blocked on it.
+const LOG_WAIT: Duration = Duration::from_millis(200);
+
+/// Writes the report file, prints what is known (waiting at most [`LOG_WAIT`] for a log that
+/// may be blocked), and ends the process, without unwinding or waiting for anything else.
 fn force_exit(shared: &Shared, code: i32, why: &str, report_file: Option<&Path>) -> ! {
     let report = shared
         .record()
         .snapshot(code, &format!("cut off by forced exit: {why}"));
-    tracing::error!(exit_code = code, reason = why, report = %report.to_json(), "forced exit");
-    if let Some(path) = report_file {
-        if let Err(error) = report.write_to(path) {
+    let written = report_file.map(|path| (path.to_owned(), report.write_to(path)));
+    let why = why.to_owned();
+    let logged = log_aside(move || {
+        tracing::error!(exit_code = code, reason = %why, report = %report.to_json(), "forced exit");
+        if let Some((path, Err(error))) = written {
             tracing::error!(path = %path.display(), %error, "writing the report failed");
         }
-    }
-    let _ = std::io::stdout().flush();
-    let mut stderr = std::io::stderr().lock();
-    let _ = writeln!(stderr, "lifecycle: forced exit: {why}\n{report}");
-    let _ = stderr.flush();
+        let _ = std::io::stdout().flush();
+        let mut stderr = std::io::stderr().lock();
+        let _ = writeln!(stderr, "lifecycle: forced exit: {why}\n{report}");
+        let _ = stderr.flush();
+    });
+    let _ = logged.recv_timeout(LOG_WAIT);
     std::process::exit(code)
+}
+
+/// Runs `log` on a thread of its own, so that a log blocked on a full pipe or on a lock held by
+/// a blocked thread cannot block the watchdog; the receiver hears when it is done.
+fn log_aside(log: impl FnOnce() + Send + 'static) -> mpsc::Receiver<()> {
+    let (done, finished) = mpsc::channel();
+    // With no thread to spare the log is dropped, never the watchdog's duty.
+    let _ = std::thread::Builder::new()
+        .name("lifecycle-watchdog-log".into())
+        .spawn(move || {
+            log();
+            let _ = done.send(());
+        });
+    finished
 }

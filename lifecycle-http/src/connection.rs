@@ -1,8 +1,7 @@
-//! Accepting connections and serving each until its close: HTTP/2 told to go away when the
-//! drain begins, HTTP/1 closed at the stop turn once nothing is left to write.
+//! Serving a connection until its close: HTTP/2 told to go away when the drain begins, HTTP/1
+//! closed at the stop turn once nothing is left to write.
 
 use std::future::{poll_fn, Future};
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -12,15 +11,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use lifecycle_core::Context;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::activity::Activity;
 use crate::drain::Drain;
 use crate::io::ConnIo;
-use crate::listener::Slot;
-use crate::stats::{ConnectionGuard, HttpStats};
+use crate::stats::ConnectionGuard;
 use crate::stream::{Handshake, Stream};
 
 /// How long, after the stop turn, an HTTP/1 connection with no request in progress may still
@@ -28,14 +24,6 @@ use crate::stream::{Handshake, Stream};
 /// arrive, short enough that a client sending a head slowly cannot hold the stop (hyper alone
 /// would wait for it until the header read timeout).
 const GRACE: Duration = Duration::from_millis(100);
-
-/// At the stop turn, while connections keep arriving, the accept loop keeps taking them from
-/// the backlog until none has come for this long, so that one whose handshake the kernel was
-/// completing is served rather than reset when the listener closes...
-const BACKLOG_QUIET: Duration = Duration::from_millis(5);
-
-/// ... but not for longer than this, if clients keep connecting.
-const BACKLOG_LIMIT: Duration = Duration::from_millis(200);
 
 /// hyper's executor for HTTP/2 streams, spawning them as the component's tracked tasks so none
 /// outlives the server's stop.
@@ -82,183 +70,6 @@ pub(crate) struct Limits {
     pub(crate) handshake: Handshake,
     /// Whether requests get the client's address (`ConnectInfo`).
     pub(crate) connect_info: bool,
-}
-
-/// Accepts connections until the component's token is cancelled, up to `max_connections` at a
-/// time (beyond, new ones wait in the listen backlog). Then, at a shutdown, takes what is left
-/// in the backlog and closes the listener, so later connects are refused rather than reset or
-/// left hanging; at a restart, gives the listener back to `slot` (if it was handed over) for
-/// the next run.
-pub(crate) async fn accept_loop(
-    listener: TcpListener,
-    slot: Option<Slot>,
-    ctx: Context,
-    builder: Arc<ConnBuilder>,
-    service: Drain,
-    stats: HttpStats,
-    limits: Limits,
-) {
-    let permits = Arc::new(Semaphore::new(
-        limits.max_connections.min(Semaphore::MAX_PERMITS),
-    ));
-    let serve = |stream: TcpStream, permit: Option<OwnedSemaphorePermit>| {
-        let _ = stream.set_nodelay(true);
-        let peer = limits
-            .connect_info
-            .then(|| stream.peer_addr().ok())
-            .flatten();
-        let guard = stats.connection();
-        ctx.spawn(serve_connection(
-            Stream::Tcp(stream),
-            permit,
-            builder.clone(),
-            service.for_connection(peer),
-            ctx.clone(),
-            guard,
-            limits.clone(),
-        ));
-    };
-    'accepting: loop {
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                if stats.reached_connection_limit() == 1 {
-                    tracing::warn!(
-                        component = ctx.name(),
-                        max_connections = limits.max_connections,
-                        "connection limit reached: new connections wait in the backlog"
-                    );
-                }
-                tokio::select! {
-                    biased;
-                    () = ctx.token().cancelled() => break 'accepting,
-                    permit = permits.clone().acquire_owned() => {
-                        permit.expect("the semaphore is never closed")
-                    }
-                }
-            }
-        };
-        loop {
-            tokio::select! {
-                biased;
-                () = ctx.token().cancelled() => break 'accepting,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        serve(stream, Some(permit));
-                        break;
-                    }
-                    Err(error) if is_connection_error(&error) => {}
-                    Err(error) => {
-                        // Out of file descriptors, say: back off instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-            }
-        }
-    }
-    if let Some(slot) = slot {
-        if !ctx.lifecycle().shutdown_token().is_cancelled() {
-            // A restart: connections wait in the backlog for the next run.
-            match listener.into_std() {
-                Ok(listener) => *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(listener),
-                Err(error) => tracing::warn!(%error, "the listener cannot be kept for a restart"),
-            }
-            return;
-        }
-    }
-    if ctx.lifecycle().handed_over() {
-        // The socket, its backlog and its options belong to the new process of an in-place
-        // upgrade: close only this descriptor (a filter would stop the new process's accepts).
-        drop(listener);
-        tracing::debug!(component = ctx.name(), "listener handed over");
-        return;
-    }
-    // Connections in the backlog would be reset when the listener closes: take them all,
-    // even beyond the connection limit (one more served connection is better than a reset).
-    // The socket's own non-blocking accept sees every connection the kernel has queued;
-    // tokio's would stop at the first not-ready poll, which comes as soon as its reactor has
-    // not yet reported a new connection. And wait for a quiet moment, within a bound: closing
-    // while connections keep coming would reset those whose handshake the kernel is
-    // completing (the load balancer stopped sending during the drain delay, so this is
-    // usually one quiet period).
-    let listener = match listener.into_std() {
-        Ok(listener) => listener,
-        Err(error) => {
-            tracing::warn!(%error, "the listener could not be drained");
-            return;
-        }
-    };
-    refuse_new_handshakes(&listener);
-    let limit = Instant::now() + BACKLOG_LIMIT;
-    let mut last_arrival = Instant::now();
-    loop {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                last_arrival = Instant::now();
-                let stream = stream
-                    .set_nonblocking(true)
-                    .and_then(|()| TcpStream::from_std(stream));
-                match stream {
-                    Ok(stream) => serve(stream, permits.clone().try_acquire_owned().ok()),
-                    Err(error) => tracing::debug!(%error, "a connection from the backlog failed"),
-                }
-            }
-            Err(error) if is_connection_error(&error) => {}
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                let now = Instant::now();
-                if now >= limit || now >= last_arrival + BACKLOG_QUIET {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "accept failed while draining the backlog");
-                break;
-            }
-        }
-    }
-    drop(listener);
-    tracing::debug!(component = ctx.name(), "listener closed");
-}
-
-/// Makes the listening socket drop new connection attempts (TCP segments with SYN and without
-/// ACK) from now on, while handshakes already under way complete: a client whose SYN is
-/// dropped tries again a second later and is then refused by the closed port, where one that
-/// reached the backlog after the last accept would be reset by the close. Linux only (a
-/// socket filter), and best effort.
-fn refuse_new_handshakes(listener: &std::net::TcpListener) {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        use socket2::{SockFilter, SockRef};
-        // Classic BPF on the TCP header: load the flags byte; ACK set: keep the segment;
-        // otherwise (a SYN): drop it.
-        const LOAD_FLAGS: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
-        const JUMP_IF_SET: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
-        const RETURN: u16 = 0x06; // BPF_RET | BPF_K
-        const TCP_FLAGS_OFFSET: u32 = 13;
-        const ACK: u32 = 0x10;
-        let program = [
-            SockFilter::new(LOAD_FLAGS, 0, 0, TCP_FLAGS_OFFSET),
-            SockFilter::new(JUMP_IF_SET, 1, 0, ACK),
-            SockFilter::new(RETURN, 0, 0, 0),
-            SockFilter::new(RETURN, 0, 0, u32::MAX),
-        ];
-        if let Err(error) = SockRef::from(listener).attach_filter(&program) {
-            tracing::debug!(%error, "new handshakes cannot be refused before the close");
-        }
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = listener;
-}
-
-fn is_connection_error(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
 }
 
 /// Serves one connection (after its TLS handshake, if any) and closes it gracefully; see

@@ -112,6 +112,10 @@ async fn readyz(State(routes): State<HealthRoutes>, RawQuery(query): RawQuery) -
                 .any(|pair| pair.split('=').next() == Some("verbose"))
         });
     let phase = handle.phase();
+    if handle.handed_over() {
+        // The new process of an upgrade serves on this address now, and is ready.
+        return (StatusCode::OK, "ready (handed over)\n").into_response();
+    }
     if !verbose {
         // Not ready answers at once, without health checks: this is the hot path of the
         // shutdown, when load balancers poll hardest.

@@ -40,6 +40,7 @@
 //! }
 //! ```
 
+mod accept;
 mod activity;
 mod admin;
 mod body_timeout;
@@ -62,8 +63,6 @@ mod stats;
 mod stream;
 #[cfg(feature = "tls")]
 mod tls;
-#[cfg(unix)]
-mod unix;
 
 pub use admin::{install_prometheus, AdminRoutes, DURATION_BUCKETS};
 pub use error::HttpError;

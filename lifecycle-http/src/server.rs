@@ -7,11 +7,12 @@ use std::time::Duration;
 use axum::Router;
 use lifecycle_core::{async_trait, BoxError, Component, Context};
 
+use crate::accept::{accept_loop, Serving};
 use crate::activity::Activity;
-use crate::connection::{accept_loop, builder, Limits};
+use crate::connection::{builder, Limits};
 use crate::drain::Drain;
 use crate::error::HttpError;
-use crate::listener::Listen;
+use crate::listener::{Listen, StdListener};
 use crate::phase::Phases;
 use crate::service::IntoRouter;
 use crate::shutdown_signal::ShutdownSignal;
@@ -138,7 +139,24 @@ impl HttpServer {
     /// listens on it again (it is kept open across a restart); a start after the shutdown
     /// fails with [`HttpError::ListenerClosed`].
     pub fn from_listener(listener: std::net::TcpListener, service: impl IntoRouter) -> Self {
-        Self::new(Listen::bound(listener), service.into_router())
+        Self::new(
+            Listen::bound(StdListener::Tcp(listener)),
+            service.into_router(),
+        )
+    }
+
+    /// A server on a Unix domain socket that is already bound and listening (from
+    /// `Upgrade::unix_listener`, say), owned as with [`from_listener`](Self::from_listener).
+    /// At the stop its path is removed only if no other process holds the socket.
+    #[cfg(unix)]
+    pub fn from_unix_listener(
+        listener: std::os::unix::net::UnixListener,
+        service: impl IntoRouter,
+    ) -> Self {
+        Self::new(
+            Listen::bound(StdListener::Unix(listener)),
+            service.into_router(),
+        )
     }
 
     /// A server on the first socket passed by systemd socket activation (`LISTEN_FDS`), so
@@ -302,34 +320,25 @@ impl Component for HttpServer {
             handshake,
             connect_info: self.connect_info,
         };
-        #[cfg(unix)]
-        if let Listen::Unix(path) = &self.listen {
-            let listener = crate::unix::bind(path)?;
-            ctx.spawn(crate::unix::accept_loop(
-                listener,
-                path.clone(),
-                ctx.clone(),
-                builder,
-                service,
-                self.stats.clone(),
-                limits,
-            ));
-            tracing::info!(component = ctx.name(), path = %path.display(), "listening");
-            return Ok(());
-        }
         let (listener, slot) = self.listen.open().await?;
-        let addr = listener.local_addr()?;
-        *self.local_addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
-        ctx.spawn(accept_loop(
-            listener,
-            slot,
-            ctx.clone(),
+        let addr = listener.local_addr();
+        *self.local_addr.lock().unwrap_or_else(|e| e.into_inner()) = addr;
+        let serving = Serving {
+            ctx: ctx.clone(),
             builder,
             service,
-            self.stats.clone(),
+            stats: self.stats.clone(),
             limits,
-        ));
-        tracing::info!(component = ctx.name(), %addr, "listening");
+        };
+        ctx.spawn(accept_loop(listener, slot, serving));
+        match (addr, &self.listen) {
+            (Some(addr), _) => tracing::info!(component = ctx.name(), %addr, "listening"),
+            #[cfg(unix)]
+            (None, Listen::Unix(path)) => {
+                tracing::info!(component = ctx.name(), path = %path.display(), "listening");
+            }
+            (None, _) => tracing::info!(component = ctx.name(), "listening on a Unix socket"),
+        }
         Ok(())
     }
 

@@ -34,6 +34,7 @@
 // used from their file rather than copied.
 #[path = "../../lifecycle-db/tests/common/mod.rs"]
 mod common;
+pub mod deployment;
 mod held;
 mod jobs;
 mod load;

@@ -17,9 +17,11 @@
 //! `--job-queue` (`JOB_QUEUE`), `--job-lease` (`JOB_LEASE`),
 //! `--amqp-url` (`AMQP_URL`) and `--nats-url` (`NATS_URL`: events through RabbitMQ or NATS
 //! JetStream, see `POST /events`),
-//! `--report-json PATH` (write the report there on exit), `--pid-file PATH` (`PID_FILE`: the
-//! serving process's PID; SIGHUP upgrades the service in place, and the new process rewrites
-//! it once ready),
+//! `--report-json PATH` (write the report there on exit), `--in-place-upgrade`
+//! (`IN_PLACE_UPGRADE`: SIGHUP upgrades the service in place; refused as PID 1 of a container),
+//! `--pid-file PATH` (`PID_FILE`: the serving process's PID, rewritten at each upgrade; implies
+//! `--in-place-upgrade`), `--upgrade-timeout` (`UPGRADE_TIMEOUT`), `--start-timeout`
+//! (`START_TIMEOUT`: each backend's connect at start), `--listen-unix PATH` (`LISTEN_UNIX`: HTTP on a Unix socket too),
 //! `--tls-cert PATH` and `--tls-key PATH` (`TLS_CERT`, `TLS_KEY`: serve TLS),
 //! `--admin-listen` (`ADMIN_LISTEN`: serve `/metrics`, `/livez` and `/readyz?verbose` on this
 //! address, up to the last stop).
@@ -100,13 +102,47 @@ struct Args {
     report_json: Option<PathBuf>,
     #[command(flatten)]
     tls: tls::TlsArgs,
-    /// Write the serving process's PID here once ready; SIGHUP starts the binary again at the
-    /// same path and hands it the socket, and the new process rewrites the file once ready.
+    /// Write the serving process's PID here once ready (rewritten at each in-place upgrade,
+    /// removed at the exit); implies --in-place-upgrade.
     #[arg(long, env = "PID_FILE")]
     pid_file: Option<PathBuf>,
+    /// SIGHUP upgrades the service in place: the binary at the same path is started again,
+    /// takes the sockets over once ready, and this process exits. Refused (logged, the service
+    /// keeps serving) as PID 1 of a container, whose exit would end the new process. Without
+    /// it, SIGHUP's default applies (PID 1 of a container ignores it).
+    #[arg(long, env = "IN_PLACE_UPGRADE")]
+    in_place_upgrade: bool,
+    /// How long a new process of an in-place upgrade has to become ready before it is
+    /// stopped and the upgrade counts as failed.
+    #[arg(long, env = "UPGRADE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    upgrade_timeout: Duration,
+    /// How long each backend (database, Redis, brokers) may take to connect at start before
+    /// the start fails and the service exits.
+    #[arg(long, env = "START_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    start_timeout: Duration,
+    /// Serve HTTP on this Unix domain socket too (handed over at an upgrade like the TCP one).
+    #[arg(long, env = "LISTEN_UNIX")]
+    listen_unix: Option<PathBuf>,
     /// Serve `/metrics` (Prometheus), `/livez` and `/readyz?verbose` on this address too.
     #[arg(long, env = "ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
+}
+
+/// The Unix socket listener at `path` (Unix only).
+#[cfg(unix)]
+fn unix_listener(
+    sockets: &upgrade::Sockets,
+    path: &std::path::Path,
+) -> Result<std::os::unix::net::UnixListener, lifecycle_core::BoxError> {
+    sockets.unix_listener("http-unix", path)
+}
+
+#[cfg(not(unix))]
+fn unix_listener(
+    _: &upgrade::Sockets,
+    _: &std::path::Path,
+) -> Result<std::convert::Infallible, lifecycle_core::BoxError> {
+    Err("--listen-unix needs Unix".into())
 }
 
 /// Ends the process before anything started, for configuration errors.
@@ -135,7 +171,9 @@ async fn main() -> Report {
     // The listening sockets are inherited (systemd socket activation, or the process this one
     // upgrades) or bound; SIGHUP hands them to a new process of the binary. HTTP first, so
     // that a socket systemd passed without a name goes to it.
-    let sockets = upgrade::Sockets::new(args.pid_file.clone()).unwrap_or_else(|e| refuse(e));
+    let upgrades = args.in_place_upgrade || args.pid_file.is_some();
+    let sockets = upgrade::Sockets::new(upgrades, args.pid_file.clone(), args.upgrade_timeout)
+        .unwrap_or_else(|e| refuse(e));
     let listener = sockets
         .listener("http", args.listen)
         .unwrap_or_else(|e| refuse(e));
@@ -223,9 +261,17 @@ async fn main() -> Report {
         Jobs::Sql(queue) => JobWorker::new(queue, work).lease(args.job_lease),
         Jobs::Redis(queue) => JobWorker::new(queue, work).lease(args.job_lease),
     };
+    let unix = args.listen_unix.as_deref().map(|path| {
+        let listener = unix_listener(&sockets, path).unwrap_or_else(|e| refuse(e));
+        HttpServer::from_unix_listener(listener, router.clone())
+    });
     let http = HttpServer::from_listener(listener, router);
+    // TLS certificates are re-read on SIGHUP, unless SIGHUP is the in-place upgrade.
+    let http = args
+        .tls
+        .apply(http, !sockets.upgrades())
+        .unwrap_or_else(|e| refuse(e));
     let builder = sockets.register(builder);
-    let http = args.tls.apply(http).unwrap_or_else(|e| refuse(e));
 
     // The worker and the server use Redis when the jobs live there: they stop before it.
     let mut jobs_registration = Registration::new("jobs", worker)
@@ -235,15 +281,22 @@ async fn main() -> Report {
         .depends_on("migrations")
         .stop_timeout(Duration::from_secs(8));
     let mut builder = builder
-        .register(Registration::new("db", db).stop_timeout(Duration::from_secs(5)))
+        .register(
+            Registration::new("db", db)
+                .start_timeout(args.start_timeout)
+                .stop_timeout(Duration::from_secs(5)),
+        )
         .register(
             Registration::new("migrations", migrations)
                 .depends_on("db")
                 .stop_timeout(Duration::from_secs(1)),
         );
     if let Some(redis) = redis {
-        builder = builder
-            .register(Registration::new("redis", redis).stop_timeout(Duration::from_secs(2)));
+        builder = builder.register(
+            Registration::new("redis", redis)
+                .start_timeout(args.start_timeout)
+                .stop_timeout(Duration::from_secs(2)),
+        );
         jobs_registration = jobs_registration.depends_on("redis");
         http_registration = http_registration.depends_on("redis");
     }
@@ -267,13 +320,25 @@ async fn main() -> Report {
     ];
     for (publisher_name, publisher, consumer) in consumers.into_iter().flatten() {
         builder = builder
-            .register(publisher.stop_timeout(Duration::from_secs(2)))
+            .register(
+                publisher
+                    .start_timeout(args.start_timeout)
+                    .stop_timeout(Duration::from_secs(2)),
+            )
             .register(
                 consumer
                     .depends_on("migrations")
+                    .start_timeout(args.start_timeout)
                     .stop_timeout(Duration::from_secs(8)),
             );
         http_registration = http_registration.depends_on(publisher_name);
+    }
+    if let Some(unix) = unix {
+        builder = builder.register(
+            Registration::new("http-unix", unix)
+                .depends_on("migrations")
+                .stop_timeout(Duration::from_secs(8)),
+        );
     }
     let lifecycle = builder
         .register(jobs_registration)

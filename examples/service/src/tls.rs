@@ -8,8 +8,8 @@ use lifecycle_http::{HttpError, HttpServer, TlsConfig};
 #[derive(Debug, clap::Args)]
 pub(crate) struct TlsArgs {
     /// The certificate chain (PEM, leaf first): serve TLS. Re-read every 10 s, so a renewed
-    /// certificate is used without a restart; SIGHUP upgrades the service in place (on Unix),
-    /// and the new process reads it at once.
+    /// certificate is used without a restart, and on SIGHUP (unless SIGHUP is the in-place
+    /// upgrade, whose new process reads it at once).
     #[arg(long, env = "TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The certificate's private key (PEM).
@@ -18,12 +18,16 @@ pub(crate) struct TlsArgs {
 }
 
 impl TlsArgs {
-    /// `server`, with TLS when the flags ask for it.
-    pub(crate) fn apply(&self, server: HttpServer) -> Result<HttpServer, HttpError> {
+    /// `server`, with TLS when the flags ask for it, its files re-read on SIGHUP if
+    /// `reload_on_sighup`.
+    pub(crate) fn apply(
+        &self,
+        server: HttpServer,
+        reload_on_sighup: bool,
+    ) -> Result<HttpServer, HttpError> {
         match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => {
-                // SIGHUP is the in-place upgrade's signal where there is one.
-                let tls = TlsConfig::from_pem_files(cert, key)?.reload_on_sighup(!cfg!(unix));
+                let tls = TlsConfig::from_pem_files(cert, key)?.reload_on_sighup(reload_on_sighup);
                 Ok(server.tls(tls))
             }
             _ => Ok(server),

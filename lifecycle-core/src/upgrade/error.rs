@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// What can go wrong setting up in-place upgrades ([`Upgrade`](crate::Upgrade)).
 #[derive(Debug, thiserror::Error)]
@@ -10,8 +11,8 @@ pub enum UpgradeError {
     /// The program's own path, to start it again, could not be found.
     #[error("the program's own path cannot be found")]
     Program(#[source] io::Error),
-    /// An inherited socket could not be taken as a TCP listener.
-    #[error("the inherited socket for {name:?} is not a usable TCP listener")]
+    /// An inherited socket could not be taken as a listener of the kind asked for.
+    #[error("the inherited socket for {name:?} is not a usable listener of that kind")]
     Inherited {
         /// The name asked for.
         name: String,
@@ -26,6 +27,18 @@ pub enum UpgradeError {
         name: String,
         /// The address.
         addr: SocketAddr,
+        /// What the bind said.
+        #[source]
+        source: io::Error,
+    },
+    /// No socket was inherited, and binding the Unix socket path failed (its directory is
+    /// missing, or a live server answers there).
+    #[error("binding the Unix socket {} for {name:?} failed", path.display())]
+    BindUnix {
+        /// The name asked for.
+        name: String,
+        /// The socket's path.
+        path: PathBuf,
         /// What the bind said.
         #[source]
         source: io::Error,

@@ -35,7 +35,7 @@ compile_error!(
 );
 
 mod error;
-mod inherited;
+pub(crate) mod pid_file;
 mod successor;
 mod upgrader;
 

@@ -3,8 +3,6 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::net::TcpListener;
-use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -16,33 +14,39 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
-use super::inherited::CHANNEL;
+use super::upgrader::HandedOn;
 use crate::report::UpgradeReport;
+use crate::sockets::{CHANNEL, MANAGER_HELD};
 
-/// Sets `LISTEN_PID` to the shell's PID, which `exec` keeps: the parent cannot know the new
-/// process's PID before it runs without an unsafe `pre_exec` of its own.
-const TRAMPOLINE: &str = r#"LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@""#;
+/// Sets `LISTEN_PID` (and, under a systemd watchdog, `WATCHDOG_PID`) to the shell's PID, which
+/// `exec` keeps: the parent cannot know the new process's PID before it runs without an unsafe
+/// `pre_exec` of its own.
+const TRAMPOLINE: &str = r#"LISTEN_PID=$$; export LISTEN_PID
+if [ -n "$WATCHDOG_USEC" ]; then WATCHDOG_PID=$$; export WATCHDOG_PID; fi
+exec "$0" "$@""#;
 
-/// How long a new process that is stopped (a shutdown during the upgrade, a closed channel)
-/// gets before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a new process that is stopped before it took over (a shutdown during the upgrade,
+/// the ready timeout) gets after SIGTERM to run its own shutdown, within its own budget, before
+/// it is killed. It accepted nothing (a server accepts on a shared socket only once ready), so
+/// even the kill drops no connection.
+const STOP_GRACE: Duration = Duration::from_secs(60);
 
 /// What to start, and with what.
 pub(crate) struct Successor<'a> {
     pub(crate) program: &'a Path,
     pub(crate) args: &'a [OsString],
-    pub(crate) listeners: &'a [(String, TcpListener)],
+    pub(crate) listeners: &'a [HandedOn],
     pub(crate) ready_timeout: Duration,
 }
 
-/// The new process, killed if dropped before it took over (the task running the attempt was
-/// aborted at the stop deadline, say).
+/// The new process, told to stop (SIGTERM: it runs its own shutdown, within its own budget) if
+/// dropped before it took over: the task running the attempt was aborted at the stop deadline.
 struct Pending(Option<tokio::process::Child>);
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.start_kill();
+        if let Some(child) = &self.0 {
+            terminate(child.id());
         }
     }
 }
@@ -92,6 +96,7 @@ impl Successor<'_> {
                         pending.0 = None;
                         return UpgradeReport {
                             succeeded: true,
+                            refused: false,
                             pid,
                             exit_code: None,
                             detail: "the new process is ready and took the sockets over".into(),
@@ -102,9 +107,8 @@ impl Successor<'_> {
                     _ => closed = true,
                 },
                 () = &mut timeout => {
-                    let _ = child.start_kill();
-                    let status = child.wait().await.ok();
-                    return failed(pid, status, format!("the new process was not ready within {:?}: killed", self.ready_timeout));
+                    let status = stop(child, pid).await;
+                    return failed(pid, status, format!("the new process was not ready within {:?}: stopped", self.ready_timeout));
                 }
                 Some(()) = requests.recv() => {
                     tracing::warn!(pid, "upgrade requested while one is in progress: refused");
@@ -119,18 +123,24 @@ impl Successor<'_> {
         let (ours, theirs) = UnixStream::pair()?;
         let mut mappings = Vec::with_capacity(self.listeners.len() + 1);
         let mut names = Vec::with_capacity(self.listeners.len() + 1);
-        for (fd, (name, listener)) in (3..).zip(self.listeners) {
+        for (fd, listener) in (3..).zip(self.listeners) {
             mappings.push(FdMapping {
-                parent_fd: OwnedFd::from(listener.try_clone()?),
+                parent_fd: listener.socket.try_clone()?,
                 child_fd: fd,
             });
-            names.push(name.as_str());
+            names.push(listener.name.as_str());
         }
         mappings.push(FdMapping {
-            parent_fd: OwnedFd::from(theirs),
+            parent_fd: theirs.into(),
             child_fd: 3 + self.listeners.len() as i32,
         });
         names.push(CHANNEL);
+        let manager_held: Vec<&str> = self
+            .listeners
+            .iter()
+            .filter(|l| l.manager_held)
+            .map(|l| l.name.as_str())
+            .collect();
 
         let mut command = std::process::Command::new("/bin/sh");
         command
@@ -140,8 +150,15 @@ impl Successor<'_> {
             .args(self.args)
             .env("LISTEN_FDS", mappings.len().to_string())
             .env("LISTEN_FDNAMES", names.join(":"))
+            .env(MANAGER_HELD, manager_held.join(":"))
             .env_remove("LISTEN_PID")
             .env_remove("LISTEN_FDS_FIRST_FD");
+        if sd_notify::watchdog_enabled().is_none() {
+            // The watchdog is not this process's: not the new one's either.
+            command
+                .env_remove("WATCHDOG_USEC")
+                .env_remove("WATCHDOG_PID");
+        }
         command
             .fd_mappings(mappings)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -156,10 +173,7 @@ impl Successor<'_> {
 /// Stops a new process that has not taken over: SIGTERM, so it stops its components in order,
 /// and SIGKILL after [`STOP_GRACE`].
 async fn stop(child: &mut tokio::process::Child, pid: Option<u32>) -> Option<ExitStatus> {
-    let pid = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32));
-    if let Some(pid) = pid {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    }
+    terminate(pid);
     match tokio::time::timeout(STOP_GRACE, child.wait()).await {
         Ok(status) => status.ok(),
         Err(_) => {
@@ -169,9 +183,18 @@ async fn stop(child: &mut tokio::process::Child, pid: Option<u32>) -> Option<Exi
     }
 }
 
+/// Sends SIGTERM to `pid`.
+fn terminate(pid: Option<u32>) {
+    let pid = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32));
+    if let Some(pid) = pid {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+}
+
 fn failed(pid: Option<u32>, status: Option<ExitStatus>, detail: String) -> UpgradeReport {
     UpgradeReport {
         succeeded: false,
+        refused: false,
         pid,
         exit_code: status.and_then(|s| s.code()),
         detail,

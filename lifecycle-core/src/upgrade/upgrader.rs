@@ -3,21 +3,24 @@
 use std::ffi::{c_int, OsString};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sd_notify::NotifyState;
 
 use super::error::UpgradeError;
-use super::inherited::inherited;
+use super::pid_file;
 use super::successor::Successor;
 use crate::component::Component;
 use crate::context::Context;
 use crate::error::BoxError;
 use crate::handle::{LifecycleHandle, Phase};
-use crate::report::TriggerKind;
+use crate::report::{TriggerKind, UpgradeReport};
+use crate::sockets::{self, sockets};
 
 /// In-place upgrades: a component that, on the upgrade signal (SIGHUP by default) or
 /// [`LifecycleHandle::upgrade`], starts the program again, hands it the listening sockets taken
@@ -68,7 +71,7 @@ pub struct Upgrade {
     args: Vec<OsString>,
     /// Duplicates of the listeners handed to the servers, for the hand-off; closed at the
     /// shutdown, or the kernel would go on completing handshakes on them that nobody accepts.
-    listeners: Arc<Mutex<Vec<(String, TcpListener)>>>,
+    listeners: Arc<Mutex<Vec<HandedOn>>>,
     /// The channel to the old process, when this one was started by an upgrade.
     channel: Mutex<Option<UnixStream>>,
 }
@@ -89,7 +92,7 @@ impl Upgrade {
             _ => std::env::current_exe(),
         }
         .map_err(UpgradeError::Program)?;
-        let channel = inherited().take_channel().unwrap_or_else(|error| {
+        let channel = sockets().take_channel().unwrap_or_else(|error| {
             tracing::warn!(%error, "the channel to the old process is unusable");
             None
         });
@@ -118,8 +121,10 @@ impl Upgrade {
         self
     }
 
-    /// Writes the serving process's PID to `path` once ready (atomically); a new process
-    /// rewrites it before it takes over, and a plain shutdown removes it.
+    /// Keeps the serving process's PID in `path`: written once the first process is ready; at
+    /// an upgrade, rewritten by the old process with the new one's PID only when it accepts the
+    /// hand-off (and written back after a failed attempt); removed after a plain shutdown once
+    /// every stop has ended. Each write goes through a temporary file of an unpredictable name.
     #[must_use]
     pub fn pid_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.pid_file = Some(path.into());
@@ -149,7 +154,7 @@ impl Upgrade {
     /// [`UpgradeError::Bind`] when binding fails, and [`UpgradeError::Duplicate`] when no copy
     /// can be kept for the hand-off.
     pub fn listener(&self, name: &str, addr: SocketAddr) -> Result<TcpListener, UpgradeError> {
-        let inherited = inherited()
+        let inherited = sockets()
             .take_tcp(name)
             .map_err(|source| UpgradeError::Inherited {
                 name: name.to_owned(),
@@ -166,22 +171,68 @@ impl Upgrade {
                 source,
             })?,
         };
-        let copy = listener
-            .try_clone()
-            .map_err(|source| UpgradeError::Duplicate {
+        self.hand_on(name, listener.as_fd())?;
+        Ok(listener)
+    }
+
+    /// The Unix domain listening socket named `name`: inherited, or else bound at `path` (a
+    /// socket file left there by a process that died is replaced; one a live server answers on
+    /// fails). Handed to the next process at an upgrade, which serves on the same path.
+    ///
+    /// # Errors
+    ///
+    /// [`UpgradeError::Inherited`] for an inherited socket that is not a Unix stream listener,
+    /// [`UpgradeError::BindUnix`] when binding fails, and [`UpgradeError::Duplicate`] when no
+    /// copy can be kept for the hand-off.
+    pub fn unix_listener(
+        &self,
+        name: &str,
+        path: impl AsRef<Path>,
+    ) -> Result<UnixListener, UpgradeError> {
+        let path = path.as_ref();
+        let inherited = sockets()
+            .take_unix(name)
+            .map_err(|source| UpgradeError::Inherited {
                 name: name.to_owned(),
                 source,
             })?;
+        let listener = match inherited {
+            Some(listener) => {
+                tracing::info!(name, "listening socket inherited");
+                listener
+            }
+            None => sockets::bind_unix(path).map_err(|source| UpgradeError::BindUnix {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                source,
+            })?,
+        };
+        self.hand_on(name, listener.as_fd())?;
+        Ok(listener)
+    }
+
+    /// Keeps a copy of `socket` for the hand-off, and notes it as one an upgrade hands on.
+    fn hand_on(&self, name: &str, socket: BorrowedFd<'_>) -> Result<(), UpgradeError> {
+        let duplicate = |source| UpgradeError::Duplicate {
+            name: name.to_owned(),
+            source,
+        };
+        let manager_held = sockets().hand_on(socket).map_err(duplicate)?;
+        let socket = socket.try_clone_to_owned().map_err(duplicate)?;
         self.listeners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((name.to_owned(), copy));
-        Ok(listener)
+            .push(HandedOn {
+                name: name.to_owned(),
+                socket,
+                manager_held,
+            });
+        Ok(())
     }
 
     /// Runs upgrades, one at a time, until the shutdown; then closes the copies of the sockets.
     async fn supervise(
-        self_: Arc<Attempts>,
+        attempts: Arc<Attempts>,
         lifecycle: LifecycleHandle,
         mut requests: tokio::sync::mpsc::UnboundedReceiver<()>,
     ) {
@@ -193,47 +244,19 @@ impl Upgrade {
                 Some(()) = requests.recv() => {}
             }
             tracing::info!("upgrade requested");
-            let copies: Vec<(String, TcpListener)> = self_
-                .listeners
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .filter_map(|(name, l)| Some((name.clone(), l.try_clone().ok()?)))
-                .collect();
-            let attempt = Successor {
-                program: &self_.program,
-                args: &self_.args,
-                listeners: &copies,
-                ready_timeout: self_.ready_timeout,
-            }
-            .attempt(&shutdown, &mut requests)
-            .await;
-            drop(copies);
+            let attempt = attempts.run(&shutdown, &mut requests).await;
             if attempt.succeeded {
-                let pid = attempt.pid.unwrap_or_default();
-                lifecycle.shared.hand_over();
-                if crate::systemd::wanted() {
-                    let states = [sd_notify::NotifyState::MainPid(pid)];
-                    if let Err(error) = sd_notify::notify(&states) {
-                        tracing::warn!(%error, "could not tell systemd the new main PID");
-                    }
-                }
-                tracing::info!(pid, "upgrade: the new process is ready; shutting down");
-                lifecycle.shared.record().upgrade_ended(attempt);
-                lifecycle
-                    .shared
-                    .trigger(TriggerKind::Upgrade, format!("handed over to pid {pid}"));
+                attempts.handed_over(&lifecycle, attempt);
                 break;
             }
-            tracing::error!(pid = attempt.pid, exit_code = attempt.exit_code, detail = %attempt.detail, "upgrade failed; still serving");
-            lifecycle.shared.record().upgrade_ended(attempt);
+            attempts.failed(&lifecycle, attempt);
         }
         *lifecycle
             .shared
             .upgrader
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = None;
-        self_
+        attempts
             .listeners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -241,15 +264,139 @@ impl Upgrade {
     }
 }
 
+/// A listening socket an upgrade hands to the new process.
+#[derive(Debug)]
+pub(crate) struct HandedOn {
+    pub(crate) name: String,
+    /// This process's copy, kept for the hand-off.
+    pub(crate) socket: OwnedFd,
+    /// Whether a socket manager (systemd) holds it too, which the new process is told.
+    pub(crate) manager_held: bool,
+}
+
 /// What the supervising task needs of the [`Upgrade`].
 struct Attempts {
     program: PathBuf,
     args: Vec<OsString>,
     ready_timeout: Duration,
-    listeners: Arc<Mutex<Vec<(String, TcpListener)>>>,
+    pid_file: Option<PathBuf>,
+    listeners: Arc<Mutex<Vec<HandedOn>>>,
 }
 
-/// Once the lifecycle is ready: writes the PID file, then tells the old process, if any.
+impl Attempts {
+    /// One attempt, or its refusal.
+    async fn run(
+        &self,
+        shutdown: &tokio_util::sync::CancellationToken,
+        requests: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+    ) -> UpgradeReport {
+        if std::process::id() == 1 {
+            // The kernel ends every process of a PID namespace when its first one exits: the
+            // new process would die with this one.
+            return UpgradeReport {
+                succeeded: false,
+                refused: true,
+                pid: None,
+                exit_code: None,
+                detail: "refused: this process is PID 1 of its PID namespace (a container), \
+                         whose exit would end the new process too"
+                    .into(),
+            };
+        }
+        // `Type=notify-reload`: the reload is under way until READY=1.
+        notify_systemd(&[
+            NotifyState::Reloading,
+            monotonic_usec(),
+            NotifyState::Status("upgrading in place"),
+        ]);
+        let copies: Vec<HandedOn> = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|l| {
+                Some(HandedOn {
+                    name: l.name.clone(),
+                    socket: l.socket.try_clone().ok()?,
+                    manager_held: l.manager_held,
+                })
+            })
+            .collect();
+        sockets::set_partner(true);
+        Successor {
+            program: &self.program,
+            args: &self.args,
+            listeners: &copies,
+            ready_timeout: self.ready_timeout,
+        }
+        .attempt(shutdown, requests)
+        .await
+    }
+
+    /// The new process is ready: it serves from now on. The PID file names it, systemd follows
+    /// it, and this process stops accepting on the sockets at once and shuts down.
+    fn handed_over(&self, lifecycle: &LifecycleHandle, attempt: UpgradeReport) {
+        let pid = attempt.pid.unwrap_or_default();
+        if let Some(path) = &self.pid_file {
+            if let Err(error) = pid_file::write(path, pid) {
+                tracing::error!(path = %path.display(), %error, "writing the PID file failed");
+            }
+        }
+        lifecycle.shared.hand_over();
+        // MAINPID= first, so systemd never sees a main process that is not ready.
+        notify_systemd(&[
+            NotifyState::MainPid(pid),
+            NotifyState::Ready,
+            NotifyState::Status("ready (upgraded in place)"),
+        ]);
+        tracing::info!(pid, "upgrade: the new process is ready; shutting down");
+        lifecycle.shared.record().upgrade_ended(attempt);
+        lifecycle
+            .shared
+            .trigger(TriggerKind::Upgrade, format!("handed over to pid {pid}"));
+    }
+
+    /// The attempt failed or was refused: this process goes on serving, alone on its sockets,
+    /// and names itself in the PID file again (a new process of an older version may have
+    /// written its own).
+    fn failed(&self, lifecycle: &LifecycleHandle, attempt: UpgradeReport) {
+        sockets::set_partner(false);
+        let me = std::process::id();
+        if let Some(path) = &self.pid_file {
+            if pid_file::read(path) != Some(me) {
+                if let Err(error) = pid_file::write(path, me) {
+                    tracing::error!(path = %path.display(), %error, "restoring the PID file failed");
+                }
+            }
+        }
+        let status = format!("ready (upgrade failed: {})", attempt.detail);
+        notify_systemd(&[NotifyState::Ready, NotifyState::Status(&status)]);
+        if attempt.refused {
+            tracing::warn!(detail = %attempt.detail, "upgrade refused; still serving");
+        } else {
+            tracing::error!(pid = attempt.pid, exit_code = attempt.exit_code, detail = %attempt.detail, "upgrade failed; still serving");
+        }
+        lifecycle.shared.record().upgrade_ended(attempt);
+    }
+}
+
+/// Tells systemd, when it asked for notifications.
+fn notify_systemd(states: &[NotifyState<'_>]) {
+    if crate::systemd::wanted() {
+        if let Err(error) = sd_notify::notify(states) {
+            tracing::warn!(%error, "could not notify systemd");
+        }
+    }
+}
+
+/// `MONOTONIC_USEC=` now, which `Type=notify-reload` needs with `RELOADING=1` to tell this
+/// reload from an earlier one.
+fn monotonic_usec() -> NotifyState<'static> {
+    NotifyState::monotonic_usec_now().unwrap_or(NotifyState::MonotonicUsec(0))
+}
+
+/// Once the lifecycle is ready: a first process writes its PID file; a new process tells the
+/// old one, which then accepts the hand-off (and writes the PID file, and tells systemd).
 async fn announce(
     lifecycle: LifecycleHandle,
     pid_file: Option<PathBuf>,
@@ -262,29 +409,20 @@ async fn announce(
     if *now != Phase::Ready {
         return;
     }
-    if let Some(path) = &pid_file {
-        if let Err(error) = write_pid_file(path) {
-            tracing::error!(path = %path.display(), %error, "writing the PID file failed");
+    let Some(mut channel) = channel else {
+        if let Some(path) = &pid_file {
+            if let Err(error) = pid_file::write(path, std::process::id()) {
+                tracing::error!(path = %path.display(), %error, "writing the PID file failed");
+            }
         }
+        return;
+    };
+    match channel.write_all(b"ready\n") {
+        Ok(()) => tracing::info!("ready: told the old process to hand over"),
+        Err(error) => tracing::error!(%error, "telling the old process failed"),
     }
-    if let Some(mut channel) = channel {
-        // READY=1 before the old process's MAINPID=, so systemd never sees a main process that
-        // is not ready (the notifier sends it too; a second one changes nothing).
-        if crate::systemd::wanted() {
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        }
-        match channel.write_all(b"ready\n") {
-            Ok(()) => tracing::info!("ready: told the old process to hand over"),
-            Err(error) => tracing::error!(%error, "telling the old process failed"),
-        }
-    }
-}
-
-fn write_pid_file(path: &Path) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
-    std::fs::rename(&tmp, path)
+    // The old process stops accepting once it reads this.
+    sockets::set_partner(false);
 }
 
 #[async_trait]
@@ -309,10 +447,14 @@ impl Component for Upgrade {
             .upgrader
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        if let Some(path) = &self.pid_file {
+            pid_file::keep(path);
+        }
         let attempts = Arc::new(Attempts {
             program: self.program.clone(),
             args: self.args.clone(),
             ready_timeout: self.ready_timeout,
+            pid_file: self.pid_file.clone(),
             listeners: self.listeners.clone(),
         });
         let supervising = lifecycle.clone();
@@ -329,18 +471,8 @@ impl Component for Upgrade {
         Ok(())
     }
 
-    async fn stop(&self, ctx: &Context) -> Result<(), BoxError> {
-        // A plain shutdown removes the PID file if it still names this process; after a
-        // hand-off it names the new one.
-        if let Some(path) = &self.pid_file {
-            let ours = std::fs::read_to_string(path)
-                .is_ok_and(|s| s.trim() == std::process::id().to_string());
-            if ours && !ctx.lifecycle().handed_over() {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-        Ok(())
-    }
+    // No stop of its own: the supervising task ends at the shutdown (stopping a new process
+    // still starting), and the PID file is removed only once every stop has ended.
 
     fn describe(&self) -> Option<String> {
         Some(format!("upgrades {} in place", self.program.display()))
@@ -354,7 +486,7 @@ impl std::fmt::Debug for Upgrade {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(name, _)| name.clone())
+            .map(|l| l.name.clone())
             .collect();
         f.debug_struct("Upgrade")
             .field("program", &self.program)

@@ -81,7 +81,10 @@ impl Health {
 
 fn serving_status(handle: &LifecycleHandle) -> ServingStatus {
     // The shutdown token is cancelled at the trigger itself, before the phase moves on.
-    if handle.phase() == Phase::Ready && !handle.shutdown_token().is_cancelled() {
+    // A hand-off's new process serves on the same address, and is ready.
+    if handle.handed_over()
+        || (handle.phase() == Phase::Ready && !handle.shutdown_token().is_cancelled())
+    {
         ServingStatus::Serving
     } else {
         ServingStatus::NotServing
