@@ -6,7 +6,7 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::component::Health;
-use crate::report::{Outcome, TriggerKind};
+use crate::report::{Outcome, TriggerKind, UpgradeReport};
 use crate::shared::Shared;
 
 /// Where the lifecycle as a whole is; readiness and liveness follow from it.
@@ -152,7 +152,23 @@ impl LifecycleHandle {
     /// Returns `false` when no upgrader runs (none registered, or the shutdown has begun). A
     /// request while an upgrade is in progress is taken, then refused and logged.
     pub fn upgrade(&self) -> bool {
-        self.shared.request_upgrade()
+        self.shared.request_upgrade(None)
+    }
+
+    /// Asks for an in-place upgrade, as [`upgrade`](Self::upgrade) does, and waits for its
+    /// outcome: whether the new process took over, or why not (a request while another upgrade
+    /// is in progress, or as PID 1, is refused). `None` when no upgrader runs, or when the
+    /// shutdown began before the request was taken up.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Dropping the future does not withdraw the request: the upgrade goes on.
+    pub async fn upgrade_and_wait(&self) -> Option<UpgradeReport> {
+        let (outcome, receiver) = tokio::sync::oneshot::channel();
+        if !self.shared.request_upgrade(Some(outcome)) {
+            return None;
+        }
+        receiver.await.ok()
     }
 
     /// Whether the listening sockets were handed to a new process that now accepts on them.

@@ -12,7 +12,10 @@ use tokio_util::sync::CancellationToken;
 use crate::handle::Phase;
 use crate::health_cache::HealthCache;
 use crate::record::Record;
-use crate::report::TriggerKind;
+use crate::report::{TriggerKind, UpgradeReport};
+
+/// A request for an in-place upgrade, with where to send its outcome if the caller waits.
+pub(crate) type UpgradeRequest = Option<tokio::sync::oneshot::Sender<UpgradeReport>>;
 
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -27,7 +30,7 @@ pub(crate) struct Shared {
     pub(crate) health: HealthCache,
     /// Where [`LifecycleHandle::upgrade`](crate::LifecycleHandle::upgrade) sends its request:
     /// the running upgrader's channel, if one runs.
-    pub(crate) upgrader: Mutex<Option<tokio::sync::mpsc::UnboundedSender<()>>>,
+    pub(crate) upgrader: Mutex<Option<tokio::sync::mpsc::UnboundedSender<UpgradeRequest>>>,
     /// Set once the listening sockets belong to a new process that accepts on them.
     handed_over: AtomicBool,
 }
@@ -67,9 +70,9 @@ impl Shared {
     }
 
     /// Asks the running upgrader, if any, for an upgrade; returns whether one took the request.
-    pub(crate) fn request_upgrade(&self) -> bool {
+    pub(crate) fn request_upgrade(&self, request: UpgradeRequest) -> bool {
         let upgrader = self.upgrader.lock().unwrap_or_else(|e| e.into_inner());
-        upgrader.as_ref().is_some_and(|tx| tx.send(()).is_ok())
+        upgrader.as_ref().is_some_and(|tx| tx.send(request).is_ok())
     }
 
     /// Starts the shutdown, unless one has already started; returns whether this call did.

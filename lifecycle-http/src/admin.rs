@@ -1,5 +1,5 @@
-//! The admin listener: `/metrics`, `/livez`, `/readyz` (with details) on an address of its
-//! own, registered to start first and stop last.
+//! The admin listener: `/metrics`, `/livez`, `/readyz` (with details), and on request
+//! `POST /upgrade`, on an address of its own, registered to start first and stop last.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use lifecycle_core::{LifecycleHandle, Registration};
 use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
@@ -51,7 +51,12 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
 ///   (the lifecycle's, the servers', the jobs' and the service's own), when a
 ///   [`prometheus`](Self::prometheus) handle is given; `404` otherwise;
 /// - `GET /livez`, `GET /readyz` as [`HealthRoutes`] serves them, with the `?verbose`
-///   details on.
+///   details on;
+/// - `POST /upgrade`, when [`upgrades`](Self::upgrades) turns it on: an in-place upgrade
+///   (`lifecycle_core::Upgrade`), answered once it has ended, so whoever asked learns the
+///   outcome: `200` when the new process took over, `409` when refused (another upgrade in
+///   progress, or PID 1), `500` when it failed, `503` when no upgrader runs or the shutdown has
+///   begun; the body is the attempt's report, in JSON.
 ///
 /// [`registration`](Self::registration) serves them on an address of their own, started
 /// first and stopped last ([`Registration::stops_last`]), so the whole shutdown can be scraped
@@ -80,8 +85,10 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
 #[derive(Debug, Clone)]
 #[must_use = "call `router`, `server` or `registration` to serve the routes"]
 pub struct AdminRoutes {
+    handle: LifecycleHandle,
     health: HealthRoutes,
     prometheus: Option<PrometheusHandle>,
+    upgrades: bool,
 }
 
 impl AdminRoutes {
@@ -93,8 +100,10 @@ impl AdminRoutes {
     /// The admin routes of the lifecycle behind `handle`, without `/metrics`.
     pub fn new(handle: LifecycleHandle) -> Self {
         AdminRoutes {
-            health: HealthRoutes::new(handle).verbose(true),
+            health: HealthRoutes::new(handle.clone()).verbose(true),
+            handle,
             prometheus: None,
+            upgrades: false,
         }
     }
 
@@ -105,12 +114,26 @@ impl AdminRoutes {
         self
     }
 
+    /// Serves `POST /upgrade` (default off): anyone who reaches the admin address can then
+    /// restart the service in place.
+    pub fn upgrades(mut self, enabled: bool) -> Self {
+        self.upgrades = enabled;
+        self
+    }
+
     /// The routes, to serve or merge into a router.
     pub fn router(self) -> Router {
         let metrics = Router::new()
             .route("/metrics", get(render))
             .with_state(self.prometheus);
-        self.health.router().merge(metrics)
+        let mut router = self.health.router().merge(metrics);
+        if self.upgrades {
+            let upgrade = Router::new()
+                .route("/upgrade", post(upgrade))
+                .with_state(self.handle);
+            router = router.merge(upgrade);
+        }
+        router
     }
 
     /// An [`HttpServer`] serving the routes on `addr`.
@@ -148,4 +171,21 @@ async fn render(State(prometheus): State<Option<PrometheusHandle>>) -> Response 
         prometheus.render(),
     )
         .into_response()
+}
+
+async fn upgrade(State(handle): State<LifecycleHandle>) -> Response {
+    let Some(report) = handle.upgrade_and_wait().await else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no in-place upgrade: none configured, or the shutdown has begun\n",
+        )
+            .into_response();
+    };
+    let status = match (report.succeeded, report.refused) {
+        (true, _) => StatusCode::OK,
+        (false, true) => StatusCode::CONFLICT,
+        (false, false) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let body = serde_json::to_string(&report).unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

@@ -429,14 +429,8 @@ fn an_upgrade_with_a_drain_delay_never_withdraws_readiness() {
 #[test]
 fn a_failed_upgrade_leaves_the_admin_port_serving() {
     let admin = free_addr();
-    let deployment = Deployment::new().args(&[
-        "--pid-file",
-        "pid",
-        "--admin-listen",
-        &admin.to_string(),
-        "--start-timeout",
-        "2s",
-    ]);
+    let deployment =
+        Deployment::new().args(&["--pid-file", "pid", "--admin-listen", &admin.to_string()]);
     let mut service = deployment.start();
     service.wait_ready(START);
     let old = service.first_pid();
@@ -670,4 +664,46 @@ fn with_a_blocked_stdout_a_second_sigterm_still_ends_the_process() {
     );
     let report = deployment.report();
     assert_eq!(report["exit_code"], 130, "{report}");
+}
+
+/// Whoever triggers an upgrade learns whether it succeeded: the reload command the systemd
+/// unit runs (`--request-upgrade`, `POST /upgrade` on the admin listener) waits for the outcome
+/// and exits 0 only when the new process took over.
+#[test]
+fn the_reload_command_waits_for_the_outcome_and_fails_when_the_upgrade_fails() {
+    let admin = free_addr();
+    let deployment =
+        Deployment::new().args(&["--pid-file", "pid", "--admin-listen", &admin.to_string()]);
+    let mut service = deployment.start();
+    service.wait_ready(START);
+    let reload = || {
+        std::process::Command::new(lifecycle_tests::deployment::example_service())
+            .args(["--request-upgrade", &admin.to_string()])
+            .output()
+            .expect("running the reload command")
+    };
+    let old = service.first_pid();
+    deployment.replace_binary("exit 3");
+    let failed = reload();
+    let printed = String::from_utf8_lossy(&failed.stdout);
+    assert_eq!(failed.status.code(), Some(1), "{printed}");
+    assert!(printed.contains(r#""succeeded":false"#), "{printed}");
+    assert!(printed.contains(r#""exit_code":3"#), "{printed}");
+    assert_eq!(service.pid_in("pid"), Some(old));
+
+    deployment.restore_binary();
+    let done = reload();
+    let printed = String::from_utf8_lossy(&done.stdout);
+    assert_eq!(done.status.code(), Some(0), "{printed}");
+    let new = service.pid_in("pid").expect("a PID file");
+    assert_ne!(new, old);
+    assert!(printed.contains(&format!(r#""pid":{new}"#)), "{printed}");
+    assert_eq!(
+        service.wait_exit(old, EXIT),
+        Some(0),
+        "{}",
+        deployment.log()
+    );
+    assert!(signal_pid(new, "TERM"));
+    assert_eq!(service.wait_exit(new, EXIT), Some(0));
 }

@@ -1,5 +1,6 @@
 //! The admin listener (`--admin-listen`): `/metrics` in the Prometheus text format, `/livez`
-//! and `/readyz` with details, on an address of its own that stays up until the last stop.
+//! and `/readyz` with details, and `POST /upgrade` when in-place upgrades are on, on an address
+//! of its own that stays up until the last stop.
 
 use std::net::SocketAddr;
 
@@ -24,7 +25,10 @@ pub(crate) fn register(
     };
     let listener = sockets.listener("admin", addr)?;
     let prometheus = install_prometheus()?;
-    let admin = AdminRoutes::new(builder.handle()).prometheus(prometheus);
+    // `POST /upgrade` (for `--request-upgrade`) where SIGHUP upgrades too.
+    let admin = AdminRoutes::new(builder.handle())
+        .prometheus(prometheus)
+        .upgrades(sockets.upgrades());
     let server = HttpServer::from_listener(listener, admin.router());
     Ok(builder.register(AdminRoutes::registration_of(server)))
 }

@@ -120,6 +120,11 @@ struct Args {
     /// the start fails and the service exits.
     #[arg(long, env = "START_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     start_timeout: Duration,
+    /// Do not serve: ask the running service whose admin listener is at this address for an
+    /// in-place upgrade, wait for the outcome, print it, and exit 0 if the new process took
+    /// over, 1 if not (systemd's `ExecReload=`).
+    #[arg(long)]
+    request_upgrade: Option<SocketAddr>,
     /// Serve HTTP on this Unix domain socket too (handed over at an upgrade like the TCP one).
     #[arg(long, env = "LISTEN_UNIX")]
     listen_unix: Option<PathBuf>,
@@ -159,6 +164,9 @@ async fn main() -> Report {
         )
         .init();
     let args = Args::parse();
+    if let Some(admin) = args.request_upgrade {
+        std::process::exit(upgrade::request(admin));
+    }
     sqlx::any::install_default_drivers();
 
     let db = SqlPool::<Any>::new(&args.database_url).unwrap_or_else(|e| refuse(e));

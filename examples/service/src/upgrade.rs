@@ -93,3 +93,38 @@ impl Sockets {
         builder
     }
 }
+
+/// `--request-upgrade ADDR`: asks the service whose admin listener is at `addr` for an in-place
+/// upgrade (`POST /upgrade`) and waits for the outcome, so that a reload command (systemd's
+/// `ExecReload=`) succeeds only when the new process took over. Prints the attempt's report;
+/// the exit code is 0 on success, 1 otherwise.
+pub(crate) fn request(addr: SocketAddr) -> i32 {
+    use std::io::{Read, Write};
+    let exchange = || -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        // The new process has its ready timeout to start; the answer comes after it.
+        stream.set_read_timeout(Some(Duration::from_secs(600)))?;
+        let request = format!(
+            "POST /upgrade HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes())?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    };
+    match exchange() {
+        Ok(response) => {
+            let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+            println!("{}", body.trim());
+            if response.starts_with("HTTP/1.1 200") {
+                0
+            } else {
+                1
+            }
+        }
+        Err(error) => {
+            eprintln!("example-service: asking {addr} for an upgrade failed: {error}");
+            1
+        }
+    }
+}

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::upgrader::HandedOn;
 use crate::report::UpgradeReport;
+use crate::shared::UpgradeRequest;
 use crate::sockets::{CHANNEL, MANAGER_HELD};
 
 /// Sets `LISTEN_PID` (and, under a systemd watchdog, `WATCHDOG_PID`) to the shell's PID, which
@@ -57,7 +58,7 @@ impl Successor<'_> {
     pub(crate) async fn attempt(
         &self,
         shutdown: &CancellationToken,
-        requests: &mut UnboundedReceiver<()>,
+        requests: &mut UnboundedReceiver<UpgradeRequest>,
     ) -> UpgradeReport {
         let (child, channel) = match self.spawn() {
             Ok(started) => started,
@@ -110,8 +111,17 @@ impl Successor<'_> {
                     let status = stop(child, pid).await;
                     return failed(pid, status, format!("the new process was not ready within {:?}: stopped", self.ready_timeout));
                 }
-                Some(()) = requests.recv() => {
+                Some(waiting) = requests.recv() => {
                     tracing::warn!(pid, "upgrade requested while one is in progress: refused");
+                    if let Some(waiting) = waiting {
+                        let _ = waiting.send(UpgradeReport {
+                            succeeded: false,
+                            refused: true,
+                            pid: None,
+                            exit_code: None,
+                            detail: "refused: another upgrade is in progress".into(),
+                        });
+                    }
                 }
             }
         }

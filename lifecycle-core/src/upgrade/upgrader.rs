@@ -20,6 +20,7 @@ use crate::context::Context;
 use crate::error::BoxError;
 use crate::handle::{LifecycleHandle, Phase};
 use crate::report::{TriggerKind, UpgradeReport};
+use crate::shared::UpgradeRequest;
 use crate::sockets::{self, sockets};
 
 /// In-place upgrades: a component that, on the upgrade signal (SIGHUP by default) or
@@ -234,18 +235,22 @@ impl Upgrade {
     async fn supervise(
         attempts: Arc<Attempts>,
         lifecycle: LifecycleHandle,
-        mut requests: tokio::sync::mpsc::UnboundedReceiver<()>,
+        mut requests: tokio::sync::mpsc::UnboundedReceiver<UpgradeRequest>,
     ) {
         let shutdown = lifecycle.shutdown_token();
         loop {
-            tokio::select! {
+            let waiting = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                Some(()) = requests.recv() => {}
-            }
+                Some(waiting) = requests.recv() => waiting,
+            };
             tracing::info!("upgrade requested");
             let attempt = attempts.run(&shutdown, &mut requests).await;
-            if attempt.succeeded {
+            let succeeded = attempt.succeeded;
+            if let Some(waiting) = waiting {
+                let _ = waiting.send(attempt.clone());
+            }
+            if succeeded {
                 attempts.handed_over(&lifecycle, attempt);
                 break;
             }
@@ -288,7 +293,7 @@ impl Attempts {
     async fn run(
         &self,
         shutdown: &tokio_util::sync::CancellationToken,
-        requests: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+        requests: &mut tokio::sync::mpsc::UnboundedReceiver<UpgradeRequest>,
     ) -> UpgradeReport {
         if std::process::id() == 1 {
             // The kernel ends every process of a PID namespace when its first one exits: the
@@ -439,7 +444,7 @@ impl Component for Upgrade {
             .name("lifecycle-upgrade".into())
             .spawn(move || {
                 for _ in signals.forever() {
-                    let _ = from_signal.send(());
+                    let _ = from_signal.send(None);
                 }
             })?;
         *lifecycle
