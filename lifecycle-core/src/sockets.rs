@@ -116,7 +116,7 @@ impl Sockets {
     }
 
     /// Whether this process was started by an upgrade (the channel back came with the sockets).
-    pub(crate) fn from_upgrade(&self) -> bool {
+    pub(crate) fn started_by_upgrade(&self) -> bool {
         self.from_upgrade
     }
 

@@ -146,8 +146,8 @@ fn health_endpoints_across_sigterm_and_the_report_file() {
         .collect();
     assert_eq!(
         outcomes,
+        // No `upgrade`: in-place upgrades are on only when asked for (`--in-place-upgrade`).
         [
-            ("upgrade", "stopped"),
             ("db", "stopped"),
             ("migrations", "stopped"),
             ("jobs", "stopped"),
