@@ -36,7 +36,11 @@ use crate::tls::TlsConfig;
 ///   client that has sent nothing, not even the PING's answer, for the header read timeout
 ///   after the GOAWAY has vanished, and is closed).
 /// - **Stop turn**: the server takes the connections still in the accept backlog and closes
-///   the listener (later connects are refused); HTTP/1 connections with nothing in progress,
+///   the listener (later connects are refused), if it holds the socket alone: a socket systemd
+///   holds too (socket activation), or shared with the other side of an in-place upgrade, keeps
+///   its backlog for that process, and only this server's descriptor is closed (see
+///   [`ListenerShare`](lifecycle_core::ListenerShare); on such a socket the server also accepts
+///   only once the lifecycle is ready, and at an upgrade's hand-off it stops accepting at once); HTTP/1 connections with nothing in progress,
 ///   including ones that never sent a byte, close at once; HTTP/1 requests in progress finish
 ///   with `Connection: close`; handlers of long-lived responses see their [`ShutdownSignal`]
 ///   fire. Whatever is left when the stop timeout runs out is cut off and counted
@@ -135,7 +139,9 @@ impl HttpServer {
     ///
     /// The server owns the socket: it closes it when it stops during the service's shutdown,
     /// so that later connects are refused rather than left waiting in a backlog nobody
-    /// accepts. A server restarted by its [`OnFailure`](lifecycle_core::OnFailure) policy
+    /// accepts, unless another process holds it too (one inherited through
+    /// `lifecycle_core::sockets` or handed on by an `Upgrade`): then it closes only its own
+    /// descriptor. A server restarted by its [`OnFailure`](lifecycle_core::OnFailure) policy
     /// listens on it again (it is kept open across a restart); a start after the shutdown
     /// fails with [`HttpError::ListenerClosed`].
     pub fn from_listener(listener: std::net::TcpListener, service: impl IntoRouter) -> Self {
@@ -160,8 +166,9 @@ impl HttpServer {
     }
 
     /// A server on the first socket passed by systemd socket activation (`LISTEN_FDS`), so
-    /// that during a restart the kernel queues connections instead of refusing them. The
-    /// socket is owned and closed as with [`from_listener`](Self::from_listener).
+    /// that during a restart the kernel queues connections instead of refusing them: systemd
+    /// keeps the socket, so the server's stop closes only its own descriptor, and connections
+    /// made before the next start wait in the socket's queue for it.
     ///
     /// # Errors
     ///
