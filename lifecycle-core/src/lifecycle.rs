@@ -107,7 +107,9 @@ impl Lifecycle {
     /// Runs the lifecycle to its end and reports what happened.
     ///
     /// Signal handlers are installed first, before any component starts, so a signal during
-    /// start-up rolls the start-up back. Return the report from `main` (see [`Report`]) so the
+    /// start-up rolls the start-up back. On Unix, sockets inherited through `LISTEN_FDS` that
+    /// nothing took through [`sockets`](crate::sockets) or `Upgrade` by then are closed, so a
+    /// socket this version no longer serves refuses connects instead of queueing them. Return the report from `main` (see [`Report`]) so the
     /// deadline stays enforced while the runtime shuts down.
     ///
     /// # Cancellation safety
