@@ -100,6 +100,22 @@ pub trait Component: Send + Sync + 'static {
     fn describe(&self) -> Option<String> {
         None
     }
+
+    /// What this component is still waiting for, one short line per thing in progress, the
+    /// oldest first: a request (`GET /work (running 12.3s, HTTP/1.1)`), a job, a message. The
+    /// lifecycle asks when its stop overruns its timeout or is cut off by the shutdown
+    /// budget, and at a forced exit (a second signal, the deadline), and writes the answer, with
+    /// the component's named tasks still running ([`Context::spawn_named`]), in the report's
+    /// `held_by` and the log line of the timeout; [`LifecycleHandle::held_by`] asks while the
+    /// service runs. It is asked rarely, so it may allocate; it must not block, as it may run on
+    /// the watchdog's thread while the runtime is stuck. The report keeps the first
+    /// [`HELD_BY_LIMIT`](crate::held_by::HELD_BY_LIMIT) items and counts the rest. Default:
+    /// nothing.
+    ///
+    /// [`LifecycleHandle::held_by`]: crate::LifecycleHandle::held_by
+    fn held_by(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The answer of [`Component::health`].

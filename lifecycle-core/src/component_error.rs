@@ -62,6 +62,8 @@ pub enum ComponentError {
         limit: Duration,
         /// Its tasks that were still running and were aborted.
         aborted: usize,
+        /// What it was still waiting for ([`Component::held_by`](crate::Component::held_by)).
+        held_by: Vec<String>,
     },
     /// `stop` returned, but only after its limit: it blocked its thread.
     #[error("stop took {took:?}, over its {limit:?} limit: it blocked its thread")]
@@ -79,10 +81,21 @@ pub enum ComponentError {
     BudgetExhausted {
         /// Its tasks that were still running and were aborted.
         aborted: usize,
+        /// What it was still waiting for ([`Component::held_by`](crate::Component::held_by)).
+        held_by: Vec<String>,
     },
 }
 
 impl ComponentError {
+    /// What the component was still waiting for when it was cut off; empty for other errors.
+    pub fn held_by(&self) -> &[String] {
+        match self {
+            ComponentError::StopTimedOut { held_by, .. }
+            | ComponentError::BudgetExhausted { held_by, .. } => held_by,
+            _ => &[],
+        }
+    }
+
     /// The error and its sources on one line, each once: `start failed: connecting to
     /// 127.0.0.1:5432: connection refused`.
     pub fn render(&self) -> String {

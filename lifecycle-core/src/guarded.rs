@@ -88,6 +88,8 @@ pub(crate) async fn stop(
             ComponentError::StopPanicked(crate::panic_message(&*panic)),
         )),
         Err(_) => {
+            // Asked before the abort, which ends what it would name.
+            let held_by = crate::held_by::collect(component, Some(ctx.tasks()));
             let aborted = ctx.tasks().abort_all();
             // Aborted tasks end at their next poll; wait for that briefly, so what they hold
             // (a socket, a pooled connection) is released before the dependencies stop. A task
@@ -95,7 +97,11 @@ pub(crate) async fn stop(
             let _ = tokio::time::timeout(ABORT_GRACE, ctx.tasks().close_and_wait()).await;
             Err((
                 Outcome::TimedOut,
-                ComponentError::StopTimedOut { limit, aborted },
+                ComponentError::StopTimedOut {
+                    limit,
+                    aborted,
+                    held_by,
+                },
             ))
         }
     }

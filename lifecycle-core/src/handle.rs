@@ -189,6 +189,32 @@ impl LifecycleHandle {
         crate::sockets::sockets().share(socket, self.shared.handed_over())
     }
 
+    /// What each running or stopping component is waiting for right now, as its stop would
+    /// report it if cut off ([`Component::held_by`](crate::Component::held_by) and its named
+    /// tasks); components with nothing in progress are left out.
+    pub fn held_by(&self) -> Vec<(String, Vec<String>)> {
+        // The components are asked outside the record's lock: their answer is their own code.
+        let live: Vec<_> = {
+            let record = self.shared.record();
+            (0..record.slots().len())
+                .filter_map(|i| {
+                    let (component, tasks) = record.live(i)?;
+                    Some((
+                        record.slots()[i].name.to_string(),
+                        component.clone(),
+                        tasks.cloned(),
+                    ))
+                })
+                .collect()
+        };
+        live.into_iter()
+            .map(|(name, component, tasks)| {
+                (name, crate::held_by::collect(&*component, tasks.as_ref()))
+            })
+            .filter(|(_, held)| !held.is_empty())
+            .collect()
+    }
+
     /// The current phase.
     pub fn phase(&self) -> Phase {
         *self.shared.phase.borrow()

@@ -129,6 +129,7 @@ mod graph;
 mod guarded;
 mod handle;
 mod health_cache;
+pub mod held_by;
 mod lifecycle;
 mod record;
 mod report;

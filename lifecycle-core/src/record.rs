@@ -15,6 +15,7 @@ use crate::handle::{ComponentState, Phase};
 use crate::report::{
     exit_code, ComponentReport, Outcome, Report, TriggerKind, TriggerReport, UpgradeReport,
 };
+use crate::tasks::TrackedTasks;
 use crate::telemetry;
 
 /// The record of one run of a lifecycle.
@@ -65,6 +66,8 @@ pub(crate) struct Slot {
     /// A failure of the current run, reported as its outcome when it stops.
     pub(crate) run_time_error: Option<ComponentError>,
     error: Option<ComponentError>,
+    /// The tasks of its current run, whose named ones `held_by` lists.
+    tasks: Option<TrackedTasks>,
 }
 
 impl Slot {
@@ -86,6 +89,7 @@ impl Slot {
             stop_ended: None,
             run_time_error: None,
             error: None,
+            tasks: None,
         }
     }
 }
@@ -201,11 +205,12 @@ impl Record {
         self.step(i, Step::StartBegan, at);
     }
 
-    /// Component `i` started and runs.
-    pub(crate) fn started(&mut self, i: usize) {
+    /// Component `i` started and runs, with these tasks.
+    pub(crate) fn started(&mut self, i: usize, tasks: Option<TrackedTasks>) {
         let now = Instant::now();
         self.set_state(i, ComponentState::Running);
         let slot = &mut self.slots[i];
+        slot.tasks = tasks;
         slot.start_ended = Some(now);
         let took = slot.start_began.map_or(Duration::ZERO, |t| now - t);
         telemetry::start_ended(&slot.name, Outcome::Stopped, took);
@@ -286,6 +291,26 @@ impl Record {
         slot.error.as_ref().or(slot.run_time_error.as_ref())
     }
 
+    /// What component `i` is waiting for now, if it runs or stops: see
+    /// [`Component::held_by`].
+    pub(crate) fn held_by(&self, i: usize) -> Vec<String> {
+        match self.live(i) {
+            Some((component, tasks)) => crate::held_by::collect(&**component, tasks),
+            None => Vec::new(),
+        }
+    }
+
+    /// Component `i` and its tasks, if it runs or stops.
+    pub(crate) fn live(&self, i: usize) -> Option<(&Arc<dyn Component>, Option<&TrackedTasks>)> {
+        let slot = &self.slots[i];
+        match slot.state {
+            ComponentState::Running | ComponentState::Restarting | ComponentState::Stopping => {
+                Some((&slot.component, slot.tasks.as_ref()))
+            }
+            _ => None,
+        }
+    }
+
     /// An in-place upgrade attempt ended.
     #[cfg_attr(not(all(unix, feature = "upgrade")), allow(dead_code))]
     pub(crate) fn upgrade_ended(&mut self, upgrade: UpgradeReport) {
@@ -323,6 +348,10 @@ impl Record {
             .enumerate()
             .map(|(i, slot)| {
                 let error = self.error(i).map(ComponentError::render);
+                let mut held_by = self
+                    .error(i)
+                    .map(|e| e.held_by().to_vec())
+                    .unwrap_or_default();
                 let (outcome, error) = match slot.state {
                     ComponentState::Done(outcome) => (outcome, error),
                     ComponentState::Pending | ComponentState::Starting => {
@@ -330,13 +359,16 @@ impl Record {
                     }
                     ComponentState::Running
                     | ComponentState::Restarting
-                    | ComponentState::Stopping => (
-                        Outcome::TimedOut,
-                        Some(match error {
-                            Some(error) => format!("{cut_by}; {error}"),
-                            None => cut_by.to_owned(),
-                        }),
-                    ),
+                    | ComponentState::Stopping => {
+                        held_by = self.held_by(i);
+                        (
+                            Outcome::TimedOut,
+                            Some(match error {
+                                Some(error) => format!("{cut_by}; {error}"),
+                                None => cut_by.to_owned(),
+                            }),
+                        )
+                    }
                 };
                 ComponentReport {
                     name: slot.name.to_string(),
@@ -347,6 +379,7 @@ impl Record {
                     stop_began_ms: ms(slot.stop_began),
                     stop_ended_ms: ms(slot.stop_ended),
                     error,
+                    held_by,
                 }
             })
             .collect();

@@ -154,6 +154,12 @@ pub struct ComponentReport {
     pub stop_ended_ms: Option<f64>,
     /// What went wrong, if anything.
     pub error: Option<String>,
+    /// What it was still waiting for when it was cut off (its stop overran, the budget ran
+    /// out, or the process was forced to exit): a request, a job, a message, a named task,
+    /// the oldest first, at most [`HELD_BY_LIMIT`](crate::held_by::HELD_BY_LIMIT) and a count of
+    /// the rest. Empty (and left out of the JSON) otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_by: Vec<String>,
 }
 
 /// How a component's lifecycle ended.
@@ -308,8 +314,11 @@ impl fmt::Display for Report {
             Ok(())
         };
         line(f, header)?;
-        for row in &rows {
+        for (row, component) in rows.iter().zip(&self.components) {
             line(f, [&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]])?;
+            for held in &component.held_by {
+                writeln!(f, "  held by: {held}")?;
+            }
         }
         for upgrade in &self.upgrades {
             let pid = upgrade.pid.map_or("-".into(), |p| p.to_string());
@@ -351,6 +360,7 @@ mod tests {
                 stop_began_ms: None,
                 stop_ended_ms: None,
                 error: None,
+                held_by: vec![],
             }],
             upgrades: vec![],
             watchdog: None,

@@ -89,11 +89,16 @@ impl Run<'_> {
         self.members[i].context = None;
         let mut record = self.record();
         let outcome = record.stopped(i, result);
-        let error = record.error(i).map(ComponentError::render);
+        let error = record.error(i).map(|e| (e.render(), e.held_by().to_vec()));
         drop(record);
         match error {
             None => tracing::info!(component = self.name(i), %outcome, "stopped"),
-            Some(error) => tracing::warn!(component = self.name(i), %outcome, %error, "stopped"),
+            Some((error, held_by)) if !held_by.is_empty() => {
+                tracing::warn!(component = self.name(i), %outcome, %error, ?held_by, "stopped");
+            }
+            Some((error, _)) => {
+                tracing::warn!(component = self.name(i), %outcome, %error, "stopped");
+            }
         }
     }
 
@@ -111,15 +116,18 @@ impl Run<'_> {
         let now = Instant::now();
         if now >= deadline {
             self.members[i].context = None;
+            let component = &*self.lifecycle.registrations[i].component;
+            let held_by = crate::held_by::collect(component, Some(ctx.tasks()));
             let aborted = guarded::abandon(&ctx);
-            let mut record = self.record();
-            record.budget_exhausted();
-            record.cut_off(i, ComponentError::BudgetExhausted { aborted });
-            drop(record);
             tracing::error!(
                 component = self.name(i),
+                ?held_by,
                 "shutdown budget exhausted before its stop turn"
             );
+            let mut record = self.record();
+            record.budget_exhausted();
+            record.cut_off(i, ComponentError::BudgetExhausted { aborted, held_by });
+            drop(record);
             return Turn::BudgetExhausted;
         }
         let own_timeout = self.lifecycle.registrations[i].stop_timeout;

@@ -32,7 +32,8 @@ impl Run<'_> {
                 Some(failure) = self.failures.recv() => self.failed_at_run_time(failure, false),
                 Some((i, result)) = starting.next() => match result {
                     Ok(()) => {
-                        self.record().started(i);
+                        let tasks = self.members[i].context.as_ref().map(|c| c.tasks().clone());
+                        self.record().started(i, tasks);
                         tracing::info!(component = self.name(i), "started");
                         started += 1;
                         for &d in &graph.dependents[i] {

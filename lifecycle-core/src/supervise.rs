@@ -145,7 +145,8 @@ impl Run<'_> {
         }
         match ended.result {
             Ok(()) => {
-                self.record().started(i);
+                let tasks = self.members[i].context.as_ref().map(|c| c.tasks().clone());
+                self.record().started(i, tasks);
                 tracing::info!(component = self.name(i), "restarted");
                 if let Some(failure) = pending_failure {
                     self.failed_at_run_time(failure, true);

@@ -29,7 +29,9 @@ pub(crate) async fn notify(handle: LifecycleHandle, budget: Duration) {
         let states: &[NotifyState<'_>] = match (told, now) {
             // A new process of an upgrade: the old one says READY=1, with MAINPID=, once it
             // has accepted the hand-off (the end of a `Type=notify-reload` reload).
-            (Phase::Starting, Phase::Ready) if crate::sockets::sockets().started_by_upgrade() => &[],
+            (Phase::Starting, Phase::Ready) if crate::sockets::sockets().started_by_upgrade() => {
+                &[]
+            }
             (Phase::Starting, Phase::Ready) => &[NotifyState::Ready, NotifyState::Status("ready")],
             // The unit follows the new process (MAINPID=, sent by the upgrader): this one's
             // shutdown is not the service's.

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::Instant;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,22 +25,44 @@ struct Live {
     /// The length after the last prune; the next prune waits until the list doubles, which
     /// keeps spawning amortised O(1).
     pruned_len: usize,
+    /// The tasks spawned with a name, and since when: what a stop that overran waits for.
+    named: Vec<(Arc<str>, Instant, AbortHandle)>,
 }
 
 impl TrackedTasks {
-    pub(crate) fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    /// Spawns `future`, known by `name` (if any) to [`named_running`](Self::named_running).
+    pub(crate) fn spawn<F>(&self, name: Option<Arc<str>>, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         let handle = self.tracker.spawn(future);
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(name) = name {
+            live.named.retain(|(_, _, h)| !h.is_finished());
+            live.named
+                .push((name, Instant::now(), handle.abort_handle()));
+        }
         if live.handles.len() >= 2 * live.pruned_len.max(16) {
             live.handles.retain(|h| !h.is_finished());
             live.pruned_len = live.handles.len();
         }
         live.handles.push(handle.abort_handle());
         handle
+    }
+
+    /// The named tasks still running, the oldest first: `task "flush" (running 12.3s)`.
+    pub(crate) fn named_running(&self) -> Vec<String> {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        live.named
+            .iter()
+            .filter(|(_, _, handle)| !handle.is_finished())
+            .map(|(name, since, _)| {
+                let age = now.saturating_duration_since(*since);
+                format!("task {name:?} (running {})", crate::held_by::age(age))
+            })
+            .collect()
     }
 
     /// A token that counts as a running task until dropped: waited for like one, but it cannot
@@ -83,8 +106,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn abort_counts_only_live_tasks() {
         let tasks = TrackedTasks::default();
-        tasks.spawn(async {});
-        tasks.spawn(std::future::pending::<()>());
+        tasks.spawn(None, async {});
+        tasks.spawn(None, std::future::pending::<()>());
         tokio::task::yield_now().await;
         assert_eq!(tasks.abort_all(), 1);
         tokio::time::timeout(Duration::from_secs(1), tasks.close_and_wait())
@@ -96,7 +119,7 @@ mod tests {
     async fn finished_handles_are_pruned() {
         let tasks = TrackedTasks::default();
         for _ in 0..10_000 {
-            tasks.spawn(async {});
+            tasks.spawn(None, async {});
             tokio::task::yield_now().await;
         }
         let kept = tasks.live.lock().unwrap().handles.len();

@@ -16,7 +16,8 @@ use crate::error::BoxError;
 ///
 /// Start spawns the function as a tracked task and returns at once. The function gets the
 /// component's [`Context`]: it should return soon after [`Context::token`] is cancelled (at its
-/// stop turn), and can spawn sub-tasks with [`Context::spawn`], which stop waits for too. An
+/// stop turn), and can spawn sub-tasks with [`Context::spawn`] (or [`Context::spawn_named`],
+/// which a stop that overruns names in the report's `held_by`), which stop waits for too. An
 /// error it returns, or a panic, before its stop turn is a run-time failure handled by the
 /// component's [`OnFailure`](crate::OnFailure) policy; a restart calls the function again.
 /// Returning `Ok` before the stop turn is a failure too (a worker runs until it is told to
@@ -74,7 +75,8 @@ where
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
         let run = AssertUnwindSafe((self.run)(ctx.clone())).catch_unwind();
         let ctx = ctx.clone();
-        ctx.clone().spawn(async move {
+        // Named, so that a stop it overruns says the function itself still runs.
+        ctx.clone().spawn_named(ctx.name().to_owned(), async move {
             match run.await {
                 Ok(Ok(())) if ctx.token().is_cancelled() => {}
                 Ok(Ok(())) => ctx.report_failure(ReturnedEarly),

@@ -488,3 +488,131 @@ async fn exhausted_budget_cuts_the_rest_with_the_deadline_code() {
     );
     assert_eq!(log.times("db", Event::StopBegan), []);
 }
+
+/// A component whose stop never ends while it holds `items`: what its `held_by` says.
+struct Holding(Vec<String>);
+
+#[async_trait]
+impl Component for Holding {
+    async fn start(&self, _: &Context) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    async fn stop(&self, _: &Context) -> Result<(), BoxError> {
+        std::future::pending().await
+    }
+
+    fn held_by(&self) -> Vec<String> {
+        self.0.clone()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_cut_at_its_timeout_says_what_held_it() {
+    let held = vec!["job 7 (running 3.0s)".to_owned()];
+    let lifecycle = builder()
+        .register(Registration::new("jobs", Holding(held.clone())).stop_timeout(secs(2)))
+        .build()
+        .unwrap();
+    shutdown_when_ready(&lifecycle, secs(1));
+    let report = lifecycle.run().await;
+    let jobs = report.component("jobs").unwrap();
+    assert_eq!(jobs.outcome, Outcome::TimedOut);
+    assert_eq!(jobs.held_by, held);
+    assert!(report
+        .to_json()
+        .contains(r#""held_by":["job 7 (running 3.0s)"]"#));
+    assert!(
+        report
+            .to_string()
+            .contains("  held by: job 7 (running 3.0s)"),
+        "{report}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_things_in_progress_make_a_short_report() {
+    let held: Vec<String> = (0..10_000).map(|i| format!("request {i}")).collect();
+    let lifecycle = builder()
+        .register(Registration::new("http", Holding(held)).stop_timeout(secs(1)))
+        .build()
+        .unwrap();
+    shutdown_when_ready(&lifecycle, secs(1));
+    let report = lifecycle.run().await;
+    let http = &report.component("http").unwrap().held_by;
+    assert_eq!(http.len(), lifecycle_core::held_by::HELD_BY_LIMIT + 1);
+    assert_eq!(http[0], "request 0");
+    assert_eq!(http.last().unwrap(), "and 9990 more");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_cut_off_names_its_function_and_its_named_tasks() {
+    let worker = Worker::new(|ctx: Context| async move {
+        ctx.spawn_named("flush", std::future::pending::<()>());
+        std::future::pending::<Result<(), BoxError>>().await
+    });
+    let lifecycle = builder()
+        .register(Registration::new("pusher", worker).stop_timeout(secs(2)))
+        .build()
+        .unwrap();
+    shutdown_when_ready(&lifecycle, secs(3));
+    let report = lifecycle.run().await;
+    let pusher = report.component("pusher").unwrap();
+    assert_eq!(pusher.outcome, Outcome::TimedOut);
+    assert_eq!(
+        pusher.held_by,
+        [
+            r#"task "pusher" (running 5.0s)"#,
+            r#"task "flush" (running 5.0s)"#
+        ],
+        "{report}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_component_the_budget_cuts_off_before_its_turn_says_what_held_it() {
+    let report = request_when_ready(
+        builder()
+            .shutdown_budget(secs(3))
+            .register(
+                Registration::new("db", Holding(vec!["connection 1".into()])).stop_timeout(secs(1)),
+            )
+            .register(
+                Registration::new("blocking", BlocksItsThread)
+                    .depends_on("db")
+                    .stop_timeout(secs(2)),
+            ),
+        secs(1),
+    )
+    .await;
+    let db = report.component("db").unwrap();
+    assert!(db
+        .error
+        .as_deref()
+        .unwrap()
+        .starts_with("shutdown budget exhausted"));
+    assert_eq!(db.held_by, ["connection 1"], "{report}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_handle_says_what_each_component_holds_while_it_runs() {
+    let lifecycle = builder()
+        .register(Registration::new("jobs", Holding(vec!["job 1".into()])))
+        .register(Registration::new("idle", Holding(vec![])))
+        .build()
+        .unwrap();
+    let handle = lifecycle.handle();
+    let run = tokio::spawn(lifecycle.run());
+    let mut phase = handle.watch_phase();
+    phase
+        .wait_for(|p| *p == lifecycle_core::Phase::Ready)
+        .await
+        .unwrap();
+    assert_eq!(
+        handle.held_by(),
+        [("jobs".to_owned(), vec!["job 1".to_owned()])]
+    );
+    handle.shutdown("test over");
+    let report = run.await.unwrap();
+    assert_eq!(report.component("jobs").unwrap().held_by.len(), 1);
+}

@@ -438,7 +438,8 @@ fn under_systemd_the_unit_follows_the_new_process() {
     );
     // MAINPID= and READY=1 in one message, from the old process accepting the hand-off.
     assert!(
-        seen.iter().any(|m| m.lines().any(|l| l == format!("MAINPID={new}"))),
+        seen.iter()
+            .any(|m| m.lines().any(|l| l == format!("MAINPID={new}"))),
         "{seen:?}"
     );
     assert_eq!(service.wait_exit(old), Some(0));

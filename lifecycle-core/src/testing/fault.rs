@@ -90,6 +90,10 @@ impl Component for Faulty {
     fn describe(&self) -> Option<String> {
         self.inner.describe()
     }
+
+    fn held_by(&self) -> Vec<String> {
+        self.inner.held_by()
+    }
 }
 
 /// Wraps every component a [`TestRun`](super::TestRun) runs, to keep the context of its
@@ -116,5 +120,9 @@ impl Component for Observed {
 
     fn describe(&self) -> Option<String> {
         self.inner.describe()
+    }
+
+    fn held_by(&self) -> Vec<String> {
+        self.inner.held_by()
     }
 }
