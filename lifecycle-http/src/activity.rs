@@ -8,6 +8,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use crate::phase::Phases;
+use crate::requests::{Requests, Summary};
 use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::HttpStats;
 
@@ -20,10 +21,13 @@ use crate::stats::HttpStats;
 #[derive(Debug)]
 pub(crate) struct Activity {
     stats: HttpStats,
+    requests: Arc<Requests>,
     signal: ShutdownSignal,
     phases: Arc<Phases>,
     body_read_timeout: Option<Duration>,
     busy: Busy,
+    /// Set at a `101 Switching Protocols`: the socket lives on as an upgraded connection.
+    upgraded: AtomicBool,
 }
 
 /// Whether a connection is busy, and since when it has not been.
@@ -52,31 +56,54 @@ const IDLE_CHECKS: u32 = 4;
 impl Activity {
     pub(crate) fn new(
         stats: HttpStats,
+        requests: Arc<Requests>,
         signal: ShutdownSignal,
         phases: Arc<Phases>,
         body_read_timeout: Option<Duration>,
     ) -> Arc<Self> {
         Arc::new(Activity {
             stats,
+            requests,
             signal,
             phases,
             body_read_timeout,
             busy: Busy::default(),
+            upgraded: AtomicBool::new(false),
         })
     }
 
     /// Counts a request as in progress, for the connection and the server, until the guard
     /// is dropped.
-    pub(crate) fn begin(self: &Arc<Self>) -> InProgress {
+    pub(crate) fn begin(self: &Arc<Self>, summary: Summary) -> InProgress {
         self.busy.state.fetch_add(IN_PROGRESS, Ordering::AcqRel);
         self.stats.request_began();
-        InProgress(self.clone())
+        InProgress {
+            activity: self.clone(),
+            summary: Some(summary),
+            listed: None,
+        }
+    }
+
+    /// The connection was upgraded (`101 Switching Protocols`): counted among the upgraded
+    /// connections until its socket closes.
+    pub(crate) fn upgraded(&self) {
+        if !self.upgraded.swap(true, Ordering::Relaxed) {
+            self.requests.upgraded();
+        }
+    }
+
+    /// The connection's socket closed.
+    pub(crate) fn socket_closed(&self) {
+        if self.upgraded.load(Ordering::Relaxed) {
+            self.requests.upgraded_closed();
+        }
     }
 
     /// A fresh activity for a new connection of the same server.
     pub(crate) fn for_connection(&self) -> Arc<Self> {
         Activity::new(
             self.stats.clone(),
+            self.requests.clone(),
             self.signal.clone(),
             self.phases.clone(),
             self.body_read_timeout,
@@ -213,18 +240,35 @@ impl std::future::Future for Tick {
 
 /// A request in progress on its connection.
 #[derive(Debug)]
-pub(crate) struct InProgress(Arc<Activity>);
+pub(crate) struct InProgress {
+    activity: Arc<Activity>,
+    /// What names the request, until it is listed among those a stop may wait for.
+    summary: Option<Summary>,
+    /// Its key among the listed requests, once it waited.
+    listed: Option<u64>,
+}
 
 impl InProgress {
     /// The connection's activity.
     pub(crate) fn activity(&self) -> &Activity {
-        &self.0
+        &self.activity
+    }
+
+    /// The request's handler or body made it wait: it is listed (once) among the requests a
+    /// stop may wait for.
+    pub(crate) fn waits(&mut self) {
+        if let Some(summary) = self.summary.take() {
+            self.listed = Some(self.activity.requests.list(summary));
+        }
     }
 }
 
 impl Drop for InProgress {
     fn drop(&mut self) {
-        let activity = &self.0;
+        let activity = &self.activity;
+        if let Some(key) = self.listed {
+            activity.requests.end(key);
+        }
         activity.stats.request_ended();
         // One fewer in progress, one more end: both halves in one add (wrapping).
         activity

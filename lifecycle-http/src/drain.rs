@@ -21,6 +21,7 @@ use tower::Service;
 
 use crate::activity::{Activity, InProgress};
 use crate::body_timeout::TimedBody;
+use crate::requests::Summary;
 
 /// The service a connection runs: the user's router behind the drain layer, a tower service
 /// that hyper calls through `hyper_util`'s `TowerToHyperService` (as `axum::serve` and
@@ -76,6 +77,7 @@ impl Service<Request<Incoming>> for Drain {
         // HTTP/1 clients are asked to close during the drain, except on an upgrade: a
         // `CONNECT` tunnel, or a 101 (checked on the response).
         let http1 = request.version() < Version::HTTP_2 && request.method() != Method::CONNECT;
+        let summary = Summary::of(&request);
         let (parts, body) = request.into_parts();
         let (body, timed_out) = TimedBody::new(body, self.activity.body_read_timeout());
         let mut request = Request::from_parts(parts, body);
@@ -84,7 +86,7 @@ impl Service<Request<Incoming>> for Drain {
         if let Some(peer) = self.peer {
             extensions.insert(ConnectInfo(peer));
         }
-        let in_flight = self.activity.begin();
+        let in_flight = self.activity.begin(summary);
         // A router is always ready (its `poll_ready` returns `Ready` at once), so it is called
         // without it, as `axum::serve` effectively does; and this service is already the
         // adapter's clone for this request, so the router is not cloned again.
@@ -120,6 +122,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Poll::Ready(Ok(mut response)) = this.response.poll(cx) else {
+            if let Some(in_flight) = this.in_flight {
+                in_flight.waits();
+            }
             return Poll::Pending;
         };
         let timed_out = this
@@ -136,6 +141,9 @@ where
         // is handed over, and its `Connection: upgrade` is what the client checks. After a
         // body that timed out, the rest of it cannot be told from the next request.
         let in_flight = this.in_flight.take().expect("polled after completion");
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            in_flight.activity().upgraded();
+        }
         if *this.http1
             && response.status() != StatusCode::SWITCHING_PROTOCOLS
             && (timed_out || in_flight.activity().is_draining())
@@ -146,10 +154,7 @@ where
         }
         // The request stays in progress until hyper has taken the whole body (and the
         // connection's socket wrapper keeps it busy until the bytes are written).
-        Poll::Ready(Ok(response.map(|inner| TrackedBody {
-            inner,
-            _in_flight: in_flight,
-        })))
+        Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, in_flight })))
     }
 }
 
@@ -157,7 +162,7 @@ where
 #[derive(Debug)]
 pub(crate) struct TrackedBody {
     inner: Body,
-    _in_flight: InProgress,
+    in_flight: InProgress,
 }
 
 impl http_body::Body for TrackedBody {
@@ -168,7 +173,12 @@ impl http_body::Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if frame.is_pending() {
+            // A stream that waits for its next piece (SSE, a gRPC stream, a slow download).
+            self.in_flight.waits();
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

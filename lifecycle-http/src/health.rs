@@ -137,6 +137,12 @@ async fn readyz(State(routes): State<HealthRoutes>, RawQuery(query): RawQuery) -
     }
 
     let statuses = tokio::time::timeout(HEALTH_CHECK_TIMEOUT, handle.check_health()).await;
+    // From the trigger on, what each component still waits for: what holds the stop.
+    let held_by: std::collections::HashMap<String, Vec<String>> = if phase.is_ready() {
+        Default::default()
+    } else {
+        handle.held_by().into_iter().collect()
+    };
     let components: Vec<serde_json::Value> = match &statuses {
         Ok(statuses) => statuses
             .iter()
@@ -145,14 +151,18 @@ async fn readyz(State(routes): State<HealthRoutes>, RawQuery(query): RawQuery) -
                     Health::Unhealthy { reason } => Some(reason.as_str()),
                     _ => None,
                 };
-                serde_json::json!({
+                let mut component = serde_json::json!({
                     "name": c.name,
                     "state": c.state.as_str(),
                     "healthy": c.health.is_healthy(),
                     "counts_for_readiness": c.counts_for_readiness,
                     "reason": reason,
                     "detail": c.detail,
-                })
+                });
+                if let Some(held) = held_by.get(&c.name) {
+                    component["held_by"] = serde_json::json!(held);
+                }
+                component
             })
             .collect(),
         Err(_) => handle

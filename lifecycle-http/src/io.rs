@@ -51,6 +51,13 @@ pub(crate) struct ConnIo {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
+impl Drop for ConnIo {
+    fn drop(&mut self) {
+        // The socket of an upgraded connection lives here until the WebSocket closes.
+        self.activity.socket_closed();
+    }
+}
+
 impl ConnIo {
     pub(crate) fn new(
         stream: Stream,

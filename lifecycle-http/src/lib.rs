@@ -56,6 +56,7 @@ mod metrics;
 mod phase;
 #[cfg(feature = "tls")]
 mod reload;
+mod requests;
 mod server;
 mod service;
 mod shutdown_signal;

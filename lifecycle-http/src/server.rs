@@ -14,6 +14,7 @@ use crate::drain::Drain;
 use crate::error::HttpError;
 use crate::listener::{Listen, StdListener};
 use crate::phase::Phases;
+use crate::requests::Requests;
 use crate::service::IntoRouter;
 use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::HttpStats;
@@ -98,6 +99,8 @@ pub struct HttpServer {
     max_connections: usize,
     connect_info: bool,
     stats: HttpStats,
+    /// The requests in flight that waited, for `held_by`.
+    requests: Arc<Requests>,
     local_addr: Arc<Mutex<Option<SocketAddr>>>,
 }
 
@@ -189,6 +192,7 @@ impl HttpServer {
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             connect_info: false,
             stats: HttpStats::default(),
+            requests: Arc::default(),
             local_addr: Arc::default(),
         }
     }
@@ -308,6 +312,7 @@ impl Component for HttpServer {
         ctx.spawn(watcher);
         let template = Activity::new(
             self.stats.clone(),
+            self.requests.clone(),
             ShutdownSignal::new(ctx),
             phases,
             self.body_read_timeout,
@@ -351,6 +356,13 @@ impl Component for HttpServer {
 
     // Stop needs nothing of its own: the accept loop and every connection end on the token,
     // and the lifecycle waits for them (they are tracked tasks) under the stop timeout.
+
+    /// The requests in flight that have waited, the oldest first, as `GET /work (running
+    /// 12.3s, HTTP/1.1)` (the path without its query); the others in flight, answered but
+    /// still being written, counted; and the upgraded connections (WebSockets) still open.
+    fn held_by(&self) -> Vec<String> {
+        self.requests.held_by(self.stats.in_flight())
+    }
 
     fn describe(&self) -> Option<String> {
         let stats = &self.stats;

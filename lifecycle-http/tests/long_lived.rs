@@ -93,3 +93,68 @@ async fn an_endless_download_is_force_closed_at_the_stop_timeout_and_counted() {
         "the client sees the download cut off"
     );
 }
+
+/// The `held_by` of the server in the report of a run.
+async fn held_by(server: common::Running) -> Vec<String> {
+    let report = server.report.await.unwrap();
+    let http = report.component("http").unwrap();
+    assert_eq!(http.outcome, Outcome::TimedOut, "{report}");
+    http.held_by.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_held_by_an_http1_request_names_it_without_its_query() {
+    let server = start(Duration::ZERO, Duration::from_millis(500)).await;
+    let mut conn = H1::connect(server.addr).await.unwrap();
+    let _request = tokio::spawn(async move { conn.get("/work?ms=60000&secret=123").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let now = server.handle.held_by();
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert!(now[0].1[0].starts_with("GET /work (running "), "{now:?}");
+    server.handle.shutdown("deploy");
+    let held = held_by(server).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert!(held[0].starts_with("GET /work (running "), "{held:?}");
+    assert!(held[0].ends_with(", HTTP/1.1)"), "{held:?}");
+    assert!(!held[0].contains("secret"), "{held:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_held_by_an_http2_stream_names_it() {
+    use http_body_util::{BodyExt, Empty};
+    let server = start(Duration::ZERO, Duration::from_millis(500)).await;
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake::<_, _, Empty<axum::body::Bytes>>(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = axum::http::Request::get("http://test/stream")
+        .body(Empty::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let _body = tokio::spawn(response.into_body().collect());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.handle.shutdown("deploy");
+    let held = held_by(server).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert!(held[0].starts_with("GET /stream (running "), "{held:?}");
+    assert!(held[0].ends_with(", HTTP/2.0)"), "{held:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_held_by_a_websocket_counts_it() {
+    let server = start(Duration::ZERO, Duration::from_millis(500)).await;
+    // The handler closes only a while after the stop turn, and waits for the client's reply.
+    let (_socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws-untracked", server.addr))
+            .await
+            .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.handle.shutdown("deploy");
+    let held = held_by(server).await;
+    assert_eq!(held, ["1 upgraded connections (WebSocket) open"]);
+}
