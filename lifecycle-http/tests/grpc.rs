@@ -128,6 +128,14 @@ async fn health_says_serving_then_not_serving_from_the_trigger_and_watch_streams
         .unwrap();
     assert_eq!(status(next.status), ServingStatus::NotServing);
     let flipped_in = signal_at.elapsed();
+    // During the drain the stream is what the server's stop will wait for.
+    let held = served.handle.held_by();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert!(
+        held[0].1[0].starts_with("POST /grpc.health.v1.Health/Watch (running "),
+        "{held:?}"
+    );
+    assert!(held[0].1[0].ends_with(", HTTP/2.0)"), "{held:?}");
 
     // At the server's stop turn (after the drain delay) the stream ends with a status, not a
     // reset.

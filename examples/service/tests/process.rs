@@ -370,3 +370,41 @@ fn admin_listener_serves_metrics_through_the_shutdown() {
         "the admin server stops last"
     );
 }
+
+/// A stop cut short by a second signal: the forced exit's report file names what held it, the
+/// request in flight (without its query) and how long it had run.
+#[test]
+fn a_forced_exit_report_says_what_held_the_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let report_path = dir.path().join("report.json");
+    let mut service = start(
+        &[
+            "--listen",
+            &addr.to_string(),
+            "--report-json",
+            report_path.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    wait_ready(addr);
+    let slow = std::thread::spawn(move || get(addr, "/work?ms=60000"));
+    std::thread::sleep(Duration::from_millis(300));
+    service.signal("TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    service.signal("TERM");
+    assert_eq!(service.wait(Duration::from_secs(10)).code(), Some(130));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let http = report["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "http")
+        .unwrap();
+    assert_eq!(http["outcome"], "timed_out", "{report}");
+    let held = http["held_by"][0].as_str().unwrap_or_default();
+    assert!(held.starts_with("GET /work (running "), "{report}");
+    assert!(held.ends_with(", HTTP/1.1)"), "{report}");
+    assert_eq!(slow.join().unwrap(), None, "the request was cut off");
+}
