@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::deadline::step;
 use crate::error::MqError;
-use crate::handler::{self, Handler};
+use crate::handler::{self, Ended, Handler};
 use crate::in_flight::InFlight;
 use crate::message::{Ack, Message};
 use crate::stats::Counters;
@@ -46,14 +46,18 @@ pub(crate) struct Handlers<T> {
     pub(crate) handler: Handler,
     pub(crate) in_flight: Arc<InFlight<T>>,
     pub(crate) counters: Arc<Counters>,
+    /// The delivery at which a failed message is dead-lettered instead of handed back.
+    pub(crate) max_deliveries: u32,
 }
 
 impl<T: Settle> Handlers<T> {
     /// Runs the handler on `message` in a tracked task, holding `permit` of the concurrency
     /// limit until the message is settled through `settle` as the handler answered, unless the
-    /// stop cut the handler off and handed the message back first. A panic of the handler is
-    /// resumed once the message is settled: the component fails as with any panicking task,
-    /// and the message is not left unacknowledged until the stop.
+    /// stop cut the handler off and handed the message back first.
+    ///
+    /// A failed delivery (an error, a panic, [`Ack::Requeue`]) hands the message back, unless
+    /// it was the message's `max_deliveries`-th delivery (or later), as the broker counts them:
+    /// then it is rejected, which dead-letters it. A panic is caught: the component goes on.
     pub(crate) fn start(&self, permit: OwnedSemaphorePermit, settle: T, message: Message) {
         Counters::add(&self.counters.received, 1);
         let slot = self.in_flight.start(permit, settle);
@@ -64,15 +68,31 @@ impl<T: Settle> Handlers<T> {
             self.counters.clone(),
             self.ctx.clone(),
         );
+        let delivery = message.delivery_count();
+        let last = delivery.is_some_and(|n| n >= u64::from(self.max_deliveries));
         let task = self.ctx.spawn(async move {
-            let (ack, panic) = handler::run(&handler, message, ctx.name()).await;
+            let ended = handler::run(&handler, message, ctx.name()).await;
+            if ended == Ended::Panicked {
+                Counters::add(&counters.panicked, 1);
+            }
+            let (ack, counter) = match ended {
+                Ended::Answered(Ack::Done) => (Ack::Done, &counters.acked),
+                Ended::Answered(Ack::Reject) => (Ack::Reject, &counters.rejected),
+                _ if last => {
+                    tracing::warn!(component = ctx.name(), ?delivery,
+                        "a message failed at its last delivery: it is dead-lettered");
+                    (Ack::Reject, &counters.dead)
+                }
+                _ => {
+                    if delivery.is_none() {
+                        tracing::debug!(component = ctx.name(),
+                            "a redelivered message failed; the queue does not count deliveries, so it cannot be dead-lettered");
+                    }
+                    (Ack::Requeue, &counters.requeued)
+                }
+            };
             // None: the stop cut this handler off and handed its message back already.
             if let Some(settle) = in_flight.finish(slot.id) {
-                let counter = match ack {
-                    Ack::Done => &counters.acked,
-                    Ack::Requeue => &counters.requeued,
-                    Ack::Reject => &counters.rejected,
-                };
                 match settle.settle(ack).await {
                     Ok(()) => Counters::add(counter, 1),
                     Err(error) => {
@@ -85,9 +105,6 @@ impl<T: Settle> Handlers<T> {
                 // handlers includes their settlements.
                 in_flight.settled(slot);
             }
-            if let Some(panic) = panic {
-                std::panic::resume_unwind(panic);
-            }
         });
         self.in_flight.set_abort(id, task.abort_handle());
     }
@@ -95,7 +112,7 @@ impl<T: Settle> Handlers<T> {
 
 /// The stop's part of the handlers: lets those in progress finish and settle their messages
 /// until `give_up`, then cuts off those still running and hands their messages back by
-/// `close_by` (and those of handlers that panicked). Adds to `failures`
+/// `close_by`. Adds to `failures`
 /// [`MqError::HandlersCutOff`] first, and a failed `StopIncomplete` step for settlements the
 /// broker left unanswered.
 pub(crate) async fn finish_handlers<T: Settle>(

@@ -57,7 +57,9 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// Delivery is **at least once**: a message is acked only after its handler returned
 /// [`Ack::Done`]; a message whose handler was cut off, or whose process died, is delivered
-/// again, with [`Message::delivery_count`] counting.
+/// again, with [`Message::delivery_count`] counting. A message whose handler fails (an error,
+/// a panic) at its [`max_deliveries`](Self::max_deliveries)-th delivery is terminated (`+TERM`)
+/// and counted in [`ConsumerStats::dead`]; a panic never fails the component.
 ///
 /// # Examples
 ///
@@ -67,14 +69,13 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let orders = NatsConsumer::new("nats://127.0.0.1:4222", "ORDERS", "order-mailer", |message| async move {
-///     if message.delivery_count() > Some(5) {
-///         return Ok::<_, std::io::Error>(Ack::Reject);
-///     }
 ///     println!("order {:?}", String::from_utf8_lossy(message.payload()));
-///     Ok(Ack::Done)
+///     Ok::<_, std::io::Error>(Ack::Done)
 /// })
 /// .prefetch(20)
-/// .concurrency(4);
+/// .concurrency(4)
+/// // A message that failed 3 deliveries is terminated instead of delivered again.
+/// .max_deliveries(3);
 /// let lifecycle = Lifecycle::builder()
 ///     .register(Registration::new("orders", orders))
 ///     .build()?;
@@ -90,6 +91,7 @@ pub struct NatsConsumer {
     handler: Handler,
     prefetch: u32,
     concurrency: u32,
+    max_deliveries: u32,
     ack_wait: Duration,
     pull_wait: Duration,
     connect_timeout: Duration,
@@ -129,6 +131,7 @@ impl NatsConsumer {
             handler: handler::boxed(handler),
             prefetch: 10,
             concurrency: 1,
+            max_deliveries: 5,
             ack_wait: Duration::from_secs(30),
             pull_wait: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(2),
@@ -170,6 +173,17 @@ impl NatsConsumer {
         self
     }
 
+    /// The most deliveries a message gets (default 5, at least 1): a message whose handler
+    /// fails (an error, a panic, [`Ack::Requeue`]) at its `max`-th delivery or later, as the
+    /// broker counts them ([`Message::delivery_count`]), is rejected, to the broker's dead
+    /// letter, instead of being handed back. Every delivery counts, a hand-back at a stop
+    /// included. 0 is refused at the start ([`MqError::InvalidSetting`]).
+    #[must_use]
+    pub fn max_deliveries(mut self, max: u32) -> Self {
+        self.max_deliveries = max;
+        self
+    }
+
     /// How long one attempt to connect may take (default 2 s).
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -202,6 +216,19 @@ impl NatsConsumer {
         Ok((connection, consumer))
     }
 
+    /// Refuses settings out of their range, before anything connects.
+    fn check_settings(&self, queue: &str) -> Result<(), MqError> {
+        if self.max_deliveries == 0 {
+            return Err(MqError::InvalidSetting {
+                queue: queue.to_owned(),
+                setting: "max_deliveries",
+                reason: "must be at least 1: a maximum of 0 would dead-letter every message unseen"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     fn running(&self) -> MutexGuard<'_, Option<Running>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -223,6 +250,7 @@ impl NatsConsumer {
 #[async_trait]
 impl Component for NatsConsumer {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
+        self.check_settings(&self.queue())?;
         check_url(&self.url, &self.target)?;
         let (mut connection, consumer) = retry_until(
             &self.target,
@@ -237,7 +265,8 @@ impl Component for NatsConsumer {
         )
         .await?;
         tracing::info!(component = ctx.name(), target_mq = %self.target, queue = %self.queue(),
-            prefetch = self.prefetch, concurrency = self.concurrency, "consuming");
+            prefetch = self.prefetch, concurrency = self.concurrency,
+            max_deliveries = self.max_deliveries, "consuming");
 
         // The events go to a watcher that reports a lost connection; the stop gets them back
         // to wait for the connection's end.
@@ -269,6 +298,7 @@ impl Component for NatsConsumer {
                 handler: self.handler.clone(),
                 in_flight: in_flight.clone(),
                 counters: self.counters.clone(),
+                max_deliveries: self.max_deliveries,
             },
             consumer,
             prefetch: self.prefetch,
@@ -348,10 +378,11 @@ impl Component for NatsConsumer {
         let in_progress = self.running().as_ref().map_or(0, |r| r.in_flight.len());
         let stats = self.stats();
         Some(format!(
-            "consuming {}: {} received, {} acked, {in_progress} in progress",
+            "consuming {}: {} received, {} acked, {} dead-lettered, {in_progress} in progress",
             self.queue(),
             stats.received,
-            stats.acked
+            stats.acked,
+            stats.dead
         ))
     }
 }
@@ -364,6 +395,7 @@ impl std::fmt::Debug for NatsConsumer {
             .field("durable", &self.durable)
             .field("prefetch", &self.prefetch)
             .field("concurrency", &self.concurrency)
+            .field("max_deliveries", &self.max_deliveries)
             .field("running", &self.running().is_some())
             .field("stats", &self.stats())
             .finish()
