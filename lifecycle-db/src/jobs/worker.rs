@@ -15,7 +15,11 @@ use tokio::sync::Semaphore;
 
 use super::{Job, JobQueue};
 use crate::deadline::give_up_at;
+use crate::error::DbError;
 use crate::jobs::metrics::{Ended, JobMetrics};
+
+/// The shortest lease a worker accepts: it renews at a third of it, which must not be zero.
+const MIN_LEASE: Duration = Duration::from_millis(3);
 
 /// A worker on a [`JobQueue`] ([`SqlJobQueue`](crate::SqlJobQueue),
 /// [`RedisJobQueue`](crate::RedisJobQueue)) whose contract is *finish or hand back*: on its stop turn it
@@ -80,6 +84,7 @@ pub struct JobWorker<H, T = String> {
     lease: Duration,
     poll_interval: Duration,
     max_attempts: i64,
+    max_run_time: Option<Duration>,
     concurrency: usize,
     payload: PhantomData<fn() -> T>,
     handed_back: Arc<AtomicU64>,
@@ -104,6 +109,7 @@ where
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(100),
             max_attempts: 3,
+            max_run_time: None,
             concurrency: 1,
             payload: PhantomData,
             handed_back: Arc::default(),
@@ -115,6 +121,7 @@ where
 
     /// How long a job stays claimed without a renewal (default 30 s); the worker renews it at a
     /// third of that while the job runs. A killed worker's job waits this long to be taken again.
+    /// Less than 3 ms is refused at the start ([`DbError::InvalidSetting`]).
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
@@ -135,12 +142,46 @@ where
         self
     }
 
+    /// The longest a job's handler may run (default: no limit). A handler still running then is
+    /// cut off (its future dropped) and the job counts as failed, as if the handler had
+    /// returned an error: retried up to [`max_attempts`](Self::max_attempts), then failed for
+    /// good. Without it, a handler that hangs holds its job, renewing the lease, until the stop.
+    /// Zero is refused at the start ([`DbError::InvalidSetting`]).
+    #[must_use]
+    pub fn max_run_time(mut self, limit: Duration) -> Self {
+        self.max_run_time = Some(limit);
+        self
+    }
+
     /// How many jobs the worker holds at once (default 1; 0 counts as 1): it claims another
     /// whenever fewer are in hand. At the stop, each is finished or handed back.
     #[must_use]
     pub fn concurrency(mut self, jobs: usize) -> Self {
         self.concurrency = jobs.max(1);
         self
+    }
+
+    /// Refuses durations the worker cannot run with, before it takes any job: a lease whose
+    /// third (the renewal period) is zero, or a zero maximum run time.
+    fn check_settings(&self, component: &str) -> Result<(), DbError> {
+        let invalid = |setting, reason: &str| DbError::InvalidSetting {
+            component: component.to_owned(),
+            setting,
+            reason: reason.to_owned(),
+        };
+        if self.lease < MIN_LEASE {
+            return Err(invalid(
+                "lease",
+                &format!(
+                    "must be at least {MIN_LEASE:?} (it is renewed at a third of it), not {:?}",
+                    self.lease
+                ),
+            ));
+        }
+        if self.max_run_time == Some(Duration::ZERO) {
+            return Err(invalid("max_run_time", "must be more than zero"));
+        }
+        Ok(())
     }
 
     /// Jobs this worker handed back at a shutdown, since it was created.
@@ -163,6 +204,7 @@ where
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
 {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
+        self.check_settings(ctx.name())?;
         let worker = worker_id(ctx.name());
         tracing::info!(component = ctx.name(), worker = %worker, "job worker starting");
         *self.identity.lock().unwrap_or_else(|e| e.into_inner()) = Some(worker.clone());
@@ -185,6 +227,7 @@ where
             lease: self.lease,
             poll_interval: self.poll_interval,
             max_attempts: self.max_attempts,
+            max_run_time: self.max_run_time,
             concurrency: self.concurrency,
             handed_back: self.handed_back.clone(),
             done: self.done.clone(),
@@ -244,6 +287,7 @@ struct Working<H, T> {
     lease: Duration,
     poll_interval: Duration,
     max_attempts: i64,
+    max_run_time: Option<Duration>,
     concurrency: usize,
     handed_back: Arc<AtomicU64>,
     done: Arc<AtomicU64>,
@@ -351,16 +395,28 @@ where
                 return;
             }
         };
-        let mut handling = std::pin::pin!(AssertUnwindSafe((self.handler)(job)).catch_unwind());
+        // Boxed, so that it can be dropped (the handler cut off) before the end is recorded.
+        let mut handling = Box::pin(AssertUnwindSafe((self.handler)(job)).catch_unwind());
         let mut renew = tokio::time::interval(self.lease / 3);
         renew.tick().await;
+        let too_long = async {
+            match self.max_run_time {
+                Some(limit) => tokio::time::sleep_until(began + limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut too_long = std::pin::pin!(too_long);
         let outcome = loop {
             let cut_off = async {
                 self.ctx.token().cancelled().await;
                 tokio::time::sleep_until(give_up_at(&self.ctx, Duration::from_secs(5))).await;
             };
             tokio::select! {
-                outcome = &mut handling => break Some(outcome),
+                outcome = &mut handling => break match outcome {
+                    Ok(Ok(())) => Outcome::Done,
+                    Ok(Err(error)) => Outcome::Failed(error.to_string()),
+                    Err(panic) => Outcome::Failed(panic_message(panic.as_ref())),
+                },
                 _ = renew.tick() => {
                     match self.queue.renew(id, &self.worker, self.lease).await {
                         Ok(true) => {}
@@ -370,38 +426,39 @@ where
                             "could not renew a job's lease"),
                     }
                 }
-                () = cut_off => break None,
+                () = &mut too_long => {
+                    let limit = self.max_run_time.unwrap_or_default();
+                    tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, ?limit,
+                        "a job ran past its max run time: it is cut off and counted as failed");
+                    break Outcome::Failed(format!("the job ran past its max run time of {limit:?} and was cut off"));
+                }
+                () = cut_off => break Outcome::Cut,
             }
         };
+        // The handler's future is dropped here, whatever it was doing, before the end is
+        // recorded: a job cut off must not go on beside its next delivery.
+        drop(handling);
         let how = match outcome {
-            Some(Ok(Ok(()))) => Ended::Done,
-            Some(_) => Ended::Failed,
-            None => Ended::HandedBack,
+            Outcome::Done => Ended::Done,
+            Outcome::Failed(_) => Ended::Failed,
+            Outcome::Cut => Ended::HandedBack,
         };
         self.metrics.ended(how, began.elapsed());
         let recorded = match outcome {
-            Some(Ok(Ok(()))) => {
+            Outcome::Done => {
                 let completed = self.queue.complete(id, &self.worker).await;
                 if matches!(completed, Ok(true)) {
                     self.done.fetch_add(1, Ordering::Relaxed);
                 }
                 completed
             }
-            Some(Ok(Err(error))) => {
+            Outcome::Failed(reason) => {
+                tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %reason, "job failed");
                 self.queue
-                    .fail(id, &self.worker, &error.to_string(), self.max_attempts)
+                    .fail(id, &self.worker, &reason, self.max_attempts)
                     .await
             }
-            Some(Err(panic)) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .copied()
-                    .unwrap_or("the job panicked");
-                self.queue
-                    .fail(id, &self.worker, message, self.max_attempts)
-                    .await
-            }
-            None => {
+            Outcome::Cut => {
                 tracing::info!(
                     component = self.ctx.name(), worker = %self.worker,
                     job = id,
@@ -429,12 +486,34 @@ where
     }
 }
 
+/// How a job in hand ended.
+enum Outcome {
+    Done,
+    /// The handler failed, panicked or ran past its maximum run time: why.
+    Failed(String),
+    /// Cut off shortly before the stop deadline, to be handed back.
+    Cut,
+}
+
+/// What a caught panic said (`panic!` with a literal or with a format), for the job's error.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let said = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str));
+    match said {
+        Some(said) => format!("the job panicked: {said}"),
+        None => "the job panicked".to_owned(),
+    }
+}
+
 impl<H, T> std::fmt::Debug for JobWorker<H, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JobWorker")
             .field("queue", &self.queue)
             .field("lease", &self.lease)
             .field("max_attempts", &self.max_attempts)
+            .field("max_run_time", &self.max_run_time)
             .field("concurrency", &self.concurrency)
             .finish_non_exhaustive()
     }
