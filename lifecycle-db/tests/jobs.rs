@@ -495,13 +495,16 @@ async fn a_job_past_its_max_run_time_is_cut_off_as_a_failed_attempt<B: Backend>(
 /// Durations that cannot work are refused when the worker starts, with an error naming the
 /// setting, instead of a panic in a running worker.
 async fn invalid_durations_are_refused_at_the_start<B: Backend>(backend: B) {
-    for (setting, lease, max_run_time) in [
-        ("lease", Duration::ZERO, None),
-        ("max_run_time", LEASE, Some(Duration::ZERO)),
+    for (setting, lease, max_run_time, max_attempts) in [
+        ("lease", Duration::ZERO, None, 3),
+        ("max_run_time", LEASE, Some(Duration::ZERO), 3),
+        ("max_attempts", LEASE, None, 0),
     ] {
         let name = queue_name("invalid");
         let (store, queue) = backend.open(&name);
-        let mut worker = JobWorker::new(queue, Runs::default().sleeper()).lease(lease);
+        let mut worker = JobWorker::new(queue, Runs::default().sleeper())
+            .lease(lease)
+            .max_attempts(max_attempts);
         if let Some(max) = max_run_time {
             worker = worker.max_run_time(max);
         }

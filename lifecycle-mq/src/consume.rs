@@ -58,7 +58,7 @@ impl<T: Settle> Handlers<T> {
     /// A failed delivery (an error, a panic, [`Ack::Requeue`]) hands the message back, unless
     /// it was the message's `max_deliveries`-th delivery (or later), as the broker counts them:
     /// then it is rejected, which dead-letters it. A panic is caught: the component goes on.
-    pub(crate) fn start(&self, permit: OwnedSemaphorePermit, settle: T, message: Message) {
+    pub(crate) fn start(&self, permit: OwnedSemaphorePermit, settle: T, mut message: Message) {
         Counters::add(&self.counters.received, 1);
         let slot = self.in_flight.start(permit, settle);
         let id = slot.id;
@@ -70,6 +70,7 @@ impl<T: Settle> Handlers<T> {
         );
         let delivery = message.delivery_count();
         let last = delivery.is_some_and(|n| n >= u64::from(self.max_deliveries));
+        message.last_delivery = last;
         let task = self.ctx.spawn(async move {
             let ended = handler::run(&handler, message, ctx.name()).await;
             if ended == Ended::Panicked {

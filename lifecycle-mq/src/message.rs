@@ -10,6 +10,7 @@ pub struct Message {
     pub(crate) message_id: Option<String>,
     pub(crate) redelivered: bool,
     pub(crate) delivery_count: Option<u64>,
+    pub(crate) last_delivery: bool,
 }
 
 impl Message {
@@ -45,6 +46,14 @@ impl Message {
     /// queues only as `Some(1)` on a first delivery and `None` on a redelivery.
     pub fn delivery_count(&self) -> Option<u64> {
         self.delivery_count
+    }
+
+    /// Whether this is the message's last delivery: its delivery count has reached the
+    /// consumer's `max_deliveries`, so if the handler fails now (an error, a panic,
+    /// [`Ack::Requeue`]) the message is dead-lettered instead of delivered again. A handler can
+    /// record that it gives up on it (a dead state in its own store) before it fails.
+    pub fn is_last_delivery(&self) -> bool {
+        self.last_delivery
     }
 }
 

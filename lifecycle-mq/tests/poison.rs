@@ -65,10 +65,15 @@ impl Component for Shared {
 
 /// Each payload's deliveries as the handler saw them (the delivery counts, in order).
 #[derive(Debug, Clone, Default)]
-struct Seen(Arc<Mutex<HashMap<String, Vec<Option<u64>>>>>);
+struct Seen(Arc<Mutex<HashMap<String, Vec<(Option<u64>, bool)>>>>);
 
 impl Seen {
     fn of(&self, payload: &str) -> Vec<Option<u64>> {
+        self.with_last(payload).into_iter().map(|d| d.0).collect()
+    }
+
+    /// The deliveries of `payload`, each with whether the handler was told it is the last.
+    fn with_last(&self, payload: &str) -> Vec<(Option<u64>, bool)> {
         self.0
             .lock()
             .unwrap()
@@ -94,7 +99,7 @@ impl Seen {
                     .unwrap()
                     .entry(payload.clone())
                     .or_default()
-                    .push(message.delivery_count());
+                    .push((message.delivery_count(), message.is_last_delivery()));
                 match payload.as_str() {
                     "poison" => Err(std::io::Error::other("this message never works")),
                     "panic" => panic!("this message kills its handler"),
@@ -314,6 +319,12 @@ async fn poison_messages_are_dead_lettered_and_the_rest_flows(broker: Broker) {
     let five: Vec<Option<u64>> = (1..=5).map(Some).collect();
     assert_eq!(seen.of("poison"), five, "{broker:?}");
     assert_eq!(seen.of("panic"), five, "{broker:?}");
+    let lasts: Vec<bool> = seen.with_last("poison").iter().map(|d| d.1).collect();
+    assert_eq!(
+        lasts,
+        [false, false, false, false, true],
+        "told of its last delivery"
+    );
     for id in ids("good", 50).into_iter().chain(ids("more", 50)) {
         assert_eq!(seen.of(&id), vec![Some(1)], "{id} done once");
     }

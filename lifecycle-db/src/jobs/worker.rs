@@ -135,7 +135,9 @@ where
         self
     }
 
-    /// How many times a failing job is tried before it is marked failed (default 3).
+    /// How many times a failing job is tried before it is marked failed (default 3): a handler
+    /// error, a panic and a run cut off at [`max_run_time`](Self::max_run_time) each count.
+    /// Less than 1 is refused at the start ([`DbError::InvalidSetting`]).
     #[must_use]
     pub fn max_attempts(mut self, attempts: i64) -> Self {
         self.max_attempts = attempts;
@@ -161,8 +163,8 @@ where
         self
     }
 
-    /// Refuses durations the worker cannot run with, before it takes any job: a lease whose
-    /// third (the renewal period) is zero, or a zero maximum run time.
+    /// Refuses settings the worker cannot run with, before it takes any job: a lease whose
+    /// third (the renewal period) is zero, a zero maximum run time, fewer than 1 attempt.
     fn check_settings(&self, component: &str) -> Result<(), DbError> {
         let invalid = |setting, reason: &str| DbError::InvalidSetting {
             component: component.to_owned(),
@@ -180,6 +182,12 @@ where
         }
         if self.max_run_time == Some(Duration::ZERO) {
             return Err(invalid("max_run_time", "must be more than zero"));
+        }
+        if self.max_attempts < 1 {
+            return Err(invalid(
+                "max_attempts",
+                &format!("must be at least 1, not {}", self.max_attempts),
+            ));
         }
         Ok(())
     }

@@ -506,6 +506,7 @@ fn message(delivery: &Delivery) -> Message {
             None if !delivery.redelivered => Some(1),
             None => None,
         },
+        last_delivery: false,
     }
 }
 

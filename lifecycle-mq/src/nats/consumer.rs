@@ -543,5 +543,6 @@ fn view(message: &jetstream::Message) -> Message {
             .map(|id| id.as_str().to_owned()),
         redelivered: delivered.is_some_and(|d| d > 1),
         delivery_count: delivered,
+        last_delivery: false,
     }
 }
