@@ -65,7 +65,10 @@ impl Component for Shared {
 
 /// Each payload's deliveries as the handler saw them (the delivery counts, in order).
 #[derive(Debug, Clone, Default)]
-struct Seen(Arc<Mutex<HashMap<String, Vec<(Option<u64>, bool)>>>>);
+struct Seen(Arc<Mutex<HashMap<String, Vec<Delivery>>>>);
+
+/// A delivery as the handler saw it: its count, and whether it was said to be the last.
+type Delivery = (Option<u64>, bool);
 
 impl Seen {
     fn of(&self, payload: &str) -> Vec<Option<u64>> {
@@ -73,7 +76,7 @@ impl Seen {
     }
 
     /// The deliveries of `payload`, each with whether the handler was told it is the last.
-    fn with_last(&self, payload: &str) -> Vec<(Option<u64>, bool)> {
+    fn with_last(&self, payload: &str) -> Vec<Delivery> {
         self.0
             .lock()
             .unwrap()
