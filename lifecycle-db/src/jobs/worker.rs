@@ -327,6 +327,8 @@ where
             match self.queue.claim(&self.worker, self.lease).await {
                 // A claim that waited on the queue may return after the stop turn came.
                 Ok(Some(job)) if token.is_cancelled() => {
+                    self.metrics.claimed();
+                    self.metrics.ended(Ended::HandedBack, None);
                     if let Err(error) = self.queue.hand_back(job.id, &self.worker).await {
                         tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = job.id, %error, "could not hand a job back");
                     }
@@ -385,7 +387,7 @@ where
     /// Runs one job to its end, renewing its lease, unless the stop deadline comes first; then
     /// hands it back.
     async fn run(&self, job: Job) {
-        let id = job.id;
+        let (id, attempts) = (job.id, job.attempts);
         let began = tokio::time::Instant::now();
         let job = match job.decode::<T>() {
             Ok(job) => job,
@@ -396,7 +398,7 @@ where
                     std::any::type_name::<T>()
                 );
                 tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %reason, "job failed");
-                self.metrics.ended(Ended::Failed, began.elapsed());
+                self.metrics.ended(Ended::Dead, Some(began.elapsed()));
                 if let Err(error) = self.queue.fail(id, &self.worker, &reason, 0).await {
                     tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %error, "could not record a job's end");
                 }
@@ -448,10 +450,12 @@ where
         drop(handling);
         let how = match outcome {
             Outcome::Done => Ended::Done,
+            // The queue fails it for good at the same count.
+            Outcome::Failed(_) if attempts >= self.max_attempts => Ended::Dead,
             Outcome::Failed(_) => Ended::Failed,
-            Outcome::Cut => Ended::HandedBack,
+            Outcome::Cut => Ended::Cut,
         };
-        self.metrics.ended(how, began.elapsed());
+        self.metrics.ended(how, Some(began.elapsed()));
         let recorded = match outcome {
             Outcome::Done => {
                 let completed = self.queue.complete(id, &self.worker).await;
