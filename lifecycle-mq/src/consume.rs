@@ -12,10 +12,10 @@ use tokio::time::Instant;
 
 use crate::deadline::step;
 use crate::error::MqError;
-use crate::handler::{self, Ended, Handler};
+use crate::handler::{self, Handler, Outcome};
 use crate::in_flight::InFlight;
 use crate::message::{Ack, Message};
-use crate::stats::Counters;
+use crate::metrics::{Ended, Tally};
 
 /// How a broker's message is settled: acked, handed back or rejected.
 pub(crate) trait Settle: Send + Sized + 'static {
@@ -45,7 +45,7 @@ pub(crate) struct Handlers<T> {
     pub(crate) ctx: Context,
     pub(crate) handler: Handler,
     pub(crate) in_flight: Arc<InFlight<T>>,
-    pub(crate) counters: Arc<Counters>,
+    pub(crate) tally: Tally,
     /// The delivery at which a failed message is dead-lettered instead of handed back.
     pub(crate) max_deliveries: u32,
 }
@@ -59,13 +59,13 @@ impl<T: Settle> Handlers<T> {
     /// it was the message's `max_deliveries`-th delivery (or later), as the broker counts them:
     /// then it is rejected, which dead-letters it. A panic is caught: the component goes on.
     pub(crate) fn start(&self, permit: OwnedSemaphorePermit, settle: T, mut message: Message) {
-        Counters::add(&self.counters.received, 1);
+        self.tally.received();
         let slot = self.in_flight.start(permit, settle);
         let id = slot.id;
-        let (handler, in_flight, counters, ctx) = (
+        let (handler, in_flight, tally, ctx) = (
             self.handler.clone(),
             self.in_flight.clone(),
-            self.counters.clone(),
+            self.tally.clone(),
             self.ctx.clone(),
         );
         let delivery = message.delivery_count();
@@ -73,31 +73,31 @@ impl<T: Settle> Handlers<T> {
         message.last_delivery = last;
         let task = self.ctx.spawn(async move {
             let ended = handler::run(&handler, message, ctx.name()).await;
-            if ended == Ended::Panicked {
-                Counters::add(&counters.panicked, 1);
+            if ended == Outcome::Panicked {
+                tally.panicked();
             }
-            let (ack, counter) = match ended {
-                Ended::Answered(Ack::Done) => (Ack::Done, &counters.acked),
-                Ended::Answered(Ack::Reject) => (Ack::Reject, &counters.rejected),
+            let (ack, how) = match ended {
+                Outcome::Answered(Ack::Done) => (Ack::Done, Ended::Done),
+                Outcome::Answered(Ack::Reject) => (Ack::Reject, Ended::Rejected),
                 _ if last => {
                     tracing::warn!(component = ctx.name(), ?delivery,
                         "a message failed at its last delivery: it is dead-lettered");
-                    (Ack::Reject, &counters.dead)
+                    (Ack::Reject, Ended::Dead)
                 }
                 _ => {
                     if delivery.is_none() {
                         tracing::debug!(component = ctx.name(),
                             "a redelivered message failed; the queue does not count deliveries, so it cannot be dead-lettered");
                     }
-                    (Ack::Requeue, &counters.requeued)
+                    (Ack::Requeue, Ended::Failed)
                 }
             };
             // None: the stop cut this handler off and handed its message back already.
             if let Some(settle) = in_flight.finish(slot.id) {
                 match settle.settle(ack).await {
-                    Ok(()) => Counters::add(counter, 1),
+                    Ok(()) => tally.ended(how, 1),
                     Err(error) => {
-                        Counters::add(&counters.settle_failed, 1);
+                        tally.settle_failed();
                         tracing::warn!(component = ctx.name(), %error, ?ack,
                             "could not settle a message; the broker will deliver it again");
                     }
@@ -119,7 +119,7 @@ impl<T: Settle> Handlers<T> {
 pub(crate) async fn finish_handlers<T: Settle>(
     in_flight: &InFlight<T>,
     ctx: &Context,
-    counters: &Counters,
+    tally: &Tally,
     (target, queue): (&str, &str),
     (give_up, close_by): (Instant, Instant),
     failures: &mut Vec<MqError>,
@@ -131,7 +131,7 @@ pub(crate) async fn finish_handlers<T: Settle>(
     if !cut.unsettled.is_empty() {
         let count = cut.unsettled.len();
         if !finished {
-            Counters::add(&counters.cut_at_stop, count as u64);
+            tally.ended(Ended::Cut, count as u64);
             tracing::warn!(component = ctx.name(), %queue, cut = count,
                 "handlers cut off at the stop deadline; their messages are handed back");
         }

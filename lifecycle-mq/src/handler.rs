@@ -25,7 +25,7 @@ where
 
 /// How a handler ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ended {
+pub(crate) enum Outcome {
     /// It returned this answer.
     Answered(Ack),
     /// It returned an error.
@@ -37,15 +37,15 @@ pub(crate) enum Ended {
 /// Runs `handler` on `message`. An error or a panic is caught and logged here, and is a failed
 /// delivery like [`Ack::Requeue`]: never a failure of the component, so that one poison message
 /// cannot take down every replica it is delivered to in turn.
-pub(crate) async fn run(handler: &Handler, message: Message, component: &str) -> Ended {
+pub(crate) async fn run(handler: &Handler, message: Message, component: &str) -> Outcome {
     match std::panic::AssertUnwindSafe(handler(message))
         .catch_unwind()
         .await
     {
-        Ok(Ok(ack)) => Ended::Answered(ack),
+        Ok(Ok(ack)) => Outcome::Answered(ack),
         Ok(Err(error)) => {
             tracing::warn!(component, %error, "handler failed");
-            Ended::Failed
+            Outcome::Failed
         }
         Err(panic) => {
             let message = panic
@@ -54,7 +54,7 @@ pub(crate) async fn run(handler: &Handler, message: Message, component: &str) ->
                 .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
                 .unwrap_or("(not a string)");
             tracing::error!(component, panic = message, "handler panicked");
-            Ended::Panicked
+            Outcome::Panicked
         }
     }
 }

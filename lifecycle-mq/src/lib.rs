@@ -58,6 +58,17 @@
 //! broker's own limit bounds it (a quorum queue's `x-delivery-limit`; a JetStream consumer's
 //! `max_deliver`).
 //!
+//! # Counts and metrics
+//!
+//! Each consumer counts what became of its messages ([`ConsumerStats`], from its `stats()`),
+//! and records the same through the `metrics` facade, labelled with its component's name:
+//! `messages_received_total`, `messages_ended_total{outcome}` and
+//! `messages_settle_failed_total`. The outcomes are those every work source of the workspace
+//! counts (a `lifecycle-db` job worker's `jobs_ended_total` has the same): `done`, `failed`
+//! (to be delivered again), `dead`, `handed_back` (never started, at the stop), `cut` (cut off
+//! at the stop deadline), and `rejected` by the handler. Without a recorder installed they cost
+//! next to nothing.
+//!
 //! # Prefetch, concurrency and the stop timeout
 //!
 //! - **Concurrency** is how many handlers run at once. **Prefetch** is how many messages the
@@ -136,6 +147,8 @@ mod handler;
 #[cfg(any(feature = "amqp", feature = "nats"))]
 mod in_flight;
 mod message;
+#[cfg(any(feature = "amqp", feature = "nats"))]
+mod metrics;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(any(feature = "amqp", feature = "nats"))]

@@ -2,14 +2,15 @@
 //! whose handler always panics, are dead-lettered after at most `max_deliveries` deliveries
 //! (RabbitMQ: rejected into the quorum queue's dead-letter exchange; JetStream: terminated,
 //! which the server announces as an advisory), while the good messages beside them are all
-//! done once and the consumer component stays up. A maximum of 0 is refused at the start.
+//! done once and the consumer component stays up, and the metrics say so. A maximum of 0 is
+//! refused at the start.
 
 #![cfg(all(feature = "amqp", feature = "nats"))]
 
 mod common;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use common::{amqp_url, broker_available, eventually, ids, nats_url, start_alone, unique};
 use common::{NATS, RABBITMQ};
@@ -17,6 +18,48 @@ use futures::StreamExt;
 use lifecycle_core::{async_trait, BoxError, Component, Context, Health, Outcome, Registration};
 use lifecycle_core::{Lifecycle, TriggerKind};
 use lifecycle_mq::{Ack, AmqpConsumer, ConsumerStats, Message, NatsConsumer};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+
+/// The metrics recorder of this test binary, installed once; each test's consumer has a name
+/// of its own, so its metrics are its own.
+fn snapshotter() -> &'static Snapshotter {
+    static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
+    SNAPSHOTTER.get_or_init(|| {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder.install().unwrap();
+        snapshotter
+    })
+}
+
+/// A counter: the component, the name and the `outcome` label.
+type CounterKey = (String, String, Option<String>);
+
+/// The counters of `component` now, by name and `outcome` label. A snapshot takes every
+/// counter's increments since the last one, so they are added up here, for every component,
+/// as the tests run at once.
+fn counters(component: &str) -> HashMap<(String, Option<String>), u64> {
+    static TOTALS: Mutex<Option<HashMap<CounterKey, u64>>> = Mutex::new(None);
+    let mut totals = TOTALS.lock().unwrap();
+    let totals = totals.get_or_insert_with(HashMap::new);
+    for (key, _, _, value) in snapshotter().snapshot().into_vec() {
+        let label = |name: &str| {
+            key.key()
+                .labels()
+                .find(|l| l.key() == name)
+                .map(|l| l.value().to_owned())
+        };
+        if let (DebugValue::Counter(n), Some(of)) = (value, label("component")) {
+            let name = key.key().name().to_owned();
+            *totals.entry((of, name, label("outcome"))).or_default() += n;
+        }
+    }
+    totals
+        .iter()
+        .filter(|((of, ..), _)| of == component)
+        .map(|((_, name, outcome), n)| ((name.clone(), outcome.clone()), *n))
+        .collect()
+}
 
 #[derive(Debug, Clone, Copy)]
 enum Broker {
@@ -294,6 +337,7 @@ async fn poison_messages_are_dead_lettered_and_the_rest_flows(broker: Broker) {
     payloads.extend(ids("more", 50));
     setup.publish(payloads).await;
 
+    snapshotter();
     let seen = Seen::default();
     let consumer = setup.consumer(&seen, None);
     let name = unique("poison-consumer");
@@ -342,6 +386,24 @@ async fn poison_messages_are_dead_lettered_and_the_rest_flows(broker: Broker) {
         setup.left().await,
         0,
         "nothing left on the broker but the dead letters"
+    );
+    // The metrics count the same, in the outcomes every work source shares.
+    let counters = counters(&name);
+    let get = |name: &str, outcome: Option<&str>| {
+        let key = (name.to_owned(), outcome.map(str::to_owned));
+        counters.get(&key).copied().unwrap_or_default()
+    };
+    assert_eq!(get("messages_received_total", None), 110);
+    let ended = |outcome| get("messages_ended_total", Some(outcome));
+    assert_eq!(
+        [
+            ended("done"),
+            ended("failed"),
+            ended("dead"),
+            ended("rejected"),
+            ended("cut")
+        ],
+        [100, 8, 2, 0, 0]
     );
     setup.delete().await;
 }

@@ -23,6 +23,7 @@ use crate::error::{redact, MqError};
 use crate::handler::{self, Handler};
 use crate::in_flight::InFlight;
 use crate::message::{Ack, Message};
+use crate::metrics::{ConsumerMetrics, Ended, Tally};
 use crate::stats::{ConsumerStats, Counters};
 
 /// How long one request of the stop (`basic.cancel`, a channel close) may wait for its answer.
@@ -99,6 +100,7 @@ struct Running {
     tag: String,
     dispatcher: JoinHandle<Option<Consumer>>,
     in_flight: Arc<InFlight<Acker>>,
+    tally: Tally,
 }
 
 impl AmqpConsumer {
@@ -238,12 +240,16 @@ impl Component for AmqpConsumer {
             prefetch = self.prefetch, concurrency = self.concurrency,
             max_deliveries = self.max_deliveries, "consuming");
         let in_flight = Arc::new(InFlight::new(self.concurrency));
+        let tally = Tally {
+            counters: self.counters.clone(),
+            metrics: ConsumerMetrics::register(ctx.name()),
+        };
         let dispatch = Dispatch {
             handlers: Handlers {
                 ctx: ctx.clone(),
                 handler: self.handler.clone(),
                 in_flight: in_flight.clone(),
-                counters: self.counters.clone(),
+                tally: tally.clone(),
                 max_deliveries: self.max_deliveries,
             },
             consumer,
@@ -258,6 +264,7 @@ impl Component for AmqpConsumer {
             tag,
             dispatcher,
             in_flight,
+            tally,
         });
         Ok(())
     }
@@ -315,7 +322,9 @@ impl Component for AmqpConsumer {
                 }
             }
             if !returned.is_empty() {
-                Counters::add(&self.counters.returned_at_stop, returned.len() as u64);
+                running
+                    .tally
+                    .ended(Ended::HandedBack, returned.len() as u64);
                 tracing::info!(component = ctx.name(), queue = %self.queue,
                     returned = returned.len(), "handing back messages not started");
                 if let Err(reason) = hand_back_all(returned, reply_by(Instant::now())).await {
@@ -329,7 +338,7 @@ impl Component for AmqpConsumer {
         finish_handlers(
             &running.in_flight,
             ctx,
-            &self.counters,
+            &running.tally,
             (&self.target, &self.queue),
             (give_up, close_by(ctx, give_up)),
             &mut failures,

@@ -20,6 +20,7 @@ use crate::error::{redact, MqError};
 use crate::handler::{self, Handler};
 use crate::in_flight::InFlight;
 use crate::message::{Ack, Message};
+use crate::metrics::{ConsumerMetrics, Ended, Tally};
 use crate::nats::connect::{check_url, open, Connection};
 use crate::stats::{ConsumerStats, Counters};
 
@@ -104,6 +105,7 @@ struct Running {
     connection: Connection,
     dispatcher: JoinHandle<Option<Batch>>,
     in_flight: Arc<InFlight<jetstream::Message>>,
+    tally: Tally,
 }
 
 impl NatsConsumer {
@@ -292,12 +294,16 @@ impl Component for NatsConsumer {
         });
 
         let in_flight = Arc::new(InFlight::new(self.concurrency));
+        let tally = Tally {
+            counters: self.counters.clone(),
+            metrics: ConsumerMetrics::register(ctx.name()),
+        };
         let dispatch = Dispatch {
             handlers: Handlers {
                 ctx: ctx.clone(),
                 handler: self.handler.clone(),
                 in_flight: in_flight.clone(),
-                counters: self.counters.clone(),
+                tally: tally.clone(),
                 max_deliveries: self.max_deliveries,
             },
             consumer,
@@ -311,6 +317,7 @@ impl Component for NatsConsumer {
             connection,
             dispatcher,
             in_flight,
+            tally,
         });
         Ok(())
     }
@@ -336,7 +343,9 @@ impl Component for NatsConsumer {
                 returned.push(message);
             }
             if !returned.is_empty() {
-                Counters::add(&self.counters.returned_at_stop, returned.len() as u64);
+                running
+                    .tally
+                    .ended(Ended::HandedBack, returned.len() as u64);
                 tracing::info!(component = ctx.name(), queue = %self.queue(),
                     returned = returned.len(), "handing back messages not started");
                 if let Err(reason) = hand_back_all(returned, give_up).await {
@@ -350,7 +359,7 @@ impl Component for NatsConsumer {
         finish_handlers(
             &running.in_flight,
             ctx,
-            &self.counters,
+            &running.tally,
             (&self.target, &self.queue()),
             (give_up, close_by(ctx, give_up)),
             &mut failures,
