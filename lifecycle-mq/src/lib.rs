@@ -54,9 +54,11 @@
 //! Every delivery counts, whatever became of the earlier ones: a hand-back at a stop, a
 //! handler cut off, a killed process. So a message is dead-lettered after **at most**
 //! `max_deliveries` deliveries, and after fewer failures when some deliveries were handed
-//! back. A message that kills its process (an abort, running out of memory) is not caught: the
-//! broker's own limit bounds it (a quorum queue's `x-delivery-limit`; a JetStream consumer's
-//! `max_deliver`).
+//! back. A message that kills its process (an abort, running out of memory) is never seen
+//! failing, so this count does not stop it: only the broker's own limit does, a quorum queue's
+//! `x-delivery-limit` (RabbitMQ 4 sets 20 by default), or a JetStream consumer's `max_deliver`,
+//! which [`NatsConsumer`] leaves unlimited when it creates the consumer (set it on a consumer
+//! you create, knowing that hand-backs at a stop count too).
 //!
 //! # Counts and metrics
 //!

@@ -214,18 +214,32 @@ impl Events {
 /// The consumers' handler: the work of an event, as a job's (mark it running, wait its
 /// milliseconds, mark it done), acknowledged once recorded done. Idempotent: a redelivered
 /// event that is done already is acknowledged without running again. An event that asks to
-/// fail fails (or panics), and is marked dead first when this is its last delivery, since the
-/// consumer dead-letters it then.
+/// fail fails (or panics); when its work fails at its last delivery, whatever the cause, it is
+/// marked dead, since the consumer dead-letters it then.
 pub(crate) async fn consume(store: EventStore, message: Message) -> Result<Ack, BoxError> {
     let Ok(event) = serde_json::from_slice::<Event>(message.payload()) else {
         tracing::warn!(subject = message.subject(), "dropping a malformed event");
         return Ok(Ack::Reject);
     };
+    let last = message.is_last_delivery();
+    let worked = work(&store, &event, last).await;
+    if worked.is_err() && last {
+        // The consumer dead-letters the event now: say so, or it would stay `running`.
+        if let Err(error) = store.dead(event.id).await {
+            tracing::warn!(event = event.id, %error, "could not mark a dead event dead");
+        }
+    }
+    worked
+}
+
+/// The work of `event`, which fails if the event asks to (marked dead first if `last`, before
+/// a panic).
+async fn work(store: &EventStore, event: &Event, last: bool) -> Result<Ack, BoxError> {
     if !store.start(event.id).await? {
         return Ok(Ack::Done);
     }
     if let Some(fail) = event.fail {
-        if message.is_last_delivery() {
+        if last && fail == Fail::Panic {
             store.dead(event.id).await?;
         }
         return Err(fail.now(&format!("event {}", event.id)));

@@ -38,9 +38,12 @@ const MIN_LEASE: Duration = Duration::from_millis(3);
 /// The handler gets a [`Job<T>`](Job): the payload as the type it was enqueued as (JSON, through
 /// serde), and the job's [`deliveries`](Job::deliveries), more than 1 when the job may have run
 /// before. A payload that does not deserialize into `T` fails the job for good, with the serde
-/// error as the reason. The payload's type comes from the handler's argument, so annotate it
-/// (`|job: Job<Email>|`). With [`concurrency`](Self::concurrency) above 1, the worker holds
-/// several jobs at once, and each is finished or handed back at the stop.
+/// error as the reason. A handler that returns an error, panics (the panic is caught: the
+/// worker goes on), or runs past [`max_run_time`](Self::max_run_time) (it is cut off) fails the
+/// job's attempt: the job is tried again, up to [`max_attempts`](Self::max_attempts), and then
+/// failed for good with the reason. The payload's type comes from the handler's argument, so
+/// annotate it (`|job: Job<Email>|`). With [`concurrency`](Self::concurrency) above 1, the
+/// worker holds several jobs at once, and each is finished or handed back at the stop.
 ///
 /// Delivery is *at least once*: see the crate documentation for when a job runs twice.
 ///
