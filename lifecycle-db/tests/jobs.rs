@@ -422,6 +422,8 @@ async fn a_panicking_job_is_a_failed_attempt_and_the_worker_stays_up<B: Backend>
         move |job: lifecycle_db::Job<u64>| {
             runs.begin(&job);
             let runs = runs.clone();
+            // In the handler's call, before its future exists.
+            assert_ne!(job.payload, 2, "job {} always panics at once", job.id);
             async move {
                 if job.payload == 1 {
                     panic!("job {} always panics", job.id);
@@ -434,16 +436,19 @@ async fn a_panicking_job_is_a_failed_attempt_and_the_worker_stays_up<B: Backend>
     let (lifecycle, queue) = lifecycle(&backend, &name, 1, handler, Duration::from_secs(1));
     let (handle, run) = start(lifecycle).await;
     let poison = B::enqueue(&queue, 1).await;
+    let at_once = B::enqueue(&queue, 2).await;
     let mut good = Vec::new();
     for _ in 0..10 {
         good.push(B::enqueue(&queue, 0).await);
     }
     wait_for_state::<B>(&queue, poison, JobState::Failed).await;
+    wait_for_state::<B>(&queue, at_once, JobState::Failed).await;
     for id in &good {
         wait_for_state::<B>(&queue, *id, JobState::Done).await;
     }
     assert!(handle.is_ready().await, "the worker stays up");
     let error = B::error(&queue, poison).await.unwrap_or_default();
+    let error_at_once = B::error(&queue, at_once).await.unwrap_or_default();
     handle.shutdown("test over");
     let report = run.await.unwrap();
     assert_eq!(report.exit_code(), 0, "{report}");
@@ -452,6 +457,11 @@ async fn a_panicking_job_is_a_failed_attempt_and_the_worker_stays_up<B: Backend>
         Outcome::Stopped
     );
     assert_eq!(runs.get(poison), (3, 0), "3 attempts, each a panic");
+    assert_eq!(runs.get(at_once), (3, 0), "3 attempts, each a panic");
+    assert!(
+        error_at_once.contains(&format!("job {at_once} always panics at once")),
+        "{error_at_once}"
+    );
     assert!(
         error.contains(&format!("job {poison} always panics")),
         "{error}"

@@ -1,6 +1,7 @@
 //! The user's handler, boxed so the components need no type parameter, and its answer.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -38,10 +39,12 @@ pub(crate) enum Outcome {
 /// delivery like [`Ack::Requeue`]: never a failure of the component, so that one poison message
 /// cannot take down every replica it is delivered to in turn.
 pub(crate) async fn run(handler: &Handler, message: Message, component: &str) -> Outcome {
-    match std::panic::AssertUnwindSafe(handler(message))
-        .catch_unwind()
-        .await
-    {
+    // The handler's call, which makes its future, may panic as well as the future.
+    let handling = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(message))) {
+        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        Err(panic) => Err(panic),
+    };
+    match handling {
         Ok(Ok(ack)) => Outcome::Answered(ack),
         Ok(Err(error)) => {
             tracing::warn!(component, %error, "handler failed");

@@ -128,7 +128,8 @@ impl Seen {
             .unwrap_or_default()
     }
 
-    /// The handler: `poison` fails, `panic` panics, anything else is done.
+    /// The handler: `poison` fails, `panic` panics, `panic-now` panics in the handler's call,
+    /// before its future exists; anything else is done.
     fn handler(
         &self,
     ) -> impl Fn(Message) -> futures::future::BoxFuture<'static, Result<Ack, std::io::Error>>
@@ -138,14 +139,18 @@ impl Seen {
         let seen = self.clone();
         move |message: Message| {
             let seen = seen.clone();
+            let payload = String::from_utf8(message.payload().to_vec()).unwrap();
+            seen.0
+                .lock()
+                .unwrap()
+                .entry(payload.clone())
+                .or_default()
+                .push((message.delivery_count(), message.is_last_delivery()));
+            assert_ne!(
+                payload, "panic-now",
+                "this message kills its handler's call"
+            );
             Box::pin(async move {
-                let payload = String::from_utf8(message.payload().to_vec()).unwrap();
-                seen.0
-                    .lock()
-                    .unwrap()
-                    .entry(payload.clone())
-                    .or_default()
-                    .push((message.delivery_count(), message.is_last_delivery()));
                 match payload.as_str() {
                     "poison" => Err(std::io::Error::other("this message never works")),
                     "panic" => panic!("this message kills its handler"),
@@ -326,7 +331,8 @@ impl Setup {
     }
 }
 
-/// A failing and a panicking message among 100 good ones, default maximum (5).
+/// A failing message and two panicking ones (in the handler's future, and in the call that
+/// makes it) among 100 good ones, default maximum (5).
 async fn poison_messages_are_dead_lettered_and_the_rest_flows(broker: Broker) {
     let Some(mut setup) = Setup::new(broker).await else {
         return;
@@ -334,6 +340,7 @@ async fn poison_messages_are_dead_lettered_and_the_rest_flows(broker: Broker) {
     let mut payloads = ids("good", 50);
     payloads.push("poison".to_owned());
     payloads.push("panic".to_owned());
+    payloads.push("panic-now".to_owned());
     payloads.extend(ids("more", 50));
     setup.publish(payloads).await;
 
@@ -344,13 +351,13 @@ async fn poison_messages_are_dead_lettered_and_the_rest_flows(broker: Broker) {
     let (handle, run) = start_alone(Registration::new(&name, consumer.clone())).await;
     eventually("both poison messages dead, the good ones done", || {
         let stats = consumer.stats();
-        stats.dead == 2 && stats.acked == 100
+        stats.dead == 3 && stats.acked == 100
     })
     .await;
     assert_eq!(
-        setup.dead_letters(2).await,
-        2,
-        "both are dead letters on the broker"
+        setup.dead_letters(3).await,
+        3,
+        "all three are dead letters on the broker"
     );
     assert!(handle.is_ready().await, "the service stays ready");
     handle.shutdown("test over");
@@ -366,6 +373,7 @@ async fn poison_messages_are_dead_lettered_and_the_rest_flows(broker: Broker) {
     let five: Vec<Option<u64>> = (1..=5).map(Some).collect();
     assert_eq!(seen.of("poison"), five, "{broker:?}");
     assert_eq!(seen.of("panic"), five, "{broker:?}");
+    assert_eq!(seen.of("panic-now"), five, "{broker:?}");
     let lasts: Vec<bool> = seen.with_last("poison").iter().map(|d| d.1).collect();
     assert_eq!(
         lasts,
@@ -378,10 +386,10 @@ async fn poison_messages_are_dead_lettered_and_the_rest_flows(broker: Broker) {
     let stats = consumer.stats();
     assert_eq!(
         (stats.acked, stats.dead, stats.requeued),
-        (100, 2, 8),
+        (100, 3, 12),
         "{stats:?}"
     );
-    assert_eq!(stats.panicked, 5, "{stats:?}");
+    assert_eq!(stats.panicked, 10, "{stats:?}");
     assert_eq!(
         setup.left().await,
         0,
@@ -393,7 +401,7 @@ async fn poison_messages_are_dead_lettered_and_the_rest_flows(broker: Broker) {
         let key = (name.to_owned(), outcome.map(str::to_owned));
         counters.get(&key).copied().unwrap_or_default()
     };
-    assert_eq!(get("messages_received_total", None), 110);
+    assert_eq!(get("messages_received_total", None), 115);
     let ended = |outcome| get("messages_ended_total", Some(outcome));
     assert_eq!(
         [
@@ -403,7 +411,7 @@ async fn poison_messages_are_dead_lettered_and_the_rest_flows(broker: Broker) {
             ended("rejected"),
             ended("cut")
         ],
-        [100, 8, 2, 0, 0]
+        [100, 12, 3, 0, 0]
     );
     setup.delete().await;
 }

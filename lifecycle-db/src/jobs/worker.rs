@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::FutureExt;
 use lifecycle_core::{async_trait, BoxError, Component, Context};
 use serde::de::DeserializeOwned;
@@ -409,7 +410,12 @@ where
             }
         };
         // Boxed, so that it can be dropped (the handler cut off) before the end is recorded.
-        let mut handling = Box::pin(AssertUnwindSafe((self.handler)(job)).catch_unwind());
+        // The handler's call, which makes its future, may panic as well as the future.
+        let mut handling: BoxFuture<'static, std::thread::Result<Result<(), BoxError>>> =
+            match std::panic::catch_unwind(AssertUnwindSafe(|| (self.handler)(job))) {
+                Ok(future) => Box::pin(AssertUnwindSafe(future).catch_unwind()),
+                Err(panic) => Box::pin(std::future::ready(Err(panic))),
+            };
         let mut renew = tokio::time::interval(self.lease / 3);
         renew.tick().await;
         let too_long = async {
