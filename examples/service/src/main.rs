@@ -225,11 +225,15 @@ async fn main() -> Report {
             Ok(())
         }
     };
+    let attempts = i64::from(args.max_deliveries);
     let worker = match jobs {
-        Jobs::Sql(queue) => JobWorker::new(queue, work).lease(args.job_lease),
-        Jobs::Redis(queue) => JobWorker::new(queue, work).lease(args.job_lease),
+        Jobs::Sql(queue) => JobWorker::new(queue, work)
+            .lease(args.job_lease)
+            .max_attempts(attempts),
+        Jobs::Redis(queue) => JobWorker::new(queue, work)
+            .lease(args.job_lease)
+            .max_attempts(attempts),
     };
-    let worker = worker.max_attempts(i64::from(args.max_deliveries));
     let http = HttpServer::from_listener(listener, router);
     let builder = sockets.register(builder);
     let http = args.tls.apply(http).unwrap_or_else(|e| refuse(e));
