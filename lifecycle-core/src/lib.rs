@@ -65,8 +65,11 @@
 //! | `http_connections_closed_total` | counter | `server`, `protocol`, `reason` | connections closed gracefully, by protocol (`http1`, `http2`) and by whether the drain had begun (`reason`: `served` before it, `drain` after) |
 //! | `http_connections_force_closed_total` | counter | `server` | connections cut off at the stop timeout |
 //! | `http_connection_limit_reached_total` | counter | `server` | times the server stopped accepting at `max_connections` (new connections wait in the backlog); connections refused by the kernel once the listener has closed never reach the process and are not counted |
+//! | `messages_received_total` | counter | `component` | messages an `AmqpConsumer` or a `NatsConsumer` received (every delivery) (`lifecycle-mq`) |
+//! | `messages_ended_total` | counter | `component`, `outcome` | messages received that ended, in the outcomes of `jobs_ended_total`, and `rejected` (the handler answered `Ack::Reject`): `done`; `failed` (an error, a panic, `Ack::Requeue`; handed back to be delivered again); `dead` (the same at its last delivery: dead-lettered); `handed_back` (received and never started at the stop); `cut` (its handler running at the stop deadline, cut off and the message handed back) |
+//! | `messages_settle_failed_total` | counter | `component` | acks and nacks the broker could not be told of (the connection was gone): it delivers those messages again |
 //! | `jobs_claimed_total` | counter | `component` | jobs a `JobWorker` claimed (every delivery) (`lifecycle-db`) |
-//! | `jobs_ended_total` | counter | `component`, `outcome` | jobs in hand that ended: `done`, `failed` (an error, a panic, a payload that does not decode), `handed_back` at the shutdown |
+//! | `jobs_ended_total` | counter | `component`, `outcome` | jobs taken that ended, in the outcomes every work source counts: `done`; `failed` (an error, a panic, a run past its maximum run time; to be tried again); `dead` (the same at its last attempt, or a payload that does not decode: failed for good); `handed_back` (claimed as the stop came, never run); `cut` (running at the stop deadline, cut off and handed back) |
 //! | `job_run_duration_seconds` | histogram | `component`, `outcome` | how long each job in hand ran, by the same outcomes |
 //! | `jobs_reclaimed_total` | counter | `component` | jobs of dead or hung workers whose lease expired, queued again by this worker |
 //! | `jobs_late_total` | counter | `component` | jobs that ended after their lease had expired and they had been taken back (their end not recorded; they ran twice) |

@@ -18,6 +18,18 @@ pub enum DbError {
         message: String,
     },
 
+    /// A setting of a component is out of its range (a zero lease, a zero maximum run time):
+    /// refused when the component starts, before it takes any work.
+    #[error("invalid setting of {component}: {setting} {reason}")]
+    InvalidSetting {
+        /// The component's name.
+        component: String,
+        /// The setting, as its builder method is named (`"lease"`).
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The server could not be reached within the start timeout.
     #[error("cannot reach {target} after {attempts} attempts in {waited:?}: {last_error}")]
     Unreachable {

@@ -62,7 +62,10 @@
 //!   that records it): the work is done, the queue does not know it.
 //! - the stop timeout came first: the job is handed back, its handler cut off wherever it was,
 //!   and the job starts again from the beginning elsewhere (uncounted as an attempt).
-//! - its handler failed: it is retried, up to the worker's `max_attempts`.
+//! - its handler failed, panicked, or ran past the worker's
+//!   [`max_run_time`](JobWorker::max_run_time) and was cut off: it is retried, up to the
+//!   worker's `max_attempts`, and then failed for good (the dead letter) with the reason. A
+//!   panic is caught: it fails the job, never the worker.
 //!
 //! So make handlers idempotent: use [`Job::id`](Job) as an idempotency key (a unique row
 //! written in the same transaction as the work, or a key the downstream API deduplicates on),
@@ -73,7 +76,9 @@
 //! What the tests show, on SQLite, PostgreSQL, MariaDB and Redis (`tests/jobs.rs`): across
 //! repeated stops that cut jobs off and a kill, every job ends done, and jobs run more than once
 //! only as often as runs were interrupted; a killed worker's job comes back after its lease; a
-//! job in hand at the stop is finished or handed back; a late end changes nothing. On Redis,
+//! job in hand at the stop is finished or handed back; a late end changes nothing; a job that
+//! panics, or runs past its maximum run time, is failed after its attempts while the worker
+//! goes on with the others. On Redis,
 //! racing sweeps and late acknowledgements never put a job in the queue twice
 //! (`tests/redis_queue.rs`). Order is not guaranteed: jobs are taken oldest first, but a
 //! reclaimed or retried job runs after newer ones.

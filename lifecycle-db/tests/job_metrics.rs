@@ -1,6 +1,6 @@
 //! A job worker's metrics as an exporter sees them, checked against what happened to each job:
-//! one done, one failed, one taken back from a dead worker and done, one handed back at the
-//! shutdown. On SQLite, so it needs no server.
+//! one done, one failed for good (dead), one taken back from a dead worker and done, one cut
+//! off and handed back at the shutdown. On SQLite, so it needs no server.
 
 use std::time::Duration;
 
@@ -148,9 +148,18 @@ async fn job_metrics_say_what_happened_to_each_job() {
             &[("component", "mailer"), ("outcome", outcome)],
         )
     };
+    // The failing job has one attempt (`max_attempts(1)`): its failure is its last, so it is
+    // dead, not failed (to be tried again); the long one was cut off at the stop, none was
+    // handed back without running.
     assert_eq!(
-        (ended("done"), ended("failed"), ended("handed_back")),
-        (2.0, 1.0, 1.0)
+        (
+            ended("done"),
+            ended("failed"),
+            ended("dead"),
+            ended("cut"),
+            ended("handed_back")
+        ),
+        (2.0, 0.0, 1.0, 1.0, 0.0)
     );
     assert_eq!(counter("jobs_late_total", &mailer), 0.0);
     let run_times = |outcome| {
@@ -162,11 +171,7 @@ async fn job_metrics_say_what_happened_to_each_job() {
         )
     };
     assert_eq!(
-        (
-            run_times("done"),
-            run_times("failed"),
-            run_times("handed_back")
-        ),
+        (run_times("done"), run_times("dead"), run_times("cut")),
         (2.0, 1.0, 1.0)
     );
 }

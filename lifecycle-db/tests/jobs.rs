@@ -411,6 +411,128 @@ async fn a_failing_job_is_retried_then_marked_failed<B: Backend>(backend: B) {
     backend.clean(&name).await;
 }
 
+/// A job whose work panics is a failed attempt like an error: retried, then failed for good
+/// with the panic's message, and the worker stays up (the component never fails) and goes on
+/// with the other jobs.
+async fn a_panicking_job_is_a_failed_attempt_and_the_worker_stays_up<B: Backend>(backend: B) {
+    let name = queue_name("panicking");
+    let runs = Runs::default();
+    let handler = {
+        let runs = runs.clone();
+        move |job: lifecycle_db::Job<u64>| {
+            runs.begin(&job);
+            let runs = runs.clone();
+            // In the handler's call, before its future exists.
+            assert_ne!(job.payload, 2, "job {} always panics at once", job.id);
+            async move {
+                if job.payload == 1 {
+                    panic!("job {} always panics", job.id);
+                }
+                runs.finish(job.id);
+                Ok(())
+            }
+        }
+    };
+    let (lifecycle, queue) = lifecycle(&backend, &name, 1, handler, Duration::from_secs(1));
+    let (handle, run) = start(lifecycle).await;
+    let poison = B::enqueue(&queue, 1).await;
+    let at_once = B::enqueue(&queue, 2).await;
+    let mut good = Vec::new();
+    for _ in 0..10 {
+        good.push(B::enqueue(&queue, 0).await);
+    }
+    wait_for_state::<B>(&queue, poison, JobState::Failed).await;
+    wait_for_state::<B>(&queue, at_once, JobState::Failed).await;
+    for id in &good {
+        wait_for_state::<B>(&queue, *id, JobState::Done).await;
+    }
+    assert!(handle.is_ready().await, "the worker stays up");
+    let error = B::error(&queue, poison).await.unwrap_or_default();
+    let error_at_once = B::error(&queue, at_once).await.unwrap_or_default();
+    handle.shutdown("test over");
+    let report = run.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert_eq!(
+        report.component("worker0").unwrap().outcome,
+        Outcome::Stopped
+    );
+    assert_eq!(runs.get(poison), (3, 0), "3 attempts, each a panic");
+    assert_eq!(runs.get(at_once), (3, 0), "3 attempts, each a panic");
+    assert!(
+        error_at_once.contains(&format!("job {at_once} always panics at once")),
+        "{error_at_once}"
+    );
+    assert!(
+        error.contains(&format!("job {poison} always panics")),
+        "{error}"
+    );
+    for id in good {
+        assert_eq!(runs.get(id), (1, 1));
+    }
+    backend.clean(&name).await;
+}
+
+/// A job still running at its maximum run time is cut off and counted as a failed attempt:
+/// retried, then failed for good, saying why; its lease does not keep it running for ever.
+async fn a_job_past_its_max_run_time_is_cut_off_as_a_failed_attempt<B: Backend>(backend: B) {
+    let name = queue_name("max-run-time");
+    let runs = Runs::default();
+    let (store, queue) = backend.open(&name);
+    let worker = JobWorker::new(queue.clone(), runs.sleeper())
+        .lease(LEASE)
+        .poll_interval(Duration::from_millis(10))
+        .max_run_time(Duration::from_millis(100));
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .register(store)
+        .register(Registration::new("worker0", worker).depends_on("store"))
+        .build()
+        .unwrap();
+    let (handle, run) = start(lifecycle).await;
+    let slow = B::enqueue(&queue, 600_000).await;
+    let quick = B::enqueue(&queue, 0).await;
+    wait_for_state::<B>(&queue, slow, JobState::Failed).await;
+    wait_for_state::<B>(&queue, quick, JobState::Done).await;
+    let error = B::error(&queue, slow).await.unwrap_or_default();
+    handle.shutdown("test over");
+    let report = run.await.unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert_eq!(runs.get(slow), (3, 0), "3 attempts, each cut off");
+    assert!(error.contains("max run time"), "{error}");
+    backend.clean(&name).await;
+}
+
+/// Durations that cannot work are refused when the worker starts, with an error naming the
+/// setting, instead of a panic in a running worker.
+async fn invalid_durations_are_refused_at_the_start<B: Backend>(backend: B) {
+    for (setting, lease, max_run_time, max_attempts) in [
+        ("lease", Duration::ZERO, None, 3),
+        ("max_run_time", LEASE, Some(Duration::ZERO), 3),
+        ("max_attempts", LEASE, None, 0),
+    ] {
+        let name = queue_name("invalid");
+        let (store, queue) = backend.open(&name);
+        let mut worker = JobWorker::new(queue, Runs::default().sleeper())
+            .lease(lease)
+            .max_attempts(max_attempts);
+        if let Some(max) = max_run_time {
+            worker = worker.max_run_time(max);
+        }
+        let lifecycle = Lifecycle::builder()
+            .signals([])
+            .register(store)
+            .register(Registration::new("worker0", worker).depends_on("store"))
+            .build()
+            .unwrap();
+        let report = lifecycle.run().await;
+        let line = report.component("worker0").unwrap();
+        assert_eq!(line.outcome, Outcome::Failed, "{report}");
+        let error = line.error.as_deref().unwrap_or_default();
+        assert!(error.contains(setting), "{error}");
+        backend.clean(&name).await;
+    }
+}
+
 /// Takes back, and counts, the jobs of the previous run's workers once their lease expired,
 /// before new workers start (which would take them back uncounted).
 async fn reclaim_before_start<B: Backend>(backend: &B, name: &str) -> u64 {
@@ -903,6 +1025,29 @@ macro_rules! contract {
             async fn a_failing_job_is_retried_then_marked_failed() {
                 if let Some(backend) = backend().await {
                     super::a_failing_job_is_retried_then_marked_failed(backend).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_panicking_job_is_a_failed_attempt_and_the_worker_stays_up() {
+                if let Some(backend) = backend().await {
+                    super::a_panicking_job_is_a_failed_attempt_and_the_worker_stays_up(backend)
+                        .await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_job_past_its_max_run_time_is_cut_off_as_a_failed_attempt() {
+                if let Some(backend) = backend().await {
+                    super::a_job_past_its_max_run_time_is_cut_off_as_a_failed_attempt(backend)
+                        .await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn invalid_durations_are_refused_at_the_start() {
+                if let Some(backend) = backend().await {
+                    super::invalid_durations_are_refused_at_the_start(backend).await;
                 }
             }
 

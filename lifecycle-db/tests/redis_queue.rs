@@ -268,6 +268,61 @@ async fn a_job_handed_back_twice_is_queued_once() {
     f.end().await;
 }
 
+/// PITFALLS 55: the claim's script fails after `BLMOVE` moved the id into the worker's
+/// processing list (here a job hash whose `attempts` is not a number makes `HINCRBY` fail; a
+/// connection reset or a NOPERM would do the same): the claim fails, and the id is back in the
+/// queue at once, not stranded in the list of a worker that lives on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_script_fails_puts_the_id_back() {
+    let Some(f) = Fixture::new("half-claim").await else {
+        return;
+    };
+    let id = f.queue.enqueue("x").await.unwrap();
+    let job = format!("lifecycle:{}:job:{id}", f.name);
+    let _: () = redis_admin()
+        .await
+        .hset(&job, "attempts", "not a number")
+        .await
+        .unwrap();
+    assert!(f.queue.claim("w", LEASE).await.is_err(), "the script fails");
+    assert_eq!(f.waiting().await, [id], "the id is back in the queue");
+    assert_eq!(f.placements().await.len(), 1, "and nowhere else");
+    assert_eq!(f.state(id).await, Some(JobState::Queued));
+
+    let _: () = redis_admin().await.hset(&job, "attempts", 0).await.unwrap();
+    let job = f.queue.claim("w", LEASE).await.unwrap().unwrap();
+    assert_eq!((job.id, job.attempts, job.deliveries), (id, 1, 1));
+    f.end().await;
+}
+
+/// If the id could not be put back at once either (the connection was gone), the worker's next
+/// claim takes back what its processing list holds and never started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_claim_takes_back_an_id_a_failed_claim_left_behind() {
+    let Some(f) = Fixture::new("half-claim-later").await else {
+        return;
+    };
+    let id = f.queue.enqueue("x").await.unwrap();
+    // As `BLMOVE` left it, with neither the claim's script nor the put-back run.
+    let _: () = redis_admin()
+        .await
+        .lmove(
+            format!("lifecycle:{}:queue", f.name),
+            format!("lifecycle:{}:processing:w", f.name),
+            redis::Direction::Right,
+            redis::Direction::Left,
+        )
+        .await
+        .unwrap();
+    assert_eq!(f.waiting().await, Vec::<i64>::new());
+    let job = f.queue.claim("w", LEASE).await.unwrap().unwrap();
+    assert_eq!((job.id, job.deliveries), (id, 1));
+    assert_each_id_once(&f.placements().await);
+    assert!(f.queue.complete(id, "w").await.unwrap());
+    assert_eq!(f.placements().await, []);
+    f.end().await;
+}
+
 /// Workers that finish, fail, hand back or die at random, sweepers that run at random, and
 /// dead workers that come back and complete their swept jobs late, all at once: no job is lost,
 /// no id is ever in two places, and a job is marked done only by the worker that holds it, so

@@ -12,10 +12,10 @@ use tokio::time::Instant;
 
 use crate::deadline::step;
 use crate::error::MqError;
-use crate::handler::{self, Handler};
+use crate::handler::{self, Handler, Outcome};
 use crate::in_flight::InFlight;
 use crate::message::{Ack, Message};
-use crate::stats::Counters;
+use crate::metrics::{Ended, Tally};
 
 /// How a broker's message is settled: acked, handed back or rejected.
 pub(crate) trait Settle: Send + Sized + 'static {
@@ -45,38 +45,59 @@ pub(crate) struct Handlers<T> {
     pub(crate) ctx: Context,
     pub(crate) handler: Handler,
     pub(crate) in_flight: Arc<InFlight<T>>,
-    pub(crate) counters: Arc<Counters>,
+    pub(crate) tally: Tally,
+    /// The delivery at which a failed message is dead-lettered instead of handed back.
+    pub(crate) max_deliveries: u32,
 }
 
 impl<T: Settle> Handlers<T> {
     /// Runs the handler on `message` in a tracked task, holding `permit` of the concurrency
     /// limit until the message is settled through `settle` as the handler answered, unless the
-    /// stop cut the handler off and handed the message back first. A panic of the handler is
-    /// resumed once the message is settled: the component fails as with any panicking task,
-    /// and the message is not left unacknowledged until the stop.
-    pub(crate) fn start(&self, permit: OwnedSemaphorePermit, settle: T, message: Message) {
-        Counters::add(&self.counters.received, 1);
+    /// stop cut the handler off and handed the message back first.
+    ///
+    /// A failed delivery (an error, a panic, [`Ack::Requeue`]) hands the message back, unless
+    /// it was the message's `max_deliveries`-th delivery (or later), as the broker counts them:
+    /// then it is rejected, which dead-letters it. A panic is caught: the component goes on.
+    pub(crate) fn start(&self, permit: OwnedSemaphorePermit, settle: T, mut message: Message) {
+        self.tally.received();
         let slot = self.in_flight.start(permit, settle);
         let id = slot.id;
-        let (handler, in_flight, counters, ctx) = (
+        let (handler, in_flight, tally, ctx) = (
             self.handler.clone(),
             self.in_flight.clone(),
-            self.counters.clone(),
+            self.tally.clone(),
             self.ctx.clone(),
         );
+        let delivery = message.delivery_count();
+        let last = delivery.is_some_and(|n| n >= u64::from(self.max_deliveries));
+        message.last_delivery = last;
         let task = self.ctx.spawn(async move {
-            let (ack, panic) = handler::run(&handler, message, ctx.name()).await;
+            let ended = handler::run(&handler, message, ctx.name()).await;
+            if ended == Outcome::Panicked {
+                tally.panicked();
+            }
+            let (ack, how) = match ended {
+                Outcome::Answered(Ack::Done) => (Ack::Done, Ended::Done),
+                Outcome::Answered(Ack::Reject) => (Ack::Reject, Ended::Rejected),
+                _ if last => {
+                    tracing::warn!(component = ctx.name(), ?delivery,
+                        "a message failed at its last delivery: it is dead-lettered");
+                    (Ack::Reject, Ended::Dead)
+                }
+                _ => {
+                    if delivery.is_none() {
+                        tracing::debug!(component = ctx.name(),
+                            "a redelivered message failed; the queue does not count deliveries, so it cannot be dead-lettered");
+                    }
+                    (Ack::Requeue, Ended::Failed)
+                }
+            };
             // None: the stop cut this handler off and handed its message back already.
             if let Some(settle) = in_flight.finish(slot.id) {
-                let counter = match ack {
-                    Ack::Done => &counters.acked,
-                    Ack::Requeue => &counters.requeued,
-                    Ack::Reject => &counters.rejected,
-                };
                 match settle.settle(ack).await {
-                    Ok(()) => Counters::add(counter, 1),
+                    Ok(()) => tally.ended(how, 1),
                     Err(error) => {
-                        Counters::add(&counters.settle_failed, 1);
+                        tally.settle_failed();
                         tracing::warn!(component = ctx.name(), %error, ?ack,
                             "could not settle a message; the broker will deliver it again");
                     }
@@ -85,9 +106,6 @@ impl<T: Settle> Handlers<T> {
                 // handlers includes their settlements.
                 in_flight.settled(slot);
             }
-            if let Some(panic) = panic {
-                std::panic::resume_unwind(panic);
-            }
         });
         self.in_flight.set_abort(id, task.abort_handle());
     }
@@ -95,13 +113,13 @@ impl<T: Settle> Handlers<T> {
 
 /// The stop's part of the handlers: lets those in progress finish and settle their messages
 /// until `give_up`, then cuts off those still running and hands their messages back by
-/// `close_by` (and those of handlers that panicked). Adds to `failures`
+/// `close_by`. Adds to `failures`
 /// [`MqError::HandlersCutOff`] first, and a failed `StopIncomplete` step for settlements the
 /// broker left unanswered.
 pub(crate) async fn finish_handlers<T: Settle>(
     in_flight: &InFlight<T>,
     ctx: &Context,
-    counters: &Counters,
+    tally: &Tally,
     (target, queue): (&str, &str),
     (give_up, close_by): (Instant, Instant),
     failures: &mut Vec<MqError>,
@@ -113,7 +131,7 @@ pub(crate) async fn finish_handlers<T: Settle>(
     if !cut.unsettled.is_empty() {
         let count = cut.unsettled.len();
         if !finished {
-            Counters::add(&counters.cut_at_stop, count as u64);
+            tally.ended(Ended::Cut, count as u64);
             tracing::warn!(component = ctx.name(), %queue, cut = count,
                 "handlers cut off at the stop deadline; their messages are handed back");
         }

@@ -18,6 +18,18 @@ pub enum MqError {
         message: String,
     },
 
+    /// A setting of the component is out of its range (a maximum of 0 deliveries): refused
+    /// when the component starts, before it connects.
+    #[error("invalid setting for {queue}: {setting} {reason}")]
+    InvalidSetting {
+        /// The queue or stream the component was to consume.
+        queue: String,
+        /// The setting, as its builder method is named (`"max_deliveries"`).
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The broker could not be reached, or the queue or stream not consumed from, within the
     /// start timeout.
     #[error(

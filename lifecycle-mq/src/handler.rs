@@ -1,6 +1,7 @@
 //! The user's handler, boxed so the components need no type parameter, and its answer.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -23,30 +24,40 @@ where
     Arc::new(move |message| handler(message).map(|r| r.map_err(Into::into)).boxed())
 }
 
-/// A panic caught in a handler, to be resumed once its message is handed back.
-pub(crate) type Panic = Box<dyn std::any::Any + Send>;
+/// How a handler ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// It returned this answer.
+    Answered(Ack),
+    /// It returned an error.
+    Failed,
+    /// It panicked.
+    Panicked,
+}
 
-/// Runs `handler` on `message`; an error hands the message back, as [`Ack`] documents. A panic
-/// hands it back too, and is returned so that the caller resumes it once the message is
-/// settled: the task then fails as any tracked task that panics (a run-time failure of the
-/// component), but its message is not left unacknowledged until the stop.
-pub(crate) async fn run(
-    handler: &Handler,
-    message: Message,
-    component: &str,
-) -> (Ack, Option<Panic>) {
-    match std::panic::AssertUnwindSafe(handler(message))
-        .catch_unwind()
-        .await
-    {
-        Ok(Ok(ack)) => (ack, None),
+/// Runs `handler` on `message`. An error or a panic is caught and logged here, and is a failed
+/// delivery like [`Ack::Requeue`]: never a failure of the component, so that one poison message
+/// cannot take down every replica it is delivered to in turn.
+pub(crate) async fn run(handler: &Handler, message: Message, component: &str) -> Outcome {
+    // The handler's call, which makes its future, may panic as well as the future.
+    let handling = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(message))) {
+        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        Err(panic) => Err(panic),
+    };
+    match handling {
+        Ok(Ok(ack)) => Outcome::Answered(ack),
         Ok(Err(error)) => {
-            tracing::warn!(component, %error, "handler failed; the message is handed back");
-            (Ack::Requeue, None)
+            tracing::warn!(component, %error, "handler failed");
+            Outcome::Failed
         }
         Err(panic) => {
-            tracing::error!(component, "handler panicked; the message is handed back");
-            (Ack::Requeue, Some(panic))
+            let message = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(not a string)");
+            tracing::error!(component, panic = message, "handler panicked");
+            Outcome::Panicked
         }
     }
 }

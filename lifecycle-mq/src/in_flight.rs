@@ -132,7 +132,7 @@ impl<T> InFlight<T> {
     }
 
     /// Cuts off every handler and settlement still under way and returns the messages to hand
-    /// back: those of handlers still running, and those of handlers that panicked.
+    /// back: those of handlers still running.
     pub(crate) fn cut_all(&self) -> Cut<T> {
         let running = std::mem::take(&mut self.lock().running);
         let mut cut = Cut {

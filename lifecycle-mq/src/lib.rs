@@ -27,6 +27,50 @@
 //! ([`Message::redelivered`], [`Message::delivery_count`]); make handlers idempotent, keyed on
 //! something in the message.
 //!
+//! # Poison messages: a maximum of deliveries
+//!
+//! A message whose handler fails every time (an error, [`Ack::Requeue`], or a panic) would
+//! otherwise be handed back and delivered for ever. So each consumer has a maximum of
+//! deliveries ([`AmqpConsumer::max_deliveries`], [`NatsConsumer::max_deliveries`], default 5):
+//! a message whose handler fails at its delivery number `max_deliveries` or later, as the
+//! broker counts them ([`Message::delivery_count`]), is rejected instead of handed back, and
+//! counted in [`ConsumerStats::dead`]. A panic in a handler is caught and is one such failed
+//! delivery: it never fails the component, so a poison message cannot take down, one after
+//! the other, every replica it is delivered to.
+//!
+//! - **RabbitMQ**: the message is rejected (`basic.reject`, requeue false), which the broker
+//!   routes to the queue's `x-dead-letter-exchange` if it has one (and drops otherwise). The
+//!   count is the broker's: **use a quorum queue**, which counts deliveries in
+//!   `x-delivery-count`. A classic queue only says that a message was delivered before, not
+//!   how often: there the first delivery is known to be the first, and a redelivery is never
+//!   known to be the last, so a poison message is dead-lettered only with a maximum of 1, and
+//!   otherwise handed back for ever (each failure is logged). This crate does not republish
+//!   with a counter of its own, which would change the message's order and identity.
+//! - **JetStream**: the message is terminated (`+TERM`): the server stops delivering it,
+//!   keeps it in the stream (for the stream's retention) and publishes the advisory
+//!   `$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.<stream>.<consumer>`, whose `stream_seq`
+//!   fetches it: subscribe to it to keep dead letters somewhere.
+//!
+//! Every delivery counts, whatever became of the earlier ones: a hand-back at a stop, a
+//! handler cut off, a killed process. So a message is dead-lettered after **at most**
+//! `max_deliveries` deliveries, and after fewer failures when some deliveries were handed
+//! back. A message that kills its process (an abort, running out of memory) is never seen
+//! failing, so this count does not stop it: only the broker's own limit does, a quorum queue's
+//! `x-delivery-limit` (RabbitMQ 4 sets 20 by default), or a JetStream consumer's `max_deliver`,
+//! which [`NatsConsumer`] leaves unlimited when it creates the consumer (set it on a consumer
+//! you create, knowing that hand-backs at a stop count too).
+//!
+//! # Counts and metrics
+//!
+//! Each consumer counts what became of its messages ([`ConsumerStats`], from its `stats()`),
+//! and records the same through the `metrics` facade, labelled with its component's name:
+//! `messages_received_total`, `messages_ended_total{outcome}` and
+//! `messages_settle_failed_total`. The outcomes are those every work source of the workspace
+//! counts (a `lifecycle-db` job worker's `jobs_ended_total` has the same): `done`, `failed`
+//! (to be delivered again), `dead`, `handed_back` (never started, at the stop), `cut` (cut off
+//! at the stop deadline), and `rejected` by the handler. Without a recorder installed they cost
+//! next to nothing.
+//!
 //! # Prefetch, concurrency and the stop timeout
 //!
 //! - **Concurrency** is how many handlers run at once. **Prefetch** is how many messages the
@@ -105,6 +149,8 @@ mod handler;
 #[cfg(any(feature = "amqp", feature = "nats"))]
 mod in_flight;
 mod message;
+#[cfg(any(feature = "amqp", feature = "nats"))]
+mod metrics;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(any(feature = "amqp", feature = "nats"))]

@@ -10,6 +10,7 @@ pub struct Message {
     pub(crate) message_id: Option<String>,
     pub(crate) redelivered: bool,
     pub(crate) delivery_count: Option<u64>,
+    pub(crate) last_delivery: bool,
 }
 
 impl Message {
@@ -46,20 +47,30 @@ impl Message {
     pub fn delivery_count(&self) -> Option<u64> {
         self.delivery_count
     }
+
+    /// Whether this is the message's last delivery: its delivery count has reached the
+    /// consumer's `max_deliveries`, so if the handler fails now (an error, a panic,
+    /// [`Ack::Requeue`]) the message is dead-lettered instead of delivered again. A handler can
+    /// record that it gives up on it (a dead state in its own store) before it fails.
+    pub fn is_last_delivery(&self) -> bool {
+        self.last_delivery
+    }
 }
 
 /// What a handler wants done with its message.
 ///
-/// A handler that returns an error has the message handed back as with [`Ack::Requeue`]; a
-/// handler that panics, or that is cut off at the stop timeout, leaves it unacknowledged, and
-/// the broker delivers it again.
+/// A handler that returns an error, or panics, has the message handed back as with
+/// [`Ack::Requeue`]: a failed delivery, after which the broker delivers it again, unless it was
+/// the message's last delivery (see the crate documentation on poison messages); then it is
+/// rejected as with [`Ack::Reject`]. A handler cut off at the stop timeout has its message
+/// handed back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Ack {
     /// The message was processed: acknowledge it, and the broker forgets it.
     Done,
     /// Hand the message back to be delivered again (AMQP `basic.nack` with requeue, JetStream
-    /// `-NAK`).
+    /// `-NAK`): a failed delivery, so at the message's last delivery it is rejected instead.
     Requeue,
     /// Refuse the message for good: the broker drops it, or dead-letters it where that is
     /// configured (AMQP `basic.nack` without requeue, JetStream `+TERM`).

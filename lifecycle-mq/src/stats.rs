@@ -11,10 +11,17 @@ pub struct ConsumerStats {
     pub received: u64,
     /// Messages whose handler returned [`Ack::Done`](crate::Ack::Done) and that were acked.
     pub acked: u64,
-    /// Messages handed back because their handler asked for it or failed.
+    /// Messages handed back because their handler asked for it, failed or panicked, before
+    /// their last delivery.
     pub requeued: u64,
-    /// Messages rejected by their handler.
+    /// Messages rejected by their handler ([`Ack::Reject`](crate::Ack::Reject)).
     pub rejected: u64,
+    /// Poison messages: messages whose handler failed (an error, a panic or
+    /// [`Ack::Requeue`](crate::Ack::Requeue)) at their last allowed delivery, rejected to the
+    /// broker's dead letter (see the crate documentation).
+    pub dead: u64,
+    /// Handler runs that panicked (each a failed delivery, counted in `requeued` or `dead` too).
+    pub panicked: u64,
     /// Messages received but not yet started at a stop, handed back to the broker unprocessed.
     pub returned_at_stop: u64,
     /// Messages whose handler was cut off at a stop's deadline, handed back unacknowledged.
@@ -32,6 +39,8 @@ pub(crate) struct Counters {
     pub(crate) acked: AtomicU64,
     pub(crate) requeued: AtomicU64,
     pub(crate) rejected: AtomicU64,
+    pub(crate) dead: AtomicU64,
+    pub(crate) panicked: AtomicU64,
     pub(crate) returned_at_stop: AtomicU64,
     pub(crate) cut_at_stop: AtomicU64,
     pub(crate) settle_failed: AtomicU64,
@@ -50,6 +59,8 @@ impl Counters {
             acked: get(&self.acked),
             requeued: get(&self.requeued),
             rejected: get(&self.rejected),
+            dead: get(&self.dead),
+            panicked: get(&self.panicked),
             returned_at_stop: get(&self.returned_at_stop),
             cut_at_stop: get(&self.cut_at_stop),
             settle_failed: get(&self.settle_failed),

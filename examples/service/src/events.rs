@@ -5,6 +5,11 @@
 //! The consumers hand back what they have not started at their stop turn and acknowledge an
 //! event only once its work is recorded done, so an event is never lost; one interrupted by a
 //! kill is delivered again, and its work runs again unless the database says it is done.
+//!
+//! An event posted with `"fail": "error"` or `"fail": "panic"` fails every time its work runs:
+//! after `--max-deliveries` deliveries the consumer dead-letters it (to the RabbitMQ queue
+//! `example-events.{queue}.dead`, or terminates it on JetStream), and its state is `dead`. The
+//! RabbitMQ queue is a quorum queue, the kind that counts deliveries.
 
 use std::time::Duration;
 
@@ -12,6 +17,8 @@ use lifecycle_core::BoxError;
 use lifecycle_mq::{redact, Ack, AmqpPublisherHandle, Message, MqError, NatsPublisherHandle};
 use serde::{Deserialize, Serialize};
 use sqlx::AnyPool;
+
+use crate::jobs::Fail;
 
 /// A broker events can travel through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -21,11 +28,14 @@ pub(crate) enum Broker {
     Nats,
 }
 
-/// What travels: the event's id and the milliseconds of work it asks for.
+/// What travels: the event's id, the milliseconds of work it asks for, and whether that work
+/// fails.
 #[derive(Debug, Serialize, Deserialize)]
 struct Event {
     id: i64,
     ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fail: Option<Fail>,
 }
 
 /// The names of the service's events on the brokers, derived from `--job-queue` so that
@@ -34,6 +44,8 @@ struct Event {
 pub(crate) struct Names {
     /// The durable RabbitMQ queue, published to through the default exchange.
     pub(crate) amqp_queue: String,
+    /// Where RabbitMQ dead-letters the events that failed at their last delivery.
+    pub(crate) amqp_dead_letters: String,
     /// The JetStream stream, which holds the one subject below.
     pub(crate) nats_stream: String,
     pub(crate) nats_subject: String,
@@ -53,6 +65,7 @@ impl Names {
             .collect();
         Names {
             amqp_queue: format!("example-events.{queue}"),
+            amqp_dead_letters: format!("example-events.{queue}.dead"),
             nats_stream: format!("EXAMPLE_EVENTS_{token}"),
             nats_subject: format!("example-events.{token}"),
             nats_consumer: format!("example-service-{token}"),
@@ -74,6 +87,7 @@ struct Statements {
     failed: &'static str,
     start: &'static str,
     finish: &'static str,
+    dead: &'static str,
     state: &'static str,
 }
 
@@ -82,6 +96,7 @@ const NUMBERED: Statements = Statements {
     failed: "UPDATE events SET state = 'failed' WHERE id = $1 AND state = 'queued'",
     start: "UPDATE events SET state = 'running', runs = runs + 1 WHERE id = $1 AND state <> 'done'",
     finish: "UPDATE events SET state = 'done' WHERE id = $1",
+    dead: "UPDATE events SET state = 'dead' WHERE id = $1 AND state <> 'done'",
     state: "SELECT state FROM events WHERE id = $1",
 };
 
@@ -90,6 +105,7 @@ const MYSQL: Statements = Statements {
     failed: "UPDATE events SET state = 'failed' WHERE id = ? AND state = 'queued'",
     start: "UPDATE events SET state = 'running', runs = runs + 1 WHERE id = ? AND state <> 'done'",
     finish: "UPDATE events SET state = 'done' WHERE id = ?",
+    dead: "UPDATE events SET state = 'dead' WHERE id = ? AND state <> 'done'",
     state: "SELECT state FROM events WHERE id = ?",
 };
 
@@ -102,7 +118,8 @@ impl EventStore {
         EventStore { pool, sql }
     }
 
-    /// The state of event `id`: `queued`, `running`, `done` or `failed` (never published).
+    /// The state of event `id`: `queued`, `running`, `done`, `dead` (its work failed at each of
+    /// its deliveries) or `failed` (never published).
     pub(crate) async fn state(&self, id: i64) -> Result<Option<String>, sqlx::Error> {
         sqlx::query_scalar(self.sql.state)
             .bind(id)
@@ -117,6 +134,15 @@ impl EventStore {
             .execute(&self.pool)
             .await?;
         Ok(started.rows_affected() == 1)
+    }
+
+    /// Marks the event dead: its consumer gives up on it.
+    async fn dead(&self, id: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(self.sql.dead)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 
@@ -141,13 +167,19 @@ pub(crate) enum PublishError {
 }
 
 impl Events {
-    /// Records a new event of `ms` milliseconds as queued and publishes it through `via`, or
-    /// the first broker the service uses (RabbitMQ when it uses both); its id.
+    /// Records a new event of `ms` milliseconds (whose work fails every time if `fail` says
+    /// so) as queued and publishes it through `via`, or the first broker the service uses
+    /// (RabbitMQ when it uses both); its id.
     ///
     /// The row is written first, so a consumer never sees an event the database does not
     /// know. When the publish fails the event is marked `failed`, unless a consumer got it all
     /// the same (a publish whose confirm was lost may still have been stored).
-    pub(crate) async fn publish(&self, ms: u64, via: Option<Broker>) -> Result<i64, PublishError> {
+    pub(crate) async fn publish(
+        &self,
+        ms: u64,
+        fail: Option<Fail>,
+        via: Option<Broker>,
+    ) -> Result<i64, PublishError> {
         let broker = match (via, &self.amqp, &self.nats) {
             (None | Some(Broker::Amqp), Some(_), _) => Broker::Amqp,
             (None | Some(Broker::Nats), _, Some(_)) => Broker::Nats,
@@ -160,7 +192,7 @@ impl Events {
             .bind(i64::try_from(ms).unwrap_or(i64::MAX))
             .execute(&self.store.pool)
             .await?;
-        let payload = serde_json::to_vec(&Event { id, ms }).expect("an event serializes");
+        let payload = serde_json::to_vec(&Event { id, ms, fail }).expect("an event serializes");
         let published = match (broker, &self.amqp, &self.nats) {
             (Broker::Amqp, Some(amqp), _) => {
                 amqp.publish("", &self.names.amqp_queue, &payload).await
@@ -181,14 +213,36 @@ impl Events {
 
 /// The consumers' handler: the work of an event, as a job's (mark it running, wait its
 /// milliseconds, mark it done), acknowledged once recorded done. Idempotent: a redelivered
-/// event that is done already is acknowledged without running again.
+/// event that is done already is acknowledged without running again. An event that asks to
+/// fail fails (or panics); when its work fails at its last delivery, whatever the cause, it is
+/// marked dead, since the consumer dead-letters it then.
 pub(crate) async fn consume(store: EventStore, message: Message) -> Result<Ack, BoxError> {
     let Ok(event) = serde_json::from_slice::<Event>(message.payload()) else {
         tracing::warn!(subject = message.subject(), "dropping a malformed event");
         return Ok(Ack::Reject);
     };
+    let last = message.is_last_delivery();
+    let worked = work(&store, &event, last).await;
+    if worked.is_err() && last {
+        // The consumer dead-letters the event now: say so, or it would stay `running`.
+        if let Err(error) = store.dead(event.id).await {
+            tracing::warn!(event = event.id, %error, "could not mark a dead event dead");
+        }
+    }
+    worked
+}
+
+/// The work of `event`, which fails if the event asks to (marked dead first if `last`, before
+/// a panic).
+async fn work(store: &EventStore, event: &Event, last: bool) -> Result<Ack, BoxError> {
     if !store.start(event.id).await? {
         return Ok(Ack::Done);
+    }
+    if let Some(fail) = event.fail {
+        if last && fail == Fail::Panic {
+            store.dead(event.id).await?;
+        }
+        return Err(fail.now(&format!("event {}", event.id)));
     }
     tokio::time::sleep(Duration::from_millis(event.ms)).await;
     sqlx::query(store.sql.finish)
@@ -210,15 +264,13 @@ pub(crate) struct Topology {
 impl Topology {
     pub(crate) async fn declare(&self) -> Result<(), BoxError> {
         if let Some(url) = &self.amqp_url {
-            declare_queue(url, &self.names.amqp_queue)
-                .await
-                .map_err(|e| {
-                    format!(
-                        "declaring {} on {}: {e}",
-                        self.names.amqp_queue,
-                        redact(url)
-                    )
-                })?;
+            declare_queue(url, &self.names).await.map_err(|e| {
+                format!(
+                    "declaring {} on {}: {e}",
+                    self.names.amqp_queue,
+                    redact(url)
+                )
+            })?;
         }
         if let Some(url) = &self.nats_url {
             create_stream(url, &self.names).await.map_err(|e| {
@@ -233,19 +285,61 @@ impl Topology {
     }
 }
 
-async fn declare_queue(url: &str, queue: &str) -> Result<(), BoxError> {
+/// Declares the events' queue as a quorum queue (which counts deliveries, so that a poison
+/// event is dead-lettered after `--max-deliveries`) whose dead letters go to a queue of their
+/// own. A queue of that name declared before as a classic queue is used as it is, with a
+/// warning: a classic queue cannot say how often an event was delivered.
+async fn declare_queue(url: &str, names: &Names) -> Result<(), BoxError> {
     use lapin::options::QueueDeclareOptions;
-    use lapin::{types::FieldTable, Connection, ConnectionProperties};
+    use lapin::types::{AMQPValue, FieldTable};
+    use lapin::{Connection, ConnectionProperties};
 
     let connection = Connection::connect(url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     channel
         .queue_declare(
-            queue.into(),
+            names.amqp_dead_letters.as_str().into(),
             QueueDeclareOptions::durable(),
             FieldTable::default(),
         )
         .await?;
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    arguments.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(names.amqp_dead_letters.as_str().into()),
+    );
+    let declared = channel
+        .queue_declare(
+            names.amqp_queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            arguments,
+        )
+        .await;
+    if let Err(error) = declared {
+        // A queue of another kind already has the name (the broker closed the channel): use it.
+        let channel = connection.create_channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(
+                names.amqp_queue.as_str().into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::warn!(queue = %names.amqp_queue, %error,
+            "the events' queue exists and is not a quorum queue: events that keep failing are never dead-lettered");
+    }
     connection.close(200, "declared".into()).await?;
     Ok(())
 }

@@ -14,7 +14,7 @@
 //! `--drain-delay` (`DRAIN_DELAY`), `--shutdown-budget` (`SHUTDOWN_BUDGET`), `--grace-period`
 //! (`TERMINATION_GRACE_PERIOD`: refuse to start when the shutdown could not fit in it),
 //! `--redis-url` (`REDIS_URL`: the job queue in Redis instead of the SQL database),
-//! `--job-queue` (`JOB_QUEUE`), `--job-lease` (`JOB_LEASE`),
+//! `--job-queue` (`JOB_QUEUE`), `--job-lease` (`JOB_LEASE`), `--max-deliveries` (`MAX_DELIVERIES`),
 //! `--amqp-url` (`AMQP_URL`) and `--nats-url` (`NATS_URL`: events through RabbitMQ or NATS
 //! JetStream, see `POST /events`),
 //! `--report-json PATH` (write the report there on exit), `--in-place-upgrade`
@@ -89,6 +89,9 @@ struct Args {
     /// after it.
     #[arg(long, env = "JOB_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
     job_lease: Duration,
+    /// The most deliveries an event or a job gets: one whose work fails that often ends `dead`.
+    #[arg(long, env = "MAX_DELIVERIES", default_value_t = 5)]
+    max_deliveries: u32,
     /// RabbitMQ, for events (`POST /events`): a publisher, and a consumer that does their work.
     #[arg(long, env = "AMQP_URL")]
     amqp_url: Option<String>,
@@ -207,6 +210,7 @@ async fn main() -> Report {
         let consumer = AmqpConsumer::new(url, &names.amqp_queue, move |message| {
             events::consume(store.clone(), message)
         });
+        let consumer = consumer.max_deliveries(args.max_deliveries);
         (AmqpPublisher::new(url), consumer.prefetch(8).concurrency(4))
     });
     let nats = args.nats_url.as_deref().map(|url| {
@@ -215,6 +219,7 @@ async fn main() -> Report {
             move |message| events::consume(store.clone(), message)
         });
         let consumer = consumer.prefetch(8).concurrency(4).ack_wait(args.job_lease);
+        let consumer = consumer.max_deliveries(args.max_deliveries);
         (NatsPublisher::new(url), consumer)
     });
     let state = AppState {
@@ -255,19 +260,25 @@ async fn main() -> Report {
             "UPDATE job_runs SET finished = 1 WHERE job_id = $1 AND finished = 0",
         )
     };
-    let work = move |job: Job<u64>| {
+    let work = move |job: Job<jobs::Work>| {
         let pool = pool.clone();
         async move {
-            let ms = job.payload;
+            let ms = job.payload.ms();
             sqlx::query(record_run).bind(job.id).execute(&pool).await?;
+            job.payload.fail_if_asked(job.id)?;
             tokio::time::sleep(Duration::from_millis(ms)).await;
             sqlx::query(finish_run).bind(job.id).execute(&pool).await?;
             Ok(())
         }
     };
+    let attempts = i64::from(args.max_deliveries);
     let worker = match jobs {
-        Jobs::Sql(queue) => JobWorker::new(queue, work).lease(args.job_lease),
-        Jobs::Redis(queue) => JobWorker::new(queue, work).lease(args.job_lease),
+        Jobs::Sql(queue) => JobWorker::new(queue, work)
+            .lease(args.job_lease)
+            .max_attempts(attempts),
+        Jobs::Redis(queue) => JobWorker::new(queue, work)
+            .lease(args.job_lease)
+            .max_attempts(attempts),
     };
     let unix = args.listen_unix.as_deref().map(|path| {
         let listener = unix_listener(&sockets, path).unwrap_or_else(|e| refuse(e));

@@ -11,12 +11,13 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures::stream::{self, Stream, StreamExt};
 use lifecycle_core::BoxError;
+use lifecycle_db::JobState;
 use lifecycle_http::ShutdownSignal;
 use serde::Deserialize;
 use sqlx::AnyPool;
 
 use crate::events::{Broker, Events, PublishError};
-use crate::jobs::Jobs;
+use crate::jobs::{Fail, Jobs};
 
 /// What the handlers share.
 #[derive(Debug, Clone, FromRef)]
@@ -40,21 +41,30 @@ pub(crate) fn router(state: AppState) -> Router {
 #[derive(Debug, Deserialize)]
 struct NewJob {
     ms: u64,
+    /// `"error"` or `"panic"`: the job's work fails that way every time it runs.
+    fail: Option<Fail>,
 }
 
-/// `POST /jobs` with `{"ms": N}`: queues a job that takes N ms; answers `{"id": ...}`.
+/// `POST /jobs` with `{"ms": N}`: queues a job that takes N ms; answers `{"id": ...}`. With
+/// `"fail": "error"` or `"fail": "panic"`, its work fails every time, and the job ends `dead`
+/// after `--max-deliveries` attempts.
 async fn enqueue(State(jobs): State<Jobs>, Json(job): Json<NewJob>) -> Response {
-    match jobs.enqueue(job.ms).await {
+    match jobs.enqueue(job.ms, job.fail).await {
         Ok(id) => (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response(),
         Err(error) => queue_error(error),
     }
 }
 
-/// `GET /jobs/{id}`: `{"id": ..., "state": "queued" | "running" | "done" | "failed"}`.
+/// `GET /jobs/{id}`: `{"id": ..., "state": "queued" | "running" | "done" | "dead"}`; `dead`:
+/// it failed as many times as allowed (the queue's `failed`), and is set aside.
 async fn job_state(State(jobs): State<Jobs>, Path(id): Path<i64>) -> Response {
     match jobs.state(id).await {
         Ok(Some(state)) => {
-            Json(serde_json::json!({ "id": id, "state": state.as_str() })).into_response()
+            let state = match state {
+                JobState::Failed => "dead",
+                state => state.as_str(),
+            };
+            Json(serde_json::json!({ "id": id, "state": state })).into_response()
         }
         Ok(None) => (StatusCode::NOT_FOUND, "no such job\n").into_response(),
         Err(error) => queue_error(error),
@@ -64,14 +74,17 @@ async fn job_state(State(jobs): State<Jobs>, Path(id): Path<i64>) -> Response {
 #[derive(Debug, Deserialize)]
 struct NewEvent {
     ms: u64,
+    /// `"error"` or `"panic"`: the event's work fails that way every time it runs.
+    fail: Option<Fail>,
     /// `"amqp"` or `"nats"`; the first broker the service uses when absent.
     via: Option<Broker>,
 }
 
 /// `POST /events` with `{"ms": N}`: publishes an event whose work takes N ms; answers
-/// `{"id": ...}` once the broker has confirmed it.
+/// `{"id": ...}` once the broker has confirmed it. With `"fail": "error"` or `"fail": "panic"`,
+/// its work fails every time, and the event ends `dead` after `--max-deliveries` deliveries.
 async fn publish_event(State(events): State<Events>, Json(event): Json<NewEvent>) -> Response {
-    match events.publish(event.ms, event.via).await {
+    match events.publish(event.ms, event.fail, event.via).await {
         Ok(id) => (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response(),
         Err(PublishError::NoBroker(_)) => (
             StatusCode::NOT_FOUND,
@@ -92,7 +105,8 @@ async fn publish_event(State(events): State<Events>, Json(event): Json<NewEvent>
     }
 }
 
-/// `GET /events/{id}`: `{"id": ..., "state": "queued" | "running" | "done" | "failed"}`.
+/// `GET /events/{id}`: `{"id": ..., "state": "queued" | "running" | "done" | "dead" |
+/// "failed"}` (`failed`: never published).
 async fn event_state(State(events): State<Events>, Path(id): Path<i64>) -> Response {
     match events.store.state(id).await {
         Ok(Some(state)) => Json(serde_json::json!({ "id": id, "state": state })).into_response(),

@@ -2,7 +2,9 @@
 //! stopped with SIGTERM at chosen moments and once killed with SIGKILL while its consumer
 //! works, then run to the end: every event is done, and an event's work ran twice only as often
 //! as the kill interrupted one. And a drill publishing across a SIGTERM: no publish dropped,
-//! each one answered `201` recorded, and done once the service runs again.
+//! each one answered `201` recorded, and done once the service runs again. And poison events:
+//! one that fails and one that panics every time end `dead` after `--max-deliveries`
+//! deliveries, while the good ones are done and the service stays ready.
 
 mod common;
 
@@ -10,7 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    create, free_addr, query, server_available, signal, start, start_command, wait, wait_done, BIN,
+    create, free_addr, query, request, server_available, signal, start, start_command, wait,
+    wait_done, BIN,
 };
 use lifecycle_drill::Drill;
 
@@ -54,9 +57,13 @@ impl Broker {
                             return;
                         };
                         if let Ok(channel) = connection.create_channel().await {
-                            let name = format!("example-events.{queue}");
-                            let options = lapin::options::QueueDeleteOptions::default();
-                            let _ = channel.queue_delete(name.as_str().into(), options).await;
+                            for name in [
+                                format!("example-events.{queue}"),
+                                format!("example-events.{queue}.dead"),
+                            ] {
+                                let options = lapin::options::QueueDeleteOptions::default();
+                                let _ = channel.queue_delete(name.as_str().into(), options).await;
+                            }
                         }
                         let _ = connection.close(200, "done".into()).await;
                     }
@@ -267,4 +274,95 @@ async fn drill_publishes(broker: Broker) {
         assert_eq!(wait(&mut service), Some(0));
     });
     check.await.unwrap();
+}
+
+#[test]
+fn poison_events_end_dead_after_max_deliveries_on_rabbitmq() {
+    if Broker::Amqp.available() {
+        poison_events(Broker::Amqp);
+    }
+}
+
+#[test]
+fn poison_events_end_dead_after_max_deliveries_on_nats_jetstream() {
+    if Broker::Nats.available() {
+        poison_events(Broker::Nats);
+    }
+}
+
+/// An event whose work fails and one whose work panics, among 20 good ones, on a service
+/// started with `--max-deliveries 3`: each poison event is delivered exactly 3 times and ends
+/// `dead` (on RabbitMQ, in the dead-letter queue), every good one is done once, and the service
+/// is ready throughout and exits 0 at its SIGTERM (the consumer never failed).
+fn poison_events(broker: Broker) {
+    let fixture = Fixture::new("poison", broker);
+    let addr = free_addr();
+    let mut args = vec!["--max-deliveries", "3"];
+    args.extend_from_slice(&fixture.args());
+    let mut service = start(addr, &fixture.db, &args);
+    let failing = create(addr, "/events", r#"{"ms": 1, "fail": "error"}"#);
+    let panicking = create(addr, "/events", r#"{"ms": 1, "fail": "panic"}"#);
+    let good: Vec<i64> = (0..20)
+        .map(|_| create(addr, "/events", r#"{"ms": 5}"#))
+        .collect();
+
+    let until = Instant::now() + Duration::from_secs(30);
+    for id in &good {
+        wait_done(addr, &format!("/events/{id}"), until);
+    }
+    for id in [failing, panicking] {
+        loop {
+            let (status, body) = request(addr, "GET", &format!("/events/{id}"), "").unwrap();
+            assert_eq!(status, 200, "{body}");
+            if body.contains("\"state\":\"dead\"") {
+                break;
+            }
+            assert!(Instant::now() < until, "event {id} never dead: {body}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let (status, body) = request(addr, "GET", "/readyz", "").unwrap();
+    assert_eq!(status, 200, "the service stays ready: {body}");
+    signal(&service, "TERM");
+    assert_eq!(wait(&mut service), Some(0), "the consumer never failed");
+
+    let runs = runs(&fixture.db, 0);
+    for (id, ran) in &runs {
+        let expected = if [failing, panicking].contains(id) {
+            3
+        } else {
+            1
+        };
+        assert_eq!(*ran, expected, "event {id}");
+    }
+    assert_eq!(runs.len(), 22);
+    if let Broker::Amqp = broker {
+        let dead = dead_letters(&fixture.queue);
+        assert_eq!(dead, 2, "both poison events are in the dead-letter queue");
+    }
+}
+
+/// The messages in the service's RabbitMQ dead-letter queue for `queue`.
+fn dead_letters(queue: &str) -> u32 {
+    let name = format!("example-events.{queue}.dead");
+    let count = move || {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let properties = lapin::ConnectionProperties::default();
+            let connection = lapin::Connection::connect(AMQP_URL, properties)
+                .await
+                .unwrap();
+            let channel = connection.create_channel().await.unwrap();
+            let options = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..lapin::options::QueueDeclareOptions::default()
+            };
+            let queue = channel
+                .queue_declare(name.as_str().into(), options, Default::default())
+                .await
+                .unwrap();
+            let _ = connection.close(200, "done".into()).await;
+            queue.message_count()
+        })
+    };
+    std::thread::spawn(count).join().unwrap()
 }

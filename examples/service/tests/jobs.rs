@@ -2,7 +2,9 @@
 //! PostgreSQL, MariaDB or Redis: jobs queued with `POST /jobs`, the service stopped with
 //! SIGTERM at random moments and once killed with SIGKILL, then run to the end: every job is
 //! done, and jobs ran twice only as often as a kill interrupted them. And two containers that
-//! are both PID 1: the second takes up the job the first was killed with.
+//! are both PID 1: the second takes up the job the first was killed with. And poison jobs: one
+//! that fails and one that panics every time end `dead` after `--max-deliveries` runs, while
+//! the good ones are done and the service stays ready.
 
 mod common;
 
@@ -288,4 +290,71 @@ fn a_job_of_a_killed_container_is_taken_up_by_the_next_one_with_the_same_pid() {
             .await
             .unwrap();
     });
+}
+
+/// Waits until `GET path` says `"state":"{state}"`, up to `until`.
+fn wait_state(addr: SocketAddr, path: &str, state: &str, until: Instant) {
+    let expected = format!("\"state\":\"{state}\"");
+    loop {
+        let (status, body) = request(addr, "GET", path, "").unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+        if body.contains(&expected) {
+            return;
+        }
+        assert!(Instant::now() < until, "{path} never {state}: {body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn poison_jobs_end_dead_after_max_deliveries_and_the_rest_are_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display());
+    poison_jobs(&db, &["--job-queue", "poison"]);
+}
+
+#[test]
+fn poison_jobs_in_redis_end_dead_after_max_deliveries_and_the_rest_are_done() {
+    if server_available("Redis", "127.0.0.1:6379") {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display());
+        let queue = format!("example-poison-{}", std::process::id());
+        poison_jobs(&db, &["--redis-url", REDIS_URL, "--job-queue", &queue]);
+    }
+}
+
+/// A job whose work fails and one whose work panics, among 20 good ones, on a service started
+/// with `--max-deliveries 3`: each poison job runs exactly 3 times and ends `dead`, every good
+/// one is done once, and the service is ready throughout and exits 0 at its SIGTERM.
+fn poison_jobs(db: &str, extra: &[&str]) {
+    let addr = free_addr();
+    let mut args = vec!["--max-deliveries", "3"];
+    args.extend_from_slice(extra);
+    let mut service = start(addr, db, &args);
+    let failing = create(addr, "/jobs", r#"{"ms": 1, "fail": "error"}"#);
+    let panicking = create(addr, "/jobs", r#"{"ms": 1, "fail": "panic"}"#);
+    let good: Vec<i64> = (0..20)
+        .map(|_| create(addr, "/jobs", r#"{"ms": 5}"#))
+        .collect();
+
+    let until = Instant::now() + Duration::from_secs(30);
+    for id in &good {
+        wait_done(addr, &format!("/jobs/{id}"), until);
+    }
+    for id in [failing, panicking] {
+        wait_state(addr, &format!("/jobs/{id}"), "dead", until);
+    }
+    let (status, body) = request(addr, "GET", "/readyz", "").unwrap();
+    assert_eq!(status, 200, "the service stays ready: {body}");
+    signal(&service, "TERM");
+    assert_eq!(wait(&mut service), Some(0), "the worker never failed");
+
+    for id in [failing, panicking] {
+        let runs = query(db, "SELECT COUNT(*), 0 FROM job_runs WHERE job_id = $1", id);
+        assert_eq!(runs[0].0, 3, "job {id}: one run per delivery, 3 at most");
+    }
+    for id in good {
+        let runs = query(db, "SELECT COUNT(*), 0 FROM job_runs WHERE job_id = $1", id);
+        assert_eq!(runs[0].0, 1, "job {id} ran once");
+    }
 }

@@ -5,17 +5,27 @@ use std::time::Duration;
 
 use metrics::{Counter, Histogram};
 
-/// How a job in hand ended, for `jobs_ended_total{outcome}` and
-/// `job_run_duration_seconds{outcome}`.
+/// How a job taken from the queue ended, for `jobs_ended_total{outcome}` and
+/// `job_run_duration_seconds{outcome}`: the outcomes every work source counts (a message
+/// consumer's `messages_ended_total` has the same, and `rejected`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Ended {
     /// The handler succeeded.
     Done,
-    /// The handler failed, panicked, or the payload did not deserialize.
+    /// The handler failed, panicked, or ran past its maximum run time, and the job is queued
+    /// again for another attempt.
     Failed,
-    /// Still running shortly before the stop deadline: handed back to the queue.
+    /// The same at its last attempt, or a payload that does not deserialize: failed for good
+    /// (the dead letter).
+    Dead,
+    /// Claimed as the stop turn came and handed back without running.
     HandedBack,
+    /// Still running shortly before the stop deadline: cut off and handed back to the queue.
+    Cut,
 }
+
+/// The `outcome` labels, indexed by `Ended as usize`.
+const OUTCOMES: [&str; 5] = ["done", "failed", "dead", "handed_back", "cut"];
 
 /// The metric handles of one worker, labelled with its component's name.
 #[derive(Debug, Clone)]
@@ -24,14 +34,14 @@ pub(crate) struct JobMetrics {
     reclaimed: Counter,
     late: Counter,
     /// Indexed by `Ended as usize`.
-    ended: [Counter; 3],
-    run_time: [Histogram; 3],
+    ended: [Counter; 5],
+    run_time: [Histogram; 5],
 }
 
 impl JobMetrics {
     pub(crate) fn register(component: &str) -> Self {
         let component = component.to_owned();
-        let outcomes = ["done", "failed", "handed_back"];
+        let outcomes = OUTCOMES;
         JobMetrics {
             claimed: metrics::counter!("jobs_claimed_total", "component" => component.clone()),
             reclaimed: metrics::counter!(
@@ -71,9 +81,11 @@ impl JobMetrics {
         self.late.increment(1);
     }
 
-    /// A job in hand ended as `how`, after running for `took`.
-    pub(crate) fn ended(&self, how: Ended, took: Duration) {
+    /// A job in hand ended as `how`, after running for `took` (`None`: it never ran).
+    pub(crate) fn ended(&self, how: Ended, took: Option<Duration>) {
         self.ended[how as usize].increment(1);
-        self.run_time[how as usize].record(took.as_secs_f64());
+        if let Some(took) = took {
+            self.run_time[how as usize].record(took.as_secs_f64());
+        }
     }
 }

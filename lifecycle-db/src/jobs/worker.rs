@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::FutureExt;
 use lifecycle_core::{async_trait, BoxError, Component, Context};
 use serde::de::DeserializeOwned;
@@ -15,7 +16,11 @@ use tokio::sync::Semaphore;
 
 use super::{Job, JobQueue};
 use crate::deadline::give_up_at;
+use crate::error::DbError;
 use crate::jobs::metrics::{Ended, JobMetrics};
+
+/// The shortest lease a worker accepts: it renews at a third of it, which must not be zero.
+const MIN_LEASE: Duration = Duration::from_millis(3);
 
 /// A worker on a [`JobQueue`] ([`SqlJobQueue`](crate::SqlJobQueue),
 /// [`RedisJobQueue`](crate::RedisJobQueue)) whose contract is *finish or hand back*: on its stop turn it
@@ -34,9 +39,12 @@ use crate::jobs::metrics::{Ended, JobMetrics};
 /// The handler gets a [`Job<T>`](Job): the payload as the type it was enqueued as (JSON, through
 /// serde), and the job's [`deliveries`](Job::deliveries), more than 1 when the job may have run
 /// before. A payload that does not deserialize into `T` fails the job for good, with the serde
-/// error as the reason. The payload's type comes from the handler's argument, so annotate it
-/// (`|job: Job<Email>|`). With [`concurrency`](Self::concurrency) above 1, the worker holds
-/// several jobs at once, and each is finished or handed back at the stop.
+/// error as the reason. A handler that returns an error, panics (the panic is caught: the
+/// worker goes on), or runs past [`max_run_time`](Self::max_run_time) (it is cut off) fails the
+/// job's attempt: the job is tried again, up to [`max_attempts`](Self::max_attempts), and then
+/// failed for good with the reason. The payload's type comes from the handler's argument, so
+/// annotate it (`|job: Job<Email>|`). With [`concurrency`](Self::concurrency) above 1, the
+/// worker holds several jobs at once, and each is finished or handed back at the stop.
 ///
 /// Delivery is *at least once*: see the crate documentation for when a job runs twice.
 ///
@@ -80,6 +88,7 @@ pub struct JobWorker<H, T = String> {
     lease: Duration,
     poll_interval: Duration,
     max_attempts: i64,
+    max_run_time: Option<Duration>,
     concurrency: usize,
     payload: PhantomData<fn() -> T>,
     handed_back: Arc<AtomicU64>,
@@ -104,6 +113,7 @@ where
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(100),
             max_attempts: 3,
+            max_run_time: None,
             concurrency: 1,
             payload: PhantomData,
             handed_back: Arc::default(),
@@ -115,6 +125,7 @@ where
 
     /// How long a job stays claimed without a renewal (default 30 s); the worker renews it at a
     /// third of that while the job runs. A killed worker's job waits this long to be taken again.
+    /// Less than 3 ms is refused at the start ([`DbError::InvalidSetting`]).
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
@@ -128,10 +139,23 @@ where
         self
     }
 
-    /// How many times a failing job is tried before it is marked failed (default 3).
+    /// How many times a failing job is tried before it is marked failed (default 3): a handler
+    /// error, a panic and a run cut off at [`max_run_time`](Self::max_run_time) each count.
+    /// Less than 1 is refused at the start ([`DbError::InvalidSetting`]).
     #[must_use]
     pub fn max_attempts(mut self, attempts: i64) -> Self {
         self.max_attempts = attempts;
+        self
+    }
+
+    /// The longest a job's handler may run (default: no limit). A handler still running then is
+    /// cut off (its future dropped) and the job counts as failed, as if the handler had
+    /// returned an error: retried up to [`max_attempts`](Self::max_attempts), then failed for
+    /// good. Without it, a handler that hangs holds its job, renewing the lease, until the stop.
+    /// Zero is refused at the start ([`DbError::InvalidSetting`]).
+    #[must_use]
+    pub fn max_run_time(mut self, limit: Duration) -> Self {
+        self.max_run_time = Some(limit);
         self
     }
 
@@ -141,6 +165,35 @@ where
     pub fn concurrency(mut self, jobs: usize) -> Self {
         self.concurrency = jobs.max(1);
         self
+    }
+
+    /// Refuses settings the worker cannot run with, before it takes any job: a lease whose
+    /// third (the renewal period) is zero, a zero maximum run time, fewer than 1 attempt.
+    fn check_settings(&self, component: &str) -> Result<(), DbError> {
+        let invalid = |setting, reason: &str| DbError::InvalidSetting {
+            component: component.to_owned(),
+            setting,
+            reason: reason.to_owned(),
+        };
+        if self.lease < MIN_LEASE {
+            return Err(invalid(
+                "lease",
+                &format!(
+                    "must be at least {MIN_LEASE:?} (it is renewed at a third of it), not {:?}",
+                    self.lease
+                ),
+            ));
+        }
+        if self.max_run_time == Some(Duration::ZERO) {
+            return Err(invalid("max_run_time", "must be more than zero"));
+        }
+        if self.max_attempts < 1 {
+            return Err(invalid(
+                "max_attempts",
+                &format!("must be at least 1, not {}", self.max_attempts),
+            ));
+        }
+        Ok(())
     }
 
     /// Jobs this worker handed back at a shutdown, since it was created.
@@ -163,6 +216,7 @@ where
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
 {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
+        self.check_settings(ctx.name())?;
         let worker = worker_id(ctx.name());
         tracing::info!(component = ctx.name(), worker = %worker, "job worker starting");
         *self.identity.lock().unwrap_or_else(|e| e.into_inner()) = Some(worker.clone());
@@ -185,6 +239,7 @@ where
             lease: self.lease,
             poll_interval: self.poll_interval,
             max_attempts: self.max_attempts,
+            max_run_time: self.max_run_time,
             concurrency: self.concurrency,
             handed_back: self.handed_back.clone(),
             done: self.done.clone(),
@@ -244,6 +299,7 @@ struct Working<H, T> {
     lease: Duration,
     poll_interval: Duration,
     max_attempts: i64,
+    max_run_time: Option<Duration>,
     concurrency: usize,
     handed_back: Arc<AtomicU64>,
     done: Arc<AtomicU64>,
@@ -275,6 +331,8 @@ where
             match self.queue.claim(&self.worker, self.lease).await {
                 // A claim that waited on the queue may return after the stop turn came.
                 Ok(Some(job)) if token.is_cancelled() => {
+                    self.metrics.claimed();
+                    self.metrics.ended(Ended::HandedBack, None);
                     if let Err(error) = self.queue.hand_back(job.id, &self.worker).await {
                         tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = job.id, %error, "could not hand a job back");
                     }
@@ -333,7 +391,7 @@ where
     /// Runs one job to its end, renewing its lease, unless the stop deadline comes first; then
     /// hands it back.
     async fn run(&self, job: Job) {
-        let id = job.id;
+        let (id, attempts) = (job.id, job.attempts);
         let began = tokio::time::Instant::now();
         let job = match job.decode::<T>() {
             Ok(job) => job,
@@ -344,23 +402,40 @@ where
                     std::any::type_name::<T>()
                 );
                 tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %reason, "job failed");
-                self.metrics.ended(Ended::Failed, began.elapsed());
+                self.metrics.ended(Ended::Dead, Some(began.elapsed()));
                 if let Err(error) = self.queue.fail(id, &self.worker, &reason, 0).await {
                     tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %error, "could not record a job's end");
                 }
                 return;
             }
         };
-        let mut handling = std::pin::pin!(AssertUnwindSafe((self.handler)(job)).catch_unwind());
+        // Boxed, so that it can be dropped (the handler cut off) before the end is recorded.
+        // The handler's call, which makes its future, may panic as well as the future.
+        let mut handling: BoxFuture<'static, std::thread::Result<Result<(), BoxError>>> =
+            match std::panic::catch_unwind(AssertUnwindSafe(|| (self.handler)(job))) {
+                Ok(future) => Box::pin(AssertUnwindSafe(future).catch_unwind()),
+                Err(panic) => Box::pin(std::future::ready(Err(panic))),
+            };
         let mut renew = tokio::time::interval(self.lease / 3);
         renew.tick().await;
+        let too_long = async {
+            match self.max_run_time {
+                Some(limit) => tokio::time::sleep_until(began + limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut too_long = std::pin::pin!(too_long);
         let outcome = loop {
             let cut_off = async {
                 self.ctx.token().cancelled().await;
                 tokio::time::sleep_until(give_up_at(&self.ctx, Duration::from_secs(5))).await;
             };
             tokio::select! {
-                outcome = &mut handling => break Some(outcome),
+                outcome = &mut handling => break match outcome {
+                    Ok(Ok(())) => Outcome::Done,
+                    Ok(Err(error)) => Outcome::Failed(error.to_string()),
+                    Err(panic) => Outcome::Failed(panic_message(panic.as_ref())),
+                },
                 _ = renew.tick() => {
                     match self.queue.renew(id, &self.worker, self.lease).await {
                         Ok(true) => {}
@@ -370,38 +445,41 @@ where
                             "could not renew a job's lease"),
                     }
                 }
-                () = cut_off => break None,
+                () = &mut too_long => {
+                    let limit = self.max_run_time.unwrap_or_default();
+                    tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, ?limit,
+                        "a job ran past its max run time: it is cut off and counted as failed");
+                    break Outcome::Failed(format!("the job ran past its max run time of {limit:?} and was cut off"));
+                }
+                () = cut_off => break Outcome::Cut,
             }
         };
+        // The handler's future is dropped here, whatever it was doing, before the end is
+        // recorded: a job cut off must not go on beside its next delivery.
+        drop(handling);
         let how = match outcome {
-            Some(Ok(Ok(()))) => Ended::Done,
-            Some(_) => Ended::Failed,
-            None => Ended::HandedBack,
+            Outcome::Done => Ended::Done,
+            // The queue fails it for good at the same count.
+            Outcome::Failed(_) if attempts >= self.max_attempts => Ended::Dead,
+            Outcome::Failed(_) => Ended::Failed,
+            Outcome::Cut => Ended::Cut,
         };
-        self.metrics.ended(how, began.elapsed());
+        self.metrics.ended(how, Some(began.elapsed()));
         let recorded = match outcome {
-            Some(Ok(Ok(()))) => {
+            Outcome::Done => {
                 let completed = self.queue.complete(id, &self.worker).await;
                 if matches!(completed, Ok(true)) {
                     self.done.fetch_add(1, Ordering::Relaxed);
                 }
                 completed
             }
-            Some(Ok(Err(error))) => {
+            Outcome::Failed(reason) => {
+                tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %reason, "job failed");
                 self.queue
-                    .fail(id, &self.worker, &error.to_string(), self.max_attempts)
+                    .fail(id, &self.worker, &reason, self.max_attempts)
                     .await
             }
-            Some(Err(panic)) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .copied()
-                    .unwrap_or("the job panicked");
-                self.queue
-                    .fail(id, &self.worker, message, self.max_attempts)
-                    .await
-            }
-            None => {
+            Outcome::Cut => {
                 tracing::info!(
                     component = self.ctx.name(), worker = %self.worker,
                     job = id,
@@ -429,12 +507,34 @@ where
     }
 }
 
+/// How a job in hand ended.
+enum Outcome {
+    Done,
+    /// The handler failed, panicked or ran past its maximum run time: why.
+    Failed(String),
+    /// Cut off shortly before the stop deadline, to be handed back.
+    Cut,
+}
+
+/// What a caught panic said (`panic!` with a literal or with a format), for the job's error.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let said = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str));
+    match said {
+        Some(said) => format!("the job panicked: {said}"),
+        None => "the job panicked".to_owned(),
+    }
+}
+
 impl<H, T> std::fmt::Debug for JobWorker<H, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JobWorker")
             .field("queue", &self.queue)
             .field("lease", &self.lease)
             .field("max_attempts", &self.max_attempts)
+            .field("max_run_time", &self.max_run_time)
             .field("concurrency", &self.concurrency)
             .finish_non_exhaustive()
     }

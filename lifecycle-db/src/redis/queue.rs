@@ -1,6 +1,6 @@
 //! `RedisJobQueue`: the reliable-queue pattern on Redis, for workers that finish or hand back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -28,6 +28,10 @@ const CLAIM_WAIT: Duration = Duration::from_millis(500);
 ///
 /// Every move of an id out of a processing list (complete, fail, hand back, sweep) is one Lua
 /// script, atomic on the server and conditional on the id still being in that worker's list.
+/// A claim is two steps (a blocking `BLMOVE` cannot run in a script): if the second fails after
+/// `BLMOVE` moved the id (a connection reset, a script error), the id is put back at once, or
+/// else by the worker's next claim, which queues again any id in its processing list that the
+/// worker was not given.
 /// So an id is never in the queue twice, two workers sweeping the same dead worker requeue each
 /// of its jobs once, and a worker whose lease expired cannot complete, fail or hand back the job
 /// it lost: the call returns `false` and changes nothing, while the job runs elsewhere.
@@ -64,6 +68,9 @@ pub struct RedisJobQueue {
     prefix: String,
     /// Each worker's dedicated connection for its blocking claims.
     blocking: Arc<Mutex<HashMap<String, RedisConnection>>>,
+    /// The ids each worker of this process was given by a claim and has not ended yet: any
+    /// other id in its processing list was left there by a claim that failed half-way.
+    held: Arc<Mutex<HashMap<String, HashSet<i64>>>>,
     max_deliveries: i64,
 }
 
@@ -74,6 +81,7 @@ impl RedisJobQueue {
             client,
             prefix: format!("lifecycle:{queue}"),
             blocking: Arc::default(),
+            held: Arc::default(),
             max_deliveries: 10,
         }
     }
@@ -173,6 +181,27 @@ impl RedisJobQueue {
     fn heartbeat(&self, worker: &str) -> String {
         self.key(&format!("heartbeat:{worker}"))
     }
+
+    /// The ids `worker` holds, as far as this process knows.
+    fn held(&self, worker: &str) -> Vec<i64> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.get(worker)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Records that `worker` holds job `id` (`true`) or no longer does (`false`).
+    fn hold(&self, worker: &str, id: i64, holds: bool) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if holds {
+            held.entry(worker.to_owned()).or_default().insert(id);
+        } else if let Some(ids) = held.get_mut(worker) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                held.remove(worker);
+            }
+        }
+    }
 }
 
 // Every move of an id between the queue and a processing list is one script, which Redis runs
@@ -184,16 +213,49 @@ impl RedisJobQueue {
 
 /// After `BLMOVE` put the id in the worker's processing list: marks the job running, counts
 /// the attempt and the delivery, and returns `{attempts, payload, deliveries}`; nil if a sweep
-/// took the id back in between.
+/// took the id back in between. Redis does not undo the writes of a script that fails half-way,
+/// so the job is marked running last: a failed `TAKE` leaves it `queued`.
 /// KEYS: processing, job. ARGV: id, worker.
 static TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         if not redis.call('LPOS', KEYS[1], ARGV[1]) then return false end
-        redis.call('HSET', KEYS[2], 'state', 'running', 'worker', ARGV[2])
         local attempts = redis.call('HINCRBY', KEYS[2], 'attempts', 1)
         local deliveries = redis.call('HINCRBY', KEYS[2], 'deliveries', 1)
+        redis.call('HSET', KEYS[2], 'state', 'running', 'worker', ARGV[2])
         return {attempts, redis.call('HGET', KEYS[2], 'payload'), deliveries}
+        ",
+    )
+});
+
+/// Before a claim: registers the worker, extends its heartbeat, and queues again, uncounted,
+/// every id in its processing list that it does not hold (one a claim moved there with
+/// `BLMOVE` and then failed to take, its `TAKE` or its reply lost, and failed to put back);
+/// returns how many.
+/// KEYS: workers, heartbeat, processing, queue. ARGV: worker, lease in ms, job key prefix,
+/// then the ids the worker holds.
+static PREPARE_CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        redis.call('SADD', KEYS[1], ARGV[1])
+        redis.call('SET', KEYS[2], 1, 'PX', ARGV[2])
+        local held = {}
+        for i = 4, #ARGV do held[ARGV[i]] = true end
+        local back = 0
+        for _, id in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+            if not held[id] then
+                local job = ARGV[3] .. id
+                redis.call('LREM', KEYS[3], 1, id)
+                if redis.call('HGET', job, 'state') == 'running' then
+                    redis.call('HINCRBY', job, 'attempts', -1)
+                end
+                redis.call('HSET', job, 'state', 'queued')
+                redis.call('HDEL', job, 'worker')
+                redis.call('RPUSH', KEYS[4], id)
+                back = back + 1
+            end
+        end
+        return back
         ",
     )
 });
@@ -308,13 +370,23 @@ impl JobQueue for RedisJobQueue {
 
     async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>, BoxError> {
         let mut redis = self.client.connection();
-        redis::pipe()
-            .sadd(self.key("workers"), worker)
-            .ignore()
-            .pset_ex(self.heartbeat(worker), 1, millis(lease))
-            .ignore()
-            .query_async::<()>(&mut redis)
-            .await?;
+        let mut prepare = PREPARE_CLAIM.key(self.key("workers"));
+        prepare
+            .key(self.heartbeat(worker))
+            .key(self.processing(worker))
+            .key(self.key("queue"))
+            .arg(worker)
+            .arg(millis(lease))
+            .arg(self.key("job:"))
+            .arg(self.held(worker));
+        let put_back: i64 = prepare.invoke_async(&mut redis).await?;
+        if put_back > 0 {
+            tracing::warn!(
+                worker,
+                put_back,
+                "queued again ids an earlier claim left in this worker's processing list"
+            );
+        }
         let taken = self
             .blocking
             .lock()
@@ -340,13 +412,31 @@ impl JobQueue for RedisJobQueue {
         let Some(id) = id else {
             return Ok(None);
         };
-        let taken: Option<(i64, String, i64)> = TAKE
+        // The id is in this worker's processing list now. If taking it fails (the script, the
+        // connection, or only its reply), put it back at once; if that fails too, the next
+        // claim does (`PREPARE_CLAIM`), since this worker does not hold it.
+        let taken: RedisResult<Option<(i64, String, i64)>> = TAKE
             .key(self.processing(worker))
             .key(self.job_key(id))
             .arg(id)
             .arg(worker)
             .invoke_async(&mut redis)
-            .await?;
+            .await;
+        let taken = match taken {
+            Ok(taken) => taken,
+            Err(error) => {
+                match self.put_back(id, worker).await {
+                    Ok(_) => tracing::warn!(worker, job = id, %error,
+                        "a claim failed after taking the job's id: it was put back"),
+                    Err(again) => tracing::warn!(worker, job = id, %error, %again,
+                        "a claim failed after taking the job's id, and so did putting it back: the next claim will"),
+                }
+                return Err(error.into());
+            }
+        };
+        if taken.is_some() {
+            self.hold(worker, id, true);
+        }
         Ok(taken.map(|(attempts, payload, deliveries)| Job {
             id,
             payload,
@@ -367,13 +457,17 @@ impl JobQueue for RedisJobQueue {
     }
 
     async fn complete(&self, id: i64, worker: &str) -> Result<bool, BoxError> {
-        let held: i64 = COMPLETE
+        let held: RedisResult<i64> = COMPLETE
             .key(self.processing(worker))
             .key(self.job_key(id))
             .arg(id)
             .invoke_async(&mut self.client.connection())
-            .await?;
-        Ok(held == 1)
+            .await;
+        // Forgotten only now (a claim in between must not put back a job still held), and
+        // whatever the outcome: if the script failed, the id left in the processing list is
+        // queued again by the worker's next claim rather than stranded there.
+        self.hold(worker, id, false);
+        Ok(held? == 1)
     }
 
     async fn fail(
@@ -383,7 +477,7 @@ impl JobQueue for RedisJobQueue {
         error: &str,
         max_attempts: i64,
     ) -> Result<bool, BoxError> {
-        let held: i64 = FAIL
+        let held: RedisResult<i64> = FAIL
             .key(self.processing(worker))
             .key(self.job_key(id))
             .key(self.key("queue"))
@@ -391,19 +485,15 @@ impl JobQueue for RedisJobQueue {
             .arg(error)
             .arg(max_attempts)
             .invoke_async(&mut self.client.connection())
-            .await?;
-        Ok(held == 1)
+            .await;
+        self.hold(worker, id, false);
+        Ok(held? == 1)
     }
 
     async fn hand_back(&self, id: i64, worker: &str) -> Result<bool, BoxError> {
-        let held: i64 = HAND_BACK
-            .key(self.processing(worker))
-            .key(self.job_key(id))
-            .key(self.key("queue"))
-            .arg(id)
-            .invoke_async(&mut self.client.connection())
-            .await?;
-        Ok(held == 1)
+        let held = self.put_back(id, worker).await;
+        self.hold(worker, id, false);
+        Ok(held?)
     }
 
     async fn reclaim_expired(&self) -> Result<u64, BoxError> {
@@ -427,6 +517,20 @@ impl JobQueue for RedisJobQueue {
             }
         }
         Ok(reclaimed)
+    }
+}
+
+impl RedisJobQueue {
+    /// `HAND_BACK`: queues job `id` again, uncounted, if it is in `worker`'s processing list.
+    async fn put_back(&self, id: i64, worker: &str) -> RedisResult<bool> {
+        let held: i64 = HAND_BACK
+            .key(self.processing(worker))
+            .key(self.job_key(id))
+            .key(self.key("queue"))
+            .arg(id)
+            .invoke_async(&mut self.client.connection())
+            .await?;
+        Ok(held == 1)
     }
 }
 

@@ -23,6 +23,7 @@ use crate::error::{redact, MqError};
 use crate::handler::{self, Handler};
 use crate::in_flight::InFlight;
 use crate::message::{Ack, Message};
+use crate::metrics::{ConsumerMetrics, Ended, Tally};
 use crate::stats::{ConsumerStats, Counters};
 
 /// How long one request of the stop (`basic.cancel`, a channel close) may wait for its answer.
@@ -51,7 +52,11 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 ///
 /// Delivery is **at least once**: a message is acked only after its handler returned
 /// [`Ack::Done`]; a message whose handler was cut off, or whose process died, is delivered
-/// again, and the handler may then see it a second time ([`Message::redelivered`]).
+/// again, and the handler may then see it a second time ([`Message::redelivered`]). A message
+/// whose handler fails (an error, a panic) at its [`max_deliveries`](Self::max_deliveries)-th
+/// delivery is rejected to the queue's dead-letter exchange and counted in
+/// [`ConsumerStats::dead`]; a panic never fails the component. Only quorum queues count
+/// deliveries: see the crate documentation.
 ///
 /// # Examples
 ///
@@ -81,6 +86,7 @@ pub struct AmqpConsumer {
     handler: Handler,
     prefetch: u16,
     concurrency: u32,
+    max_deliveries: u32,
     connect_timeout: Duration,
     counters: Arc<Counters>,
     running: Mutex<Option<Running>>,
@@ -94,6 +100,7 @@ struct Running {
     tag: String,
     dispatcher: JoinHandle<Option<Consumer>>,
     in_flight: Arc<InFlight<Acker>>,
+    tally: Tally,
 }
 
 impl AmqpConsumer {
@@ -114,6 +121,7 @@ impl AmqpConsumer {
             handler: handler::boxed(handler),
             prefetch: 10,
             concurrency: 1,
+            max_deliveries: 5,
             connect_timeout: Duration::from_secs(2),
             counters: Arc::default(),
             running: Mutex::new(None),
@@ -134,6 +142,17 @@ impl AmqpConsumer {
     #[must_use]
     pub fn concurrency(mut self, handlers: u32) -> Self {
         self.concurrency = handlers.max(1);
+        self
+    }
+
+    /// The most deliveries a message gets (default 5, at least 1): a message whose handler
+    /// fails (an error, a panic, [`Ack::Requeue`]) at its `max`-th delivery or later, as the
+    /// broker counts them ([`Message::delivery_count`]), is rejected, to the broker's dead
+    /// letter, instead of being handed back. Every delivery counts, a hand-back at a stop
+    /// included. 0 is refused at the start ([`MqError::InvalidSetting`]).
+    #[must_use]
+    pub fn max_deliveries(mut self, max: u32) -> Self {
+        self.max_deliveries = max;
         self
     }
 
@@ -170,6 +189,19 @@ impl AmqpConsumer {
         Ok((connection, channel, socket, consumer))
     }
 
+    /// Refuses settings out of their range, before anything connects.
+    fn check_settings(&self, queue: &str) -> Result<(), MqError> {
+        if self.max_deliveries == 0 {
+            return Err(MqError::InvalidSetting {
+                queue: queue.to_owned(),
+                setting: "max_deliveries",
+                reason: "must be at least 1: a maximum of 0 would dead-letter every message unseen"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     fn running(&self) -> MutexGuard<'_, Option<Running>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -187,6 +219,7 @@ impl AmqpConsumer {
 #[async_trait]
 impl Component for AmqpConsumer {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
+        self.check_settings(&self.queue)?;
         check_url(&self.url, &self.target)?;
         let tag = consumer_tag(ctx.name());
         let (connection, channel, socket, consumer) = retry_until(
@@ -204,14 +237,20 @@ impl Component for AmqpConsumer {
         )
         .await?;
         tracing::info!(component = ctx.name(), target_mq = %self.target, queue = %self.queue,
-            prefetch = self.prefetch, concurrency = self.concurrency, "consuming");
+            prefetch = self.prefetch, concurrency = self.concurrency,
+            max_deliveries = self.max_deliveries, "consuming");
         let in_flight = Arc::new(InFlight::new(self.concurrency));
+        let tally = Tally {
+            counters: self.counters.clone(),
+            metrics: ConsumerMetrics::register(ctx.name()),
+        };
         let dispatch = Dispatch {
             handlers: Handlers {
                 ctx: ctx.clone(),
                 handler: self.handler.clone(),
                 in_flight: in_flight.clone(),
-                counters: self.counters.clone(),
+                tally: tally.clone(),
+                max_deliveries: self.max_deliveries,
             },
             consumer,
             target: self.target.clone(),
@@ -225,6 +264,7 @@ impl Component for AmqpConsumer {
             tag,
             dispatcher,
             in_flight,
+            tally,
         });
         Ok(())
     }
@@ -282,7 +322,9 @@ impl Component for AmqpConsumer {
                 }
             }
             if !returned.is_empty() {
-                Counters::add(&self.counters.returned_at_stop, returned.len() as u64);
+                running
+                    .tally
+                    .ended(Ended::HandedBack, returned.len() as u64);
                 tracing::info!(component = ctx.name(), queue = %self.queue,
                     returned = returned.len(), "handing back messages not started");
                 if let Err(reason) = hand_back_all(returned, reply_by(Instant::now())).await {
@@ -296,7 +338,7 @@ impl Component for AmqpConsumer {
         finish_handlers(
             &running.in_flight,
             ctx,
-            &self.counters,
+            &running.tally,
             (&self.target, &self.queue),
             (give_up, close_by(ctx, give_up)),
             &mut failures,
@@ -342,8 +384,8 @@ impl Component for AmqpConsumer {
         let in_progress = self.running().as_ref().map_or(0, |r| r.in_flight.len());
         let stats = self.stats();
         Some(format!(
-            "consuming {}: {} received, {} acked, {in_progress} in progress",
-            self.queue, stats.received, stats.acked
+            "consuming {}: {} received, {} acked, {} dead-lettered, {in_progress} in progress",
+            self.queue, stats.received, stats.acked, stats.dead
         ))
     }
 }
@@ -355,6 +397,7 @@ impl std::fmt::Debug for AmqpConsumer {
             .field("queue", &self.queue)
             .field("prefetch", &self.prefetch)
             .field("concurrency", &self.concurrency)
+            .field("max_deliveries", &self.max_deliveries)
             .field("running", &self.running().is_some())
             .field("stats", &self.stats())
             .finish()
@@ -472,6 +515,7 @@ fn message(delivery: &Delivery) -> Message {
             None if !delivery.redelivered => Some(1),
             None => None,
         },
+        last_delivery: false,
     }
 }
 

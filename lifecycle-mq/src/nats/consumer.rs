@@ -20,6 +20,7 @@ use crate::error::{redact, MqError};
 use crate::handler::{self, Handler};
 use crate::in_flight::InFlight;
 use crate::message::{Ack, Message};
+use crate::metrics::{ConsumerMetrics, Ended, Tally};
 use crate::nats::connect::{check_url, open, Connection};
 use crate::stats::{ConsumerStats, Counters};
 
@@ -57,7 +58,9 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// Delivery is **at least once**: a message is acked only after its handler returned
 /// [`Ack::Done`]; a message whose handler was cut off, or whose process died, is delivered
-/// again, with [`Message::delivery_count`] counting.
+/// again, with [`Message::delivery_count`] counting. A message whose handler fails (an error,
+/// a panic) at its [`max_deliveries`](Self::max_deliveries)-th delivery is terminated (`+TERM`)
+/// and counted in [`ConsumerStats::dead`]; a panic never fails the component.
 ///
 /// # Examples
 ///
@@ -67,14 +70,13 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let orders = NatsConsumer::new("nats://127.0.0.1:4222", "ORDERS", "order-mailer", |message| async move {
-///     if message.delivery_count() > Some(5) {
-///         return Ok::<_, std::io::Error>(Ack::Reject);
-///     }
 ///     println!("order {:?}", String::from_utf8_lossy(message.payload()));
-///     Ok(Ack::Done)
+///     Ok::<_, std::io::Error>(Ack::Done)
 /// })
 /// .prefetch(20)
-/// .concurrency(4);
+/// .concurrency(4)
+/// // A message that failed 3 deliveries is terminated instead of delivered again.
+/// .max_deliveries(3);
 /// let lifecycle = Lifecycle::builder()
 ///     .register(Registration::new("orders", orders))
 ///     .build()?;
@@ -90,6 +92,7 @@ pub struct NatsConsumer {
     handler: Handler,
     prefetch: u32,
     concurrency: u32,
+    max_deliveries: u32,
     ack_wait: Duration,
     pull_wait: Duration,
     connect_timeout: Duration,
@@ -102,6 +105,7 @@ struct Running {
     connection: Connection,
     dispatcher: JoinHandle<Option<Batch>>,
     in_flight: Arc<InFlight<jetstream::Message>>,
+    tally: Tally,
 }
 
 impl NatsConsumer {
@@ -129,6 +133,7 @@ impl NatsConsumer {
             handler: handler::boxed(handler),
             prefetch: 10,
             concurrency: 1,
+            max_deliveries: 5,
             ack_wait: Duration::from_secs(30),
             pull_wait: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(2),
@@ -170,6 +175,17 @@ impl NatsConsumer {
         self
     }
 
+    /// The most deliveries a message gets (default 5, at least 1): a message whose handler
+    /// fails (an error, a panic, [`Ack::Requeue`]) at its `max`-th delivery or later, as the
+    /// broker counts them ([`Message::delivery_count`]), is rejected, to the broker's dead
+    /// letter, instead of being handed back. Every delivery counts, a hand-back at a stop
+    /// included. 0 is refused at the start ([`MqError::InvalidSetting`]).
+    #[must_use]
+    pub fn max_deliveries(mut self, max: u32) -> Self {
+        self.max_deliveries = max;
+        self
+    }
+
     /// How long one attempt to connect may take (default 2 s).
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -202,6 +218,19 @@ impl NatsConsumer {
         Ok((connection, consumer))
     }
 
+    /// Refuses settings out of their range, before anything connects.
+    fn check_settings(&self, queue: &str) -> Result<(), MqError> {
+        if self.max_deliveries == 0 {
+            return Err(MqError::InvalidSetting {
+                queue: queue.to_owned(),
+                setting: "max_deliveries",
+                reason: "must be at least 1: a maximum of 0 would dead-letter every message unseen"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     fn running(&self) -> MutexGuard<'_, Option<Running>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -223,6 +252,7 @@ impl NatsConsumer {
 #[async_trait]
 impl Component for NatsConsumer {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
+        self.check_settings(&self.queue())?;
         check_url(&self.url, &self.target)?;
         let (mut connection, consumer) = retry_until(
             &self.target,
@@ -237,7 +267,8 @@ impl Component for NatsConsumer {
         )
         .await?;
         tracing::info!(component = ctx.name(), target_mq = %self.target, queue = %self.queue(),
-            prefetch = self.prefetch, concurrency = self.concurrency, "consuming");
+            prefetch = self.prefetch, concurrency = self.concurrency,
+            max_deliveries = self.max_deliveries, "consuming");
 
         // The events go to a watcher that reports a lost connection; the stop gets them back
         // to wait for the connection's end.
@@ -263,12 +294,17 @@ impl Component for NatsConsumer {
         });
 
         let in_flight = Arc::new(InFlight::new(self.concurrency));
+        let tally = Tally {
+            counters: self.counters.clone(),
+            metrics: ConsumerMetrics::register(ctx.name()),
+        };
         let dispatch = Dispatch {
             handlers: Handlers {
                 ctx: ctx.clone(),
                 handler: self.handler.clone(),
                 in_flight: in_flight.clone(),
-                counters: self.counters.clone(),
+                tally: tally.clone(),
+                max_deliveries: self.max_deliveries,
             },
             consumer,
             prefetch: self.prefetch,
@@ -281,6 +317,7 @@ impl Component for NatsConsumer {
             connection,
             dispatcher,
             in_flight,
+            tally,
         });
         Ok(())
     }
@@ -306,7 +343,9 @@ impl Component for NatsConsumer {
                 returned.push(message);
             }
             if !returned.is_empty() {
-                Counters::add(&self.counters.returned_at_stop, returned.len() as u64);
+                running
+                    .tally
+                    .ended(Ended::HandedBack, returned.len() as u64);
                 tracing::info!(component = ctx.name(), queue = %self.queue(),
                     returned = returned.len(), "handing back messages not started");
                 if let Err(reason) = hand_back_all(returned, give_up).await {
@@ -320,7 +359,7 @@ impl Component for NatsConsumer {
         finish_handlers(
             &running.in_flight,
             ctx,
-            &self.counters,
+            &running.tally,
             (&self.target, &self.queue()),
             (give_up, close_by(ctx, give_up)),
             &mut failures,
@@ -348,10 +387,11 @@ impl Component for NatsConsumer {
         let in_progress = self.running().as_ref().map_or(0, |r| r.in_flight.len());
         let stats = self.stats();
         Some(format!(
-            "consuming {}: {} received, {} acked, {in_progress} in progress",
+            "consuming {}: {} received, {} acked, {} dead-lettered, {in_progress} in progress",
             self.queue(),
             stats.received,
-            stats.acked
+            stats.acked,
+            stats.dead
         ))
     }
 }
@@ -364,6 +404,7 @@ impl std::fmt::Debug for NatsConsumer {
             .field("durable", &self.durable)
             .field("prefetch", &self.prefetch)
             .field("concurrency", &self.concurrency)
+            .field("max_deliveries", &self.max_deliveries)
             .field("running", &self.running().is_some())
             .field("stats", &self.stats())
             .finish()
@@ -511,5 +552,6 @@ fn view(message: &jetstream::Message) -> Message {
             .map(|id| id.as_str().to_owned()),
         redelivered: delivered.is_some_and(|d| d > 1),
         delivery_count: delivered,
+        last_delivery: false,
     }
 }
