@@ -142,6 +142,15 @@ impl Context {
         self.inner.tasks.token()
     }
 
+    /// Tells the lifecycle that this stop gave up on `what` at its deadline (a job handed back
+    /// unfinished, a message whose handler was cut off): the report lists it in the
+    /// component's `held_by`, whatever the stop's outcome, as what made the stop take its
+    /// whole time. For components that keep their own deadline (see [`deadline`](Self::deadline))
+    /// rather than being cut off by the lifecycle's.
+    pub fn gave_up_on(&self, what: impl Into<String>) {
+        self.inner.tasks.gave_up_on(what.into());
+    }
+
     /// The number of this component's tracked tasks still running.
     pub fn tasks_running(&self) -> usize {
         self.inner.tasks.len()

@@ -2,7 +2,12 @@
 //! ([`Component::held_by`]) and its named tasks still running, capped so that a stop with ten
 //! thousand requests in flight still writes a short report.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::component::Component;
 use crate::tasks::TrackedTasks;
@@ -19,8 +24,88 @@ pub(crate) fn collect(component: &dyn Component, tasks: Option<&TrackedTasks>) -
     cap(items)
 }
 
+/// The work in progress of a component whose work items are not tasks of their own (jobs,
+/// messages), labelled when each begins, for its [`Component::held_by`]: listed with their ages,
+/// the oldest first.
+///
+/// # Examples
+///
+/// ```
+/// use lifecycle_core::held_by::Holding;
+/// use std::sync::Arc;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let holding = Arc::new(Holding::default());
+/// let job = holding.begin("job 42, delivery 2");
+/// tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+/// assert_eq!(holding.list(), ["job 42, delivery 2, running 1.5s"]);
+/// drop(job);
+/// assert!(holding.list().is_empty());
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct Holding {
+    next: AtomicU64,
+    items: Mutex<BTreeMap<u64, (String, Instant)>>,
+}
+
+/// One item of a [`Holding`], listed until dropped.
+#[derive(Debug)]
+#[must_use = "the item is listed only while this guard lives"]
+pub struct Held {
+    holding: Arc<Holding>,
+    key: u64,
+}
+
+impl Holding {
+    /// Lists `label` from now until the returned guard is dropped.
+    pub fn begin(self: &Arc<Self>, label: impl Into<String>) -> Held {
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(key, (label.into(), Instant::now()));
+        Held {
+            holding: self.clone(),
+            key,
+        }
+    }
+
+    /// The items in progress, the oldest first, as `{label}, running {age}`.
+    pub fn list(&self) -> Vec<String> {
+        let now = Instant::now();
+        self.lock()
+            .values()
+            .map(|(label, since)| listed(label, now.saturating_duration_since(*since)))
+            .collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, (String, Instant)>> {
+        self.items.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Held {
+    /// The item as [`Holding::list`] shows it now.
+    pub fn describe(&self) -> String {
+        let items = self.holding.lock();
+        match items.get(&self.key) {
+            Some((label, since)) => listed(label, since.elapsed()),
+            None => String::new(),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.holding.lock().remove(&self.key);
+    }
+}
+
+fn listed(label: &str, running: Duration) -> String {
+    format!("{label}, running {}", age(running))
+}
+
 /// The first [`HELD_BY_LIMIT`] items, and `and N more` for the rest.
-fn cap(mut items: Vec<String>) -> Vec<String> {
+pub(crate) fn cap(mut items: Vec<String>) -> Vec<String> {
     if items.len() > HELD_BY_LIMIT {
         let more = items.len() - HELD_BY_LIMIT;
         items.truncate(HELD_BY_LIMIT);

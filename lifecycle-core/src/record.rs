@@ -348,10 +348,15 @@ impl Record {
             .enumerate()
             .map(|(i, slot)| {
                 let error = self.error(i).map(ComponentError::render);
-                let mut held_by = self
-                    .error(i)
-                    .map(|e| e.held_by().to_vec())
-                    .unwrap_or_default();
+                let mut held_by = match self.error(i).map(ComponentError::held_by) {
+                    Some(held) if !held.is_empty() => held.to_vec(),
+                    _ => crate::held_by::cap(
+                        slot.tasks
+                            .as_ref()
+                            .map(TrackedTasks::given_up)
+                            .unwrap_or_default(),
+                    ),
+                };
                 let (outcome, error) = match slot.state {
                     ComponentState::Done(outcome) => (outcome, error),
                     ComponentState::Pending | ComponentState::Starting => {

@@ -27,6 +27,8 @@ struct Live {
     pruned_len: usize,
     /// The tasks spawned with a name, and since when: what a stop that overran waits for.
     named: Vec<(Arc<str>, Instant, AbortHandle)>,
+    /// What this run's stop gave up on at its deadline (jobs, messages handed back unfinished).
+    gave_up_on: Vec<String>,
 }
 
 impl TrackedTasks {
@@ -65,6 +67,18 @@ impl TrackedTasks {
             .collect()
     }
 
+    /// Notes what the run's stop gave up on at its deadline.
+    pub(crate) fn gave_up_on(&self, what: String) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.gave_up_on.push(what);
+    }
+
+    /// What the run's stop gave up on, as noted.
+    pub(crate) fn given_up(&self) -> Vec<String> {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.gave_up_on.clone()
+    }
+
     /// A token that counts as a running task until dropped: waited for like one, but it cannot
     /// be aborted.
     pub(crate) fn token(&self) -> TaskTrackerToken {
@@ -89,8 +103,12 @@ impl TrackedTasks {
     /// Takes no more tasks and aborts the running ones; returns how many were running.
     pub(crate) fn abort_all(&self) -> usize {
         self.tracker.close();
-        let live = std::mem::take(&mut *self.live.lock().unwrap_or_else(|e| e.into_inner()));
-        live.handles
+        let handles = {
+            let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            live.named.clear();
+            std::mem::take(&mut live.handles)
+        };
+        handles
             .into_iter()
             .filter(|h| !h.is_finished())
             .inspect(AbortHandle::abort)

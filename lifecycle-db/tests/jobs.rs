@@ -296,9 +296,24 @@ async fn a_job_longer_than_the_stop_timeout_is_handed_back_without_counting<B: B
     let (handle, run) = start(lifecycle).await;
     let id = B::enqueue(&queue, 10000).await;
     runs.wait_in_progress().await;
+    // What the worker holds, named by the job's id and its delivery.
+    let held = handle.held_by();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].0, "worker0");
+    assert!(
+        held[0].1[0].starts_with(&format!("job {id}, delivery 1, running ")),
+        "{held:?}"
+    );
     let began = Instant::now();
     handle.shutdown("deploy");
     let report = run.await.unwrap();
+    // The stop gave up on it at its deadline: the report says so, though the stop ended well.
+    let worker = report.component("worker0").unwrap();
+    assert_eq!(worker.held_by.len(), 1, "{report}");
+    assert!(
+        worker.held_by[0].starts_with(&format!("job {id}, delivery 1, running ")),
+        "{report}"
+    );
     assert!(
         began.elapsed() < Duration::from_millis(1100),
         "{:?}",

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use lifecycle_core::held_by::Holding;
 use lifecycle_core::{BoxError, Context};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -48,6 +49,8 @@ pub(crate) struct Handlers<T> {
     pub(crate) tally: Tally,
     /// The delivery at which a failed message is dead-lettered instead of handed back.
     pub(crate) max_deliveries: u32,
+    /// The messages whose handlers run, named for `held_by`.
+    pub(crate) holding: Arc<Holding>,
 }
 
 impl<T: Settle> Handlers<T> {
@@ -71,7 +74,15 @@ impl<T: Settle> Handlers<T> {
         let delivery = message.delivery_count();
         let last = delivery.is_some_and(|n| n >= u64::from(self.max_deliveries));
         message.last_delivery = last;
+        let label = match (message.message_id(), delivery) {
+            (Some(id), Some(n)) => format!("message {id}, delivery {n}"),
+            (Some(id), None) => format!("message {id}"),
+            (None, Some(n)) => format!("message on {}, delivery {n}", message.subject()),
+            (None, None) => format!("message on {}", message.subject()),
+        };
+        let held = self.holding.begin(label);
         let task = self.ctx.spawn(async move {
+            let _held = held;
             let ended = handler::run(&handler, message, ctx.name()).await;
             if ended == Outcome::Panicked {
                 tally.panicked();
@@ -122,11 +133,17 @@ pub(crate) async fn finish_handlers<T: Settle>(
     tally: &Tally,
     (target, queue): (&str, &str),
     (give_up, close_by): (Instant, Instant),
+    holding: &Holding,
     failures: &mut Vec<MqError>,
 ) {
     let finished = tokio::time::timeout_at(give_up, in_flight.idle())
         .await
         .is_ok();
+    if !finished {
+        for message in holding.list() {
+            ctx.gave_up_on(message);
+        }
+    }
     let cut = in_flight.cut_all();
     if !cut.unsettled.is_empty() {
         let count = cut.unsettled.len();

@@ -138,6 +138,14 @@ async fn a_handler_cut_off_at_the_stop_timeout_is_handed_back_never_acked() {
             .contains("cut off 1 handlers"),
         "{line:?}"
     );
+    // The message its stop gave up on (by the publisher's id where it set one).
+    assert_eq!(line.held_by.len(), 1, "{line:?}");
+    assert!(
+        line.held_by[0].starts_with("message ")
+            && line.held_by[0].contains(", delivery 1, running "),
+        "{line:?}"
+    );
+    assert!(line.held_by[0].contains(", running "), "{line:?}");
     assert_eq!(runs.finished(), 0);
 
     // The next consumer gets it again, and knows it is a redelivery (a quorum queue counts).

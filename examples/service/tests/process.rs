@@ -1,6 +1,8 @@
 //! The real `example-service` binary as a child process: health endpoints across SIGTERM, the
 //! report file, the grace-period refusal, and systemd socket activation with notifications.
 
+mod common;
+
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
@@ -372,7 +374,7 @@ fn admin_listener_serves_metrics_through_the_shutdown() {
 }
 
 /// A stop cut short by a second signal: the forced exit's report file names what held it, the
-/// request in flight (without its query) and how long it had run.
+/// request in flight (without its query) and the job in hand, and how long each had run.
 #[test]
 fn a_forced_exit_report_says_what_held_the_stop() {
     let dir = tempfile::tempdir().unwrap();
@@ -389,6 +391,7 @@ fn a_forced_exit_report_says_what_held_the_stop() {
     );
     wait_ready(addr);
     let slow = std::thread::spawn(move || get(addr, "/work?ms=60000"));
+    let job = common::create(addr, "/jobs", r#"{"ms": 60000}"#);
     std::thread::sleep(Duration::from_millis(300));
     service.signal("TERM");
     std::thread::sleep(Duration::from_millis(500));
@@ -406,5 +409,16 @@ fn a_forced_exit_report_says_what_held_the_stop() {
     let held = http["held_by"][0].as_str().unwrap_or_default();
     assert!(held.starts_with("GET /work (running "), "{report}");
     assert!(held.ends_with(", HTTP/1.1)"), "{report}");
+    let jobs = report["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "jobs")
+        .unwrap();
+    let held = jobs["held_by"][0].as_str().unwrap_or_default();
+    assert!(
+        held.starts_with(&format!("job {job}, delivery 1, running ")),
+        "{report}"
+    );
     assert_eq!(slow.join().unwrap(), None, "the request was cut off");
 }

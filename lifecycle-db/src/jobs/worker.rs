@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use lifecycle_core::held_by::Holding;
 use lifecycle_core::{async_trait, BoxError, Component, Context};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
@@ -96,6 +97,8 @@ pub struct JobWorker<H, T = String> {
     late: Arc<AtomicU64>,
     /// The identity of the current (or last) run, for `describe`; set by `start` only.
     identity: Arc<Mutex<Option<String>>>,
+    /// The jobs in hand, for `held_by`.
+    holding: Arc<Holding>,
 }
 
 impl<H, T, Fut> JobWorker<H, T>
@@ -120,6 +123,7 @@ where
             done: Arc::default(),
             late: Arc::default(),
             identity: Arc::default(),
+            holding: Arc::default(),
         }
     }
 
@@ -245,6 +249,7 @@ where
             done: self.done.clone(),
             late: self.late.clone(),
             metrics: metrics.clone(),
+            holding: self.holding.clone(),
             payload: PhantomData,
         });
         ctx.spawn(Working::<H, T>::reap(
@@ -256,6 +261,11 @@ where
         ));
         ctx.spawn(working.work());
         Ok(())
+    }
+
+    /// The jobs in hand, the oldest first: `job 42, delivery 2, running 12.3s`.
+    fn held_by(&self) -> Vec<String> {
+        self.holding.list()
     }
 
     fn describe(&self) -> Option<String> {
@@ -305,6 +315,7 @@ struct Working<H, T> {
     done: Arc<AtomicU64>,
     late: Arc<AtomicU64>,
     metrics: JobMetrics,
+    holding: Arc<Holding>,
     payload: PhantomData<fn() -> T>,
 }
 
@@ -392,6 +403,9 @@ where
     /// hands it back.
     async fn run(&self, job: Job) {
         let (id, attempts) = (job.id, job.attempts);
+        let held = self
+            .holding
+            .begin(format!("job {id}, delivery {}", job.deliveries));
         let began = tokio::time::Instant::now();
         let job = match job.decode::<T>() {
             Ok(job) => job,
@@ -485,6 +499,7 @@ where
                     job = id,
                     "stop timeout near: handing the job back"
                 );
+                self.ctx.gave_up_on(held.describe());
                 self.handed_back.fetch_add(1, Ordering::Relaxed);
                 self.queue.hand_back(id, &self.worker).await
             }

@@ -25,6 +25,7 @@ use crate::in_flight::InFlight;
 use crate::message::{Ack, Message};
 use crate::metrics::{ConsumerMetrics, Ended, Tally};
 use crate::stats::{ConsumerStats, Counters};
+use lifecycle_core::held_by::Holding;
 
 /// How long one request of the stop (`basic.cancel`, a channel close) may wait for its answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -89,6 +90,8 @@ pub struct AmqpConsumer {
     max_deliveries: u32,
     connect_timeout: Duration,
     counters: Arc<Counters>,
+    /// The messages whose handlers run, for `held_by`.
+    holding: Arc<Holding>,
     running: Mutex<Option<Running>>,
 }
 
@@ -124,6 +127,7 @@ impl AmqpConsumer {
             max_deliveries: 5,
             connect_timeout: Duration::from_secs(2),
             counters: Arc::default(),
+            holding: Arc::default(),
             running: Mutex::new(None),
         }
     }
@@ -251,6 +255,7 @@ impl Component for AmqpConsumer {
                 in_flight: in_flight.clone(),
                 tally: tally.clone(),
                 max_deliveries: self.max_deliveries,
+                holding: self.holding.clone(),
             },
             consumer,
             target: self.target.clone(),
@@ -341,6 +346,7 @@ impl Component for AmqpConsumer {
             &running.tally,
             (&self.target, &self.queue),
             (give_up, close_by(ctx, give_up)),
+            &self.holding,
             &mut failures,
         )
         .await;
@@ -378,6 +384,12 @@ impl Component for AmqpConsumer {
             Some(_) => Health::unhealthy(format!("not connected to {}", self.target)),
             None => Health::unhealthy("not running"),
         }
+    }
+
+    /// The messages whose handlers run, the oldest first: `message 7f3a, delivery 2, running
+    /// 12.3s` (the publisher's message id, if it set one).
+    fn held_by(&self) -> Vec<String> {
+        self.holding.list()
     }
 
     fn describe(&self) -> Option<String> {

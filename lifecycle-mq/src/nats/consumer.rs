@@ -23,6 +23,7 @@ use crate::message::{Ack, Message};
 use crate::metrics::{ConsumerMetrics, Ended, Tally};
 use crate::nats::connect::{check_url, open, Connection};
 use crate::stats::{ConsumerStats, Counters};
+use lifecycle_core::held_by::Holding;
 
 /// How many pulls in a row may fail before the consumer reports a failure.
 const PULL_FAILURES: u32 = 5;
@@ -97,6 +98,8 @@ pub struct NatsConsumer {
     pull_wait: Duration,
     connect_timeout: Duration,
     counters: Arc<Counters>,
+    /// The messages whose handlers run, for `held_by`.
+    holding: Arc<Holding>,
     running: Mutex<Option<Running>>,
 }
 
@@ -138,6 +141,7 @@ impl NatsConsumer {
             pull_wait: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(2),
             counters: Arc::default(),
+            holding: Arc::default(),
             running: Mutex::new(None),
         }
     }
@@ -305,6 +309,7 @@ impl Component for NatsConsumer {
                 in_flight: in_flight.clone(),
                 tally: tally.clone(),
                 max_deliveries: self.max_deliveries,
+                holding: self.holding.clone(),
             },
             consumer,
             prefetch: self.prefetch,
@@ -362,6 +367,7 @@ impl Component for NatsConsumer {
             &running.tally,
             (&self.target, &self.queue()),
             (give_up, close_by(ctx, give_up)),
+            &self.holding,
             &mut failures,
         )
         .await;
@@ -381,6 +387,12 @@ impl Component for NatsConsumer {
             Some(_) => Health::unhealthy(format!("not connected to {}", self.target)),
             None => Health::unhealthy("not running"),
         }
+    }
+
+    /// The messages whose handlers run, the oldest first: `message 7f3a, delivery 2, running
+    /// 12.3s` (the publisher's message id, if it set one).
+    fn held_by(&self) -> Vec<String> {
+        self.holding.list()
     }
 
     fn describe(&self) -> Option<String> {
