@@ -16,6 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::activity::Activity;
 use crate::drain::Drain;
 use crate::io::ConnIo;
+use crate::metrics::Closed;
 use crate::stats::ConnectionGuard;
 use crate::stream::{Handshake, Stream};
 
@@ -70,6 +71,8 @@ pub(crate) struct Limits {
     pub(crate) handshake: Handshake,
     /// Whether requests get the client's address (`ConnectInfo`).
     pub(crate) connect_info: bool,
+    /// How long a TCP client may not answer before the kernel gives up on it.
+    pub(crate) vanished_peer_timeout: Option<Duration>,
 }
 
 /// Serves one connection (after its TLS handshake, if any) and closes it gracefully; see
@@ -107,10 +110,34 @@ pub(crate) async fn serve_connection(
         builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
     let conn = std::pin::pin!(conn);
     let result = drive(conn, &activity, header_read_timeout).await;
-    if let Err(error) = result {
-        tracing::trace!(%error, "connection ended with an error");
+    let http2 = activity.busy().is_http2();
+    match result {
+        Err(error) if vanished(&*error) => {
+            tracing::debug!(%error, "the client vanished: connection closed");
+            guard.ended(http2, Closed::Vanished);
+        }
+        Err(error) => {
+            tracing::trace!(%error, "connection ended with an error");
+            guard.closed(http2, activity.is_draining());
+        }
+        Ok(()) => guard.closed(http2, activity.is_draining()),
     }
-    guard.closed(activity.busy().is_http2(), activity.is_draining());
+}
+
+/// Whether a connection's error is the kernel giving up on a client that stopped answering
+/// (`ETIMEDOUT`: the keep-alive probes or the user timeout ran out), wherever in the chain.
+fn vanished(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 type Conn<'a, 'b> = Pin<

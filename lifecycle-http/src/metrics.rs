@@ -11,6 +11,9 @@ pub(crate) enum Closed {
     Served,
     /// Closed once the drain had begun: told to go away, or closed idle at the stop turn.
     Drained,
+    /// The client vanished (no FIN, no reset): the kernel gave up on it, as the TCP keep-alive
+    /// or the user timeout found ([`HttpServer::vanished_peer_timeout`](crate::HttpServer::vanished_peer_timeout)).
+    Vanished,
 }
 
 /// The metric handles of one server, labelled with its component's name.
@@ -20,7 +23,7 @@ pub(crate) struct HttpMetrics {
     pub(crate) in_progress: Gauge,
     pub(crate) open: Gauge,
     /// Indexed by `[protocol (0: HTTP/1, 1: HTTP/2)][Closed as usize]`.
-    closed: [[Counter; 2]; 2],
+    closed: [[Counter; 3]; 2],
     pub(crate) force_closed: Counter,
     pub(crate) limit_reached: Counter,
 }
@@ -43,8 +46,16 @@ impl HttpMetrics {
             in_progress: metrics::gauge!("http_requests_in_progress", "server" => server.clone()),
             open: metrics::gauge!("http_connections_open", "server" => server.clone()),
             closed: [
-                [closed("http1", "served"), closed("http1", "drain")],
-                [closed("http2", "served"), closed("http2", "drain")],
+                [
+                    closed("http1", "served"),
+                    closed("http1", "drain"),
+                    closed("http1", "vanished"),
+                ],
+                [
+                    closed("http2", "served"),
+                    closed("http2", "drain"),
+                    closed("http2", "vanished"),
+                ],
             ],
             force_closed: metrics::counter!(
                 "http_connections_force_closed_total",

@@ -98,6 +98,7 @@ pub struct HttpServer {
     max_header_size: usize,
     max_connections: usize,
     connect_info: bool,
+    vanished_peer_timeout: Option<Duration>,
     stats: HttpStats,
     /// The requests in flight that waited, for `held_by`.
     requests: Arc<Requests>,
@@ -113,6 +114,8 @@ impl HttpServer {
     pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 * 1024;
     /// The default limit on open connections.
     pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+    /// The default time after which a TCP client that stopped answering is given up on.
+    pub const DEFAULT_VANISHED_PEER_TIMEOUT: Duration = Duration::from_secs(60);
 
     /// A server that binds `addr` when it starts. Port 0 picks a free port; see
     /// [`local_addr`](Self::local_addr).
@@ -191,6 +194,7 @@ impl HttpServer {
             max_header_size: Self::DEFAULT_MAX_HEADER_SIZE,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             connect_info: false,
+            vanished_peer_timeout: Some(Self::DEFAULT_VANISHED_PEER_TIMEOUT),
             stats: HttpStats::default(),
             requests: Arc::default(),
             local_addr: Arc::default(),
@@ -273,6 +277,46 @@ impl HttpServer {
         self
     }
 
+    /// How long a TCP client may stop answering before its connection is closed (default
+    /// 60 s; `None` leaves it to the system, which on Linux keeps such a connection for
+    /// hours): a client that vanished without a word (a phone that lost its network, a host
+    /// that crashed, a firewall that dropped the flow) holds its connection, and any long
+    /// stream on it (an SSE stream, a gRPC `Watch`), towards `max_connections` otherwise.
+    ///
+    /// The kernel does the watching, at no cost per request: TCP keep-alive probes after half
+    /// of the timeout without traffic, three more a sixth of it apart, so a silent connection
+    /// is found within the timeout; and the TCP user timeout (Linux) closes one whose client
+    /// leaves the server's data unacknowledged for as long. Such closes count in
+    /// [`HttpStats::vanished`] and as `reason="vanished"` in `http_connections_closed_total`.
+    /// A client that is there answers the probes itself (no application traffic), however long
+    /// it stays silent or slow. Unix-socket connections are not watched: a peer there cannot
+    /// vanish without the kernel knowing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::Router;
+    /// use lifecycle_http::HttpServer;
+    /// use std::time::Duration;
+    ///
+    /// let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), Router::new())
+    ///     .vanished_peer_timeout(Duration::from_secs(30));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Panics if the timeout is shorter than a second: the kernel counts in seconds.
+    #[must_use]
+    pub fn vanished_peer_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        let timeout = timeout.into();
+        assert!(
+            timeout.is_none_or(|t| t >= Duration::from_secs(1)),
+            "vanished_peer_timeout must be at least a second"
+        );
+        self.vanished_peer_timeout = timeout;
+        self
+    }
+
     /// The largest request head accepted, in bytes (default 64 KiB).
     #[must_use]
     pub fn max_header_size(mut self, bytes: usize) -> Self {
@@ -331,6 +375,7 @@ impl Component for HttpServer {
             max_connections: self.max_connections,
             handshake,
             connect_info: self.connect_info,
+            vanished_peer_timeout: self.vanished_peer_timeout,
         };
         let (listener, slot) = self.listen.open().await?;
         let addr = listener.local_addr();

@@ -16,6 +16,7 @@ struct Counters {
     in_flight: AtomicUsize,
     requests: AtomicU64,
     force_closed: AtomicUsize,
+    vanished: AtomicUsize,
     limit_reached: AtomicU64,
     /// Set at the first start: the counters are also exported through the `metrics` facade.
     metrics: OnceLock<HttpMetrics>,
@@ -45,6 +46,13 @@ impl HttpStats {
     /// Connections cut off because they were still open when the stop timeout ran out.
     pub fn force_closed(&self) -> usize {
         self.0.force_closed.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed because their client vanished without a word (no FIN, no reset: a
+    /// phone that lost its network, a crashed host), found by the TCP keep-alive or the user
+    /// timeout ([`vanished_peer_timeout`](crate::HttpServer::vanished_peer_timeout)).
+    pub fn vanished(&self) -> usize {
+        self.0.vanished.load(Ordering::Relaxed)
     }
 
     /// How many times the server stopped accepting because
@@ -108,14 +116,22 @@ pub(crate) struct ConnectionGuard {
 impl ConnectionGuard {
     /// The connection closed gracefully, over HTTP/2 or not, before the drain or after it
     /// began.
-    pub(crate) fn closed(mut self, http2: bool, draining: bool) {
+    pub(crate) fn closed(self, http2: bool, draining: bool) {
+        let how = if draining {
+            Closed::Drained
+        } else {
+            Closed::Served
+        };
+        self.ended(http2, how);
+    }
+
+    /// The connection ended as `how`.
+    pub(crate) fn ended(mut self, http2: bool, how: Closed) {
         self.closed = true;
+        if matches!(how, Closed::Vanished) {
+            self.stats.0.vanished.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(metrics) = self.stats.0.metrics.get() {
-            let how = if draining {
-                Closed::Drained
-            } else {
-                Closed::Served
-            };
             metrics.closed(http2, how);
         }
     }

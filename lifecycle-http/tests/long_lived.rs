@@ -158,3 +158,99 @@ async fn a_stop_held_by_a_websocket_counts_it() {
     let held = held_by(server).await;
     assert_eq!(held, ["1 upgraded connections (WebSocket) open"]);
 }
+
+/// Drops the packets a client sends from `port` (no FIN, no reset: it vanished) until dropped.
+struct Vanished(u16);
+
+impl Vanished {
+    /// Whether this test may drop packets (root, `iptables`); in CI it must.
+    fn possible() -> bool {
+        let ok = std::process::Command::new("iptables")
+            .args(["-L", "INPUT", "-n"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the vanished-peer test: it needs root and iptables"
+            );
+            eprintln!("SKIPPED: dropping a client's packets needs root and iptables");
+        }
+        ok
+    }
+
+    fn drop_packets_from(port: u16) -> Vanished {
+        Vanished::rule("-I", port);
+        Vanished(port)
+    }
+
+    fn rule(action: &str, port: u16) {
+        let status = std::process::Command::new("iptables")
+            .args([action, "INPUT", "-p", "tcp", "-s", "127.0.0.1"])
+            .args(["--sport", &port.to_string(), "-j", "DROP"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "iptables {action}");
+    }
+}
+
+impl Drop for Vanished {
+    fn drop(&mut self) {
+        Vanished::rule("-D", self.0);
+    }
+}
+
+/// PITFALLS 52: two HTTP/2 clients hold a long stream each, one the server writes to and one
+/// it stays silent on, and then vanish. Both connections are found dead and closed within the
+/// server's `vanished_peer_timeout`, and counted as vanished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_http2_clients_holding_streams_are_closed() {
+    use http_body_util::{BodyExt, Empty};
+    if !Vanished::possible() {
+        return;
+    }
+    let server = common::start_configured(Duration::ZERO, Duration::from_secs(5), |server| {
+        server.vanished_peer_timeout(Duration::from_secs(3))
+    })
+    .await;
+    let mut vanished = Vec::new();
+    let mut bodies = Vec::new();
+    for path in ["/stream", "/sse"] {
+        let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let port = stream.local_addr().unwrap().port();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake::<_, _, Empty<axum::body::Bytes>>(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let request = axum::http::Request::get(format!("http://test{path}"))
+            .body(Empty::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        bodies.push(tokio::spawn(response.into_body().collect()));
+        vanished.push(port);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.stats.open_connections(), 2);
+    let _dropped: Vec<Vanished> = vanished
+        .into_iter()
+        .map(Vanished::drop_packets_from)
+        .collect();
+    let began = Instant::now();
+    while server.stats.vanished() < 2 {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "{} of 2 vanished clients found",
+            server.stats.vanished()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("both vanished clients closed after {:?}", began.elapsed());
+    assert_eq!(server.stats.open_connections(), 0);
+    server.handle.shutdown("test over");
+    let report = server.report.await.unwrap();
+    assert_eq!(report.exit_code(), exit_code::SUCCESS, "{report}");
+}
