@@ -54,7 +54,7 @@ pub(crate) fn builder(ctx: &Context, max_header_size: usize) -> ConnBuilder {
         .max_buf_size(max_header_size.max(8192));
     // No HTTP/2 keep-alive pings either: with them hyper locks a mutex, reads the clock and
     // resets a timer for every frame (3-5% of gRPC throughput). A client that vanished is found
-    // by `going_away` instead, where it would hold a connection told to go away.
+    // by the kernel instead (`vanished_peer_timeout`: TCP keep-alive and the user timeout).
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -236,21 +236,25 @@ async fn drive(
 /// Tells an HTTP/2 connection to go away (the graceful GOAWAY, a PING, then the final GOAWAY
 /// once the PING is answered) and serves it until hyper closes it, when its streams are done
 /// and sent. Its streams are never cut here, however slow the client reads or the round trip
-/// is; but a client that has sent nothing, not even the PING's answer, for `limit` after the
-/// GOAWAY has vanished, and its connection is closed rather than held to the stop timeout.
+/// is: a client taking a large response slowly may send nothing for a long time (its window
+/// full, its socket unread, the PING stuck behind the data); a client that vanished is found
+/// by the kernel (`vanished_peer_timeout`). Only a connection with nothing in progress whose
+/// client sent nothing, not even the PING's answer, for `limit` after the GOAWAY is closed
+/// here.
 async fn going_away(mut conn: Conn<'_, '_>, activity: &Activity, limit: Duration) -> ConnResult {
     conn.as_mut().graceful_shutdown();
-    let reads = activity.busy().reads();
-    tokio::select! {
-        biased;
-        result = conn.as_mut() => return result,
-        () = tokio::time::sleep(limit) => {}
+    loop {
+        let reads = activity.busy().reads();
+        tokio::select! {
+            biased;
+            result = conn.as_mut() => return result,
+            () = tokio::time::sleep(limit) => {}
+        }
+        if activity.busy().reads() == reads && !activity.busy().is_busy() {
+            tracing::trace!("closing an HTTP/2 connection whose client never answered the GOAWAY");
+            return Ok(());
+        }
     }
-    if activity.busy().reads() != reads {
-        return conn.await;
-    }
-    tracing::trace!("closing an HTTP/2 connection whose client never answered the GOAWAY");
-    Ok(())
 }
 
 /// Polls the connection; `None` once the client has turned out to speak HTTP/2 (the preface

@@ -76,7 +76,8 @@ impl Service<Request<Incoming>> for Drain {
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         // HTTP/1 clients are asked to close during the drain, except on an upgrade: a
         // `CONNECT` tunnel, or a 101 (checked on the response).
-        let http1 = request.version() < Version::HTTP_2 && request.method() != Method::CONNECT;
+        let http2 = request.version() >= Version::HTTP_2;
+        let http1 = !http2 && request.method() != Method::CONNECT;
         let summary = Summary::of(&request);
         let (parts, body) = request.into_parts();
         let (body, timed_out) = TimedBody::new(body, self.activity.body_read_timeout());
@@ -95,6 +96,7 @@ impl Service<Request<Incoming>> for Drain {
             response,
             in_flight: Some(in_flight),
             http1,
+            http2,
             body_timed_out: timed_out,
         }
     }
@@ -108,6 +110,8 @@ pin_project_lite::pin_project! {
         in_flight: Option<InProgress>,
         // Whether to ask the client to close once the drain has begun (HTTP/1, no CONNECT).
         http1: bool,
+        // Whether the request came over HTTP/2.
+        http2: bool,
         // Set if the request body timed out.
         body_timed_out: Option<Arc<AtomicBool>>,
     }
@@ -154,7 +158,12 @@ where
         }
         // The request stays in progress until hyper has taken the whole body (and the
         // connection's socket wrapper keeps it busy until the bytes are written).
-        Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, in_flight })))
+        let http2 = *this.http2;
+        Poll::Ready(Ok(response.map(|inner| TrackedBody {
+            inner,
+            in_flight,
+            http2,
+        })))
     }
 }
 
@@ -163,7 +172,14 @@ where
 pub(crate) struct TrackedBody {
     inner: Body,
     in_flight: InProgress,
+    http2: bool,
 }
+
+/// The most data an HTTP/2 response hands hyper at once: hyper takes the next piece only once
+/// flow control lets the last one out, so the request stays in progress while a client takes
+/// its body slowly, instead of ending as soon as hyper holds all of it (which a connection
+/// told to go away would then see as nothing left to deliver).
+const H2_PIECE: usize = 16 * 1024;
 
 impl http_body::Body for TrackedBody {
     type Data = Bytes;
@@ -178,7 +194,24 @@ impl http_body::Body for TrackedBody {
             // A stream that waits for its next piece (SSE, a gRPC stream, a slow download).
             self.in_flight.waits();
         }
-        frame
+        match frame {
+            Poll::Ready(Some(Ok(frame))) if self.http2 => {
+                let frame = match frame.into_data() {
+                    Ok(data) if data.len() > H2_PIECE => {
+                        // Rare (large bodies over HTTP/2): the rest is served from a wrapper.
+                        let mut data = data;
+                        let piece = data.split_to(H2_PIECE);
+                        let rest = std::mem::take(&mut self.inner);
+                        self.inner = Body::new(Pieces { data, rest });
+                        Frame::data(piece)
+                    }
+                    Ok(data) => Frame::data(data),
+                    Err(frame) => frame,
+                };
+                Poll::Ready(Some(Ok(frame)))
+            }
+            frame => frame,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -187,5 +220,42 @@ impl http_body::Body for TrackedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The rest of a large HTTP/2 response body, in pieces of at most [`H2_PIECE`]: what is left
+/// of the piece being cut, then the body's next frames.
+struct Pieces {
+    data: Bytes,
+    rest: Body,
+}
+
+impl http_body::Body for Pieces {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        if self.data.is_empty() {
+            return Pin::new(&mut self.rest).poll_frame(cx);
+        }
+        let len = self.data.len().min(H2_PIECE);
+        Poll::Ready(Some(Ok(Frame::data(self.data.split_to(len)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_empty() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let mut hint = self.rest.size_hint();
+        let data = self.data.len() as u64;
+        hint.set_lower(hint.lower() + data);
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + data);
+        }
+        hint
     }
 }

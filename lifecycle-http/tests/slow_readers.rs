@@ -155,3 +155,98 @@ async fn the_header_read_timeout_does_not_cut_a_response_being_sent_over_http2()
     let read = h2_read_slowly("/big", false, Duration::from_millis(500)).await;
     assert_eq!(read, BIG);
 }
+
+/// A client socket whose reads can be paused, as a client that stops reading (a paused
+/// download, a busy event loop): nothing it is sent is read, not even a PING.
+struct Pausable {
+    inner: TcpStream,
+    paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    waker: std::sync::Arc<std::sync::Mutex<Option<std::task::Waker>>>,
+}
+
+impl tokio::io::AsyncRead for Pausable {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.paused.load(std::sync::atomic::Ordering::SeqCst) {
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Pausable {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// PITFALLS 53: a live HTTP/2 client that stops reading during the drain (so it sends nothing,
+/// not even the answer to the GOAWAY's PING) for several header read timeouts, then reads on,
+/// gets its whole body: a connection with a response in progress is never cut as if its client
+/// had vanished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_pauses_reading_in_the_drain_gets_its_whole_body() {
+    let server = start_with(
+        Duration::from_secs(4),
+        Duration::from_secs(20),
+        Duration::from_millis(500),
+    )
+    .await;
+    let paused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let waker = std::sync::Arc::new(std::sync::Mutex::new(None::<std::task::Waker>));
+    let stream = Pausable {
+        inner: slow_reader(server.addr).await,
+        paused: paused.clone(),
+        waker: waker.clone(),
+    };
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .adaptive_window(false)
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = Request::get("http://test/big").body(Empty::new()).unwrap();
+    let mut body = sender.send_request(request).await.unwrap().into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    // The client stops reading; the drain begins (GOAWAY, PING), unread, for six timeouts.
+    paused.store(true, std::sync::atomic::Ordering::SeqCst);
+    server.handle.shutdown("deploy");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    paused.store(false, std::sync::atomic::Ordering::SeqCst);
+    if let Some(waker) = waker.lock().unwrap().take() {
+        waker.wake();
+    }
+    let rest = tokio::time::timeout(Duration::from_secs(20), body.collect())
+        .await
+        .expect("the transfer ends")
+        .expect("the body arrives without an error")
+        .to_bytes();
+    assert_eq!(first.len() + rest.len(), BIG);
+    let report = server.report.await.unwrap();
+    assert_eq!(report.exit_code(), exit_code::SUCCESS, "{report}");
+    assert_eq!(server.stats.force_closed(), 0);
+}
