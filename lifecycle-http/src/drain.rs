@@ -76,8 +76,7 @@ impl Service<Request<Incoming>> for Drain {
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         // HTTP/1 clients are asked to close during the drain, except on an upgrade: a
         // `CONNECT` tunnel, or a 101 (checked on the response).
-        let http2 = request.version() >= Version::HTTP_2;
-        let http1 = !http2 && request.method() != Method::CONNECT;
+        let http1 = request.version() < Version::HTTP_2 && request.method() != Method::CONNECT;
         let summary = Summary::of(&request);
         let (parts, body) = request.into_parts();
         let (body, timed_out) = TimedBody::new(body, self.activity.body_read_timeout());
@@ -96,7 +95,6 @@ impl Service<Request<Incoming>> for Drain {
             response,
             in_flight: Some(in_flight),
             http1,
-            http2,
             body_timed_out: timed_out,
         }
     }
@@ -110,8 +108,6 @@ pin_project_lite::pin_project! {
         in_flight: Option<InProgress>,
         // Whether to ask the client to close once the drain has begun (HTTP/1, no CONNECT).
         http1: bool,
-        // Whether the request came over HTTP/2.
-        http2: bool,
         // Set if the request body timed out.
         body_timed_out: Option<Arc<AtomicBool>>,
     }
@@ -158,12 +154,7 @@ where
         }
         // The request stays in progress until hyper has taken the whole body (and the
         // connection's socket wrapper keeps it busy until the bytes are written).
-        let http2 = *this.http2;
-        Poll::Ready(Ok(response.map(|inner| TrackedBody {
-            inner,
-            in_flight,
-            http2,
-        })))
+        Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, in_flight })))
     }
 }
 
@@ -172,7 +163,6 @@ where
 pub(crate) struct TrackedBody {
     inner: Body,
     in_flight: InProgress,
-    http2: bool,
 }
 
 /// The most data an HTTP/2 response hands hyper at once: hyper takes the next piece only once
@@ -193,25 +183,26 @@ impl http_body::Body for TrackedBody {
         if frame.is_pending() {
             // A stream that waits for its next piece (SSE, a gRPC stream, a slow download).
             self.in_flight.waits();
+            return Poll::Pending;
         }
-        match frame {
-            Poll::Ready(Some(Ok(frame))) if self.http2 => {
-                let frame = match frame.into_data() {
-                    Ok(data) if data.len() > H2_PIECE => {
-                        // Rare (large bodies over HTTP/2): the rest is served from a wrapper.
-                        let mut data = data;
-                        let piece = data.split_to(H2_PIECE);
-                        let rest = std::mem::take(&mut self.inner);
-                        self.inner = Body::new(Pieces { data, rest });
-                        Frame::data(piece)
-                    }
-                    Ok(data) => Frame::data(data),
-                    Err(frame) => frame,
-                };
-                Poll::Ready(Some(Ok(frame)))
+        if !self.in_flight.activity().busy().is_http2() {
+            return frame;
+        }
+        let Poll::Ready(Some(Ok(frame))) = frame else {
+            return frame;
+        };
+        let frame = match frame.into_data() {
+            Ok(mut data) if data.len() > H2_PIECE => {
+                // Rare (large bodies over HTTP/2): the rest is served from a wrapper.
+                let piece = data.split_to(H2_PIECE);
+                let rest = std::mem::take(&mut self.inner);
+                self.inner = Body::new(Pieces { data, rest });
+                Frame::data(piece)
             }
-            frame => frame,
-        }
+            Ok(data) => Frame::data(data),
+            Err(frame) => frame,
+        };
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
