@@ -62,7 +62,7 @@
 //! | `http_requests_total` | counter | `server` | requests received (`lifecycle-http`) |
 //! | `http_requests_in_progress` | gauge | `server` | requests whose response's last byte is not yet handed to the socket |
 //! | `http_connections_open` | gauge | `server` | connections being served over HTTP |
-//! | `http_connections_closed_total` | counter | `server`, `protocol`, `reason` | connections closed gracefully, by protocol (`http1`, `http2`) and by whether the drain had begun (`reason`: `served` before it, `drain` after) |
+//! | `http_connections_closed_total` | counter | `server`, `protocol`, `reason` | connections closed, by protocol (`http1`, `http2`) and reason: `served` before the drain began, `drain` after, `vanished` when the kernel gave up on a client that stopped answering (`HttpServer::vanished_peer_timeout`) |
 //! | `http_connections_force_closed_total` | counter | `server` | connections cut off at the stop timeout |
 //! | `http_connection_limit_reached_total` | counter | `server` | times the server stopped accepting at `max_connections` (new connections wait in the backlog); connections refused by the kernel once the listener has closed never reach the process and are not counted |
 //! | `messages_received_total` | counter | `component` | messages an `AmqpConsumer` or a `NatsConsumer` received (every delivery) (`lifecycle-mq`) |

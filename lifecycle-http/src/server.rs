@@ -33,9 +33,11 @@ use crate::tls::TlsConfig;
 ///   still open). HTTP/2 connections, including new ones, get the graceful GOAWAY at once
 ///   (last stream id 2^31-1, then the final GOAWAY after a PING round trip), so h2 and gRPC
 ///   clients open their next streams elsewhere; the streams they opened before the final
-///   GOAWAY complete, and then hyper closes the connection (however slow the round trip; a
-///   client that has sent nothing, not even the PING's answer, for the header read timeout
-///   after the GOAWAY has vanished, and is closed).
+///   GOAWAY complete, and then hyper closes the connection, however slow the round trip or the
+///   client's reading (a large body goes to hyper in pieces, so it counts as in progress while
+///   flow control holds it). A connection with nothing in progress whose client sent nothing,
+///   not even the PING's answer, for the header read timeout after the GOAWAY is closed; a
+///   client that vanished is found by the kernel ([`vanished_peer_timeout`](Self::vanished_peer_timeout)).
 /// - **Stop turn**: the server takes the connections still in the accept backlog and closes
 ///   the listener (later connects are refused), if it holds the socket alone: a socket systemd
 ///   holds too (socket activation), or shared with the other side of an in-place upgrade, keeps
