@@ -92,7 +92,7 @@ impl Requests {
         let unlisted = in_flight.saturating_sub(listed.len());
         drop(listed);
         if unlisted > 0 {
-            held.push(format!("{unlisted} responses being written"));
+            held.push(format!("{unlisted} other requests in flight"));
         }
         let upgraded = self.upgraded.load(Ordering::Relaxed);
         if upgraded > 0 {

@@ -405,8 +405,9 @@ impl Component for HttpServer {
     // and the lifecycle waits for them (they are tracked tasks) under the stop timeout.
 
     /// The requests in flight that have waited, the oldest first, as `GET /work (running
-    /// 12.3s, HTTP/1.1)` (the path without its query); the others in flight, answered but
-    /// still being written, counted; and the upgraded connections (WebSockets) still open.
+    /// 12.3s, HTTP/1.1)` (the path without its query); the others in flight (answered at their
+    /// first poll, their bytes still being written) counted; and the upgraded connections
+    /// (WebSockets) still open.
     fn held_by(&self) -> Vec<String> {
         self.requests.held_by(self.stats.in_flight())
     }

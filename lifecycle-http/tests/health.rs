@@ -35,6 +35,9 @@ async fn verbose_readiness_lists_components_and_counters() {
         "{detail}"
     );
 
+    let mut slow = H1::connect(server.addr).await.unwrap();
+    let _slow = tokio::spawn(async move { slow.get("/work?ms=1000").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
     server.handle.shutdown("deploy");
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut conn = H1::connect(server.addr).await.unwrap();
@@ -45,6 +48,14 @@ async fn verbose_readiness_lists_components_and_counters() {
         (draining["ready"].as_bool(), draining["phase"].as_str()),
         (Some(false), Some("draining"))
     );
+    // From the trigger on, what each component still waits for: the slow request, and this
+    // one, in its handler.
+    let held = draining["components"][0]["held_by"].as_array().unwrap();
+    assert!(
+        held[0].as_str().unwrap().starts_with("GET /work (running "),
+        "{draining}"
+    );
+    assert_eq!(held[1], "1 other requests in flight", "{draining}");
     let mut conn = H1::connect(server.addr).await.unwrap();
     assert_eq!(conn.get("/readyz").await.unwrap().body, "draining\n");
     let report = server.report.await.unwrap();
