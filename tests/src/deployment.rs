@@ -313,6 +313,12 @@ impl Service {
         }
     }
 
+    /// Sends SIGTERM to `pid` and waits for its exit; its exit code.
+    pub fn terminate(&mut self, pid: u32, within: Duration) -> Option<i32> {
+        assert!(signal_pid(pid, "TERM"), "no process {pid} to stop");
+        self.wait_exit(pid, within)
+    }
+
     /// Whether `pid` still runs (and is not a zombie).
     pub fn runs(pid: u32) -> bool {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))

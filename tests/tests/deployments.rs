@@ -186,8 +186,7 @@ fn socket_activation_a_sigterm_leaves_the_socket_to_the_next_start() {
     );
     assert_eq!(get(deployment.addr(), "/work?ms=1"), Some(200));
     let pid = next.first_pid();
-    assert!(signal_pid(pid, "TERM"));
-    assert_eq!(next.wait_exit(pid, EXIT), Some(0));
+    assert_eq!(next.terminate(pid, EXIT), Some(0));
 }
 
 /// An upgrade under socket activation, then a stop: the socket systemd holds still serves the
@@ -225,8 +224,7 @@ fn socket_activation_an_upgrade_then_a_stop_leave_the_socket_to_the_next_start()
     next.wait_ready(START);
     assert_eq!(answered.join().unwrap(), Some(200));
     let pid = next.first_pid();
-    assert!(signal_pid(pid, "TERM"));
-    assert_eq!(next.wait_exit(pid, EXIT), Some(0));
+    assert_eq!(next.terminate(pid, EXIT), Some(0));
 }
 
 /// Reads notifications from the service's notify socket.
@@ -419,8 +417,7 @@ fn an_upgrade_with_a_drain_delay_never_withdraws_readiness() {
     let report = deployment.report();
     assert_eq!(report["trigger"]["kind"], "upgrade", "{report}");
     assert_eq!(report["exit_code"], 0);
-    assert!(signal_pid(new, "TERM"));
-    assert_eq!(service.wait_exit(new, EXIT), Some(0));
+    assert_eq!(service.terminate(new, EXIT), Some(0));
 }
 
 /// PITFALLS 46, the upgrade side: a new process whose start failed after its admin server
@@ -467,8 +464,7 @@ fn a_failed_upgrade_leaves_the_admin_port_serving() {
         Some(200),
         "the new process's admin port"
     );
-    assert!(signal_pid(new, "TERM"));
-    assert_eq!(service.wait_exit(new, EXIT), Some(0));
+    assert_eq!(service.terminate(new, EXIT), Some(0));
 }
 
 /// PITFALLS 50: a new process that accepted on the shared sockets before it was ready was
@@ -512,8 +508,7 @@ fn a_new_process_too_slow_to_be_ready_takes_no_connection() {
         "{}",
         deployment.log()
     );
-    assert!(signal_pid(old, "TERM"));
-    assert_eq!(service.wait_exit(old, EXIT), Some(0));
+    assert_eq!(service.terminate(old, EXIT), Some(0));
     let report = deployment.report();
     let upgrade = &report["upgrades"][0];
     assert_eq!(upgrade["succeeded"], false, "{report}");
@@ -600,8 +595,7 @@ fn an_inherited_socket_nobody_takes_is_closed() {
         Some(std::io::ErrorKind::ConnectionRefused),
         "the admin socket was closed"
     );
-    assert!(signal_pid(new, "TERM"));
-    assert_eq!(service.wait_exit(new, EXIT), Some(0));
+    assert_eq!(service.terminate(new, EXIT), Some(0));
 }
 
 /// A SIGTERM during an upgrade stops both processes, and the report says the upgrade failed.
@@ -704,6 +698,5 @@ fn the_reload_command_waits_for_the_outcome_and_fails_when_the_upgrade_fails() {
         "{}",
         deployment.log()
     );
-    assert!(signal_pid(new, "TERM"));
-    assert_eq!(service.wait_exit(new, EXIT), Some(0));
+    assert_eq!(service.terminate(new, EXIT), Some(0));
 }
