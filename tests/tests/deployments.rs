@@ -566,6 +566,11 @@ fn a_unix_socket_is_handed_over_and_removed_at_the_last_stop() {
         !socket.exists(),
         "the last process removes the socket's path"
     );
+    assert_eq!(
+        service.pid_in("pid"),
+        None,
+        "the PID file is removed at the exit"
+    );
 }
 
 /// An inherited socket the new version no longer listens on is closed, so connects to it are
