@@ -433,3 +433,152 @@ fn files_that_do_not_hold_a_certificate_and_its_key_are_typed_errors() {
     let garbage = TlsConfig::from_pem_files(&files.cert, &files.key).unwrap_err();
     assert!(matches!(garbage, lifecycle_http::HttpError::TlsFile { .. }));
 }
+
+/// The transports one accept loop serves: the same cases run on each.
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    Tcp,
+    Unix,
+    Tls,
+}
+
+/// A stream of any transport, for hyper's client.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// Where a server on a transport listens, to connect to it.
+#[derive(Clone)]
+struct Target {
+    transport: Transport,
+    addr: Option<SocketAddr>,
+    path: PathBuf,
+    connector: TlsConnector,
+}
+
+/// A server on `transport` with `max_connections` 1.
+struct OnTransport {
+    target: Target,
+    handle: LifecycleHandle,
+    stats: HttpStats,
+    report: JoinHandle<Report>,
+    _dir: tempfile::TempDir,
+    _files: Files,
+}
+
+impl OnTransport {
+    async fn start(transport: Transport) -> OnTransport {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = new_cert();
+        let files = write_files(&cert);
+        let path = dir.path().join("http.sock");
+        let builder = Lifecycle::builder().signals([]);
+        let handle = builder.handle();
+        let router = Router::new().route("/work", get(work));
+        let server = match transport {
+            Transport::Tcp => HttpServer::bind("127.0.0.1:0".parse().unwrap(), router),
+            Transport::Unix => HttpServer::bind_unix(&path, router),
+            Transport::Tls => HttpServer::bind("127.0.0.1:0".parse().unwrap(), router)
+                .tls(TlsConfig::from_pem_files(&files.cert, &files.key).unwrap()),
+        }
+        .max_connections(1);
+        let (stats, local_addr) = (server.stats(), server.local_addr());
+        let run = TestRun::start(
+            builder
+                .register(Registration::new("http", server).stop_timeout(Duration::from_secs(5))),
+        )
+        .unwrap();
+        run.ready().await.unwrap();
+        OnTransport {
+            target: Target {
+                transport,
+                addr: local_addr.get(),
+                path,
+                connector: connector(&[&cert], &[b"http/1.1"]),
+            },
+            handle,
+            stats,
+            report: run.into_task(),
+            _dir: dir,
+            _files: files,
+        }
+    }
+}
+
+impl Target {
+    /// A connection, which may wait in the backlog (its TLS handshake with it).
+    async fn connect(self) -> Box<dyn Io> {
+        match self.transport {
+            Transport::Tcp => Box::new(TcpStream::connect(self.addr.unwrap()).await.unwrap()),
+            Transport::Unix => Box::new(tokio::net::UnixStream::connect(&self.path).await.unwrap()),
+            Transport::Tls => Box::new(
+                tls_connect(&self.connector, self.addr.unwrap())
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+}
+
+/// `GET /work?ms=N` on a new HTTP/1.1 connection over `io`; the status, and the connection's
+/// sender kept open (keep-alive) until dropped.
+async fn get_on(
+    io: Box<dyn Io>,
+    ms: u64,
+) -> (
+    StatusCode,
+    hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+) {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = Request::get(format!("/work?ms={ms}"))
+        .header("host", "test")
+        .body(Empty::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status();
+    response.into_body().collect().await.unwrap();
+    (status, sender)
+}
+
+/// The connection limit, the backlog and the drain hold on TCP, on a Unix socket and over TLS
+/// alike: at `max_connections` 1 a second client waits (never refused, never reset) until the
+/// first leaves, and a request in flight at the shutdown is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_guarantees_hold_on_every_transport() {
+    for transport in [Transport::Tcp, Transport::Unix, Transport::Tls] {
+        let server = OnTransport::start(transport).await;
+        let (status, first) = get_on(server.target.clone().connect().await, 0).await;
+        assert_eq!(status, StatusCode::OK, "{transport:?}");
+        // The first connection is held open: the second waits in the backlog.
+        let target = server.target.clone();
+        let second = tokio::spawn(async move { get_on(target.connect().await, 0).await.0 });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !second.is_finished(),
+            "{transport:?}: served beyond the limit"
+        );
+        assert_eq!(server.stats.connection_limit_reached(), 1, "{transport:?}");
+        drop(first);
+        let status = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("served once the first left")
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{transport:?}");
+
+        // A request in flight at the shutdown is answered.
+        let io = server.target.clone().connect().await;
+        let in_flight = tokio::spawn(get_on(io, 300));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.handle.shutdown("test over");
+        assert_eq!(in_flight.await.unwrap().0, StatusCode::OK, "{transport:?}");
+        let report = server.report.await.unwrap();
+        assert_eq!(
+            report.exit_code(),
+            exit_code::SUCCESS,
+            "{transport:?}: {report}"
+        );
+        assert_eq!(server.stats.force_closed(), 0, "{transport:?}");
+    }
+}
