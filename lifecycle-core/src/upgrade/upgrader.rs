@@ -246,15 +246,19 @@ impl Upgrade {
             };
             tracing::info!("upgrade requested");
             let attempt = attempts.run(&shutdown, &mut requests).await;
-            let succeeded = attempt.succeeded;
-            if let Some(waiting) = waiting {
-                let _ = waiting.send(attempt.clone());
-            }
+            let (succeeded, outcome) = (attempt.succeeded, attempt.clone());
             if succeeded {
                 attempts.handed_over(&lifecycle, attempt);
+            } else {
+                attempts.failed(&lifecycle, attempt);
+            }
+            // Once the PID file and systemd say what happened: whoever asked may read them.
+            if let Some(waiting) = waiting {
+                let _ = waiting.send(outcome);
+            }
+            if succeeded {
                 break;
             }
-            attempts.failed(&lifecycle, attempt);
         }
         *lifecycle
             .shared
