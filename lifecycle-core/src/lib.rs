@@ -31,7 +31,10 @@
 //!
 //! With the `upgrade` feature (Unix), `Upgrade` upgrades the service in place: on SIGHUP it
 //! starts the program again, hands it the listening sockets, and shuts down once the new
-//! process is ready (the `upgrade` module).
+//! process is ready, without a drain delay (the `upgrade` module); as PID 1 of a container it
+//! refuses. The [`sockets`] module (Unix) takes the sockets systemd or an upgrade passed, and
+//! [`LifecycleHandle::listener_share`] tells a server, per socket, whether another process
+//! holds it too: such a socket is never closed for good, only this process's descriptor.
 //!
 //! # Metrics and traces
 //!
