@@ -123,6 +123,7 @@
 //! ```
 
 mod builder;
+mod changes;
 mod component;
 mod component_error;
 mod context;
@@ -159,6 +160,7 @@ pub use async_trait::async_trait;
 pub use tokio_util::sync::CancellationToken;
 
 pub use builder::{LifecycleBuilder, OnFailure, Registration};
+pub use changes::ChangeError;
 pub use component::{Component, Health};
 pub use component_error::ComponentError;
 pub use context::Context;

@@ -116,7 +116,7 @@ impl Lifecycle {
     ///
     /// Not cancel-safe: dropping the future abandons the components where they are. Trigger the
     /// shutdown through the [handle](Self::handle) instead.
-    pub async fn run(self) -> Report {
+    pub async fn run(mut self) -> Report {
         self.shared.record().began();
         #[cfg(unix)]
         {
@@ -133,11 +133,14 @@ impl Lifecycle {
         let notifier = crate::systemd::wanted()
             .then(|| tokio::spawn(crate::systemd::notify(self.handle(), self.shutdown_budget)));
 
-        let mut run = Run::new(&self);
+        // The orchestrator owns the components from here: it grows the list when one is added.
+        let registrations = std::mem::take(&mut self.registrations);
+        let graph = std::mem::take(&mut self.graph);
+        let mut run = Run::new(&self, registrations, graph);
         let started = run.start_all().await;
         if started {
             self.enter(Phase::Ready);
-            tracing::info!(components = self.graph.len(), "ready");
+            tracing::info!(components = run.registrations.len(), "ready");
             run.supervise().await;
         }
         let (deadline, span) = self.triggered();
