@@ -91,6 +91,10 @@ impl Lifecycle {
 
     /// The longest a shutdown can take: the drain delay plus the stop timeouts along the
     /// [critical path](Self::critical_path). Never more than the shutdown budget.
+    ///
+    /// It covers the components registered before [`run`](Self::run); a component
+    /// [added](LifecycleHandle::add) later can lengthen the longest chain beyond it, and then
+    /// the budget cuts the stops that would run past it.
     pub fn shutdown_bound(&self) -> Duration {
         self.drain_delay.saturating_add(self.critical_path_time)
     }
