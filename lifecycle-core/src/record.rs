@@ -127,9 +127,8 @@ impl Record {
 
     /// Component `i` was removed (or, added, never started): it has ended for good.
     pub(crate) fn removed(&mut self, i: usize) {
-        let slot = &mut self.slots[i];
-        slot.removed = true;
-        slot.tasks = None;
+        // Its tasks stay: the report names work its stop gave up on, as for any stopped one.
+        self.slots[i].removed = true;
     }
 
     pub(crate) fn slots(&self) -> &[Slot] {
