@@ -595,3 +595,37 @@ async fn added_components_show_in_health_and_held_by() {
     run.request("test over");
     run.finish().await.assert_exit_code(exit_code::SUCCESS);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_addition_past_the_checked_bound_is_cut_by_the_budget() {
+    let log = Log::default();
+    // The build checks 1 s of stops against a 5 s budget; the addition's 10 s is not checked.
+    let run = TestRun::start(
+        builder()
+            .shutdown_budget(secs(5))
+            .register(Registration::new("db", Probe::new("db", &log)).stop_timeout(secs(1))),
+    )
+    .unwrap();
+    run.ready().await.unwrap();
+    run.add(
+        Registration::new("slow", Probe::new("slow", &log).stop(Act::Hang))
+            .depends_on("db")
+            .stop_timeout(secs(10)),
+    )
+    .await
+    .unwrap();
+    run.request("deploy");
+    let timeline = run.finish().await;
+    let report = timeline.report();
+    let slow = report.component("slow").unwrap();
+    // Cut at the budget less the report's margin (a tenth of it), not at its own 10 s.
+    assert_eq!(
+        slow.stop_ended_ms.unwrap() - slow.stop_began_ms.unwrap(),
+        4500.0,
+        "{report}"
+    );
+    timeline
+        .assert_outcome("slow", Outcome::TimedOut)
+        .assert_outcome("db", Outcome::TimedOut)
+        .assert_exit_code(exit_code::DEADLINE);
+}
