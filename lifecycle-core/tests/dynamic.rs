@@ -629,3 +629,34 @@ async fn an_addition_past_the_checked_bound_is_cut_by_the_budget() {
         .assert_outcome("db", Outcome::TimedOut)
         .assert_exit_code(exit_code::DEADLINE);
 }
+
+#[tokio::test(start_paused = true)]
+async fn removing_a_restarting_component_waits_for_its_restart_then_stops_it() {
+    let log = Log::default();
+    let run = TestRun::start(builder().register(Registration::new("db", idle()))).unwrap();
+    run.ready().await.unwrap();
+    run.add(
+        Registration::new("flaky", Probe::new("flaky", &log))
+            .depends_on("db")
+            .on_failure(OnFailure::Restart {
+                max_restarts: 3,
+                initial_backoff: secs(2),
+                max_backoff: secs(2),
+            }),
+    )
+    .await
+    .unwrap();
+    run.fail("flaky", "lost its connection");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(state(&run, "flaky"), Some(ComponentState::Restarting));
+    assert_eq!(run.remove("flaky").await.unwrap(), Outcome::Stopped);
+    // The failed run was stopped by the restart, the restarted one by the removal.
+    assert_eq!(log.times("flaky", Event::StartBegan).len(), 2);
+    assert_eq!(log.times("flaky", Event::StopEnded).len(), 2);
+    assert_eq!(run.handle().states().len(), 1);
+    run.request("test over");
+    run.finish()
+        .await
+        .assert_removed("flaky")
+        .assert_exit_code(exit_code::SUCCESS);
+}
