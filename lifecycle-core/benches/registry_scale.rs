@@ -20,6 +20,12 @@
 //!   [`LifecycleHandle::shutdown`](lifecycle_core::LifecycleHandle::shutdown) to `run`
 //!   returning its report.
 //!
+//! Then the same sizes added at run time: a lifecycle with one component (`db`) is ready, a
+//! task sends N additions at once through
+//! [`LifecycleHandle::add`](lifecycle_core::LifecycleHandle::add), each a no-op component that
+//! depends on `db`, and awaits them all ("add": from the first call to the last answer, every
+//! component started); then the shutdown, timed as above, stops the N before `db`.
+//!
 //! The lifecycle runs as a service runs it: awaited on the main thread of a multi-thread
 //! runtime, with the trigger sent from a worker thread.
 
@@ -143,6 +149,54 @@ fn run_once(runtime: &tokio::runtime::Runtime, n: usize, shape: Shape) -> Sample
     sample
 }
 
+/// `n` components added while the lifecycle runs: how long the additions and then the shutdown
+/// took.
+fn run_added(runtime: &tokio::runtime::Runtime, n: usize) -> (Duration, Duration) {
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .register(Registration::new("db", Noop))
+        .build()
+        .expect("a valid configuration");
+    let (times, report) = runtime.block_on(async move {
+        let handle = lifecycle.handle();
+        let driver = tokio::spawn(async move {
+            let mut phase = handle.watch_phase();
+            let ready = phase
+                .wait_for(|p| *p != Phase::Starting)
+                .await
+                .is_ok_and(|p| *p == Phase::Ready);
+            assert!(ready, "the start-up failed");
+            let began = Instant::now();
+            let additions = (0..n).map(|i| {
+                let handle = handle.clone();
+                async move {
+                    handle
+                        .add(Registration::new(format!("c{i}"), Noop).depends_on("db"))
+                        .await
+                }
+            });
+            let added = futures::future::join_all(additions).await;
+            let add = began.elapsed();
+            assert!(added.iter().all(Result::is_ok), "an addition failed");
+            let triggered = Instant::now();
+            handle.shutdown("bench");
+            (add, triggered)
+        });
+        let report = lifecycle.run().await;
+        let returned = Instant::now();
+        let (add, triggered) = driver.await.expect("the driver does not panic");
+        ((add, returned - triggered), report)
+    });
+    assert_eq!(report.exit_code(), 0);
+    assert_eq!(report.components.len(), n + 1);
+    assert!(report
+        .components
+        .iter()
+        .all(|c| c.outcome == Outcome::Stopped));
+    drop(report);
+    times
+}
+
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values[values.len() / 2]
@@ -217,5 +271,18 @@ fn main() {
                 cells[2].1
             );
         }
+    }
+    for &n in &sizes {
+        let samples: Vec<(Duration, Duration)> =
+            (0..reps).map(|_| run_added(&runtime, n)).collect();
+        let cells = [
+            median(samples.iter().map(|s| s.0).collect()),
+            median(samples.iter().map(|s| s.1).collect()),
+        ]
+        .map(|d| (d.as_secs_f64() * 1e3, d.as_secs_f64() * 1e9 / n as f64));
+        println!(
+            "{:<9} {:>10} | {:>9} {:>8} | {:>11.2} {:>8.0} | {:>11.2} {:>8.0}",
+            "added", n, "-", "-", cells[0].0, cells[0].1, cells[1].0, cells[1].1
+        );
     }
 }

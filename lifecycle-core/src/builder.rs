@@ -167,6 +167,33 @@ impl Registration {
     }
 }
 
+impl Registration {
+    /// Rejects a zero timeout, and a restart policy with no restarts.
+    pub(crate) fn check(&self) -> Result<(), BuildError> {
+        let zero = [("start", self.start_timeout), ("stop", self.stop_timeout)]
+            .into_iter()
+            .find(|(_, timeout)| timeout.is_zero());
+        if let Some((phase, _)) = zero {
+            return Err(BuildError::ZeroTimeout {
+                component: self.name.clone(),
+                phase,
+            });
+        }
+        if matches!(
+            self.on_failure,
+            OnFailure::Restart {
+                max_restarts: 0,
+                ..
+            }
+        ) {
+            return Err(BuildError::ZeroRestarts {
+                component: self.name.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for Registration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registration")
@@ -358,26 +385,7 @@ impl LifecycleBuilder {
                 .map(|(r, d)| (r.name.as_str(), d.as_slice())),
         )?;
         for r in &self.registrations {
-            let zero = [("start", r.start_timeout), ("stop", r.stop_timeout)]
-                .into_iter()
-                .find(|(_, timeout)| timeout.is_zero());
-            if let Some((phase, _)) = zero {
-                return Err(BuildError::ZeroTimeout {
-                    component: r.name.clone(),
-                    phase,
-                });
-            }
-            if matches!(
-                r.on_failure,
-                OnFailure::Restart {
-                    max_restarts: 0,
-                    ..
-                }
-            ) {
-                return Err(BuildError::ZeroRestarts {
-                    component: r.name.clone(),
-                });
-            }
+            r.check()?;
         }
         let (path, path_time) = graph.critical_path(|i| self.registrations[i].stop_timeout);
         let critical_path: Vec<String> = path

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use crate::run::Run;
 
 impl Run<'_> {
@@ -19,6 +21,8 @@ impl Run<'_> {
                 () = &mut sleep => return,
                 Some(failure) = self.failures.recv() => self.failed_during_shutdown(failure),
                 Some(ended) = self.restarts_done.recv() => self.restart_ended(ended),
+                Some(change) = self.changes.recv() => change.refuse(),
+                Some((i, result, _)) = self.removals.next() => self.removal_stopped(i, result),
             }
         }
     }

@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use crate::error::BuildError;
 
-/// A validated, acyclic dependency graph.
-#[derive(Debug)]
+/// A validated, acyclic dependency graph. Components added while the lifecycle runs are
+/// appended by the orchestrator (`changes.rs`), after their dependencies.
+#[derive(Debug, Default)]
 pub(crate) struct Graph {
     /// `dependencies[i]`: the components `i` depends on (deduplicated, in declaration order).
     pub(crate) dependencies: Vec<Vec<usize>>,
     /// `dependents[i]`: the components that depend on `i`.
     pub(crate) dependents: Vec<Vec<usize>>,
-    /// Every component after all of its dependencies.
+    /// Every component registered before the run, after all of its dependencies.
     pub(crate) topological_order: Vec<usize>,
 }
 

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+use crate::builder::Registration;
+use crate::changes::{Change, ChangeError};
 use crate::component::Health;
 use crate::report::{Outcome, TriggerKind, UpgradeReport};
 use crate::shared::Shared;
@@ -189,6 +191,162 @@ impl LifecycleHandle {
         crate::sockets::sockets().share(socket, self.shared.handed_over())
     }
 
+    /// Adds a component while the lifecycle runs, and waits for its start: a consumer per
+    /// tenant, a connection per configured upstream, a plugin loaded from configuration.
+    ///
+    /// The component follows every rule a registered one does: it starts once its
+    /// dependencies run, under its start timeout; its [`OnFailure`](crate::OnFailure) policy
+    /// applies to its failures; it counts for readiness (once started) unless
+    /// [excluded](crate::Registration::exclude_from_readiness), shows in
+    /// [`check_health`](Self::check_health), [`states`](Self::states), [`held_by`](Self::held_by),
+    /// the metrics and the [report](crate::Report); at the shutdown it stops before its
+    /// dependencies, concurrently with what is independent of it, under min(its stop timeout,
+    /// the budget left). It also depends on every
+    /// [`stops_last`](crate::Registration::stops_last) component, as registered ones do.
+    ///
+    /// Its dependencies must be running: await the addition of a dependency before adding what
+    /// depends on it. A component that depends on another is that one's child: removing or
+    /// stopping the parent stops the child first.
+    ///
+    /// **The shutdown bound.** [`LifecycleBuilder::build`](crate::LifecycleBuilder::build)
+    /// checks the budget against the components known then. An addition is not checked: one
+    /// that lengthens the longest chain of stop timeouts can make the shutdown need more than
+    /// [`Lifecycle::shutdown_bound`](crate::Lifecycle::shutdown_bound). The budget still holds:
+    /// stops that would run past it are cut (and the exit code says so), and the watchdog ends
+    /// the process at the budget. Give added components stop timeouts that fit in what the
+    /// chain they join leaves of the budget.
+    ///
+    /// Additions asked for during start-up are taken up once the lifecycle is ready.
+    /// Concurrent calls are safe; each is validated against the components known when the
+    /// orchestrator takes it up.
+    ///
+    /// # Errors
+    ///
+    /// Nothing starts when the addition is refused: [`ChangeError::Invalid`] for a name in use,
+    /// a dependency no component has, a dependency on itself (a cycle), a zero timeout or no
+    /// restarts; [`ChangeError::DependencyNotRunning`], [`ChangeError::StopsLast`], and
+    /// [`ChangeError::ShuttingDown`] once the shutdown has begun (during the drain and the
+    /// stops, or when the lifecycle has ended). [`ChangeError::StartFailed`] when its start
+    /// failed, timed out or panicked: the component is in the report with that outcome (and
+    /// the exit code counts it, as any failure), never stopped, and the service runs on.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Dropping the future does not withdraw the addition once sent: the component still
+    /// starts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lifecycle_core::{ChangeError, ComponentState, Lifecycle, Registration, Worker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let idle = || Worker::new(|ctx| async move {
+    ///     ctx.token().cancelled().await;
+    ///     Ok::<_, std::io::Error>(())
+    /// });
+    /// let lifecycle = Lifecycle::builder()
+    ///     .signals([])
+    ///     .register(Registration::new("db", idle()))
+    ///     .build()
+    ///     .unwrap();
+    /// let handle = lifecycle.handle();
+    /// let run = tokio::spawn(lifecycle.run());
+    ///
+    /// handle.add(Registration::new("tenant-a", idle()).depends_on("db")).await.unwrap();
+    /// assert!(handle.states().contains(&("tenant-a".into(), ComponentState::Running)));
+    ///
+    /// let missing = handle.add(Registration::new("tenant-b", idle()).depends_on("cache")).await;
+    /// assert!(matches!(missing, Err(ChangeError::Invalid(_))));
+    ///
+    /// handle.shutdown("demo");
+    /// let report = run.await.unwrap();
+    /// let (db, tenant) = (report.component("db").unwrap(), report.component("tenant-a").unwrap());
+    /// assert!(tenant.stop_ended_ms <= db.stop_began_ms);
+    /// # }
+    /// ```
+    pub async fn add(&self, registration: Registration) -> Result<(), ChangeError> {
+        let component = registration.name.clone();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self
+            .shared
+            .changes
+            .send(Change::Add(registration, reply))
+            .is_err()
+        {
+            return Err(ChangeError::ShuttingDown { component });
+        }
+        answer
+            .await
+            .unwrap_or(Err(ChangeError::ShuttingDown { component }))
+    }
+
+    /// Stops the component named `name` and removes it, waiting for its stop; returns the
+    /// stop's outcome. Every component that depends on it (its children) is stopped and
+    /// removed first, in reverse dependency order, as the shutdown would.
+    ///
+    /// Each stop runs under the component's stop timeout; a failure reported meanwhile is its
+    /// outcome, no policy applies. Removed components leave health, readiness, `states` and
+    /// `held_by`; the [report](crate::Report) keeps them, with their times, marked
+    /// [`removed`](crate::ComponentReport::removed). The name is free again for
+    /// [`add`](Self::add). Registered components can be removed too.
+    ///
+    /// Concurrent calls for one component wait for the same stop.
+    ///
+    /// # Errors
+    ///
+    /// [`ChangeError::NotFound`] when no component has this name (or it was removed), and
+    /// [`ChangeError::ShuttingDown`] once the shutdown has begun: the shutdown stops it.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Dropping the future does not withdraw the removal once sent: the component still stops.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lifecycle_core::{Lifecycle, Outcome, Registration, Worker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let idle = || Worker::new(|ctx| async move {
+    ///     ctx.token().cancelled().await;
+    ///     Ok::<_, std::io::Error>(())
+    /// });
+    /// let lifecycle = Lifecycle::builder()
+    ///     .signals([])
+    ///     .register(Registration::new("db", idle()))
+    ///     .build()
+    ///     .unwrap();
+    /// let handle = lifecycle.handle();
+    /// let run = tokio::spawn(lifecycle.run());
+    ///
+    /// handle.add(Registration::new("tenant-a", idle()).depends_on("db")).await.unwrap();
+    /// assert_eq!(handle.remove("tenant-a").await.unwrap(), Outcome::Stopped);
+    /// assert_eq!(handle.states().len(), 1);
+    ///
+    /// handle.shutdown("demo");
+    /// let report = run.await.unwrap();
+    /// assert!(report.component("tenant-a").unwrap().removed);
+    /// # }
+    /// ```
+    pub async fn remove(&self, name: &str) -> Result<Outcome, ChangeError> {
+        let component = name.to_owned();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self
+            .shared
+            .changes
+            .send(Change::Remove(component.clone(), reply))
+            .is_err()
+        {
+            return Err(ChangeError::ShuttingDown { component });
+        }
+        answer
+            .await
+            .unwrap_or(Err(ChangeError::ShuttingDown { component }))
+    }
+
     /// What each running or stopping component is waiting for right now, as its stop would
     /// report it if cut off ([`Component::held_by`](crate::Component::held_by) and its named
     /// tasks); components with nothing in progress are left out.
@@ -198,6 +356,9 @@ impl LifecycleHandle {
             let record = self.shared.record();
             (0..record.slots().len())
                 .filter_map(|i| {
+                    if record.slots()[i].removed {
+                        return None;
+                    }
                     let (component, tasks) = record.live(i)?;
                     Some((
                         record.slots()[i].name.to_string(),
@@ -245,17 +406,23 @@ impl LifecycleHandle {
         self.shared.shutdown_requested.clone()
     }
 
-    /// Each component's state, in registration order, without calling any health check.
+    /// Each component's state, in registration order then in the order components were
+    /// [added](Self::add), without calling any health check. Removed components are left out
+    /// (the [report](crate::Report) keeps them).
     pub fn states(&self) -> Vec<(String, ComponentState)> {
         let record = self.shared.record();
         record
             .slots()
             .iter()
+            .filter(|s| !s.removed)
             .map(|s| (s.name.to_string(), s.state))
             .collect()
     }
 
-    /// Each component's state and health, in registration order.
+    /// Each component's state and health, in registration order then in the order components
+    /// were [added](Self::add); removed ones are left out. A component added while the
+    /// lifecycle runs holds readiness back only once it has started: a starting one shows as
+    /// `starting`, without counting for readiness.
     ///
     /// Calls [`Component::health`](crate::Component::health) on every running component,
     /// concurrently, unless the answers of a check younger than the
@@ -275,7 +442,7 @@ impl LifecycleHandle {
                         s.name.to_string(),
                         s.state,
                         s.component.clone(),
-                        s.readiness,
+                        (s.readiness, s.removed),
                         record.error(i).map(|e| e.render()),
                     )
                 })
@@ -283,31 +450,37 @@ impl LifecycleHandle {
         };
         let running: Vec<_> = slots
             .iter()
-            .map(|(_, state, component, _, failure)| {
+            .map(|(_, state, component, (_, removed), failure)| {
                 (
-                    *state == ComponentState::Running && failure.is_none(),
+                    *state == ComponentState::Running && failure.is_none() && !removed,
                     component.clone(),
                 )
             })
             .collect();
+        // Removed components are asked nothing but keep their place, so the health cache's
+        // answers, one per component ever known, stay in step.
         let answers = self.shared.health.get(&running).await;
         slots
             .into_iter()
             .zip(answers)
-            .map(|((name, state, component, readiness, failure), answer)| {
-                let health = match (answer, failure) {
-                    (Some(health), _) => health,
-                    (None, Some(failure)) => Health::unhealthy(failure),
-                    (None, None) => Health::unhealthy(state.as_str()),
-                };
-                ComponentStatus {
-                    name,
-                    state,
-                    health,
-                    detail: component.describe(),
-                    counts_for_readiness: readiness,
-                }
-            })
+            .filter(|((_, _, _, (_, removed), _), _)| !removed)
+            .map(
+                |((name, state, component, (readiness, _), failure), answer)| {
+                    let health = match (answer, failure) {
+                        (Some(health), _) => health,
+                        (None, Some(failure)) => Health::unhealthy(failure),
+                        (None, None) => Health::unhealthy(state.as_str()),
+                    };
+                    ComponentStatus {
+                        name,
+                        state,
+                        health,
+                        detail: component.describe(),
+                        // Only an addition's start runs while the phase is ready.
+                        counts_for_readiness: readiness && state != ComponentState::Starting,
+                    }
+                },
+            )
             .collect()
     }
 

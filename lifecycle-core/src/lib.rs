@@ -19,6 +19,48 @@
 //!    tracked tasks are awaited, or aborted when time runs out;
 //! 6. returns a [`Report`] (table, JSON and `tracing` events) with the exit code.
 //!
+//! # Components added while the service runs
+//!
+//! A part that exists only at run time (a consumer per tenant, a connection per configured
+//! upstream, a plugin loaded from configuration) is added through
+//! [`LifecycleHandle::add`] and removed through [`LifecycleHandle::remove`]. It follows every
+//! rule a registered component does: it starts after its dependencies (which must be
+//! running), its policy applies, it counts for readiness once started, and the shutdown stops
+//! it before its dependencies; removing a component stops what depends on it (its children)
+//! first. The handle only asks: the orchestrator decides, records, and answers, with a typed
+//! [`ChangeError`] when it refuses (an invalid addition, or any change once the shutdown has
+//! begun). The shutdown budget checked by [`LifecycleBuilder::build`] covers the components
+//! known then; an addition that lengthens the longest chain of stop timeouts is not checked,
+//! and the budget cuts what would run past it.
+//!
+//! ```
+//! use lifecycle_core::{Lifecycle, Registration, Worker};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let idle = || Worker::new(|ctx| async move {
+//!     ctx.token().cancelled().await;
+//!     Ok::<_, std::io::Error>(())
+//! });
+//! let lifecycle = Lifecycle::builder()
+//!     .signals([])
+//!     .register(Registration::new("db", idle()))
+//!     .build()
+//!     .unwrap();
+//! let handle = lifecycle.handle();
+//! let run = tokio::spawn(lifecycle.run());
+//!
+//! handle.add(Registration::new("tenant-acme", idle()).depends_on("db")).await.unwrap();
+//! handle.add(Registration::new("tenant-acme-feed", idle()).depends_on("tenant-acme")).await.unwrap();
+//! // Removing the tenant stops its feed first.
+//! handle.remove("tenant-acme").await.unwrap();
+//!
+//! handle.shutdown("demo");
+//! let report = run.await.unwrap();
+//! assert!(report.component("tenant-acme-feed").unwrap().removed);
+//! # }
+//! ```
+//!
 //! A second signal, or the shutdown budget running out, ends the process at once with a distinct
 //! [exit code](exit_code), from a watchdog thread that works even when the runtime is stuck.
 //!
@@ -126,6 +168,7 @@
 //! ```
 
 mod builder;
+mod changes;
 mod component;
 mod component_error;
 mod context;
@@ -162,6 +205,7 @@ pub use async_trait::async_trait;
 pub use tokio_util::sync::CancellationToken;
 
 pub use builder::{LifecycleBuilder, OnFailure, Registration};
+pub use changes::ChangeError;
 pub use component::{Component, Health};
 pub use component_error::ComponentError;
 pub use context::Context;

@@ -91,6 +91,10 @@ impl Lifecycle {
 
     /// The longest a shutdown can take: the drain delay plus the stop timeouts along the
     /// [critical path](Self::critical_path). Never more than the shutdown budget.
+    ///
+    /// It covers the components registered before [`run`](Self::run); a component
+    /// [added](LifecycleHandle::add) later can lengthen the longest chain beyond it, and then
+    /// the budget cuts the stops that would run past it.
     pub fn shutdown_bound(&self) -> Duration {
         self.drain_delay.saturating_add(self.critical_path_time)
     }
@@ -116,7 +120,7 @@ impl Lifecycle {
     ///
     /// Not cancel-safe: dropping the future abandons the components where they are. Trigger the
     /// shutdown through the [handle](Self::handle) instead.
-    pub async fn run(self) -> Report {
+    pub async fn run(mut self) -> Report {
         self.shared.record().began();
         #[cfg(unix)]
         {
@@ -133,11 +137,14 @@ impl Lifecycle {
         let notifier = crate::systemd::wanted()
             .then(|| tokio::spawn(crate::systemd::notify(self.handle(), self.shutdown_budget)));
 
-        let mut run = Run::new(&self);
+        // The orchestrator owns the components from here: it grows the list when one is added.
+        let registrations = std::mem::take(&mut self.registrations);
+        let graph = std::mem::take(&mut self.graph);
+        let mut run = Run::new(&self, registrations, graph);
         let started = run.start_all().await;
         if started {
             self.enter(Phase::Ready);
-            tracing::info!(components = self.graph.len(), "ready");
+            tracing::info!(components = run.registrations.len(), "ready");
             run.supervise().await;
         }
         let (deadline, span) = self.triggered();

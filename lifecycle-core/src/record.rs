@@ -68,6 +68,9 @@ pub(crate) struct Slot {
     error: Option<ComponentError>,
     /// The tasks of its current run, whose named ones `held_by` lists.
     tasks: Option<TrackedTasks>,
+    /// Removed while the lifecycle ran (or added and never started): out of health, readiness
+    /// and `held_by`, still in the report.
+    pub(crate) removed: bool,
 }
 
 impl Slot {
@@ -90,6 +93,7 @@ impl Slot {
             run_time_error: None,
             error: None,
             tasks: None,
+            removed: false,
         }
     }
 }
@@ -112,6 +116,19 @@ impl Record {
             slots,
             ..Record::default()
         }
+    }
+
+    /// A component was added while the lifecycle runs; returns its index.
+    pub(crate) fn added(&mut self, slot: Slot) -> usize {
+        telemetry::state(&slot.name, slot.state);
+        self.slots.push(slot);
+        self.slots.len() - 1
+    }
+
+    /// Component `i` was removed (or, added, never started): it has ended for good.
+    pub(crate) fn removed(&mut self, i: usize) {
+        // Its tasks stay: the report names work its stop gave up on, as for any stopped one.
+        self.slots[i].removed = true;
     }
 
     pub(crate) fn slots(&self) -> &[Slot] {
@@ -385,6 +402,7 @@ impl Record {
                     stop_ended_ms: ms(slot.stop_ended),
                     error,
                     held_by,
+                    removed: slot.removed,
                 }
             })
             .collect();

@@ -78,7 +78,9 @@ pub struct Report {
     /// The configured drain delay, in milliseconds (0 when the shutdown came during start-up,
     /// which skips it).
     pub drain_delay_ms: f64,
-    /// Every registered component, in registration order.
+    /// Every registered component, in registration order, then those added while the
+    /// lifecycle ran, in the order they were added (removed ones included, marked
+    /// [`removed`](ComponentReport::removed)).
     pub components: Vec<ComponentReport>,
     /// The in-place upgrades attempted during the run, in order (feature `upgrade`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -160,6 +162,12 @@ pub struct ComponentReport {
     /// the rest. Empty (and left out of the JSON) otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_by: Vec<String>,
+    /// Whether it was removed while the lifecycle ran
+    /// ([`LifecycleHandle::remove`](crate::LifecycleHandle::remove)), its stop times those of
+    /// its removal; also set for a component added at run time whose start did not complete.
+    /// Left out of the JSON when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
 }
 
 /// How a component's lifecycle ended.
@@ -222,9 +230,10 @@ impl Report {
         serde_json::to_string(self).expect("a report always serialises")
     }
 
-    /// The component named `name`, if registered.
+    /// The component named `name`, if registered or added. A name removed and added again is
+    /// in the report twice: this is the latest.
     pub fn component(&self, name: &str) -> Option<&ComponentReport> {
-        self.components.iter().find(|c| c.name == name)
+        self.components.iter().rev().find(|c| c.name == name)
     }
 
     /// Writes the report as JSON to `path`, atomically: to a temporary file beside it, then
@@ -276,7 +285,11 @@ impl fmt::Display for Report {
             .iter()
             .map(|c| {
                 [
-                    c.name.clone(),
+                    if c.removed {
+                        format!("{} (removed)", c.name)
+                    } else {
+                        c.name.clone()
+                    },
                     if c.dependencies.is_empty() {
                         "-".into()
                     } else {
@@ -361,6 +374,7 @@ mod tests {
                 stop_ended_ms: None,
                 error: None,
                 held_by: vec![],
+                removed: false,
             }],
             upgrades: vec![],
             watchdog: None,

@@ -5,17 +5,24 @@
 //! The orchestrator decides; the [`Record`] records. Every change of a component's state goes
 //! through the record's methods, from this task only.
 
+use std::collections::HashMap;
 use std::sync::MutexGuard;
 
-use tokio::sync::mpsc;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::builder::Registration;
+use crate::changes::{Change, ChangeError};
 use crate::component_error::ComponentError;
 use crate::context::{Context, Failure};
+use crate::graph::Graph;
 use crate::guarded::Fault;
 use crate::lifecycle::Lifecycle;
 use crate::record::Record;
+use crate::report::Outcome;
 
 /// How a restart (a task of its own) ended: when its start began, if it got that far, and how
 /// the start went.
@@ -34,10 +41,36 @@ pub(crate) struct Member {
     pub(crate) restarts: u32,
     /// A failure of a restarted run that came while its start was still in progress.
     pub(crate) failed_while_restarting: Option<Failure>,
+    /// Whether it is being removed (asked for, or a component depending on one that is).
+    pub(crate) removing: bool,
+    /// While it is being removed: how many of the components depending on it have yet to stop.
+    pub(crate) dependents_left: usize,
+    /// Its removal's turn came while it was starting or restarting: taken once that ends.
+    pub(crate) turn_pending: bool,
 }
+
+/// How one stop ended, and whether the budget (rather than its own timeout) cut it.
+pub(crate) type Stopped = (usize, Result<(), Fault>, bool);
 
 pub(crate) struct Run<'a> {
     pub(crate) lifecycle: &'a Lifecycle,
+    /// Every component, those added while running included, by index (the record's too).
+    pub(crate) registrations: Vec<Registration>,
+    pub(crate) graph: Graph,
+    /// The components registered as `stops_last`, on which every added component depends.
+    pub(crate) last: Vec<usize>,
+    /// Each name in use (not removed) and its component.
+    pub(crate) names: HashMap<String, usize>,
+    /// The handles' additions and removals.
+    pub(crate) changes: mpsc::UnboundedReceiver<Change>,
+    /// The starts of added components in progress.
+    pub(crate) adding: FuturesUnordered<BoxFuture<'static, (usize, Result<(), Fault>)>>,
+    /// Whoever waits for an added component's start.
+    pub(crate) added_waiters: HashMap<usize, oneshot::Sender<Result<(), ChangeError>>>,
+    /// The stops of removed components in progress.
+    pub(crate) removals: FuturesUnordered<BoxFuture<'static, Stopped>>,
+    /// Whoever waits for a removed component's stop.
+    pub(crate) removal_waiters: HashMap<usize, Vec<oneshot::Sender<Result<Outcome, ChangeError>>>>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) members: Vec<Member>,
     pub(crate) failures_tx: mpsc::UnboundedSender<Failure>,
@@ -47,15 +80,39 @@ pub(crate) struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    pub(crate) fn new(lifecycle: &'a Lifecycle) -> Self {
+    pub(crate) fn new(
+        lifecycle: &'a Lifecycle,
+        registrations: Vec<Registration>,
+        graph: Graph,
+    ) -> Self {
         let (failures_tx, failures) = mpsc::unbounded_channel();
         let (restarts_tx, restarts_done) = mpsc::unbounded_channel();
+        // Only one run takes the changes; a channel with no sender stands in otherwise.
+        let changes = lifecycle
+            .shared
+            .take_changes()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1);
+        let names = registrations
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), i))
+            .collect();
+        let last = (0..registrations.len())
+            .filter(|&i| registrations[i].stops_last)
+            .collect();
         Run {
             lifecycle,
             shutdown: lifecycle.shared.shutdown_requested.clone(),
-            members: (0..lifecycle.graph.len())
-                .map(|_| Member::default())
-                .collect(),
+            members: (0..graph.len()).map(|_| Member::default()).collect(),
+            registrations,
+            graph,
+            last,
+            names,
+            changes,
+            adding: FuturesUnordered::new(),
+            added_waiters: HashMap::new(),
+            removals: FuturesUnordered::new(),
+            removal_waiters: HashMap::new(),
             failures_tx,
             failures,
             restarts_tx,
@@ -68,7 +125,7 @@ impl<'a> Run<'a> {
     }
 
     pub(crate) fn name(&self, i: usize) -> &str {
-        &self.lifecycle.registrations[i].name
+        &self.registrations[i].name
     }
 
     /// A fresh context for component `i`, recorded as its current one.

@@ -9,6 +9,7 @@ use std::sync::{mpsc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::changes::Change;
 use crate::handle::Phase;
 use crate::health_cache::HealthCache;
 use crate::record::Record;
@@ -33,11 +34,18 @@ pub(crate) struct Shared {
     pub(crate) upgrader: Mutex<Option<tokio::sync::mpsc::UnboundedSender<UpgradeRequest>>>,
     /// Set once the listening sockets belong to a new process that accepts on them.
     handed_over: AtomicBool,
+    /// Where handles send their additions and removals; the orchestrator, the only one to act
+    /// on them, takes the receiver when the run begins.
+    pub(crate) changes: tokio::sync::mpsc::UnboundedSender<Change>,
+    changes_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Change>>>,
 }
 
 impl Shared {
     pub(crate) fn new(shutdown_requested: CancellationToken) -> Self {
+        let (changes, changes_rx) = tokio::sync::mpsc::unbounded_channel();
         Shared {
+            changes,
+            changes_rx: Mutex::new(Some(changes_rx)),
             phase: watch::Sender::new(Phase::Starting),
             shutdown_requested,
             record: Mutex::new(Record::default()),
@@ -46,6 +54,14 @@ impl Shared {
             upgrader: Mutex::new(None),
             handed_over: AtomicBool::new(false),
         }
+    }
+
+    /// The receiver of the handles' changes, for the orchestrator of the one run.
+    pub(crate) fn take_changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Change>> {
+        self.changes_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Locks the record. Never held across an `.await`.

@@ -14,34 +14,32 @@ use crate::graph::Graph;
 use crate::guarded::{self, Fault};
 use crate::handle::ComponentState;
 use crate::report::Outcome;
-use crate::run::Run;
+use crate::run::{Run, Stopped};
 
 /// What a component's stop turn calls for.
 enum Turn<F> {
     /// Wait for this stop.
     Stop(F),
-    /// Wait for its restart to end, then take the turn again.
-    Restarting,
+    /// Wait for its restart, or its removal's stop, to end, then take the turn again.
+    Busy,
     /// Nothing: it is not running.
     NotRunning,
     /// Nothing: the budget ran out before its turn, so it was cut off without a stop.
     BudgetExhausted,
 }
 
-/// How one stop ended, and whether the budget (rather than its own timeout) cut it.
-type Stopped = (usize, Result<(), Fault>, bool);
-
 impl Run<'_> {
     /// Stops the running components, each once every component depending on it has finished,
     /// independent ones concurrently, each under min(its stop timeout, the time left before
     /// `deadline`). Records whether the budget ran out.
     pub(crate) async fn stop_all(&mut self, deadline: Instant) {
-        let graph = &self.lifecycle.graph;
-        let mut waiting_on: Vec<usize> = graph.dependents.iter().map(Vec::len).collect();
-        let mut ready: Vec<usize> = (0..graph.len()).filter(|&i| waiting_on[i] == 0).collect();
+        let count = self.graph.len();
+        let mut waiting_on: Vec<usize> = self.graph.dependents.iter().map(Vec::len).collect();
+        let mut ready: Vec<usize> = (0..count).filter(|&i| waiting_on[i] == 0).collect();
         let mut stopping = FuturesUnordered::new();
-        // Components whose turn came while a restart of theirs was still stopping or starting.
-        let mut turn_came = vec![false; graph.len()];
+        // Components whose turn came while a restart of theirs was still stopping or starting,
+        // or while their removal's stop was still running.
+        let mut turn_came = vec![false; count];
         let mut awaiting_restart = 0;
         loop {
             // Components that are not running have nothing to stop: they finish at once, which
@@ -49,12 +47,12 @@ impl Run<'_> {
             while let Some(i) = ready.pop() {
                 match self.launch_stop(i, deadline) {
                     Turn::Stop(stop) => stopping.push(stop),
-                    Turn::Restarting => {
+                    Turn::Busy => {
                         turn_came[i] = true;
                         awaiting_restart += 1;
                     }
                     Turn::BudgetExhausted | Turn::NotRunning => {
-                        release(graph, i, &mut waiting_on, &mut ready);
+                        release(&self.graph, i, &mut waiting_on, &mut ready);
                     }
                 }
             }
@@ -75,14 +73,28 @@ impl Run<'_> {
                     if cut_by_budget {
                         self.record().budget_exhausted();
                     }
-                    self.stop_ended(i, result);
-                    release(graph, i, &mut waiting_on, &mut ready);
+                    let outcome = self.stop_ended(i, result);
+                    if self.members[i].removing {
+                        // Its removal, asked for before the trigger, ends with this stop.
+                        self.removal_finished(i, outcome);
+                    }
+                    release(&self.graph, i, &mut waiting_on, &mut ready);
+                }
+                Some(change) = self.changes.recv() => change.refuse(),
+                Some((i, result, _)) = self.removals.next() => {
+                    // A removal under way at the trigger: its dependencies wait for it.
+                    self.removal_stopped(i, result);
+                    if std::mem::take(&mut turn_came[i]) {
+                        awaiting_restart -= 1;
+                        release(&self.graph, i, &mut waiting_on, &mut ready);
+                    }
                 }
             }
         }
     }
 
-    fn stop_ended(&mut self, i: usize, result: Result<(), Fault>) {
+    /// Records how component `i`'s stop ended, and returns its outcome.
+    pub(crate) fn stop_ended(&mut self, i: usize, result: Result<(), Fault>) -> Outcome {
         // A failure its tasks reported while stopping is already in the channel: they report
         // before they end, and the stop waited for them.
         self.take_reported_failures();
@@ -100,13 +112,15 @@ impl Run<'_> {
                 tracing::warn!(component = self.name(i), %outcome, %error, "stopped");
             }
         }
+        outcome
     }
 
     /// Begins component `i`'s stop if it is running and time is left.
     fn launch_stop(&mut self, i: usize, deadline: Instant) -> Turn<impl Future<Output = Stopped>> {
         match self.record().state(i) {
             ComponentState::Running => {}
-            ComponentState::Restarting => return Turn::Restarting,
+            // Only a removal's stop can be running before the component's turn.
+            ComponentState::Restarting | ComponentState::Stopping => return Turn::Busy,
             _ => return Turn::NotRunning,
         }
         let ctx = self.members[i]
@@ -116,7 +130,7 @@ impl Run<'_> {
         let now = Instant::now();
         if now >= deadline {
             self.members[i].context = None;
-            let component = &*self.lifecycle.registrations[i].component;
+            let component = &*self.registrations[i].component;
             let held_by = crate::held_by::collect(component, Some(ctx.tasks()));
             let aborted = guarded::abandon(&ctx);
             tracing::error!(
@@ -130,11 +144,11 @@ impl Run<'_> {
             drop(record);
             return Turn::BudgetExhausted;
         }
-        let own_timeout = self.lifecycle.registrations[i].stop_timeout;
+        let own_timeout = self.registrations[i].stop_timeout;
         let limit = own_timeout.min(deadline - now);
         self.record().stopping(i);
         tracing::info!(component = self.name(i), "stopping");
-        let component = self.lifecycle.registrations[i].component.clone();
+        let component = self.registrations[i].component.clone();
         // Under the shutdown's span: the stops of one shutdown show as one trace.
         let span = tracing::info_span!(
             "stop",

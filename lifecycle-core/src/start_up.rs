@@ -18,14 +18,14 @@ impl Run<'_> {
     /// Starts every component in dependency order, independent ones concurrently; returns
     /// whether all started before any trigger. Otherwise the starts still running are abandoned.
     pub(crate) async fn start_all(&mut self) -> bool {
-        let graph = &self.lifecycle.graph;
-        let mut waiting_on: Vec<usize> = graph.dependencies.iter().map(Vec::len).collect();
+        let count = self.graph.len();
+        let mut waiting_on: Vec<usize> = self.graph.dependencies.iter().map(Vec::len).collect();
         let mut starting = FuturesUnordered::new();
         let mut started = 0;
-        for i in (0..graph.len()).filter(|&i| waiting_on[i] == 0) {
+        for i in (0..count).filter(|&i| waiting_on[i] == 0) {
             starting.push(self.launch_start(i));
         }
-        while started < graph.len() {
+        while started < count {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
@@ -36,7 +36,8 @@ impl Run<'_> {
                         self.record().started(i, tasks);
                         tracing::info!(component = self.name(i), "started");
                         started += 1;
-                        for &d in &graph.dependents[i] {
+                        for k in 0..self.graph.dependents[i].len() {
+                            let d = self.graph.dependents[i][k];
                             waiting_on[d] -= 1;
                             if waiting_on[d] == 0 {
                                 starting.push(self.launch_start(d));
@@ -52,11 +53,11 @@ impl Run<'_> {
                 },
             }
         }
-        if started == graph.len() && !self.shutdown.is_cancelled() {
+        if started == count && !self.shutdown.is_cancelled() {
             return true;
         }
         drop(starting);
-        for i in 0..graph.len() {
+        for i in 0..count {
             if self.record().state(i) == ComponentState::Starting {
                 tracing::warn!(component = self.name(i), "start abandoned");
                 self.abandon(i, Outcome::NotStarted, ComponentError::StartAbandoned);
@@ -65,12 +66,15 @@ impl Run<'_> {
         false
     }
 
-    fn launch_start(&mut self, i: usize) -> impl Future<Output = (usize, Result<(), Fault>)> {
+    pub(crate) fn launch_start(
+        &mut self,
+        i: usize,
+    ) -> impl Future<Output = (usize, Result<(), Fault>)> {
         let ctx = self.new_context(i);
         self.record().starting(i, Instant::now());
         tracing::info!(component = self.name(i), "starting");
-        let component = self.lifecycle.registrations[i].component.clone();
-        let timeout = self.lifecycle.registrations[i].start_timeout;
+        let component = self.registrations[i].component.clone();
+        let timeout = self.registrations[i].start_timeout;
         let span = tracing::info_span!("start", component = self.name(i));
         async move { (i, guarded::start(&*component, &ctx, timeout).await) }.instrument(span)
     }

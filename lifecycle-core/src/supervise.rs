@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use tokio::time::Instant;
 
 use crate::builder::OnFailure;
@@ -15,14 +17,25 @@ use crate::report::{Outcome, TriggerKind};
 use crate::run::{RestartEnded, Run};
 
 impl Run<'_> {
-    /// Waits for the trigger, meanwhile applying each component's failure policy.
+    /// Waits for the trigger, meanwhile applying each component's failure policy and taking
+    /// up the components added and removed through handles.
     pub(crate) async fn supervise(&mut self) {
         loop {
             tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => return,
+                () = self.shutdown.cancelled() => {
+                    self.abandon_additions();
+                    return;
+                }
                 Some(failure) = self.failures.recv() => self.failed_at_run_time(failure, true),
-                Some(ended) = self.restarts_done.recv() => self.restart_ended(ended),
+                Some(ended) = self.restarts_done.recv() => {
+                    let i = ended.component;
+                    self.restart_ended(ended);
+                    self.restart_settled(i);
+                }
+                Some((i, result)) = self.adding.next() => self.added_start_ended(i, result),
+                Some((i, result, _)) = self.removals.next() => self.removal_stopped(i, result),
+                Some(change) = self.changes.recv() => self.change(change),
             }
         }
     }
@@ -31,7 +44,8 @@ impl Run<'_> {
     /// it, the component's policy applies. Without `may_restart` (during start-up) every
     /// failure but an ignored one rolls back.
     pub(crate) fn failed_at_run_time(&mut self, failure: Failure, may_restart: bool) {
-        if self.shutdown.is_cancelled() {
+        // Once the shutdown has begun, or the component is being removed, no policy applies.
+        if self.shutdown.is_cancelled() || self.members[failure.component].removing {
             return self.failed_during_shutdown(failure);
         }
         if !self.is_current(&failure) {
@@ -51,7 +65,7 @@ impl Run<'_> {
     fn apply_policy(&mut self, i: usize, error: BoxError, may_restart: bool) {
         let name = self.name(i).to_owned();
         let rendered = crate::component_error::render_chain(&*error);
-        match self.lifecycle.registrations[i].on_failure {
+        match self.registrations[i].on_failure {
             OnFailure::Ignore => {
                 tracing::warn!(component = %name, error = %rendered, "failed at run time; ignored by policy");
             }
@@ -101,7 +115,7 @@ impl Run<'_> {
         let old = self.members[i].context.take();
         let new = self.new_context(i);
         self.record().restarting(i);
-        let registration = &self.lifecycle.registrations[i];
+        let registration = &self.registrations[i];
         let (component, start_timeout, stop_timeout) = (
             registration.component.clone(),
             registration.start_timeout,

@@ -234,4 +234,51 @@ fn metrics_and_spans_say_what_the_report_says() {
         2
     );
     assert_eq!(spans.iter().filter(|(name, _)| name == "start").count(), 3);
+
+    // A component added and removed while the lifecycle ran counts as a registered one does.
+    runtime.block_on(async {
+        let run = TestRun::start(service("c_")).unwrap();
+        run.ready().await.unwrap();
+        let idle = Worker::new(|ctx| async move {
+            ctx.token().cancelled().await;
+            Ok::<_, std::io::Error>(())
+        });
+        run.add(Registration::new("c_tenant", idle).depends_on("c_db"))
+            .await
+            .unwrap();
+        run.remove("c_tenant").await.unwrap();
+        run.request("test over");
+        run.finish().await;
+    });
+    let metrics: Metrics = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| (key, value))
+        .collect();
+    let tenant = |outcome| [("component", "c_tenant"), ("outcome", outcome)];
+    assert_eq!(
+        counter(
+            &metrics,
+            "lifecycle_component_starts_total",
+            &tenant("started")
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &metrics,
+            "lifecycle_component_stops_total",
+            &tenant("stopped")
+        ),
+        1
+    );
+    assert_eq!(
+        gauge(
+            &metrics,
+            "lifecycle_component_state",
+            &[("component", "c_tenant"), ("state", "stopped")]
+        ),
+        1.0
+    );
 }

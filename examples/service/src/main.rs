@@ -35,6 +35,7 @@ mod grpc;
 mod jobs;
 mod migrations;
 mod routes;
+mod tenants;
 mod tls;
 mod upgrade;
 
@@ -230,6 +231,10 @@ async fn main() -> Report {
             names: names.clone(),
             amqp: amqp.as_ref().map(|(publisher, _)| publisher.handle()),
             nats: nats.as_ref().map(|(publisher, _)| publisher.handle()),
+        },
+        tenants: tenants::Tenants {
+            lifecycle: builder.handle(),
+            pool: pool.clone(),
         },
     };
     // The example shows each component's details at `/readyz?verbose`; a service open to the

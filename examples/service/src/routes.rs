@@ -7,7 +7,7 @@ use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use futures::stream::{self, Stream, StreamExt};
 use lifecycle_core::BoxError;
@@ -18,6 +18,7 @@ use sqlx::AnyPool;
 
 use crate::events::{Broker, Events, PublishError};
 use crate::jobs::{Fail, Jobs};
+use crate::tenants::{self, Tenants};
 
 /// What the handlers share.
 #[derive(Debug, Clone, FromRef)]
@@ -25,6 +26,7 @@ pub(crate) struct AppState {
     pub(crate) pool: AnyPool,
     pub(crate) jobs: Jobs,
     pub(crate) events: Events,
+    pub(crate) tenants: Tenants,
 }
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -35,6 +37,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/jobs/{id}", get(job_state))
         .route("/events", post(publish_event))
         .route("/events/{id}", get(event_state))
+        .route("/tenants/{name}", put(tenants::put).delete(tenants::delete))
         .with_state(state)
 }
 
@@ -140,7 +143,7 @@ fn database_error(error: sqlx::Error) -> Response {
 }
 
 /// `503` with `Retry-After`: a request that came too late to an instance that is stopping.
-fn shutting_down() -> Response {
+pub(crate) fn shutting_down() -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(header::RETRY_AFTER, "1")],

@@ -7,12 +7,13 @@ use tokio::task::JoinHandle;
 
 use super::fault::Observed;
 use super::Timeline;
-use crate::builder::LifecycleBuilder;
+use crate::builder::{LifecycleBuilder, Registration};
+use crate::changes::ChangeError;
 use crate::context::Context;
 use crate::error::{BoxError, BuildError};
 use crate::handle::{LifecycleHandle, Phase};
 use crate::lifecycle::Lifecycle;
-use crate::report::{exit_code, Report, TriggerKind};
+use crate::report::{exit_code, Outcome, Report, TriggerKind};
 use crate::signals::Signal;
 
 /// A lifecycle running in a test: the service's own [`LifecycleBuilder`], run without touching
@@ -61,7 +62,7 @@ use crate::signals::Signal;
 pub struct TestRun {
     handle: LifecycleHandle,
     run: JoinHandle<Report>,
-    contexts: HashMap<String, Arc<Mutex<Option<Context>>>>,
+    contexts: Mutex<HashMap<String, Arc<Mutex<Option<Context>>>>>,
 }
 
 /// Why [`TestRun::ready`] did not see the lifecycle ready: it ended its start-up in another
@@ -101,7 +102,7 @@ impl TestRun {
         Ok(TestRun {
             handle,
             run: tokio::spawn(lifecycle.run()),
-            contexts,
+            contexts: Mutex::new(contexts),
         })
     }
 
@@ -119,7 +120,7 @@ impl TestRun {
         TestRun {
             handle,
             run: tokio::spawn(lifecycle.run()),
-            contexts: HashMap::new(),
+            contexts: Mutex::default(),
         }
     }
 
@@ -176,15 +177,88 @@ impl TestRun {
     ///
     /// Panics when no component is registered under `name`, or it has not started yet.
     pub fn fail(&self, name: &str, error: impl Into<BoxError>) {
-        let current = self.contexts.get(name).unwrap_or_else(|| {
-            panic!("TestRun::fail: no component named `{name}` (or the run was not `start`ed)")
-        });
+        let current = self
+            .contexts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| {
+                panic!("TestRun::fail: no component named `{name}` (or the run was not `start`ed)")
+            });
         current
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .unwrap_or_else(|| panic!("TestRun::fail: `{name}` has not started"))
             .report_failure(error);
+    }
+
+    /// Adds a component while the lifecycle runs, as [`LifecycleHandle::add`] does, and waits
+    /// for its start; [`fail`](Self::fail) works on it as on a registered one.
+    ///
+    /// # Errors
+    ///
+    /// The [`ChangeError`] of [`LifecycleHandle::add`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lifecycle_core::testing::TestRun;
+    /// use lifecycle_core::{Lifecycle, Outcome, Registration, Worker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let idle = || Worker::new(|ctx| async move {
+    ///     ctx.token().cancelled().await;
+    ///     Ok::<_, std::io::Error>(())
+    /// });
+    /// let run = TestRun::start(Lifecycle::builder().register(Registration::new("db", idle())))
+    ///     .unwrap();
+    /// run.ready().await.unwrap();
+    /// run.add(Registration::new("tenant-a", idle()).depends_on("db")).await.unwrap();
+    /// run.add(Registration::new("tenant-b", idle()).depends_on("db")).await.unwrap();
+    /// run.remove("tenant-a").await.unwrap();
+    /// run.request("test over");
+    /// run.finish()
+    ///     .await
+    ///     .assert_started_before("db", "tenant-b")
+    ///     .assert_stopped_before("tenant-b", "db")
+    ///     .assert_removed("tenant-a")
+    ///     .assert_outcome("tenant-a", Outcome::Stopped);
+    /// # }
+    /// ```
+    ///
+    /// # Cancellation safety
+    ///
+    /// As [`LifecycleHandle::add`]'s: once sent, the addition goes on.
+    pub async fn add(&self, mut registration: Registration) -> Result<(), ChangeError> {
+        let current = Arc::new(Mutex::new(None));
+        registration.component = Arc::new(Observed {
+            inner: registration.component.clone(),
+            current: current.clone(),
+        });
+        let name = registration.name.clone();
+        self.handle.add(registration).await?;
+        self.contexts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, current);
+        Ok(())
+    }
+
+    /// Stops and removes the component named `name`, and those depending on it, as
+    /// [`LifecycleHandle::remove`] does; returns its stop's outcome.
+    ///
+    /// # Errors
+    ///
+    /// The [`ChangeError`] of [`LifecycleHandle::remove`].
+    ///
+    /// # Cancellation safety
+    ///
+    /// As [`LifecycleHandle::remove`]'s: once sent, the removal goes on.
+    pub async fn remove(&self, name: &str) -> Result<Outcome, ChangeError> {
+        self.handle.remove(name).await
     }
 
     /// Waits for the lifecycle to end and returns what happened.

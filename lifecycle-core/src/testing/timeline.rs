@@ -121,6 +121,35 @@ impl Timeline {
         self
     }
 
+    /// Asserts that `first` had started before `then` began to start.
+    #[track_caller]
+    pub fn assert_started_before(&self, first: &str, then: &str) -> &Self {
+        let started = self.position(first, Step::Started);
+        let began = self.position(then, Step::StartBegan);
+        assert!(
+            matches!((started, began), (Some(started), Some(began)) if started < began),
+            "`{first}` had not started before `{then}` began to, in\n{self}"
+        );
+        self
+    }
+
+    /// Asserts that component `name` was removed while the lifecycle ran
+    /// ([`LifecycleHandle::remove`](crate::LifecycleHandle::remove)), before the trigger.
+    #[track_caller]
+    pub fn assert_removed(&self, name: &str) -> &Self {
+        let component = self.component(name);
+        let before_trigger = match (component.stop_ended_ms, self.entered(Phase::Draining)) {
+            (Some(ended), Some(draining)) => ended <= draining,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        assert!(
+            component.removed && before_trigger,
+            "`{name}` was not removed before the trigger, in\n{self}"
+        );
+        self
+    }
+
     /// Asserts that component `name` never began to start.
     #[track_caller]
     pub fn assert_never_started(&self, name: &str) -> &Self {
