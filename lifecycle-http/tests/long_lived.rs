@@ -94,6 +94,28 @@ async fn an_endless_download_is_force_closed_at_the_stop_timeout_and_counted() {
     );
 }
 
+/// `GET path` over HTTP/2 (h2c) on `stream`; the response body, being read in a task of its
+/// own.
+async fn h2_get(
+    stream: tokio::net::TcpStream,
+    path: &str,
+) -> tokio::task::JoinHandle<Result<http_body_util::Collected<axum::body::Bytes>, hyper::Error>> {
+    use http_body_util::{BodyExt, Empty};
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake::<_, _, Empty<axum::body::Bytes>>(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = axum::http::Request::get(format!("http://test{path}"))
+        .body(Empty::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    tokio::spawn(response.into_body().collect())
+}
+
 /// The `held_by` of the server in the report of a run.
 async fn held_by(server: common::Running) -> Vec<String> {
     let report = server.report.await.unwrap();
@@ -121,22 +143,9 @@ async fn a_stop_held_by_an_http1_request_names_it_without_its_query() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_held_by_an_http2_stream_names_it() {
-    use http_body_util::{BodyExt, Empty};
     let server = start(Duration::ZERO, Duration::from_millis(500)).await;
     let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake::<_, _, Empty<axum::body::Bytes>>(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let request = axum::http::Request::get("http://test/stream")
-        .body(Empty::new())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let _body = tokio::spawn(response.into_body().collect());
+    let _body = h2_get(stream, "/stream").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     server.handle.shutdown("deploy");
     let held = held_by(server).await;
@@ -205,7 +214,6 @@ impl Drop for Vanished {
 /// server's `vanished_peer_timeout`, and counted as vanished.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vanished_http2_clients_holding_streams_are_closed() {
-    use http_body_util::{BodyExt, Empty};
     if !Vanished::possible() {
         return;
     }
@@ -218,19 +226,7 @@ async fn vanished_http2_clients_holding_streams_are_closed() {
     for path in ["/stream", "/sse"] {
         let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
         let port = stream.local_addr().unwrap().port();
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake::<_, _, Empty<axum::body::Bytes>>(
-                hyper_util::rt::TokioExecutor::new(),
-                hyper_util::rt::TokioIo::new(stream),
-            )
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let request = axum::http::Request::get(format!("http://test{path}"))
-            .body(Empty::new())
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        bodies.push(tokio::spawn(response.into_body().collect()));
+        bodies.push(h2_get(stream, path).await);
         vanished.push(port);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
