@@ -63,11 +63,13 @@ pub fn create(addr: SocketAddr, path: &str, body: &str) -> i64 {
         .unwrap()
 }
 
-/// The binary on `addr` with its database at `db`, a one-second job lease and `extra`
-/// arguments, once ready.
+/// The binary on `addr` with its database at `db`, a one-second job lease (through the
+/// environment, so `--job-lease` in `extra` overrides it) and `extra` arguments, once ready.
 pub fn start(addr: SocketAddr, db: &str, extra: &[&str]) -> Service {
     let mut command = Command::new(BIN);
-    command.args(["--listen", &addr.to_string(), "--job-lease", "1s"]);
+    command
+        .args(["--listen", &addr.to_string()])
+        .env("JOB_LEASE", "1s");
     start_command(command, addr, db, extra)
 }
 
