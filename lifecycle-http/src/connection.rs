@@ -17,6 +17,7 @@ use crate::activity::Activity;
 use crate::drain::Drain;
 use crate::io::ConnIo;
 use crate::metrics::Closed;
+use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::ConnectionGuard;
 use crate::stream::{Handshake, Stream};
 
@@ -27,9 +28,12 @@ use crate::stream::{Handshake, Stream};
 const GRACE: Duration = Duration::from_millis(100);
 
 /// hyper's executor for HTTP/2 streams, spawning them as the component's tracked tasks so none
-/// outlives the server's stop.
+/// outlives the server's stop, each with the server's [`ShutdownSignal`] as its current one.
 #[derive(Debug, Clone)]
-pub(crate) struct TrackedExecutor(pub(crate) Context);
+pub(crate) struct TrackedExecutor {
+    ctx: Context,
+    signal: ShutdownSignal,
+}
 
 impl<F> hyper::rt::Executor<F> for TrackedExecutor
 where
@@ -37,15 +41,22 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, future: F) {
-        self.0.spawn(future);
+        self.ctx.spawn(self.signal.clone().scope(future));
     }
 }
 
 /// The connection settings of one run of the server.
 pub(crate) type ConnBuilder = auto::Builder<TrackedExecutor>;
 
-pub(crate) fn builder(ctx: &Context, max_header_size: usize) -> ConnBuilder {
-    let mut builder = auto::Builder::new(TrackedExecutor(ctx.clone()));
+pub(crate) fn builder(
+    ctx: &Context,
+    signal: ShutdownSignal,
+    max_header_size: usize,
+) -> ConnBuilder {
+    let mut builder = auto::Builder::new(TrackedExecutor {
+        ctx: ctx.clone(),
+        signal,
+    });
     // No hyper header read timeout: it arms a timer for every request. `serve_connection`
     // enforces it per connection instead (`Activity::idle_for`).
     builder
@@ -109,7 +120,12 @@ pub(crate) async fn serve_connection(
     let conn =
         builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
     let conn = std::pin::pin!(conn);
-    let result = drive(conn, &activity, header_read_timeout).await;
+    // Handlers of HTTP/1 requests run in this task: the signal is theirs (`ShutdownSignal`'s
+    // extractor), with no extension inserted per request.
+    let signal = activity.signal().clone();
+    let result = signal
+        .scope(drive(conn, &activity, header_read_timeout))
+        .await;
     let http2 = activity.busy().is_http2();
     match result {
         Err(error) if vanished(&*error) => {

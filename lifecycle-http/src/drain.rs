@@ -81,10 +81,8 @@ impl Service<Request<Incoming>> for Drain {
         let (parts, body) = request.into_parts();
         let (body, timed_out) = TimedBody::new(body, self.activity.body_read_timeout());
         let mut request = Request::from_parts(parts, body);
-        let extensions = request.extensions_mut();
-        extensions.insert(self.activity.signal().clone());
         if let Some(peer) = self.peer {
-            extensions.insert(ConnectInfo(peer));
+            request.extensions_mut().insert(ConnectInfo(peer));
         }
         let in_flight = self.activity.begin(summary);
         // A router is always ready (its `poll_ready` returns `Ready` at once), so it is called

@@ -356,15 +356,16 @@ impl Component for HttpServer {
         let (phases, watcher) =
             Phases::watch(ctx.lifecycle().shutdown_token(), ctx.token().clone());
         ctx.spawn(watcher);
+        let signal = ShutdownSignal::new(ctx);
         let template = Activity::new(
             self.stats.clone(),
             self.requests.clone(),
-            ShutdownSignal::new(ctx),
+            signal.clone(),
             phases,
             self.body_read_timeout,
         );
         let service = Drain::new(self.router.clone(), template);
-        let builder = Arc::new(builder(ctx, self.max_header_size));
+        let builder = Arc::new(builder(ctx, signal, self.max_header_size));
         #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
         let mut handshake = Handshake::default();
         #[cfg(feature = "tls")]

@@ -7,9 +7,12 @@ use lifecycle_core::Context;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-/// Inserted into every request's extensions by [`HttpServer`](crate::HttpServer), so handlers
-/// of long-lived responses (server-sent events, streaming bodies, WebSockets) can end them
-/// cleanly instead of being cut off at the stop timeout.
+/// Given to the handlers an [`HttpServer`](crate::HttpServer) serves, so that those of long-lived
+/// responses (server-sent events, streaming bodies, WebSockets) can end them cleanly instead
+/// of being cut off at the stop timeout: an extractor (`shutdown: ShutdownSignal`), or
+/// [`ShutdownSignal::current`] where there are no extractors (a tonic service). It comes from
+/// the task that serves the request, not from the request's extensions, which would cost
+/// every request an allocation.
 ///
 /// # Examples
 ///
@@ -17,12 +20,11 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 ///
 /// ```
 /// use axum::response::sse::{Event, Sse};
-/// use axum::Extension;
 /// use futures::stream::{self, Stream, StreamExt};
 /// use lifecycle_http::ShutdownSignal;
 /// use std::convert::Infallible;
 ///
-/// async fn events(Extension(shutdown): Extension<ShutdownSignal>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// async fn events(shutdown: ShutdownSignal) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
 ///     let token = shutdown.token().clone();
 ///     let ticks = stream::pending::<Result<Event, Infallible>>() // events would come from a channel
 ///         .take_until(token.cancelled_owned());
@@ -33,6 +35,11 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 #[derive(Debug, Clone)]
 pub struct ShutdownSignal(Arc<Tokens>);
 
+tokio::task_local! {
+    /// The signal of the server whose connection (HTTP/1) or stream (HTTP/2) the task serves.
+    static CURRENT: ShutdownSignal;
+}
+
 #[derive(Debug)]
 struct Tokens {
     stopping: CancellationToken,
@@ -41,6 +48,23 @@ struct Tokens {
 }
 
 impl ShutdownSignal {
+    /// The signal of the server whose connection or HTTP/2 stream the calling task serves:
+    /// what a handler that has no extractors (a tonic service) takes. `None` outside a
+    /// server's connection, in a task the handler spawned for instance: take the signal in the
+    /// handler and move it there.
+    pub fn current() -> Option<ShutdownSignal> {
+        CURRENT.try_with(ShutdownSignal::clone).ok()
+    }
+
+    /// Runs `future` (a connection, or an HTTP/2 stream) with this signal as
+    /// [`current`](Self::current).
+    pub(crate) fn scope<F: std::future::Future>(
+        self,
+        future: F,
+    ) -> tokio::task::futures::TaskLocalFuture<ShutdownSignal, F> {
+        CURRENT.scope(self, future)
+    }
+
     pub(crate) fn new(ctx: &Context) -> Self {
         ShutdownSignal(Arc::new(Tokens {
             stopping: ctx.token().clone(),
@@ -77,10 +101,9 @@ impl ShutdownSignal {
     /// ```
     /// use axum::extract::ws::{close_code, CloseFrame, Message, WebSocketUpgrade};
     /// use axum::response::Response;
-    /// use axum::Extension;
     /// use lifecycle_http::ShutdownSignal;
     ///
-    /// async fn ws(upgrade: WebSocketUpgrade, Extension(shutdown): Extension<ShutdownSignal>) -> Response {
+    /// async fn ws(upgrade: WebSocketUpgrade, shutdown: ShutdownSignal) -> Response {
     ///     let tracked = shutdown.track();
     ///     upgrade.on_upgrade(move |mut socket| async move {
     ///         let _tracked = tracked;
@@ -98,5 +121,43 @@ impl ShutdownSignal {
     /// still be running). Handlers may use it to ask clients to reconnect elsewhere early.
     pub fn is_requested(&self) -> bool {
         self.0.requested.is_cancelled()
+    }
+}
+
+/// Handlers take the signal as an extractor: `shutdown: ShutdownSignal`. It comes from the
+/// task serving the request rather than from the request's extensions, which would cost every
+/// request an allocation.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ShutdownSignal {
+    type Rejection = (axum::http::StatusCode, &'static str);
+
+    async fn from_request_parts(
+        _: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        ShutdownSignal::current().ok_or((
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "ShutdownSignal is only available to handlers an HttpServer serves",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ShutdownSignal;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn outside_a_server_there_is_no_signal_and_the_extractor_says_so() {
+        assert!(ShutdownSignal::current().is_none());
+        let router = Router::new().route("/", get(|_: ShutdownSignal| async { "served" }));
+        let response = router
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

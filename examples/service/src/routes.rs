@@ -8,7 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use futures::stream::{self, Stream, StreamExt};
 use lifecycle_core::BoxError;
 use lifecycle_db::JobState;
@@ -172,9 +172,7 @@ async fn work(State(pool): State<AnyPool>, Query(params): Query<WorkParams>) -> 
 
 /// `GET /sse`: a tick every second until the server's stop turn, then a last `shutdown` event
 /// and a clean end of the stream.
-async fn sse(
-    Extension(shutdown): Extension<ShutdownSignal>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn sse(shutdown: ShutdownSignal) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let ticks = stream::unfold(0u64, |n| async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
         Some((

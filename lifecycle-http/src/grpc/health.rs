@@ -163,9 +163,7 @@ impl health_server::Health for Health {
         &self,
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<WatchStream>, Status> {
-        let stopping = request
-            .extensions()
-            .get::<ShutdownSignal>()
+        let stopping = ShutdownSignal::current()
             .map(|signal| signal.token().clone())
             .unwrap_or_default();
         let watcher = Watcher {

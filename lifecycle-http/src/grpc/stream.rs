@@ -22,11 +22,8 @@ use crate::ShutdownSignal;
 ///
 /// type Ticks = Pin<Box<dyn Stream<Item = Result<u64, Status>> + Send>>;
 ///
-/// async fn ticks(request: Request<()>) -> Result<Response<Ticks>, Status> {
-///     let shutdown = request
-///         .extensions()
-///         .get::<ShutdownSignal>()
-///         .cloned()
+/// async fn ticks(_: Request<()>) -> Result<Response<Ticks>, Status> {
+///     let shutdown = ShutdownSignal::current()
 ///         .ok_or_else(|| Status::internal("not served by lifecycle-http"))?;
 ///     let interval = tokio::time::interval(Duration::from_secs(1));
 ///     let ticks = tokio_stream::wrappers::IntervalStream::new(interval)

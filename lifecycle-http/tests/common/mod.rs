@@ -14,7 +14,7 @@ use axum::http::{Request, Response, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Extension, Router};
+use axum::Router;
 use futures::stream::{self, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -34,7 +34,7 @@ async fn work(Query(params): Query<std::collections::HashMap<String, u64>>) -> &
 }
 
 /// `GET /sse`: an event stream with no events, ended by the server's stop turn.
-async fn sse(Extension(shutdown): Extension<ShutdownSignal>) -> impl IntoResponse {
+async fn sse(shutdown: ShutdownSignal) -> impl IntoResponse {
     let events = stream::pending::<Result<Event, Infallible>>()
         .take_until(shutdown.token().clone().cancelled_owned());
     let bye = stream::once(async { Ok(Event::default().event("shutdown").data("bye")) });
@@ -52,10 +52,7 @@ async fn endless() -> Body {
 
 /// `GET /ws`: a WebSocket that echoes until the server's stop turn, then closes with 1001. The
 /// server's stop waits for it (axum runs it in a task of its own, so it holds a tracking guard).
-async fn ws(
-    upgrade: WebSocketUpgrade,
-    Extension(shutdown): Extension<ShutdownSignal>,
-) -> Response<Body> {
+async fn ws(upgrade: WebSocketUpgrade, shutdown: ShutdownSignal) -> Response<Body> {
     let tracked = shutdown.track();
     upgrade.on_upgrade(move |mut socket| async move {
         let _tracked = tracked;
@@ -135,10 +132,7 @@ pub fn verbose_router(handle: LifecycleHandle) -> Router {
 
 /// `GET /ws-untracked`: a WebSocket whose handler takes no tracking guard; at the stop turn it
 /// waits 300 ms, then closes with 1001. The server's stop must wait for it all the same.
-async fn ws_untracked(
-    upgrade: WebSocketUpgrade,
-    Extension(shutdown): Extension<ShutdownSignal>,
-) -> Response<Body> {
+async fn ws_untracked(upgrade: WebSocketUpgrade, shutdown: ShutdownSignal) -> Response<Body> {
     upgrade.on_upgrade(move |mut socket| async move {
         shutdown.stopping().await;
         tokio::time::sleep(Duration::from_millis(300)).await;

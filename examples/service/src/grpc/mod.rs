@@ -68,10 +68,7 @@ impl Example for Service {
     type TicksStream = TickStream;
 
     async fn ticks(&self, request: Request<TicksRequest>) -> Result<Response<TickStream>, Status> {
-        let shutdown = request
-            .extensions()
-            .get::<ShutdownSignal>()
-            .cloned()
+        let shutdown = ShutdownSignal::current()
             .ok_or_else(|| Status::internal("not served by lifecycle-http"))?;
         let TicksRequest { count, interval_ms } = *request.get_ref();
         let interval = Duration::from_millis(interval_ms);
