@@ -90,14 +90,13 @@ async fn the_header_read_timeout_does_not_cut_a_response_being_written() {
 
 /// Reads `path` over HTTP/2 with the default 64 KiB flow-control windows, slowly; the shutdown
 /// begins 300 ms in when `shutdown` is set.
-async fn h2_read_slowly(
-    path: &'static str,
-    shutdown: bool,
-    header_read_timeout: Duration,
-) -> usize {
-    let server = start_with(Duration::ZERO, Duration::from_secs(20), header_read_timeout).await;
-    let stream = TcpStream::connect(server.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+/// An HTTP/2 client on `stream` with the protocol's smallest windows (64 KiB), so that a body
+/// the client does not read is held back by flow control.
+async fn h2_small_windows<T>(stream: T) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .adaptive_window(false)
         .initial_stream_window_size(65_535)
         .initial_connection_window_size(65_535)
@@ -105,6 +104,17 @@ async fn h2_read_slowly(
         .await
         .unwrap();
     tokio::spawn(conn);
+    sender
+}
+
+async fn h2_read_slowly(
+    path: &'static str,
+    shutdown: bool,
+    header_read_timeout: Duration,
+) -> usize {
+    let server = start_with(Duration::ZERO, Duration::from_secs(20), header_read_timeout).await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut sender = h2_small_windows(stream).await;
     let reader = tokio::spawn(async move {
         let request = Request::get(format!("http://test{path}"))
             .body(Empty::new())
@@ -221,14 +231,7 @@ async fn an_http2_client_that_pauses_reading_in_the_drain_gets_its_whole_body() 
         paused: paused.clone(),
         waker: waker.clone(),
     };
-    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .adaptive_window(false)
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2_small_windows(stream).await;
     let request = Request::get("http://test/big").body(Empty::new()).unwrap();
     let mut body = sender.send_request(request).await.unwrap().into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();

@@ -255,14 +255,10 @@ impl Service {
         if !self.pid1 {
             return launcher;
         }
-        // `unshare --fork` is the parent of the namespace's PID 1.
         let until = Instant::now() + Duration::from_secs(10);
         loop {
-            let children =
-                std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children"))
-                    .unwrap_or_default();
-            if let Some(pid) = children.split_whitespace().next() {
-                return pid.parse().expect("a PID");
+            if let Some(pid) = first_child(launcher) {
+                return pid;
             }
             assert!(Instant::now() < until, "unshare started no process");
             std::thread::sleep(Duration::from_millis(10));
@@ -328,8 +324,10 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        if self.pid1 {
-            let _ = signal_pid(self.first_pid_quiet(), "KILL");
+        if let (true, Some(launcher)) = (self.pid1, &self.launcher) {
+            if let Some(pid) = first_child(launcher.id()) {
+                signal_pid(pid, "KILL");
+            }
         }
         if let Some(launcher) = &mut self.launcher {
             let _ = launcher.kill();
@@ -338,27 +336,23 @@ impl Drop for Service {
     }
 }
 
-impl Service {
-    fn first_pid_quiet(&self) -> u32 {
-        let Some(launcher) = self.launcher.as_ref() else {
-            return 0;
-        };
-        let launcher = launcher.id();
-        std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children"))
-            .ok()
-            .and_then(|c| c.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    }
+/// The first child of `pid`: for `unshare --fork`, the namespace's PID 1.
+fn first_child(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Sends the signal named `name` (`TERM`, `HUP`) to `pid`.
 pub fn signal_pid(pid: u32, name: &str) -> bool {
-    pid != 0
-        && Command::new("kill")
-            .args([&format!("-{name}"), &pid.to_string()])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+    Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// `GET path` on a new connection (`Connection: close`); the status, or `None` when the
