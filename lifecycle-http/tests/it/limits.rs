@@ -2,7 +2,7 @@
 //! the request (408) instead of holding the connection; connections beyond the cap wait in the
 //! backlog; `/readyz?verbose` details only where the service enables them.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! HTTP/2 (h2c by prior knowledge): streams open at the stop turn finish after GOAWAY.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! A port in use fails the start with a clear error and rolls the start-up back.
 
-mod common;
+use crate::common;
 
 use lifecycle_core::testing::TestRun;
 

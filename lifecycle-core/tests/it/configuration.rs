@@ -1,6 +1,6 @@
 //! `build()` rejects bad configurations with typed errors before anything runs.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
-//! Metrics and spans as an exporter sees them: a recorder installed for the process, a
-//! subscriber that sees the spans, and a shutdown with a hung stop and a failed start.
+//! Metrics and spans as an exporter sees them: a recorder and a subscriber that see everything
+//! the lifecycle emits on the test's thread, and a shutdown with a hung stop and a failed start.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -94,12 +94,12 @@ where
     }
 }
 
-/// One test: the recorder is global to the process.
+/// The lifecycle runs on a current-thread runtime, so the recorder and the subscriber set for
+/// this thread see all it emits, and no other test's.
 #[test]
 fn metrics_and_spans_say_what_the_report_says() {
     let recorder = DebuggingRecorder::new();
     let snapshotter: Snapshotter = recorder.snapshotter();
-    recorder.install().unwrap();
     let spans = Spans::default();
     let subscriber = tracing_subscriber::registry().with(spans.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
@@ -109,14 +109,18 @@ fn metrics_and_spans_say_what_the_report_says() {
         .start_paused(true)
         .build()
         .unwrap();
-    runtime.block_on(async {
-        let run = TestRun::start(service("a_").inject_fault("a_http", Fault::StopHangs)).unwrap();
-        run.ready().await.unwrap();
-        run.signal(Signal::Terminate);
-        run.finish().await;
-        let run = TestRun::start(service("b_").inject_fault("b_db", Fault::StartFails)).unwrap();
-        let _ = run.ready().await;
-        run.finish().await;
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let run =
+                TestRun::start(service("a_").inject_fault("a_http", Fault::StopHangs)).unwrap();
+            run.ready().await.unwrap();
+            run.signal(Signal::Terminate);
+            run.finish().await;
+            let run =
+                TestRun::start(service("b_").inject_fault("b_db", Fault::StartFails)).unwrap();
+            let _ = run.ready().await;
+            run.finish().await;
+        })
     });
 
     let metrics: Metrics = snapshotter
@@ -236,19 +240,21 @@ fn metrics_and_spans_say_what_the_report_says() {
     assert_eq!(spans.iter().filter(|(name, _)| name == "start").count(), 3);
 
     // A component added and removed while the lifecycle ran counts as a registered one does.
-    runtime.block_on(async {
-        let run = TestRun::start(service("c_")).unwrap();
-        run.ready().await.unwrap();
-        let idle = Worker::new(|ctx| async move {
-            ctx.token().cancelled().await;
-            Ok::<_, std::io::Error>(())
-        });
-        run.add(Registration::new("c_tenant", idle).depends_on("c_db"))
-            .await
-            .unwrap();
-        run.remove("c_tenant").await.unwrap();
-        run.request("test over");
-        run.finish().await;
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let run = TestRun::start(service("c_")).unwrap();
+            run.ready().await.unwrap();
+            let idle = Worker::new(|ctx| async move {
+                ctx.token().cancelled().await;
+                Ok::<_, std::io::Error>(())
+            });
+            run.add(Registration::new("c_tenant", idle).depends_on("c_db"))
+                .await
+                .unwrap();
+            run.remove("c_tenant").await.unwrap();
+            run.request("test over");
+            run.finish().await;
+        })
     });
     let metrics: Metrics = snapshotter
         .snapshot()

@@ -23,7 +23,7 @@ use lifecycle_http::{HttpServer, HttpStats, TlsConfig};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::AsyncReadExt;
 
-mod common;
+use crate::common;
 use common::DelayProxy;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;

@@ -1,7 +1,7 @@
 //! Requests across the shutdown: none that reached the server is dropped, keep-alive clients are
 //! told to close, readiness goes first. Real sockets on loopback.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! the round trip is slower than the server's close grace; a client that never answers the
 //! GOAWAY's PING (it vanished) cannot hold the connection. Seen frame by frame by a raw client.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! same drain; handlers see the client's address; a Unix domain socket serves and drains as
 //! TCP does, and its path is removed at the stop.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! Long-lived responses: SSE and WebSockets end cleanly at the stop turn; a body that ignores
 //! the shutdown is cut off at the stop timeout and counted.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

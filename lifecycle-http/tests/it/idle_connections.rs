@@ -1,6 +1,6 @@
 //! Connections that send nothing, or too little, cannot hold the stop open.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

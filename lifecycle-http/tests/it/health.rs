@@ -1,6 +1,6 @@
 //! `/readyz?verbose`, where enabled, lists each component's state, health and counters.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! and stops, run-time failures under each policy, and the shutdown budget. On tokio's paused
 //! clock.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;

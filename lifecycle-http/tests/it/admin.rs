@@ -1,11 +1,11 @@
 //! The admin listener: `/metrics` scraped before, during and after a shutdown under load,
 //! its values checked against what the clients saw; the admin server up until the last stop.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
@@ -13,16 +13,9 @@ use axum::Router;
 use common::H1;
 use lifecycle_core::testing::TestRun;
 use lifecycle_core::{Lifecycle, Outcome, Registration, Worker};
-use lifecycle_http::prometheus::PrometheusHandle;
-use lifecycle_http::{install_prometheus, AdminRoutes, HttpServer};
+use lifecycle_http::prometheus::{PrometheusBuilder, PrometheusHandle};
+use lifecycle_http::{AdminRoutes, HttpServer, DURATION_BUCKETS};
 
-/// The process's recorder, installed once for the tests of this binary.
-fn prometheus() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| install_prometheus().expect("the only recorder"))
-        .clone()
-}
 
 /// The sum of the samples of `name` whose labels include all of `labels`, or `None` when
 /// there is none.
@@ -71,9 +64,25 @@ async fn keep_alive_client(addr: SocketAddr, answered: Arc<AtomicU64>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_are_scraped_across_a_shutdown_under_load() {
-    let prometheus = prometheus();
+/// The recorder `install_prometheus` would install, but set for this test's thread only: the
+/// lifecycle, its servers and the clients run on a current-thread runtime, so it sees all they
+/// record and nothing from the other tests of the binary.
+#[test]
+fn metrics_are_scraped_across_a_shutdown_under_load() {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(&DURATION_BUCKETS)
+        .unwrap()
+        .build_recorder();
+    let prometheus = recorder.handle();
+    let _recorder = metrics::set_default_local_recorder(&recorder);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(scraped_across_a_shutdown_under_load(prometheus));
+}
+
+async fn scraped_across_a_shutdown_under_load(prometheus: PrometheusHandle) {
     let builder = Lifecycle::builder()
         .signals([])
         .drain_delay(Duration::from_millis(300));

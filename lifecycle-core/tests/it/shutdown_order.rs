@@ -1,7 +1,7 @@
 //! The shutdown path: readiness first, the drain delay, then stops in reverse dependency order,
 //! each token cancelled at its own turn. All on tokio's paused clock.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! they follow the registered components' rules (order, policies, readiness, health, report),
 //! and changes are refused once the shutdown has begun. All on tokio's paused clock.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Property tests on random dependency graphs with random start and stop durations, failures,
 //! panics and hangs, on tokio's paused clock.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! socket, so neither the stop turn nor the header read timeout cuts it. Slow readers over
 //! HTTP/1.1 and HTTP/2, one-chunk and streaming bodies.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

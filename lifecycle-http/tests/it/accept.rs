@@ -1,7 +1,7 @@
 //! Accepting: connections arriving as the listener closes are served or refused, never reset;
 //! the connection limit leaves the ones beyond it waiting in the backlog.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

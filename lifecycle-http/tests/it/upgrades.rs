@@ -1,7 +1,7 @@
 //! Upgrades during the drain: a WebSocket handshake keeps `Connection: upgrade`, and the
 //! socket is told to go away at the stop turn like one opened before the signal.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

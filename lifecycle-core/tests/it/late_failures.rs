@@ -1,7 +1,7 @@
 //! Failures that come after the trigger, or where nobody was looking: each shows in the report,
 //! in the component's health and in the exit code.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
