@@ -10,6 +10,8 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
+
+use lifecycle_test_support::free_addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,13 +43,6 @@ pub fn example_service() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-/// A free TCP address on loopback.
-pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
 }
 
 /// How a deployment starts the service.

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use lifecycle_test_support::servers;
 use sqlx::{Connection, PgConnection};
 
-use crate::common;
 use crate::stack::Stack;
 
 /// What one instance of the service holds on the servers right now.
@@ -132,7 +132,7 @@ pub async fn terminate_sessions(name: &str) -> i64 {
 
 /// A connection to PostgreSQL of the test's own.
 async fn admin() -> PgConnection {
-    PgConnection::connect(&common::postgres_url("stack-test-admin"))
+    PgConnection::connect(&servers::postgres_url("stack-test-admin"))
         .await
         .expect("PostgreSQL")
 }

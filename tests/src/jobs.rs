@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use lifecycle_db::SqlJobQueue;
+use lifecycle_test_support::servers;
 use sqlx::AnyPool;
-
-use crate::common;
 
 /// A job queue in the `lifecycle_jobs` table of the shared PostgreSQL, as the test sees it.
 #[derive(Debug)]
@@ -45,7 +44,7 @@ impl Jobs {
     /// When PostgreSQL cannot be reached.
     pub async fn connect(queue: &str) -> Jobs {
         sqlx::any::install_default_drivers();
-        let pool = AnyPool::connect(&common::postgres_url("stack-test-jobs"))
+        let pool = AnyPool::connect(&servers::postgres_url("stack-test-jobs"))
             .await
             .expect("PostgreSQL");
         let jobs = SqlJobQueue::new(pool.clone(), queue);

@@ -30,16 +30,14 @@
 //! # }
 //! ```
 
-// The real servers' addresses and the availability check are lifecycle-db's test helpers,
-// used from their file rather than copied.
-#[path = "../../lifecycle-db/tests/common/mod.rs"]
-mod common;
 pub mod deployment;
 mod held;
 mod jobs;
 mod load;
 mod private_redis;
 mod stack;
+
+use lifecycle_test_support::servers;
 
 pub use held::{assert_nothing_left, assert_released, held, terminate_sessions, Held};
 pub use jobs::{JobCounts, Jobs};
@@ -50,6 +48,6 @@ pub use stack::{ServerCounts, Stack, StackConfig};
 /// Whether PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) answer. When one does not:
 /// with `CI` set the test fails; elsewhere it says so and returns `false`, and the test returns.
 pub async fn servers_available() -> bool {
-    common::server_available("PostgreSQL", common::POSTGRES).await
-        && common::server_available("Redis", common::REDIS).await
+    servers::server_available("PostgreSQL", servers::POSTGRES)
+        && servers::server_available("Redis", servers::REDIS)
 }

@@ -6,11 +6,10 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use lifecycle_core::Report;
+use lifecycle_test_support::{free_addr, servers};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
-
-use crate::common;
 
 /// How long an instance waits between the end of its stops and its exit: the time tests have
 /// to see that the stops closed everything. Three seconds, because a client that connects as
@@ -39,8 +38,8 @@ impl StackConfig {
     pub fn new(bin: impl Into<PathBuf>) -> Self {
         StackConfig {
             bin: bin.into(),
-            redis_url: common::redis_url(),
-            queue: common::queue_name("stack"),
+            redis_url: servers::redis_url(),
+            queue: servers::unique("stack"),
             args: Vec::new(),
         }
     }
@@ -68,7 +67,7 @@ impl StackConfig {
     ///
     /// When the binary cannot be started.
     pub async fn spawn(&self) -> Stack {
-        let name = common::queue_name("stack");
+        let name = servers::unique("stack");
         let dir = tempfile::tempdir().expect("a temporary directory");
         let addr = free_addr();
         let log = std::fs::File::create(dir.path().join("stderr.log")).expect("a log file");
@@ -77,7 +76,7 @@ impl StackConfig {
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--database-url")
-            .arg(common::postgres_url(&name))
+            .arg(servers::postgres_url(&name))
             .args(["--redis-url", &self.redis_url, "--name", &name])
             .args(["--queue", &self.queue, "--channel", &name])
             .arg("--report-file")
@@ -286,11 +285,4 @@ impl Drop for Stack {
 
 fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// A port nobody listens on now.
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
 }

@@ -16,6 +16,10 @@ pub(crate) enum Kind {
 pub(crate) struct Dialect {
     pub(crate) kind: Kind,
     pub(crate) create: &'static str,
+    /// Taken first in the transaction that creates the table, where concurrent creates fail:
+    /// PostgreSQL's `CREATE TABLE IF NOT EXISTS` is not safe against another one in progress
+    /// (it fails on the row type or the sequence the other is creating).
+    pub(crate) create_lock: Option<&'static str>,
     /// Creates the claim index when `create` does not (MySQL declares it in the table).
     pub(crate) create_index: Option<&'static str>,
     /// Counts the `deliveries` column (0 or 1), for tables made before it existed.
@@ -127,6 +131,7 @@ pub(crate) static POSTGRES: Dialect = Dialect {
         id BIGSERIAL PRIMARY KEY, queue TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL,
         attempts BIGINT NOT NULL DEFAULT 0, worker TEXT, lease_until BIGINT, error TEXT,
         deliveries BIGINT NOT NULL DEFAULT 0)",
+    create_lock: Some("SELECT pg_advisory_xact_lock(hashtext('lifecycle_jobs'))"),
     create_index: Some(INDEX),
     has_deliveries: "SELECT COUNT(*) FROM information_schema.columns
         WHERE table_schema = current_schema() AND table_name = 'lifecycle_jobs'
@@ -152,6 +157,7 @@ pub(crate) static SQLITE: Dialect = Dialect {
         id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, payload TEXT NOT NULL,
         state TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, worker TEXT, lease_until BIGINT,
         error TEXT, deliveries BIGINT NOT NULL DEFAULT 0)",
+    create_lock: None,
     create_index: Some(INDEX),
     has_deliveries:
         "SELECT COUNT(*) FROM pragma_table_info('lifecycle_jobs') WHERE name = 'deliveries'",
@@ -178,6 +184,7 @@ pub(crate) static MYSQL: Dialect = Dialect {
         attempts BIGINT NOT NULL DEFAULT 0, worker VARCHAR(255), lease_until BIGINT, error TEXT,
         deliveries BIGINT NOT NULL DEFAULT 0,
         INDEX lifecycle_jobs_claim (queue, state, id))",
+    create_lock: None,
     create_index: None,
     has_deliveries: "SELECT COUNT(*) FROM information_schema.columns
         WHERE table_schema = DATABASE() AND table_name = 'lifecycle_jobs'

@@ -187,22 +187,32 @@ impl SqlJobQueue {
     }
 
     /// Creates the table and its index if they do not exist (and adds the columns of newer
-    /// versions to an older table).
+    /// versions to an older table). Safe to call from several replicas at once: on PostgreSQL
+    /// the creation holds an advisory lock of its own for its transaction.
     ///
     /// # Errors
     ///
     /// A database error.
     pub async fn create_table(&self) -> Result<(), sqlx::Error> {
         let dialect = self.dialect()?;
+        // One transaction, under the dialect's lock where it has one: replicas starting
+        // together on a new database all create the table at once.
         on_pool!(&self.pool, pool => {
-            sqlx::query(dialect.create).execute(pool).await?;
-            let has: i64 = sqlx::query_scalar(dialect.has_deliveries).fetch_one(pool).await?;
+            let mut tx = pool.begin().await?;
+            if let Some(lock) = dialect.create_lock {
+                sqlx::query(lock).execute(&mut *tx).await?;
+            }
+            sqlx::query(dialect.create).execute(&mut *tx).await?;
+            let has: i64 = sqlx::query_scalar(dialect.has_deliveries)
+                .fetch_one(&mut *tx)
+                .await?;
             if has == 0 {
-                sqlx::query(dialect.add_deliveries).execute(pool).await?;
+                sqlx::query(dialect.add_deliveries).execute(&mut *tx).await?;
             }
             if let Some(index) = dialect.create_index {
-                sqlx::query(index).execute(pool).await?;
+                sqlx::query(index).execute(&mut *tx).await?;
             }
+            tx.commit().await?;
         });
         Ok(())
     }

@@ -16,7 +16,6 @@ use lifecycle_core::{Lifecycle, Outcome, Registration, Worker};
 use lifecycle_http::prometheus::{PrometheusBuilder, PrometheusHandle};
 use lifecycle_http::{AdminRoutes, HttpServer, DURATION_BUCKETS};
 
-
 /// The sum of the samples of `name` whose labels include all of `labels`, or `None` when
 /// there is none.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {

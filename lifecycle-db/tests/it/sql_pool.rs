@@ -1,7 +1,7 @@
 //! `SqlPool` against the real PostgreSQL and MariaDB servers of the machine, and SQLite: it
 //! closes after its dependents, never waits forever, and leaves no session behind.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +55,7 @@ async fn pg_sessions_gone(app: &str, within: Duration) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closes_after_its_dependents_so_their_transactions_commit() {
-    if !server_available("PostgreSQL", POSTGRES).await {
+    if !server_available("PostgreSQL", POSTGRES) {
         return;
     }
     let app = "lifecycle-ordered-close";
@@ -124,7 +124,7 @@ async fn closes_after_its_dependents_so_their_transactions_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaked_connection_is_reported_and_does_not_hold_the_shutdown() {
-    if !server_available("PostgreSQL", POSTGRES).await {
+    if !server_available("PostgreSQL", POSTGRES) {
         return;
     }
     let db = SqlPool::<Postgres>::new(&postgres_url("lifecycle-leak")).unwrap();
@@ -275,7 +275,7 @@ async fn transaction_rows(note: &str, hold: Duration) -> (Report, i64, Vec<Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_that_drains_in_time_commits() {
-    if !server_available("PostgreSQL", POSTGRES).await {
+    if !server_available("PostgreSQL", POSTGRES) {
         return;
     }
     let (report, rows, left) = transaction_rows("tx-in-time", Duration::from_millis(100)).await;
@@ -286,7 +286,7 @@ async fn a_transaction_that_drains_in_time_commits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_cut_off_rolls_back_and_leaves_no_session() {
-    if !server_available("PostgreSQL", POSTGRES).await {
+    if !server_available("PostgreSQL", POSTGRES) {
         return;
     }
     let (report, rows, left) = transaction_rows("tx-cut-off", Duration::from_secs(5)).await;
@@ -373,7 +373,7 @@ async fn no_session_left(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_postgres_session_is_left_after_stop_in_repeated_runs() {
-    if !server_available("PostgreSQL", POSTGRES).await {
+    if !server_available("PostgreSQL", POSTGRES) {
         return;
     }
     let app = "lifecycle-sessions";
@@ -399,7 +399,7 @@ async fn mariadb_sessions(admin: &sqlx::MySqlPool) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_mariadb_session_is_left_after_stop_in_repeated_runs() {
-    if !server_available("MariaDB", MARIADB).await {
+    if !server_available("MariaDB", MARIADB) {
         return;
     }
     let admin = sqlx::MySqlPool::connect(&mariadb_url("test"))
@@ -500,7 +500,7 @@ async fn an_unreachable_database_fails_the_start_naming_the_host_in_bounded_time
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_database_fails_the_start_in_bounded_time() {
-    if !server_available("PostgreSQL", POSTGRES).await {
+    if !server_available("PostgreSQL", POSTGRES) {
         return;
     }
     let proxy = Proxy::start(POSTGRES).await;
@@ -528,7 +528,7 @@ async fn a_black_holed_database_fails_the_start_in_bounded_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_gone_at_shutdown_cannot_stretch_the_stop() {
-    if !server_available("PostgreSQL", POSTGRES).await {
+    if !server_available("PostgreSQL", POSTGRES) {
         return;
     }
     for cut in [false, true] {

@@ -3,7 +3,7 @@
 //! secret appears in no log line, error, report or health output (`/readyz?verbose` shows
 //! `check_health` and each component's health).
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -98,7 +98,7 @@ async fn sql<DB: sqlx::Database>(url: String, secret: &str, host: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_password_in_the_query() {
-    if !server_available("PostgreSQL", POSTGRES).await {
+    if !server_available("PostgreSQL", POSTGRES) {
         return;
     }
     let secret = secret("pg-query");
@@ -108,7 +108,7 @@ async fn postgres_password_in_the_query() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_password_in_the_user_information() {
-    if !server_available("PostgreSQL", POSTGRES).await {
+    if !server_available("PostgreSQL", POSTGRES) {
         return;
     }
     let secret = secret("pg-userinfo");
@@ -118,7 +118,7 @@ async fn postgres_password_in_the_user_information() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_ssl_key_password_in_the_query() {
-    if !server_available("PostgreSQL", POSTGRES).await {
+    if !server_available("PostgreSQL", POSTGRES) {
         return;
     }
     let secret = secret("pg-sslpassword");
@@ -128,7 +128,7 @@ async fn postgres_ssl_key_password_in_the_query() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_password_through_the_any_driver() {
-    if !server_available("PostgreSQL", POSTGRES).await {
+    if !server_available("PostgreSQL", POSTGRES) {
         return;
     }
     sqlx::any::install_default_drivers();
@@ -139,7 +139,7 @@ async fn postgres_password_through_the_any_driver() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_wrong_password_in_the_user_information() {
-    if !server_available("MariaDB", MARIADB).await {
+    if !server_available("MariaDB", MARIADB) {
         return;
     }
     let secret = secret("mysql-userinfo");
@@ -149,7 +149,7 @@ async fn mariadb_wrong_password_in_the_user_information() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_password_in_the_query() {
-    if !server_available("MariaDB", MARIADB).await {
+    if !server_available("MariaDB", MARIADB) {
         return;
     }
     let secret = secret("mysql-query");
@@ -169,7 +169,7 @@ mod redis_urls {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_password_in_the_user_information() {
-        if !server_available("Redis", REDIS).await {
+        if !server_available("Redis", REDIS) {
             return;
         }
         let secret = secret("redis-userinfo");
@@ -178,7 +178,7 @@ mod redis_urls {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_user_and_password_in_the_user_information() {
-        if !server_available("Redis", REDIS).await {
+        if !server_available("Redis", REDIS) {
             return;
         }
         let secret = secret("redis-user");
@@ -187,7 +187,7 @@ mod redis_urls {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_pass_in_the_query() {
-        if !server_available("Redis", REDIS).await {
+        if !server_available("Redis", REDIS) {
             return;
         }
         let secret = secret("redis-query");
@@ -196,7 +196,7 @@ mod redis_urls {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_subscriber_password_in_the_user_information() {
-        if !server_available("Redis", REDIS).await {
+        if !server_available("Redis", REDIS) {
             return;
         }
         let secret = secret("redis-subscriber");

@@ -1,54 +1,22 @@
-//! The real servers the tests talk to, and a TCP proxy that can black-hole or cut them.
+//! What the tests of lifecycle-db share beyond `lifecycle-test-support`: Redis inspected beside
+//! the code under test, a connection counter, and the handlers' record of runs.
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use lifecycle_core::{Lifecycle, LifecycleHandle, Report};
 use lifecycle_db::Job;
-use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub const POSTGRES: &str = "127.0.0.1:5432";
-pub const MARIADB: &str = "127.0.0.1:3306";
-pub const REDIS: &str = "127.0.0.1:6379";
-
-/// Whether the server at `addr` answers. When it does not: in CI (`CI=true`) the test fails,
-/// loudly; elsewhere it says so and the test returns early.
-pub async fn server_available(name: &str, addr: &str) -> bool {
-    let up = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
-        .await
-        .is_ok_and(|r| r.is_ok());
-    if !up {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{name} is not reachable at {addr}; CI needs it (see .ci/run)"
-        );
-        eprintln!("SKIPPED: {name} is not reachable at {addr} (outside CI)");
-    }
-    up
-}
-
-/// A PostgreSQL URL whose sessions carry `app` as their `application_name`.
-pub fn postgres_url(app: &str) -> String {
-    format!("postgres://postgres@{POSTGRES}/test?application_name={app}")
-}
-
-pub fn mariadb_url(database: &str) -> String {
-    format!("mysql://root@{MARIADB}/{database}")
-}
-
-pub fn redis_url() -> String {
-    format!("redis://{REDIS}/")
-}
+pub use lifecycle_test_support::servers::{
+    mariadb_url, postgres_url, redis_url, server_available, unique, MARIADB, POSTGRES, REDIS,
+};
+pub use lifecycle_test_support::{start, Proxy};
 
 /// A connection to the Redis server of its own, for checks made beside the code under test.
 pub async fn redis_admin() -> redis::aio::MultiplexedConnection {
@@ -103,99 +71,6 @@ pub async fn count_connections(addr: SocketAddr) -> (Arc<AtomicU64>, Cancellatio
         }
     }));
     (count, stop)
-}
-
-/// A TCP proxy in front of a server, which a test can black-hole (connections stay open, no
-/// byte goes through, as with a dead host) or cut (every connection closed, new ones refused).
-pub struct Proxy {
-    pub addr: SocketAddr,
-    black_hole: Arc<AtomicBool>,
-    cut: CancellationToken,
-    pub forwarded: Arc<AtomicU64>,
-}
-
-impl Proxy {
-    pub async fn start(upstream: &str) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (black_hole, cut, forwarded) = (
-            Arc::new(AtomicBool::new(false)),
-            CancellationToken::new(),
-            Arc::new(AtomicU64::new(0)),
-        );
-        let upstream = upstream.to_owned();
-        let (bh, c, f) = (black_hole.clone(), cut.clone(), forwarded.clone());
-        tokio::spawn(c.clone().run_until_cancelled_owned(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    continue;
-                };
-                let Ok(server) = TcpStream::connect(&upstream).await else {
-                    continue;
-                };
-                let (client_read, client_write) = client.into_split();
-                let (server_read, server_write) = server.into_split();
-                for (from, to) in [
-                    (
-                        Box::new(client_read) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-                        Box::new(server_write) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
-                    ),
-                    (Box::new(server_read), Box::new(client_write)),
-                ] {
-                    let (bh, f) = (bh.clone(), f.clone());
-                    tokio::spawn(c.clone().run_until_cancelled_owned(pipe(from, to, bh, f)));
-                }
-            }
-        }));
-        Proxy {
-            addr,
-            black_hole,
-            cut,
-            forwarded,
-        }
-    }
-
-    /// From now on, no byte goes through in either direction; connections stay open.
-    pub fn black_hole(&self) {
-        self.black_hole.store(true, Ordering::SeqCst);
-    }
-
-    /// Closes every connection and the listener.
-    pub fn cut(&self) {
-        self.cut.cancel();
-    }
-}
-
-async fn pipe(
-    mut from: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-    mut to: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
-    black_hole: Arc<AtomicBool>,
-    forwarded: Arc<AtomicU64>,
-) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if black_hole.load(Ordering::SeqCst) {
-            // Swallow everything from now on, like a host that stopped answering.
-            std::future::pending::<()>().await;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-        forwarded.fetch_add(n as u64, Ordering::Relaxed);
-    }
-}
-
-/// A unique queue name, so tests sharing a table or a Redis do not meet.
-pub fn queue_name(test: &str) -> String {
-    format!(
-        "{test}-{}-{}",
-        std::process::id(),
-        rand::rng().random::<u32>()
-    )
 }
 
 /// What the handlers did, per job id: how many runs began and how many finished, and the
@@ -288,11 +163,4 @@ impl Runs {
             .unwrap_or_default()
             .1
     }
-}
-
-/// Runs the lifecycle in a task; returns its handle and the task once it is ready.
-pub async fn start(lifecycle: Lifecycle) -> (LifecycleHandle, tokio::task::JoinHandle<Report>) {
-    let run = lifecycle_core::testing::TestRun::run(lifecycle);
-    run.ready().await.expect("the lifecycle gets ready");
-    (run.handle().clone(), run.into_task())
 }

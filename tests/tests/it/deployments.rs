@@ -15,9 +15,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use lifecycle_tests::deployment::{
-    exchange, free_addr, get, get_unix, signal_pid, Deployment, Service,
-};
+use lifecycle_test_support::free_addr;
+use lifecycle_tests::deployment::{exchange, get, get_unix, signal_pid, Deployment, Service};
 
 const START: Duration = Duration::from_secs(20);
 const EXIT: Duration = Duration::from_secs(20);

@@ -4,7 +4,7 @@
 
 #![cfg(feature = "redis")]
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -103,7 +103,7 @@ async fn kill_new_pubsub_client(before: &HashSet<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_subscriber_unsubscribes_within_its_stop_timeout() {
-    if !server_available("Redis", REDIS).await {
+    if !server_available("Redis", REDIS) {
         return;
     }
     let _one_at_a_time = PUBSUB.lock().await;
@@ -137,7 +137,7 @@ async fn a_cancelled_subscriber_unsubscribes_within_its_stop_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_kill_of_the_subscriber_is_a_failure_not_a_hang() {
-    if !server_available("Redis", REDIS).await {
+    if !server_available("Redis", REDIS) {
         return;
     }
     let _one_at_a_time = PUBSUB.lock().await;
@@ -182,7 +182,7 @@ async fn a_server_kill_of_the_subscriber_is_a_failure_not_a_hang() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_policy_resubscribes_after_a_server_kill() {
-    if !server_available("Redis", REDIS).await {
+    if !server_available("Redis", REDIS) {
         return;
     }
     let _one_at_a_time = PUBSUB.lock().await;
@@ -238,7 +238,7 @@ async fn a_restart_policy_resubscribes_after_a_server_kill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_cut_off_from_a_silent_server_fails_on_its_ping() {
-    if !server_available("Redis", REDIS).await {
+    if !server_available("Redis", REDIS) {
         return;
     }
     let _one_at_a_time = PUBSUB.lock().await;

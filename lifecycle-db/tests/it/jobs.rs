@@ -3,14 +3,12 @@
 //! handed back uncounted, a dead worker's job is taken up again, a failing job ends failed, and
 //! across random shutdowns and a kill no job is lost.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{
-    mariadb_url, postgres_url, queue_name, server_available, start, Runs, MARIADB, POSTGRES,
-};
+use common::{mariadb_url, postgres_url, server_available, start, unique, Runs, MARIADB, POSTGRES};
 use lifecycle_core::{async_trait, Lifecycle, LifecycleHandle, Outcome, Registration, Report};
 use lifecycle_db::{JobQueue, JobState, JobWorker, SqlJobQueue, SqlPool};
 use rand::{Rng, SeedableRng};
@@ -103,8 +101,8 @@ impl Backend for Sql {
     async fn available(&self) -> bool {
         match self {
             Sql::Sqlite(_) => true,
-            Sql::Postgres => server_available("PostgreSQL", POSTGRES).await,
-            Sql::MariaDb => server_available("MariaDB", MARIADB).await,
+            Sql::Postgres => server_available("PostgreSQL", POSTGRES),
+            Sql::MariaDb => server_available("MariaDB", MARIADB),
         }
     }
 
@@ -155,7 +153,7 @@ impl Backend for Redis {
     type Queue = lifecycle_db::RedisJobQueue;
 
     async fn available(&self) -> bool {
-        server_available("Redis", common::REDIS).await
+        server_available("Redis", common::REDIS)
     }
 
     fn open(&self, name: &str) -> (Registration, Self::Queue) {
@@ -268,7 +266,7 @@ async fn wait_for_state<B: Backend>(queue: &B::Queue, id: i64, state: JobState) 
 }
 
 async fn the_job_in_hand_finishes_when_the_stop_timeout_allows<B: Backend>(backend: B) {
-    let name = queue_name("finish");
+    let name = unique("finish");
     let runs = Runs::default();
     let (lifecycle, queue) = lifecycle(&backend, &name, 1, runs.sleeper(), Duration::from_secs(3));
     let (handle, run) = start(lifecycle).await;
@@ -290,7 +288,7 @@ async fn the_job_in_hand_finishes_when_the_stop_timeout_allows<B: Backend>(backe
 async fn a_job_longer_than_the_stop_timeout_is_handed_back_without_counting<B: Backend>(
     backend: B,
 ) {
-    let name = queue_name("hand-back");
+    let name = unique("hand-back");
     let runs = Runs::default();
     let (lifecycle, queue) = lifecycle(&backend, &name, 1, runs.sleeper(), Duration::from_secs(1));
     let (handle, run) = start(lifecycle).await;
@@ -343,7 +341,7 @@ async fn a_job_longer_than_the_stop_timeout_is_handed_back_without_counting<B: B
 }
 
 async fn the_job_of_a_dead_worker_is_taken_up_at_the_next_start<B: Backend>(backend: B) {
-    let name = queue_name("dead");
+    let name = unique("dead");
     let (queue, handle, run) = store_only(&backend, &name).await;
     let id = B::enqueue(&queue, 10).await;
     // A worker claims it with a short lease and dies.
@@ -376,7 +374,7 @@ async fn the_job_of_a_dead_worker_is_taken_up_at_the_next_start<B: Backend>(back
 async fn an_idle_worker_takes_up_the_job_of_a_worker_that_died_after_it_started<B: Backend>(
     backend: B,
 ) {
-    let name = queue_name("died-later");
+    let name = unique("died-later");
     let (queue, handle, run) = store_only(&backend, &name).await;
     let id = B::enqueue(&queue, 10).await;
     // Another worker holds it with a lease that outlives our worker's start, then dies.
@@ -406,7 +404,7 @@ async fn an_idle_worker_takes_up_the_job_of_a_worker_that_died_after_it_started<
 }
 
 async fn a_failing_job_is_retried_then_marked_failed<B: Backend>(backend: B) {
-    let name = queue_name("failing");
+    let name = unique("failing");
     let tries = Arc::new(Mutex::new(0));
     let handler = {
         let tries = tries.clone();
@@ -430,7 +428,7 @@ async fn a_failing_job_is_retried_then_marked_failed<B: Backend>(backend: B) {
 /// with the panic's message, and the worker stays up (the component never fails) and goes on
 /// with the other jobs.
 async fn a_panicking_job_is_a_failed_attempt_and_the_worker_stays_up<B: Backend>(backend: B) {
-    let name = queue_name("panicking");
+    let name = unique("panicking");
     let runs = Runs::default();
     let handler = {
         let runs = runs.clone();
@@ -490,7 +488,7 @@ async fn a_panicking_job_is_a_failed_attempt_and_the_worker_stays_up<B: Backend>
 /// A job still running at its maximum run time is cut off and counted as a failed attempt:
 /// retried, then failed for good, saying why; its lease does not keep it running for ever.
 async fn a_job_past_its_max_run_time_is_cut_off_as_a_failed_attempt<B: Backend>(backend: B) {
-    let name = queue_name("max-run-time");
+    let name = unique("max-run-time");
     let runs = Runs::default();
     let (store, queue) = backend.open(&name);
     let worker = JobWorker::new(queue.clone(), runs.sleeper())
@@ -525,7 +523,7 @@ async fn invalid_durations_are_refused_at_the_start<B: Backend>(backend: B) {
         ("max_run_time", LEASE, Some(Duration::ZERO), 3),
         ("max_attempts", LEASE, None, 0),
     ] {
-        let name = queue_name("invalid");
+        let name = unique("invalid");
         let (store, queue) = backend.open(&name);
         let mut worker = JobWorker::new(queue, Runs::default().sleeper())
             .lease(lease)
@@ -573,7 +571,7 @@ fn no_job_is_lost<B: Backend>(backend: B, seed: u64) {
     if !runtime().block_on(backend.available()) {
         return;
     }
-    let name = queue_name("no-loss");
+    let name = unique("no-loss");
     let jobs = 1000;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let runs = Runs::default();
@@ -668,7 +666,7 @@ fn no_job_is_lost<B: Backend>(backend: B, seed: u64) {
 /// handler ends, its end is not recorded (the job is the other worker's), and the worker says
 /// so, in its log and its `describe` (`/readyz?verbose`), never silently.
 async fn a_late_end_is_not_recorded_and_is_counted<B: Backend>(backend: B) {
-    let name = queue_name("late");
+    let name = unique("late");
     let runs = Runs::default();
     let release = Arc::new(tokio::sync::Semaphore::new(0));
     let handler = {
@@ -734,7 +732,7 @@ async fn a_late_end_is_not_recorded_and_is_counted<B: Backend>(backend: B) {
 /// A worker that is never idle still takes back the jobs of a worker that died: expired
 /// leases are reclaimed periodically, not only at the start or when the queue is empty.
 async fn expired_leases_are_reclaimed_while_the_worker_is_busy<B: Backend>(backend: B) {
-    let name = queue_name("busy");
+    let name = unique("busy");
     let (queue, handle, run) = store_only(&backend, &name).await;
     let dead = B::enqueue(&queue, 1).await;
     assert_eq!(
@@ -791,7 +789,7 @@ fn a_job_that_kills_its_worker_every_time_ends_failed<B: Backend>(backend: B) {
     if !runtime().block_on(backend.available()) {
         return;
     }
-    let name = queue_name("poison");
+    let name = unique("poison");
     let runs = Runs::default();
     let id = runtime().block_on(async {
         let (queue, handle, run) = store_only(&backend, &name).await;
@@ -853,7 +851,7 @@ struct Email {
 /// The handler gets the payload as the type it was enqueued as; a payload that is not one
 /// fails its job for good, with the reason, and is not retried.
 async fn payloads_are_typed<B: Backend>(backend: B) {
-    let name = queue_name("typed");
+    let name = unique("typed");
     let seen = Arc::new(Mutex::new(Vec::new()));
     let handler = {
         let seen = seen.clone();
@@ -894,7 +892,7 @@ async fn payloads_are_typed<B: Backend>(backend: B) {
 /// finish, each is handed back, and the next run of each tells its handler it is a
 /// redelivery (deliveries 2), with the attempt not counted (attempts 1).
 async fn a_worker_holds_several_jobs_and_hands_each_back<B: Backend>(backend: B) {
-    let name = queue_name("concurrency");
+    let name = unique("concurrency");
     let in_hand = Arc::new(Mutex::new((0usize, 0usize)));
     let handler = {
         let in_hand = in_hand.clone();
@@ -968,7 +966,7 @@ async fn a_worker_holds_several_jobs_and_hands_each_back<B: Backend>(backend: B)
 /// expired and another worker took the job, the first worker's renew, complete, fail and hand
 /// back all answer `false` and change nothing.
 async fn a_worker_that_lost_its_lease_is_told_so<B: Backend>(backend: B) {
-    let name = queue_name("lost-lease");
+    let name = unique("lost-lease");
     let (queue, handle, run) = store_only(&backend, &name).await;
     let id = B::enqueue(&queue, 0).await;
     assert_eq!(queue.claim("first", LEASE).await.unwrap().unwrap().id, id);

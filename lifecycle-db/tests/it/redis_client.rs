@@ -4,7 +4,7 @@
 
 #![cfg(feature = "redis")]
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,7 +51,7 @@ async fn tasks_back_to(baseline: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_in_flight_at_the_stop_all_resolve() {
-    if !server_available("Redis", REDIS).await {
+    if !server_available("Redis", REDIS) {
         return;
     }
     for cut in [false, true] {
@@ -156,7 +156,7 @@ async fn proxy_on_its_own_runtime(upstream: &'static str) -> (Proxy, tokio::runt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_at_the_stop_bounds_it_and_leaves_no_reconnect_or_task() {
-    if !server_available("Redis", REDIS).await {
+    if !server_available("Redis", REDIS) {
         return;
     }
     let tasks = tokio::runtime::Handle::current().metrics();
@@ -263,7 +263,7 @@ async fn redis_down_at_the_stop_bounds_it_and_leaves_no_reconnect_or_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocking_blmove_on_a_dedicated_connection_leaves_the_shared_one_fast() {
-    if !server_available("Redis", REDIS).await {
+    if !server_available("Redis", REDIS) {
         return;
     }
     let name = unique("blocking");
@@ -415,7 +415,7 @@ async fn an_unreachable_redis_fails_the_start_naming_the_redacted_url_in_bounded
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_redis_fails_the_start_in_bounded_time() {
-    if !server_available("Redis", REDIS).await {
+    if !server_available("Redis", REDIS) {
         return;
     }
     let proxy = Proxy::start(REDIS).await;

@@ -5,14 +5,14 @@
 
 #![cfg(feature = "redis")]
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{queue_name, redis_admin, redis_url, server_available, start, REDIS};
+use common::{redis_admin, redis_url, server_available, start, unique, REDIS};
 use lifecycle_core::{Lifecycle, LifecycleHandle, Registration, Report};
 use lifecycle_db::{JobQueue, JobState, RedisClient, RedisJobQueue};
 use rand::{Rng, SeedableRng};
@@ -31,10 +31,10 @@ struct Fixture {
 
 impl Fixture {
     async fn new(test: &str) -> Option<Fixture> {
-        if !server_available("Redis", REDIS).await {
+        if !server_available("Redis", REDIS) {
             return None;
         }
-        let name = queue_name(test);
+        let name = unique(test);
         let redis = RedisClient::new(&redis_url()).unwrap();
         let queue = RedisJobQueue::new(redis.clone(), &name);
         let (handle, run) = start(

@@ -1,11 +1,11 @@
 //! `SqlJobQueue`, what only SQL can show: leases are measured on the database's clock, not on
 //! each worker's (PostgreSQL), and tables of earlier versions are brought up to date (SQLite).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{postgres_url, queue_name, server_available, POSTGRES};
+use common::{mariadb_url, postgres_url, server_available, unique, MARIADB, POSTGRES};
 use lifecycle_db::SqlJobQueue;
 
 /// A PostgreSQL session whose `now()` runs an hour ahead: a schema with its own `now`, searched
@@ -46,11 +46,11 @@ async fn an_hour_ahead() -> sqlx::AnyPool {
 /// passed, whatever the clock of the worker that reclaims: the database decides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_are_measured_on_the_database_clock() {
-    if !server_available("PostgreSQL", POSTGRES).await {
+    if !server_available("PostgreSQL", POSTGRES) {
         return;
     }
     sqlx::any::install_default_drivers();
-    let name = queue_name("db-clock");
+    let name = unique("db-clock");
     let pool = sqlx::AnyPool::connect(&postgres_url("lifecycle-clock"))
         .await
         .unwrap();
@@ -111,4 +111,74 @@ async fn a_table_from_before_deliveries_were_counted_gets_the_column() {
         ("300", 1, 1)
     );
     pool.close().await;
+}
+
+/// Creates a database nobody has used, on the server of `admin_url`; returns its name.
+async fn fresh_database(admin_url: &str) -> String {
+    let name = unique("fresh").replace('-', "_");
+    let admin = sqlx::AnyPool::connect(admin_url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    name
+}
+
+async fn drop_database(admin_url: &str, name: &str) {
+    let admin = sqlx::AnyPool::connect(admin_url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+}
+
+/// Eight replicas starting at once on a new database each create the table: every one
+/// succeeds (PostgreSQL's `CREATE TABLE IF NOT EXISTS` alone fails for all but one of a
+/// concurrent few, on the row type it creates) and the table is whole.
+async fn replicas_create_the_table_together(admin_url: &str, url_of: impl Fn(&str) -> String) {
+    sqlx::any::install_default_drivers();
+    let database = fresh_database(admin_url).await;
+    let url = url_of(&database);
+    // Connected first, so the creates start as close together as replicas' can.
+    let together = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let creates = (0..8).map(|i| {
+        let (url, together) = (url.clone(), together.clone());
+        tokio::spawn(async move {
+            let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+            let queue = SqlJobQueue::new(pool.clone(), format!("replica-{i}"));
+            together.wait().await;
+            let created = queue.create_table().await;
+            let enqueued = queue.enqueue("x").await;
+            pool.close().await;
+            (created, enqueued)
+        })
+    });
+    let results = futures::future::join_all(creates).await;
+    drop_database(admin_url, &database).await;
+    for result in results {
+        let (created, enqueued) = result.unwrap();
+        created.expect("every replica creates the table");
+        enqueued.expect("and enqueues into it");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_on_a_new_postgresql_database_all_create_the_table() {
+    if !server_available("PostgreSQL", POSTGRES) {
+        return;
+    }
+    replicas_create_the_table_together(&postgres_url("lifecycle-fresh-admin"), |database| {
+        format!("postgres://postgres@{POSTGRES}/{database}?application_name=lifecycle-fresh")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_on_a_new_mariadb_database_all_create_the_table() {
+    if !server_available("MariaDB", MARIADB) {
+        return;
+    }
+    replicas_create_the_table_together(&mariadb_url("test"), mariadb_url).await;
 }
