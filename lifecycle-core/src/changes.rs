@@ -10,14 +10,13 @@ use futures::FutureExt;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::builder::Registration;
 use crate::component_error::ComponentError;
 use crate::error::BuildError;
 use crate::guarded::{self, Fault};
-use crate::handle::ComponentState;
 use crate::record::Slot;
-use crate::report::Outcome;
+use crate::registration::Registration;
 use crate::run::{Member, Run};
+use crate::state::{ComponentState, Outcome};
 
 /// A change a handle asks the orchestrator for, with where to send the answer.
 pub(crate) enum Change {

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 
 use crate::context::Context;
 use crate::error::BoxError;
+use crate::health::Health;
 
 /// One part of a service (an HTTP server, a database pool, a background worker) that the
 /// [`Lifecycle`](crate::Lifecycle) starts in dependency order and stops in reverse.
@@ -115,32 +116,5 @@ pub trait Component: Send + Sync + 'static {
     /// [`LifecycleHandle::held_by`]: crate::LifecycleHandle::held_by
     fn held_by(&self) -> Vec<String> {
         Vec::new()
-    }
-}
-
-/// The answer of [`Component::health`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Health {
-    /// The component can do its work.
-    Healthy,
-    /// The component cannot do its work right now; the service should not be sent traffic.
-    Unhealthy {
-        /// What is wrong, for `/readyz?verbose` and logs.
-        reason: String,
-    },
-}
-
-impl Health {
-    /// An unhealthy answer with a reason.
-    pub fn unhealthy(reason: impl Into<String>) -> Self {
-        Health::Unhealthy {
-            reason: reason.into(),
-        }
-    }
-
-    /// Whether this is [`Health::Healthy`].
-    pub fn is_healthy(&self) -> bool {
-        matches!(self, Health::Healthy)
     }
 }

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::component::Component;
 use crate::component_error::ComponentError;
 use crate::context::Context;
-use crate::report::Outcome;
+use crate::state::Outcome;
 
 /// How a start or stop ended, when not cleanly.
 pub(crate) type Fault = (Outcome, ComponentError);

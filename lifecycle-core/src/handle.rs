@@ -5,83 +5,12 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::builder::Registration;
 use crate::changes::{Change, ChangeError};
-use crate::component::Health;
-use crate::report::{Outcome, TriggerKind, UpgradeReport};
+use crate::health::Health;
+use crate::registration::Registration;
+use crate::report::UpgradeReport;
 use crate::shared::Shared;
-
-/// Where the lifecycle as a whole is; readiness and liveness follow from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Phase {
-    /// Components are starting; not ready yet.
-    Starting,
-    /// Every component has started; ready for traffic.
-    Ready,
-    /// The shutdown was triggered: not ready, but still serving during the drain delay.
-    Draining,
-    /// Components are stopping in reverse dependency order.
-    Stopping,
-    /// Every component has stopped or been cut off; the process is about to exit.
-    Stopped,
-}
-
-impl Phase {
-    /// Whether traffic should be routed here (`/readyz`): only in [`Phase::Ready`].
-    pub fn is_ready(self) -> bool {
-        self == Phase::Ready
-    }
-
-    /// Whether the process should be left alive (`/livez`): until [`Phase::Stopped`], draining
-    /// included, so that an orchestrator does not restart an instance that is shutting down.
-    pub fn is_live(self) -> bool {
-        self != Phase::Stopped
-    }
-
-    /// The lower-case name, as shown by health endpoints.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Starting => "starting",
-            Phase::Ready => "ready",
-            Phase::Draining => "draining",
-            Phase::Stopping => "stopping",
-            Phase::Stopped => "stopped",
-        }
-    }
-}
-
-/// Where one component is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ComponentState {
-    /// Waiting for its dependencies to start.
-    Pending,
-    /// Its start is running.
-    Starting,
-    /// Started and serving.
-    Running,
-    /// Failed at run time; being stopped and started again under its restart policy.
-    Restarting,
-    /// Its stop is running.
-    Stopping,
-    /// Finished, with this outcome.
-    Done(Outcome),
-}
-
-impl ComponentState {
-    /// The lower-case name, as shown by health endpoints (`done` states show their outcome).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ComponentState::Pending => "pending",
-            ComponentState::Starting => "starting",
-            ComponentState::Running => "running",
-            ComponentState::Restarting => "restarting",
-            ComponentState::Stopping => "stopping",
-            ComponentState::Done(outcome) => outcome.as_str(),
-        }
-    }
-}
+use crate::state::{ComponentState, Outcome, Phase, TriggerKind};
 
 /// One component's state and health, from [`LifecycleHandle::check_health`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,25 +36,6 @@ impl ComponentStatus {
     pub fn allows_readiness(&self) -> bool {
         !self.counts_for_readiness || self.health.is_healthy()
     }
-}
-
-/// Who may accept on a listening socket besides this process, as
-/// [`LifecycleHandle::listener_share`](crate::LifecycleHandle::listener_share) says at the
-/// moment of asking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ListenerShare {
-    /// Only this process: at its stop a server may refuse new handshakes, take what is left in
-    /// the backlog and close the socket.
-    Alone,
-    /// Another process holds it too: a socket manager (systemd socket activation), or the
-    /// other side of an in-place upgrade under way. A server accepts on it only once the
-    /// lifecycle is ready, and at its stop closes only its own descriptor: the connections
-    /// waiting in the backlog are the other process's to answer.
-    Shared,
-    /// Handed to the new process of an in-place upgrade, which accepts on it now: a server stops
-    /// accepting on it at once and closes only its own descriptor.
-    HandedOver,
 }
 
 /// A cheap, cloneable handle to a [`Lifecycle`](crate::Lifecycle): its phase, its components'
@@ -187,7 +97,10 @@ impl LifecycleHandle {
     /// A socket neither inherited ([`sockets`](crate::sockets)) nor handed on by an `Upgrade`
     /// is this process's alone.
     #[cfg(unix)]
-    pub fn listener_share(&self, socket: std::os::fd::BorrowedFd<'_>) -> ListenerShare {
+    pub fn listener_share(
+        &self,
+        socket: std::os::fd::BorrowedFd<'_>,
+    ) -> crate::state::ListenerShare {
         crate::sockets::sockets().share(socket, self.shared.handed_over())
     }
 

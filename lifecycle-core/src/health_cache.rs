@@ -8,7 +8,8 @@ use std::time::Duration;
 use futures::FutureExt;
 use tokio::time::Instant;
 
-use crate::component::{Component, Health};
+use crate::component::Component;
+use crate::health::Health;
 
 #[derive(Debug)]
 pub(crate) struct HealthCache {

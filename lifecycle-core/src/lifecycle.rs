@@ -9,13 +9,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::builder::{LifecycleBuilder, Registration};
+use crate::builder::LifecycleBuilder;
 use crate::graph::Graph;
-use crate::handle::{LifecycleHandle, Phase};
-use crate::report::{Report, TriggerKind};
+use crate::handle::LifecycleHandle;
+use crate::registration::Registration;
+use crate::report::Report;
 use crate::run::Run;
 use crate::shared::Shared;
 use crate::signals::Signal;
+use crate::state::{Phase, TriggerKind};
 use crate::watchdog::Watchdog;
 
 /// A validated set of components, ready to run.

@@ -11,10 +11,8 @@ use tokio::time::Instant;
 
 use crate::component::Component;
 use crate::component_error::ComponentError;
-use crate::handle::{ComponentState, Phase};
-use crate::report::{
-    exit_code, ComponentReport, Outcome, Report, TriggerKind, TriggerReport, UpgradeReport,
-};
+use crate::report::{exit_code, ComponentReport, Report, TriggerReport, UpgradeReport};
+use crate::state::{ComponentState, Outcome, Phase, TriggerKind};
 use crate::tasks::TrackedTasks;
 use crate::telemetry;
 

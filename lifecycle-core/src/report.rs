@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::state::{Outcome, TriggerKind};
 use crate::watchdog::Watchdog;
 
 /// The process exit codes a lifecycle ends with, as [`Report::exit_code`] gives them.
@@ -19,7 +20,7 @@ pub mod exit_code {
     /// reports a command ended by Ctrl-C.
     pub const FORCED: i32 = 130;
 
-    use super::{Outcome, TriggerKind};
+    use crate::state::{Outcome, TriggerKind};
 
     /// The code for a lifecycle that ended on its own: [`DEADLINE`] if the budget ran out,
     /// [`FAILURE`] if it was triggered by a failure or any component failed, timed out or
@@ -100,24 +101,6 @@ pub struct TriggerReport {
     pub detail: String,
 }
 
-/// The kinds of [`TriggerReport`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum TriggerKind {
-    /// A signal (SIGTERM, SIGINT, Ctrl-C).
-    Signal,
-    /// [`LifecycleHandle::shutdown`](crate::LifecycleHandle::shutdown), or the shutdown token
-    /// cancelled from outside.
-    Requested,
-    /// A component failed at run time and its policy was to shut down.
-    ComponentFailed,
-    /// A component failed to start (error, timeout or panic).
-    StartFailed,
-    /// An in-place upgrade: a new process took the listening sockets over and is ready.
-    Upgrade,
-}
-
 /// One in-place upgrade attempt, in the [`Report`]'s `upgrades`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -168,55 +151,6 @@ pub struct ComponentReport {
     /// Left out of the JSON when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removed: bool,
-}
-
-/// How a component's lifecycle ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Outcome {
-    /// Started and stopped cleanly.
-    Stopped,
-    /// Its start or stop returned an error, or it failed at run time.
-    Failed,
-    /// Its start or stop overran its timeout or the shutdown budget.
-    TimedOut,
-    /// Its start or stop panicked.
-    Panicked,
-    /// It never started: the start-up ended before its turn, or its start was abandoned.
-    NotStarted,
-}
-
-impl Outcome {
-    /// The name used in JSON and in the table.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Stopped => "stopped",
-            Outcome::Failed => "failed",
-            Outcome::TimedOut => "timed_out",
-            Outcome::Panicked => "panicked",
-            Outcome::NotStarted => "not_started",
-        }
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl TriggerKind {
-    /// The name used in JSON, the table and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TriggerKind::Signal => "signal",
-            TriggerKind::Requested => "requested",
-            TriggerKind::ComponentFailed => "component_failed",
-            TriggerKind::StartFailed => "start_failed",
-            TriggerKind::Upgrade => "upgrade",
-        }
-    }
 }
 
 impl Report {

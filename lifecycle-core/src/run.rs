@@ -14,7 +14,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::builder::Registration;
 use crate::changes::{Change, ChangeError};
 use crate::component_error::ComponentError;
 use crate::context::{Context, Failure};
@@ -22,7 +21,8 @@ use crate::graph::Graph;
 use crate::guarded::Fault;
 use crate::lifecycle::Lifecycle;
 use crate::record::Record;
-use crate::report::Outcome;
+use crate::registration::Registration;
+use crate::state::Outcome;
 
 /// How a restart (a task of its own) ended: when its start began, if it got that far, and how
 /// the start went.
@@ -142,7 +142,7 @@ impl<'a> Run<'a> {
 
     /// Ends component `i`'s current run without calling its stop, as one whose start did not
     /// complete: cancels its context and aborts its tasks.
-    pub(crate) fn abandon(&mut self, i: usize, outcome: crate::Outcome, error: ComponentError) {
+    pub(crate) fn abandon(&mut self, i: usize, outcome: Outcome, error: ComponentError) {
         if let Some(ctx) = self.members[i].context.take() {
             crate::guarded::abandon(&ctx);
         }

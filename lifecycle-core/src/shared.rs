@@ -10,10 +10,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::changes::Change;
-use crate::handle::Phase;
 use crate::health_cache::HealthCache;
 use crate::record::Record;
-use crate::report::{TriggerKind, UpgradeReport};
+use crate::report::UpgradeReport;
+use crate::state::{Phase, TriggerKind};
 
 /// A request for an in-place upgrade, with where to send its outcome if the caller waits.
 pub(crate) type UpgradeRequest = Option<tokio::sync::oneshot::Sender<UpgradeReport>>;

@@ -12,9 +12,8 @@ use tracing::Instrument;
 use crate::component_error::ComponentError;
 use crate::graph::Graph;
 use crate::guarded::{self, Fault};
-use crate::handle::ComponentState;
-use crate::report::Outcome;
 use crate::run::{Run, Stopped};
+use crate::state::{ComponentState, Outcome};
 
 /// What a component's stop turn calls for.
 enum Turn<F> {

@@ -10,9 +10,8 @@ use tracing::Instrument;
 
 use crate::component_error::ComponentError;
 use crate::guarded::{self, Fault};
-use crate::handle::ComponentState;
-use crate::report::{Outcome, TriggerKind};
 use crate::run::Run;
+use crate::state::{ComponentState, Outcome, TriggerKind};
 
 impl Run<'_> {
     /// Starts every component in dependency order, independent ones concurrently; returns

@@ -7,14 +7,13 @@ use futures::StreamExt;
 
 use tokio::time::Instant;
 
-use crate::builder::OnFailure;
 use crate::component_error::ComponentError;
 use crate::context::Failure;
 use crate::error::BoxError;
 use crate::guarded;
-use crate::handle::ComponentState;
-use crate::report::{Outcome, TriggerKind};
+use crate::registration::OnFailure;
 use crate::run::{RestartEnded, Run};
+use crate::state::{ComponentState, Outcome, TriggerKind};
 
 impl Run<'_> {
     /// Waits for the trigger, meanwhile applying each component's failure policy and taking

@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use crate::handle::{ComponentState, Phase};
-use crate::report::{Outcome, TriggerKind};
+use crate::state::{ComponentState, Outcome, Phase, TriggerKind};
 
 const PHASES: [Phase; 5] = [
     Phase::Starting,

@@ -7,9 +7,10 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::report::{exit_code, TriggerKind};
+use crate::report::exit_code;
 use crate::shared::Shared;
 use crate::signals::{Signal, SignalListener};
+use crate::state::TriggerKind;
 
 /// Arms the process deadline at the trigger and forces the exit when it passes or when a
 /// second signal arrives. Disarmed when dropped.

@@ -7,14 +7,16 @@ use tokio::task::JoinHandle;
 
 use super::fault::Observed;
 use super::Timeline;
-use crate::builder::{LifecycleBuilder, Registration};
+use crate::builder::LifecycleBuilder;
 use crate::changes::ChangeError;
 use crate::context::Context;
 use crate::error::{BoxError, BuildError};
-use crate::handle::{LifecycleHandle, Phase};
+use crate::handle::LifecycleHandle;
 use crate::lifecycle::Lifecycle;
-use crate::report::{exit_code, Outcome, Report, TriggerKind};
+use crate::registration::Registration;
+use crate::report::{exit_code, Report};
 use crate::signals::Signal;
+use crate::state::{Outcome, Phase, TriggerKind};
 
 /// A lifecycle running in a test: the service's own [`LifecycleBuilder`], run without touching
 /// the process's signals or its exit, and triggered by the test as a signal, a second signal, a

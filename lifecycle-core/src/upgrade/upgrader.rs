@@ -18,10 +18,11 @@ use super::successor::Successor;
 use crate::component::Component;
 use crate::context::Context;
 use crate::error::BoxError;
-use crate::handle::{LifecycleHandle, Phase};
-use crate::report::{TriggerKind, UpgradeReport};
+use crate::handle::LifecycleHandle;
+use crate::report::UpgradeReport;
 use crate::shared::UpgradeRequest;
 use crate::sockets::{self, sockets};
+use crate::state::{Phase, TriggerKind};
 
 /// In-place upgrades: a component that, on the upgrade signal (SIGHUP by default) or
 /// [`LifecycleHandle::upgrade`], starts the program again, hands it the listening sockets taken
