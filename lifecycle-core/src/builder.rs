@@ -10,7 +10,7 @@ use crate::error::BuildError;
 use crate::graph::Graph;
 use crate::handle::LifecycleHandle;
 use crate::lifecycle::Lifecycle;
-use crate::record::{Record, Slot};
+use crate::record::{ComponentRecord, Record};
 use crate::registration::Registration;
 use crate::shared::Shared;
 use crate::signals::Signal;
@@ -182,11 +182,15 @@ impl LifecycleBuilder {
             self.registrations
                 .iter()
                 .zip(dependencies)
-                .map(|(r, dependencies)| {
-                    Slot::new(&r.name, dependencies, r.component.clone(), r.readiness)
-                })
+                .map(|(r, dependencies)| ComponentRecord::new(&r.name, dependencies))
                 .collect(),
         );
+        {
+            let mut registry = self.shared.registry();
+            for r in &self.registrations {
+                registry.registered(Arc::new(r.component.clone()), r.readiness);
+            }
+        }
         self.shared.health.set_ttl(self.health_cache);
         Ok(Lifecycle {
             registrations: self.registrations,

@@ -6,6 +6,8 @@
 //! with the rules every component follows. Changes are taken up from ready to the trigger;
 //! after it, they are refused.
 
+use std::sync::Arc;
+
 use futures::FutureExt;
 use tokio::sync::oneshot;
 use tracing::Instrument;
@@ -13,7 +15,7 @@ use tracing::Instrument;
 use crate::component_error::ComponentError;
 use crate::error::BuildError;
 use crate::guarded::{self, Fault};
-use crate::record::Slot;
+use crate::record::ComponentRecord;
 use crate::registration::Registration;
 use crate::run::{Member, Run};
 use crate::state::{ComponentState, Outcome};
@@ -145,13 +147,12 @@ impl Run<'_> {
         }
         self.graph.dependencies.push(dependencies);
         self.graph.dependents.push(Vec::new());
-        let slot = Slot::new(
-            &registration.name,
-            names,
-            registration.component.clone(),
+        self.record()
+            .added(ComponentRecord::new(&registration.name, names));
+        self.shared().registry().registered(
+            Arc::new(registration.component.clone()),
             registration.readiness,
         );
-        self.record().added(slot);
         self.names.insert(registration.name.clone(), i);
         self.members.push(Member::default());
         self.registrations.push(registration);
@@ -217,8 +218,7 @@ impl Run<'_> {
         let reply = self.added_waiters.remove(&i);
         match result {
             Ok(()) => {
-                let tasks = self.members[i].context.as_ref().map(|c| c.tasks().clone());
-                self.record().started(i, tasks);
+                self.started(i);
                 tracing::info!(component = self.name(i), "started");
                 if let Some(reply) = reply {
                     let _ = reply.send(Ok(()));

@@ -1,10 +1,14 @@
 //! The `Component` trait: one part of a service with a start and a stop.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 
 use crate::context::Context;
 use crate::error::BoxError;
 use crate::health::Health;
+use crate::inspect::Inspect;
 
 /// One part of a service (an HTTP server, a database pool, a background worker) that the
 /// [`Lifecycle`](crate::Lifecycle) starts in dependency order and stops in reverse.
@@ -116,5 +120,20 @@ pub trait Component: Send + Sync + 'static {
     /// [`LifecycleHandle::held_by`]: crate::LifecycleHandle::held_by
     fn held_by(&self) -> Vec<String> {
         Vec::new()
+    }
+}
+
+/// How the handles and the record see a registered component (see [`Inspect`]).
+impl Inspect for Arc<dyn Component> {
+    fn health(&self) -> BoxFuture<'_, Health> {
+        Component::health(&**self)
+    }
+
+    fn held_by(&self) -> Vec<String> {
+        Component::held_by(&**self)
+    }
+
+    fn describe(&self) -> Option<String> {
+        Component::describe(&**self)
     }
 }

@@ -264,26 +264,27 @@ impl LifecycleHandle {
     /// report it if cut off ([`Component::held_by`](crate::Component::held_by) and its named
     /// tasks); components with nothing in progress are left out.
     pub fn held_by(&self) -> Vec<(String, Vec<String>)> {
-        // The components are asked outside the record's lock: their answer is their own code.
+        // The components are asked outside the locks: their answer is their own code.
         let live: Vec<_> = {
             let record = self.shared.record();
-            (0..record.slots().len())
-                .filter_map(|i| {
-                    if record.slots()[i].removed {
-                        return None;
-                    }
-                    let (component, tasks) = record.live(i)?;
-                    Some((
-                        record.slots()[i].name.to_string(),
-                        component.clone(),
-                        tasks.cloned(),
-                    ))
+            let registry = self.shared.registry();
+            record
+                .components()
+                .iter()
+                .enumerate()
+                .filter(|&(i, c)| !c.removed && record.is_live(i))
+                .map(|(i, c)| {
+                    (
+                        c.name.to_string(),
+                        registry.component(i).clone(),
+                        registry.tasks(i).cloned(),
+                    )
                 })
                 .collect()
         };
         live.into_iter()
             .map(|(name, component, tasks)| {
-                (name, crate::held_by::collect(&*component, tasks.as_ref()))
+                (name, crate::registry::held_by(&*component, tasks.as_ref()))
             })
             .filter(|(_, held)| !held.is_empty())
             .collect()
@@ -325,7 +326,7 @@ impl LifecycleHandle {
     pub fn states(&self) -> Vec<(String, ComponentState)> {
         let record = self.shared.record();
         record
-            .slots()
+            .components()
             .iter()
             .filter(|s| !s.removed)
             .map(|s| (s.name.to_string(), s.state))
@@ -346,16 +347,17 @@ impl LifecycleHandle {
     pub async fn check_health(&self) -> Vec<ComponentStatus> {
         let slots: Vec<_> = {
             let record = self.shared.record();
+            let registry = self.shared.registry();
             record
-                .slots()
+                .components()
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
                     (
                         s.name.to_string(),
                         s.state,
-                        s.component.clone(),
-                        (s.readiness, s.removed),
+                        registry.component(i).clone(),
+                        (registry.counts_for_readiness(i), s.removed),
                         record.error(i).map(|e| e.render()),
                     )
                 })

@@ -178,7 +178,7 @@ impl Lifecycle {
             let _ = tokio::time::timeout(Duration::from_millis(100), notifier).await;
         }
 
-        let mut report = self.shared.record().report();
+        let mut report = self.shared.report();
         span.record("exit_code", report.exit_code);
         tracing::info!(exit_code = report.exit_code, total_ms = report.total_ms, report = %report.to_json(), "exit");
         if let Some(path) = &self.report_file {

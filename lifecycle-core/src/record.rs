@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::component::Component;
 use crate::component_error::ComponentError;
+use crate::registry::Registry;
 use crate::report::{exit_code, ComponentReport, Report, TriggerReport, UpgradeReport};
 use crate::state::{ComponentState, Outcome, Phase, TriggerKind};
-use crate::tasks::TrackedTasks;
 use crate::telemetry;
 
 /// The record of one run of a lifecycle.
@@ -29,7 +28,7 @@ pub(crate) struct Record {
     /// Each start and stop, beginning and end, in the order they were recorded: times alone
     /// cannot order what happened within one instant of the paused clock.
     steps: Vec<(usize, Step, Instant)>,
-    slots: Vec<Slot>,
+    components: Vec<ComponentRecord>,
     upgrades: Vec<UpgradeReport>,
 }
 
@@ -49,13 +48,10 @@ pub enum Step {
     StopEnded,
 }
 
-/// One component as the lifecycle sees it.
-pub(crate) struct Slot {
+/// What happened to one component: its state, the times of its start and stop, its errors.
+pub(crate) struct ComponentRecord {
     pub(crate) name: Arc<str>,
     pub(crate) dependencies: Vec<String>,
-    pub(crate) component: Arc<dyn Component>,
-    /// Whether its health counts toward readiness.
-    pub(crate) readiness: bool,
     pub(crate) state: ComponentState,
     start_began: Option<Instant>,
     start_ended: Option<Instant>,
@@ -64,25 +60,16 @@ pub(crate) struct Slot {
     /// A failure of the current run, reported as its outcome when it stops.
     pub(crate) run_time_error: Option<ComponentError>,
     error: Option<ComponentError>,
-    /// The tasks of its current run, whose named ones `held_by` lists.
-    tasks: Option<TrackedTasks>,
     /// Removed while the lifecycle ran (or added and never started): out of health, readiness
     /// and `held_by`, still in the report.
     pub(crate) removed: bool,
 }
 
-impl Slot {
-    pub(crate) fn new(
-        name: &str,
-        dependencies: Vec<String>,
-        component: Arc<dyn Component>,
-        readiness: bool,
-    ) -> Self {
-        Slot {
+impl ComponentRecord {
+    pub(crate) fn new(name: &str, dependencies: Vec<String>) -> Self {
+        ComponentRecord {
             name: name.into(),
             dependencies,
-            component,
-            readiness,
             state: ComponentState::Pending,
             start_began: None,
             start_ended: None,
@@ -90,15 +77,14 @@ impl Slot {
             stop_ended: None,
             run_time_error: None,
             error: None,
-            tasks: None,
             removed: false,
         }
     }
 }
 
-impl std::fmt::Debug for Slot {
+impl std::fmt::Debug for ComponentRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Slot")
+        f.debug_struct("ComponentRecord")
             .field("name", &self.name)
             .field("state", &self.state)
             .finish()
@@ -106,35 +92,36 @@ impl std::fmt::Debug for Slot {
 }
 
 impl Record {
-    pub(crate) fn new(slots: Vec<Slot>) -> Self {
-        for slot in &slots {
-            telemetry::state(&slot.name, slot.state);
+    pub(crate) fn new(components: Vec<ComponentRecord>) -> Self {
+        for component in &components {
+            telemetry::state(&component.name, component.state);
         }
         Record {
-            slots,
+            components,
             ..Record::default()
         }
     }
 
     /// A component was added while the lifecycle runs; returns its index.
-    pub(crate) fn added(&mut self, slot: Slot) -> usize {
-        telemetry::state(&slot.name, slot.state);
-        self.slots.push(slot);
-        self.slots.len() - 1
+    pub(crate) fn added(&mut self, component: ComponentRecord) -> usize {
+        telemetry::state(&component.name, component.state);
+        self.components.push(component);
+        self.components.len() - 1
     }
 
     /// Component `i` was removed (or, added, never started): it has ended for good.
     pub(crate) fn removed(&mut self, i: usize) {
-        // Its tasks stay: the report names work its stop gave up on, as for any stopped one.
-        self.slots[i].removed = true;
+        // Its tasks stay in the registry: the report names work its stop gave up on, as for
+        // any stopped one.
+        self.components[i].removed = true;
     }
 
-    pub(crate) fn slots(&self) -> &[Slot] {
-        &self.slots
+    pub(crate) fn components(&self) -> &[ComponentRecord] {
+        &self.components
     }
 
     pub(crate) fn state(&self, i: usize) -> ComponentState {
-        self.slots[i].state
+        self.components[i].state
     }
 
     /// The lifecycle's run began.
@@ -164,7 +151,7 @@ impl Record {
             .iter()
             .map(|&(i, step, at)| {
                 let at = millis(at.saturating_duration_since(began));
-                (self.slots[i].name.to_string(), step, at)
+                (self.components[i].name.to_string(), step, at)
             })
             .collect()
     }
@@ -174,9 +161,9 @@ impl Record {
     }
 
     fn set_state(&mut self, i: usize, state: ComponentState) {
-        let slot = &mut self.slots[i];
-        slot.state = state;
-        telemetry::state(&slot.name, state);
+        let component = &mut self.components[i];
+        component.state = state;
+        telemetry::state(&component.name, state);
     }
 
     /// Each phase entered, with its time in milliseconds since the run began.
@@ -216,56 +203,55 @@ impl Record {
     /// Component `i`'s start (or restart) began.
     pub(crate) fn starting(&mut self, i: usize, at: Instant) {
         self.set_state(i, ComponentState::Starting);
-        self.slots[i].start_began = Some(at);
+        self.components[i].start_began = Some(at);
         self.step(i, Step::StartBegan, at);
     }
 
-    /// Component `i` started and runs, with these tasks.
-    pub(crate) fn started(&mut self, i: usize, tasks: Option<TrackedTasks>) {
+    /// Component `i` started and runs.
+    pub(crate) fn started(&mut self, i: usize) {
         let now = Instant::now();
         self.set_state(i, ComponentState::Running);
-        let slot = &mut self.slots[i];
-        slot.tasks = tasks;
-        slot.start_ended = Some(now);
-        let took = slot.start_began.map_or(Duration::ZERO, |t| now - t);
-        telemetry::start_ended(&slot.name, Outcome::Stopped, took);
+        let component = &mut self.components[i];
+        component.start_ended = Some(now);
+        let took = component.start_began.map_or(Duration::ZERO, |t| now - t);
+        telemetry::start_ended(&component.name, Outcome::Stopped, took);
         self.step(i, Step::Started, now);
     }
 
     /// Component `i` failed at run time and is being stopped and started again.
     pub(crate) fn restarting(&mut self, i: usize) {
         self.set_state(i, ComponentState::Restarting);
-        telemetry::restarting(&self.slots[i].name);
+        telemetry::restarting(&self.components[i].name);
     }
 
     /// Component `i`'s current run failed; the failure becomes its outcome when it stops. The
     /// first failure of a run is the one kept.
     pub(crate) fn failed(&mut self, i: usize, error: ComponentError) {
-        telemetry::failed(&self.slots[i].name);
-        self.slots[i].run_time_error.get_or_insert(error);
+        telemetry::failed(&self.components[i].name);
+        self.components[i].run_time_error.get_or_insert(error);
     }
 
     /// Component `i` ended without a run to stop: its start failed or was abandoned, or it
     /// failed at run time with no restart left while not running.
     pub(crate) fn ended(&mut self, i: usize, outcome: Outcome, error: ComponentError) {
         let now = Instant::now();
-        let was_starting = self.slots[i].state == ComponentState::Starting;
+        let was_starting = self.components[i].state == ComponentState::Starting;
         self.set_state(i, ComponentState::Done(outcome));
-        let slot = &mut self.slots[i];
+        let component = &mut self.components[i];
         if was_starting {
-            let took = slot.start_began.map_or(Duration::ZERO, |t| now - t);
-            telemetry::start_ended(&slot.name, outcome, took);
+            let took = component.start_began.map_or(Duration::ZERO, |t| now - t);
+            telemetry::start_ended(&component.name, outcome, took);
         }
-        slot.start_ended.get_or_insert(now);
-        slot.run_time_error = None;
-        slot.error = Some(error);
+        component.start_ended.get_or_insert(now);
+        component.run_time_error = None;
+        component.error = Some(error);
     }
 
     /// Component `i`'s stop began.
     pub(crate) fn stopping(&mut self, i: usize) {
         let now = Instant::now();
         self.set_state(i, ComponentState::Stopping);
-        self.slots[i].stop_began = Some(now);
+        self.components[i].stop_began = Some(now);
         self.step(i, Step::StopBegan, now);
     }
 
@@ -276,17 +262,17 @@ impl Record {
         i: usize,
         result: Result<(), (Outcome, ComponentError)>,
     ) -> Outcome {
-        let slot = &mut self.slots[i];
-        let (outcome, error) = match (result, slot.run_time_error.take()) {
+        let component = &mut self.components[i];
+        let (outcome, error) = match (result, component.run_time_error.take()) {
             (Ok(()), None) => (Outcome::Stopped, None),
             (Ok(()), Some(failure)) => (Outcome::Failed, Some(failure)),
             (Err((outcome, error)), _) => (outcome, Some(error)),
         };
         let now = Instant::now();
-        slot.stop_ended = Some(now);
-        slot.error = error;
-        let took = slot.stop_began.map_or(Duration::ZERO, |t| now - t);
-        telemetry::stop_ended(&slot.name, outcome, took);
+        component.stop_ended = Some(now);
+        component.error = error;
+        let took = component.stop_began.map_or(Duration::ZERO, |t| now - t);
+        telemetry::stop_ended(&component.name, outcome, took);
         self.set_state(i, ComponentState::Done(outcome));
         self.step(i, Step::StopEnded, now);
         outcome
@@ -295,35 +281,26 @@ impl Record {
     /// The shutdown budget ran out before component `i`'s stop turn: cut off, never stopped.
     pub(crate) fn cut_off(&mut self, i: usize, error: ComponentError) {
         self.set_state(i, ComponentState::Done(Outcome::TimedOut));
-        telemetry::stop_ended(&self.slots[i].name, Outcome::TimedOut, Duration::ZERO);
-        self.slots[i].error = Some(error);
+        telemetry::stop_ended(&self.components[i].name, Outcome::TimedOut, Duration::ZERO);
+        self.components[i].error = Some(error);
     }
 
     /// The error to show for component `i` now: its final one, or a run-time failure of the
     /// run still going.
     pub(crate) fn error(&self, i: usize) -> Option<&ComponentError> {
-        let slot = &self.slots[i];
-        slot.error.as_ref().or(slot.run_time_error.as_ref())
+        let component = &self.components[i];
+        component
+            .error
+            .as_ref()
+            .or(component.run_time_error.as_ref())
     }
 
-    /// What component `i` is waiting for now, if it runs or stops: see
-    /// [`Component::held_by`].
-    pub(crate) fn held_by(&self, i: usize) -> Vec<String> {
-        match self.live(i) {
-            Some((component, tasks)) => crate::held_by::collect(&**component, tasks),
-            None => Vec::new(),
-        }
-    }
-
-    /// Component `i` and its tasks, if it runs or stops.
-    pub(crate) fn live(&self, i: usize) -> Option<(&Arc<dyn Component>, Option<&TrackedTasks>)> {
-        let slot = &self.slots[i];
-        match slot.state {
-            ComponentState::Running | ComponentState::Restarting | ComponentState::Stopping => {
-                Some((&slot.component, slot.tasks.as_ref()))
-            }
-            _ => None,
-        }
+    /// Whether component `i` runs or stops, so has work in progress to ask about.
+    pub(crate) fn is_live(&self, i: usize) -> bool {
+        matches!(
+            self.components[i].state,
+            ComponentState::Running | ComponentState::Restarting | ComponentState::Stopping
+        )
     }
 
     /// An in-place upgrade attempt ended.
@@ -337,42 +314,38 @@ impl Record {
         self.upgrades.push(upgrade);
     }
 
-    /// The report of the lifecycle as it ended, with the exit code its record calls for.
-    pub(crate) fn report(&self) -> Report {
+    /// The report of the lifecycle as it ended, with the exit code its record calls for; the
+    /// registry says what components still running wait for.
+    pub(crate) fn report(&self, registry: &Registry) -> Report {
         let code = exit_code::for_outcome(
             self.trigger.as_ref().map(|(t, _)| t.kind),
-            self.slots.iter().map(|s| match s.state {
+            self.components.iter().map(|s| match s.state {
                 ComponentState::Done(outcome) => outcome,
                 ComponentState::Pending | ComponentState::Starting => Outcome::NotStarted,
                 _ => Outcome::TimedOut,
             }),
             self.budget_exhausted,
         );
-        self.snapshot(code, "still running at exit")
+        self.snapshot(code, "still running at exit", registry)
     }
 
     /// A report of the record as it stands, with components still running or stopping shown
     /// as cut off by `cut_by` (used when the process must end now).
-    pub(crate) fn snapshot(&self, exit_code: i32, cut_by: &str) -> Report {
+    pub(crate) fn snapshot(&self, exit_code: i32, cut_by: &str, registry: &Registry) -> Report {
         let now = Instant::now();
         let began = self.began.unwrap_or(now);
         let ms = |t: Option<Instant>| t.map(|t| millis(t.saturating_duration_since(began)));
         let components = self
-            .slots
+            .components
             .iter()
             .enumerate()
-            .map(|(i, slot)| {
+            .map(|(i, component)| {
                 let error = self.error(i).map(ComponentError::render);
                 let mut held_by = match self.error(i).map(ComponentError::held_by) {
                     Some(held) if !held.is_empty() => held.to_vec(),
-                    _ => crate::held_by::cap(
-                        slot.tasks
-                            .as_ref()
-                            .map(TrackedTasks::given_up)
-                            .unwrap_or_default(),
-                    ),
+                    _ => registry.given_up(i),
                 };
-                let (outcome, error) = match slot.state {
+                let (outcome, error) = match component.state {
                     ComponentState::Done(outcome) => (outcome, error),
                     ComponentState::Pending | ComponentState::Starting => {
                         (Outcome::NotStarted, error)
@@ -380,7 +353,7 @@ impl Record {
                     ComponentState::Running
                     | ComponentState::Restarting
                     | ComponentState::Stopping => {
-                        held_by = self.held_by(i);
+                        held_by = registry.held_by(i);
                         (
                             Outcome::TimedOut,
                             Some(match error {
@@ -391,16 +364,16 @@ impl Record {
                     }
                 };
                 ComponentReport {
-                    name: slot.name.to_string(),
-                    dependencies: slot.dependencies.clone(),
+                    name: component.name.to_string(),
+                    dependencies: component.dependencies.clone(),
                     outcome,
-                    start_began_ms: ms(slot.start_began),
-                    start_ended_ms: ms(slot.start_ended),
-                    stop_began_ms: ms(slot.stop_began),
-                    stop_ended_ms: ms(slot.stop_ended),
+                    start_began_ms: ms(component.start_began),
+                    start_ended_ms: ms(component.start_ended),
+                    stop_began_ms: ms(component.stop_began),
+                    stop_ended_ms: ms(component.stop_ended),
                     error,
                     held_by,
-                    removed: slot.removed,
+                    removed: component.removed,
                 }
             })
             .collect();

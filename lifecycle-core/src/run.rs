@@ -22,6 +22,7 @@ use crate::guarded::Fault;
 use crate::lifecycle::Lifecycle;
 use crate::record::Record;
 use crate::registration::Registration;
+use crate::shared::Shared;
 use crate::state::Outcome;
 
 /// How a restart (a task of its own) ended: when its start began, if it got that far, and how
@@ -122,6 +123,18 @@ impl<'a> Run<'a> {
 
     pub(crate) fn record(&self) -> MutexGuard<'_, Record> {
         self.lifecycle.shared.record()
+    }
+
+    /// Component `i` started (or restarted): recorded, and its tasks are what the handles and
+    /// the watchdog ask about from now on.
+    pub(crate) fn started(&mut self, i: usize) {
+        let tasks = self.members[i].context.as_ref().map(|c| c.tasks().clone());
+        self.record().started(i);
+        self.shared().registry().started(i, tasks);
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.lifecycle.shared
     }
 
     pub(crate) fn name(&self, i: usize) -> &str {

@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 use crate::changes::Change;
 use crate::health_cache::HealthCache;
 use crate::record::Record;
+use crate::registry::Registry;
+use crate::report::Report;
 use crate::report::UpgradeReport;
 use crate::state::{Phase, TriggerKind};
 
@@ -26,6 +28,7 @@ pub(crate) struct Shared {
     /// notice, and the root token a user may supply.
     pub(crate) shutdown_requested: CancellationToken,
     record: Mutex<Record>,
+    registry: Mutex<Registry>,
     /// Told of every trigger, so the deadline is armed even if the runtime is stuck.
     watchdog: OnceLock<mpsc::Sender<crate::watchdog::Event>>,
     pub(crate) health: HealthCache,
@@ -49,6 +52,7 @@ impl Shared {
             phase: watch::Sender::new(Phase::Starting),
             shutdown_requested,
             record: Mutex::new(Record::default()),
+            registry: Mutex::new(Registry::default()),
             watchdog: OnceLock::new(),
             health: HealthCache::new(),
             upgrader: Mutex::new(None),
@@ -69,6 +73,24 @@ impl Shared {
         // A panic while the lock was held cannot leave the record half-written in a way that
         // matters more than losing the report, so poisoning is ignored.
         self.record.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Locks the registry. Never held across an `.await`; when both are needed, taken after
+    /// the record.
+    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The report of the lifecycle as it ended.
+    pub(crate) fn report(&self) -> Report {
+        let record = self.record();
+        record.report(&self.registry())
+    }
+
+    /// The report as it stands, components still running shown as cut off by `cut_by`.
+    pub(crate) fn snapshot(&self, exit_code: i32, cut_by: &str) -> Report {
+        let record = self.record();
+        record.snapshot(exit_code, cut_by, &self.registry())
     }
 
     pub(crate) fn set_watchdog(&self, events: mpsc::Sender<crate::watchdog::Event>) {

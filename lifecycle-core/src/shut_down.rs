@@ -130,7 +130,7 @@ impl Run<'_> {
         if now >= deadline {
             self.members[i].context = None;
             let component = &*self.registrations[i].component;
-            let held_by = crate::held_by::collect(component, Some(ctx.tasks()));
+            let held_by = crate::held_by::collect(component.held_by(), ctx.tasks().named_running());
             let aborted = guarded::abandon(&ctx);
             tracing::error!(
                 component = self.name(i),

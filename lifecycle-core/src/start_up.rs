@@ -31,8 +31,7 @@ impl Run<'_> {
                 Some(failure) = self.failures.recv() => self.failed_at_run_time(failure, false),
                 Some((i, result)) = starting.next() => match result {
                     Ok(()) => {
-                        let tasks = self.members[i].context.as_ref().map(|c| c.tasks().clone());
-                        self.record().started(i, tasks);
+                        self.started(i);
                         tracing::info!(component = self.name(i), "started");
                         started += 1;
                         for k in 0..self.graph.dependents[i].len() {

@@ -158,8 +158,7 @@ impl Run<'_> {
         }
         match ended.result {
             Ok(()) => {
-                let tasks = self.members[i].context.as_ref().map(|c| c.tasks().clone());
-                self.record().started(i, tasks);
+                self.started(i);
                 tracing::info!(component = self.name(i), "restarted");
                 if let Some(failure) = pending_failure {
                     self.failed_at_run_time(failure, true);

@@ -130,9 +130,7 @@ const LOG_WAIT: Duration = Duration::from_millis(200);
 /// Writes the report file, prints what is known (waiting at most [`LOG_WAIT`] for a log that
 /// may be blocked), and ends the process, without unwinding or waiting for anything else.
 fn force_exit(shared: &Shared, code: i32, why: &str, report_file: Option<&Path>) -> ! {
-    let report = shared
-        .record()
-        .snapshot(code, &format!("cut off by forced exit: {why}"));
+    let report = shared.snapshot(code, &format!("cut off by forced exit: {why}"));
     let written = report_file.map(|path| (path.to_owned(), report.write_to(path)));
     let why = why.to_owned();
     let logged = log_aside(move || {

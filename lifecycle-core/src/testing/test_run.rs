@@ -279,12 +279,9 @@ impl TestRun {
     /// abandoned.
     pub fn second_signal(self, signal: Signal) -> Timeline {
         self.run.abort();
-        let record = self.handle.shared.record();
         let why = format!("cut off by forced exit: second signal ({})", signal.name());
-        Timeline::new(
-            record.snapshot(exit_code::FORCED, &why),
-            record.phases(),
-            record.steps(),
-        )
+        let report = self.handle.shared.snapshot(exit_code::FORCED, &why);
+        let record = self.handle.shared.record();
+        Timeline::new(report, record.phases(), record.steps())
     }
 }
