@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::changes::Mailbox;
 use crate::error::BuildError;
 use crate::graph::Graph;
 use crate::handle::LifecycleHandle;
 use crate::lifecycle::Lifecycle;
+use crate::lifecycle_state::LifecycleState;
 use crate::record::{ComponentRecord, Record};
 use crate::registration::Registration;
-use crate::shared::Shared;
 use crate::signals::Signal;
 
 /// Configures a [`Lifecycle`]: its components and the global shutdown settings.
@@ -28,7 +29,7 @@ pub struct LifecycleBuilder {
     health_cache: Duration,
     report_file: Option<PathBuf>,
     hard_deadline: bool,
-    shared: Arc<Shared>,
+    state: Arc<LifecycleState>,
 }
 
 impl LifecycleBuilder {
@@ -46,7 +47,7 @@ impl LifecycleBuilder {
             health_cache: Self::DEFAULT_HEALTH_CACHE,
             report_file: None,
             hard_deadline: true,
-            shared: Arc::new(Shared::new(CancellationToken::new())),
+            state: new_state(CancellationToken::new()),
         }
     }
 
@@ -106,7 +107,7 @@ impl LifecycleBuilder {
     /// Components' own tokens are not its children: they are cancelled one by one, each at its
     /// stop turn.
     pub fn shutdown_token(mut self, token: CancellationToken) -> Self {
-        self.shared = Arc::new(Shared::new(token));
+        self.state = new_state(token);
         self
     }
 
@@ -140,7 +141,7 @@ impl LifecycleBuilder {
     /// shared state.
     pub fn handle(&self) -> LifecycleHandle {
         LifecycleHandle {
-            shared: self.shared.clone(),
+            state: self.state.clone(),
         }
     }
 
@@ -178,7 +179,7 @@ impl LifecycleBuilder {
             });
         }
 
-        *self.shared.record() = Record::new(
+        *self.state.record() = Record::new(
             self.registrations
                 .iter()
                 .zip(dependencies)
@@ -186,12 +187,12 @@ impl LifecycleBuilder {
                 .collect(),
         );
         {
-            let mut registry = self.shared.registry();
+            let mut registry = self.state.registry();
             for r in &self.registrations {
                 registry.registered(Arc::new(r.component.clone()), r.readiness);
             }
         }
-        self.shared.health.set_ttl(self.health_cache);
+        self.state.cache_health_for(self.health_cache);
         Ok(Lifecycle {
             registrations: self.registrations,
             graph,
@@ -202,7 +203,7 @@ impl LifecycleBuilder {
             hard_deadline: self.hard_deadline,
             critical_path,
             critical_path_time: path_time,
-            shared: self.shared,
+            state: self.state,
         })
     }
 }
@@ -228,6 +229,14 @@ impl LifecycleBuilder {
             })
             .collect()
     }
+}
+
+/// The state of a lifecycle about to be built, with `shutdown_token` cancelled at its trigger.
+fn new_state(shutdown_token: CancellationToken) -> Arc<LifecycleState> {
+    Arc::new(LifecycleState::new(
+        shutdown_token,
+        Box::new(Mailbox::new()),
+    ))
 }
 
 impl std::fmt::Debug for LifecycleBuilder {

@@ -182,12 +182,12 @@ mod health_cache;
 pub mod held_by;
 mod inspect;
 mod lifecycle;
+mod lifecycle_state;
 mod record;
 mod registration;
 mod registry;
 mod report;
 mod run;
-mod shared;
 mod shut_down;
 mod signals;
 #[cfg(unix)]
@@ -201,6 +201,7 @@ mod tasks;
 mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod trigger;
 #[cfg(feature = "upgrade")]
 pub mod upgrade;
 mod watchdog;

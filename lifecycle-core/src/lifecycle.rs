@@ -12,10 +12,10 @@ use tracing::Instrument;
 use crate::builder::LifecycleBuilder;
 use crate::graph::Graph;
 use crate::handle::LifecycleHandle;
+use crate::lifecycle_state::LifecycleState;
 use crate::registration::Registration;
-use crate::report::Report;
+use crate::report::{ArmedDeadline, Report};
 use crate::run::Run;
-use crate::shared::Shared;
 use crate::signals::Signal;
 use crate::state::{Phase, TriggerKind};
 use crate::watchdog::Watchdog;
@@ -68,7 +68,7 @@ pub struct Lifecycle {
     pub(crate) hard_deadline: bool,
     pub(crate) critical_path: Vec<String>,
     pub(crate) critical_path_time: Duration,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) state: Arc<LifecycleState>,
 }
 
 impl Lifecycle {
@@ -81,7 +81,7 @@ impl Lifecycle {
     /// A handle to read the phase and health and to ask for the shutdown.
     pub fn handle(&self) -> LifecycleHandle {
         LifecycleHandle {
-            shared: self.shared.clone(),
+            state: self.state.clone(),
         }
     }
 
@@ -123,7 +123,7 @@ impl Lifecycle {
     /// Not cancel-safe: dropping the future abandons the components where they are. Trigger the
     /// shutdown through the [handle](Self::handle) instead.
     pub async fn run(mut self) -> Report {
-        self.shared.record().began();
+        self.state.record().began();
         #[cfg(unix)]
         {
             // Every listener was taken while `main` wired the components: an inherited socket
@@ -155,12 +155,12 @@ impl Lifecycle {
                 self.enter(Phase::Draining);
                 // An upgrade is not a drain: the new process already serves on the sockets,
                 // so the instance stays ready and nothing waits for a load balancer.
-                let delay = if self.shared.handed_over() {
+                let delay = if self.state.handed_over() {
                     Duration::ZERO
                 } else {
                     self.drain_delay
                 };
-                self.shared.record().drain_began(delay);
+                self.state.record().drain_began(delay);
                 tracing::info!(drain_delay = ?delay, "readiness withdrawn, draining");
                 run.drain(delay).await;
             }
@@ -178,7 +178,7 @@ impl Lifecycle {
             let _ = tokio::time::timeout(Duration::from_millis(100), notifier).await;
         }
 
-        let mut report = self.shared.report();
+        let mut report = self.state.report();
         span.record("exit_code", report.exit_code);
         tracing::info!(exit_code = report.exit_code, total_ms = report.total_ms, report = %report.to_json(), "exit");
         if let Some(path) = &self.report_file {
@@ -186,7 +186,7 @@ impl Lifecycle {
                 tracing::error!(path = %path.display(), %error, "writing the report failed");
             }
         }
-        report.watchdog = watchdog;
+        report.deadline = watchdog.map(ArmedDeadline::new);
         report
     }
 
@@ -197,14 +197,14 @@ impl Lifecycle {
             return None;
         }
         match Watchdog::start(
-            self.shared.clone(),
+            self.state.clone(),
             self.shutdown_budget,
             &self.signals,
             self.report_file.clone(),
         ) {
             Ok(watchdog) => Some(watchdog),
             Err(error) => {
-                self.shared.trigger(
+                self.state.trigger(
                     TriggerKind::StartFailed,
                     format!("installing signal handlers failed: {error}"),
                 );
@@ -218,9 +218,9 @@ impl Lifecycle {
     /// margin so that the run still returns its report before the watchdog's hard deadline,
     /// and the span the shutdown runs in.
     fn triggered(&self) -> (Instant, tracing::Span) {
-        self.shared
+        self.state
             .trigger(TriggerKind::Requested, "shutdown token cancelled");
-        let (trigger, triggered_at) = self.shared.record().trigger().cloned().expect("triggered");
+        let (trigger, triggered_at) = self.state.first_trigger().expect("triggered");
         tracing::info!(kind = ?trigger.kind, detail = %trigger.detail, "shutdown triggered");
         let span = tracing::info_span!(
             "shutdown",
@@ -238,8 +238,7 @@ impl Lifecycle {
     }
 
     fn enter(&self, phase: Phase) {
-        self.shared.record().entered(phase);
-        self.shared.phase.send_replace(phase);
+        self.state.enter_phase(phase);
     }
 }
 

@@ -19,7 +19,6 @@ use crate::telemetry;
 #[derive(Debug, Default)]
 pub(crate) struct Record {
     began: Option<Instant>,
-    trigger: Option<(TriggerReport, Instant)>,
     /// The drain delay as applied: zero until the drain begins, and when it is skipped.
     drain_delay: Duration,
     budget_exhausted: bool,
@@ -29,7 +28,6 @@ pub(crate) struct Record {
     /// cannot order what happened within one instant of the paused clock.
     steps: Vec<(usize, Step, Instant)>,
     components: Vec<ComponentRecord>,
-    upgrades: Vec<UpgradeReport>,
 }
 
 /// A step of a component's lifecycle, in the order a [`Timeline`](crate::testing::Timeline)
@@ -132,13 +130,13 @@ impl Record {
         telemetry::phase(Phase::Starting);
     }
 
-    /// The lifecycle entered `phase`.
-    pub(crate) fn entered(&mut self, phase: Phase) {
+    /// The lifecycle entered `phase`; `triggered_at`, the trigger's time, if there was one.
+    pub(crate) fn entered(&mut self, phase: Phase, triggered_at: Option<Instant>) {
         let now = Instant::now();
         self.phases.push((phase, now));
         telemetry::phase(phase);
-        if let (Phase::Stopped, Some((_, triggered))) = (phase, &self.trigger) {
-            telemetry::shutdown_ended(now.saturating_duration_since(*triggered));
+        if let (Phase::Stopped, Some(triggered)) = (phase, triggered_at) {
+            telemetry::shutdown_ended(now.saturating_duration_since(triggered));
         }
     }
 
@@ -174,21 +172,6 @@ impl Record {
             .iter()
             .map(|&(phase, at)| (phase, millis(at.saturating_duration_since(began))))
             .collect()
-    }
-
-    /// The shutdown was triggered; only the first trigger counts. Returns whether this was it.
-    pub(crate) fn triggered(&mut self, kind: TriggerKind, detail: String) -> bool {
-        let first = self.trigger.is_none();
-        if first {
-            self.trigger = Some((TriggerReport { kind, detail }, Instant::now()));
-            telemetry::triggered(kind);
-        }
-        first
-    }
-
-    /// The trigger and when it came, once there was one.
-    pub(crate) fn trigger(&self) -> Option<&(TriggerReport, Instant)> {
-        self.trigger.as_ref()
     }
 
     pub(crate) fn drain_began(&mut self, delay: Duration) {
@@ -303,35 +286,31 @@ impl Record {
         )
     }
 
-    /// An in-place upgrade attempt ended.
-    #[cfg_attr(not(all(unix, feature = "upgrade")), allow(dead_code))]
-    pub(crate) fn upgrade_ended(&mut self, upgrade: UpgradeReport) {
-        telemetry::upgrade_ended(match (upgrade.succeeded, upgrade.refused) {
-            (true, _) => "succeeded",
-            (false, true) => "refused",
-            (false, false) => "failed",
-        });
-        self.upgrades.push(upgrade);
-    }
-
-    /// The report of the lifecycle as it ended, with the exit code its record calls for; the
-    /// registry says what components still running wait for.
-    pub(crate) fn report(&self, registry: &Registry) -> Report {
-        let code = exit_code::for_outcome(
-            self.trigger.as_ref().map(|(t, _)| t.kind),
+    /// The exit code the record calls for, the shutdown triggered by `trigger`.
+    pub(crate) fn exit_code(&self, trigger: Option<TriggerKind>) -> i32 {
+        exit_code::for_outcome(
+            trigger,
             self.components.iter().map(|s| match s.state {
                 ComponentState::Done(outcome) => outcome,
                 ComponentState::Pending | ComponentState::Starting => Outcome::NotStarted,
                 _ => Outcome::TimedOut,
             }),
             self.budget_exhausted,
-        );
-        self.snapshot(code, "still running at exit", registry)
+        )
     }
 
     /// A report of the record as it stands, with components still running or stopping shown
-    /// as cut off by `cut_by` (used when the process must end now).
-    pub(crate) fn snapshot(&self, exit_code: i32, cut_by: &str, registry: &Registry) -> Report {
+    /// as cut off by `cut_by` (used when the process must end now): the registry says what
+    /// they wait for, and what stops gave up on; the trigger and the upgrades are not the
+    /// record's to keep.
+    pub(crate) fn snapshot(
+        &self,
+        exit_code: i32,
+        cut_by: &str,
+        registry: &Registry,
+        trigger: Option<TriggerReport>,
+        upgrades: Vec<UpgradeReport>,
+    ) -> Report {
         let now = Instant::now();
         let began = self.began.unwrap_or(now);
         let ms = |t: Option<Instant>| t.map(|t| millis(t.saturating_duration_since(began)));
@@ -377,22 +356,18 @@ impl Record {
                 }
             })
             .collect();
-        let trigger = self
-            .trigger
-            .as_ref()
-            .map(|(t, _)| t.clone())
-            .unwrap_or(TriggerReport {
-                kind: TriggerKind::Requested,
-                detail: "no trigger".into(),
-            });
+        let trigger = trigger.unwrap_or(TriggerReport {
+            kind: TriggerKind::Requested,
+            detail: "no trigger".into(),
+        });
         Report {
             trigger,
             exit_code,
             total_ms: millis(now.saturating_duration_since(began)),
             drain_delay_ms: millis(self.drain_delay),
             components,
-            upgrades: self.upgrades.clone(),
-            watchdog: None,
+            upgrades,
+            deadline: None,
         }
     }
 }

@@ -5,7 +5,6 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::state::{Outcome, TriggerKind};
-use crate::watchdog::Watchdog;
 
 /// The process exit codes a lifecycle ends with, as [`Report::exit_code`] gives them.
 pub mod exit_code {
@@ -88,7 +87,28 @@ pub struct Report {
     pub upgrades: Vec<UpgradeReport>,
     /// Keeps the deadline armed while the report is alive.
     #[serde(skip)]
-    pub(crate) watchdog: Option<Watchdog>,
+    pub(crate) deadline: Option<ArmedDeadline>,
+}
+
+/// The watchdog's guard, which the report keeps so that the deadline stays armed until it is
+/// dropped (see "Returning it from `main`" on [`Report`]). Opaque: the report is data the
+/// watchdog itself writes at a forced exit, so it does not know the watchdog.
+pub(crate) struct ArmedDeadline {
+    _guard: Box<dyn Send + Sync>,
+}
+
+impl ArmedDeadline {
+    pub(crate) fn new(guard: impl Send + Sync + 'static) -> Self {
+        ArmedDeadline {
+            _guard: Box::new(guard),
+        }
+    }
+}
+
+impl fmt::Debug for ArmedDeadline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ArmedDeadline")
+    }
 }
 
 /// What started a shutdown.
@@ -311,7 +331,7 @@ mod tests {
                 removed: false,
             }],
             upgrades: vec![],
-            watchdog: None,
+            deadline: None,
         }
     }
 

@@ -20,9 +20,9 @@ use crate::context::{Context, Failure};
 use crate::graph::Graph;
 use crate::guarded::Fault;
 use crate::lifecycle::Lifecycle;
+use crate::lifecycle_state::LifecycleState;
 use crate::record::Record;
 use crate::registration::Registration;
-use crate::shared::Shared;
 use crate::state::Outcome;
 
 /// How a restart (a task of its own) ended: when its start began, if it got that far, and how
@@ -89,9 +89,7 @@ impl<'a> Run<'a> {
         let (failures_tx, failures) = mpsc::unbounded_channel();
         let (restarts_tx, restarts_done) = mpsc::unbounded_channel();
         // Only one run takes the changes; a channel with no sender stands in otherwise.
-        let changes = lifecycle
-            .shared
-            .take_changes()
+        let changes = crate::changes::take_receiver(&lifecycle.state)
             .unwrap_or_else(|| mpsc::unbounded_channel().1);
         let names = registrations
             .iter()
@@ -103,7 +101,7 @@ impl<'a> Run<'a> {
             .collect();
         Run {
             lifecycle,
-            shutdown: lifecycle.shared.shutdown_requested.clone(),
+            shutdown: lifecycle.state.shutdown_token().clone(),
             members: (0..graph.len()).map(|_| Member::default()).collect(),
             registrations,
             graph,
@@ -122,7 +120,7 @@ impl<'a> Run<'a> {
     }
 
     pub(crate) fn record(&self) -> MutexGuard<'_, Record> {
-        self.lifecycle.shared.record()
+        self.lifecycle.state.record()
     }
 
     /// Component `i` started (or restarted): recorded, and its tasks are what the handles and
@@ -130,11 +128,11 @@ impl<'a> Run<'a> {
     pub(crate) fn started(&mut self, i: usize) {
         let tasks = self.members[i].context.as_ref().map(|c| c.tasks().clone());
         self.record().started(i);
-        self.shared().registry().started(i, tasks);
+        self.state().registry().started(i, tasks);
     }
 
-    pub(crate) fn shared(&self) -> &Shared {
-        &self.lifecycle.shared
+    pub(crate) fn state(&self) -> &LifecycleState {
+        &self.lifecycle.state
     }
 
     pub(crate) fn name(&self, i: usize) -> &str {

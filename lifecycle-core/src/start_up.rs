@@ -46,7 +46,7 @@ impl Run<'_> {
                         let detail = format!("{}: {}", self.name(i), error.render());
                         tracing::error!(component = self.name(i), error = %error.render(), "start failed");
                         self.abandon(i, outcome, error);
-                        self.lifecycle.shared.trigger(TriggerKind::StartFailed, detail);
+                        self.state().trigger(TriggerKind::StartFailed, detail);
                     }
                 },
             }

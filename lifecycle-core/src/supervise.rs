@@ -100,8 +100,7 @@ impl Run<'_> {
                     // Its restart did not start: there is no run left to stop.
                     self.record().ended(i, Outcome::Failed, error);
                 }
-                self.lifecycle
-                    .shared
+                self.state()
                     .trigger(TriggerKind::ComponentFailed, format!("{name}: {detail}"));
             }
         }

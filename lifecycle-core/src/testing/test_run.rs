@@ -162,7 +162,7 @@ impl TestRun {
     /// Triggers the shutdown as `signal` arriving would.
     pub fn signal(&self, signal: Signal) {
         self.handle
-            .shared
+            .state
             .trigger(TriggerKind::Signal, signal.name());
     }
 
@@ -270,7 +270,7 @@ impl TestRun {
     /// Panics when the lifecycle's task panicked (a bug in the lifecycle itself).
     pub async fn finish(self) -> Timeline {
         let report = self.run.await.expect("the lifecycle's task did not panic");
-        let record = self.handle.shared.record();
+        let record = self.handle.state.record();
         Timeline::new(report, record.phases(), record.steps())
     }
 
@@ -280,8 +280,8 @@ impl TestRun {
     pub fn second_signal(self, signal: Signal) -> Timeline {
         self.run.abort();
         let why = format!("cut off by forced exit: second signal ({})", signal.name());
-        let report = self.handle.shared.snapshot(exit_code::FORCED, &why);
-        let record = self.handle.shared.record();
+        let report = self.handle.state.snapshot(exit_code::FORCED, &why);
+        let record = self.handle.state.record();
         Timeline::new(report, record.phases(), record.steps())
     }
 }
