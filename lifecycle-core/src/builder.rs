@@ -32,6 +32,15 @@ pub struct LifecycleBuilder {
     state: Arc<LifecycleState>,
 }
 
+// The way in lives with the builder, so that the lifecycle need not know it.
+impl Lifecycle {
+    /// A builder with no components, no drain delay, a 25 s shutdown budget, and SIGTERM and
+    /// SIGINT as triggers.
+    pub fn builder() -> LifecycleBuilder {
+        LifecycleBuilder::new()
+    }
+}
+
 impl LifecycleBuilder {
     /// The default shutdown budget: Kubernetes' default grace period of 30 s, less a margin.
     pub const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_secs(25);

@@ -172,7 +172,6 @@ mod changes;
 mod component;
 mod component_error;
 mod context;
-mod drain;
 mod error;
 mod graph;
 mod guarded;
@@ -188,13 +187,10 @@ mod registration;
 mod registry;
 mod report;
 mod run;
-mod shut_down;
 mod signals;
 #[cfg(unix)]
 pub mod sockets;
-mod start_up;
 mod state;
-mod supervise;
 #[cfg(unix)]
 mod systemd;
 mod tasks;

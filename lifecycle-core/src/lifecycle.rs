@@ -9,13 +9,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::builder::LifecycleBuilder;
 use crate::graph::Graph;
 use crate::handle::LifecycleHandle;
 use crate::lifecycle_state::LifecycleState;
 use crate::registration::Registration;
 use crate::report::{ArmedDeadline, Report};
-use crate::run::Run;
+use crate::run::{Plan, Run};
 use crate::signals::Signal;
 use crate::state::{Phase, TriggerKind};
 use crate::watchdog::Watchdog;
@@ -72,12 +71,6 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    /// A builder with no components, no drain delay, a 25 s shutdown budget, and SIGTERM and
-    /// SIGINT as triggers.
-    pub fn builder() -> LifecycleBuilder {
-        LifecycleBuilder::new()
-    }
-
     /// A handle to read the phase and health and to ask for the shutdown.
     pub fn handle(&self) -> LifecycleHandle {
         LifecycleHandle {
@@ -140,9 +133,11 @@ impl Lifecycle {
             .then(|| tokio::spawn(crate::systemd::notify(self.handle(), self.shutdown_budget)));
 
         // The orchestrator owns the components from here: it grows the list when one is added.
-        let registrations = std::mem::take(&mut self.registrations);
-        let graph = std::mem::take(&mut self.graph);
-        let mut run = Run::new(&self, registrations, graph);
+        let plan = Plan {
+            registrations: std::mem::take(&mut self.registrations),
+            graph: std::mem::take(&mut self.graph),
+        };
+        let mut run = Run::new(plan, self.handle());
         let started = run.start_all().await;
         if started {
             self.enter(Phase::Ready);

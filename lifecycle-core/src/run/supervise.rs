@@ -7,15 +7,15 @@ use futures::StreamExt;
 
 use tokio::time::Instant;
 
+use super::{RestartEnded, Run};
 use crate::component_error::ComponentError;
 use crate::context::Failure;
 use crate::error::BoxError;
 use crate::guarded;
 use crate::registration::OnFailure;
-use crate::run::{RestartEnded, Run};
 use crate::state::{ComponentState, Outcome, TriggerKind};
 
-impl Run<'_> {
+impl Run {
     /// Waits for the trigger, meanwhile applying each component's failure policy and taking
     /// up the components added and removed through handles.
     pub(crate) async fn supervise(&mut self) {

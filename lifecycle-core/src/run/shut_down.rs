@@ -9,10 +9,10 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::{Run, Stopped};
 use crate::component_error::ComponentError;
 use crate::graph::Graph;
 use crate::guarded::{self, Fault};
-use crate::run::{Run, Stopped};
 use crate::state::{ComponentState, Outcome};
 
 /// What a component's stop turn calls for.
@@ -27,7 +27,7 @@ enum Turn<F> {
     BudgetExhausted,
 }
 
-impl Run<'_> {
+impl Run {
     /// Stops the running components, each once every component depending on it has finished,
     /// independent ones concurrently, each under min(its stop timeout, the time left before
     /// `deadline`). Records whether the budget ran out.

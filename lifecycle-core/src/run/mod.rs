@@ -1,9 +1,19 @@
-//! `Run`: the orchestrator of one [`Lifecycle::run`](crate::Lifecycle::run), and what it
-//! remembers across the phases. The phases themselves are in `start_up.rs`, `supervise.rs`,
-//! `drain.rs` and `shut_down.rs`.
+//! `Run`: the orchestrator of one [`Lifecycle::run`](crate::Lifecycle::run), given a [`Plan`],
+//! and what it remembers across the phases. The phases themselves are in `start_up.rs`,
+//! `supervise.rs`, `drain.rs` and `shut_down.rs`; the handles' additions and removals in
+//! `changes.rs`.
 //!
 //! The orchestrator decides; the [`Record`] records. Every change of a component's state goes
-//! through the record's methods, from this task only.
+//! through the record's methods (and the registry's), from this task only. The orchestrator
+//! also keeps its own view of each component ([`Member`]: its current context, its restarts,
+//! its removal), which nobody else reads, and it grows its plan (registrations and graph) as
+//! components are added.
+
+mod changes;
+mod drain;
+mod shut_down;
+mod start_up;
+mod supervise;
 
 use std::collections::HashMap;
 use std::sync::MutexGuard;
@@ -19,7 +29,7 @@ use crate::component_error::ComponentError;
 use crate::context::{Context, Failure};
 use crate::graph::Graph;
 use crate::guarded::Fault;
-use crate::lifecycle::Lifecycle;
+use crate::handle::LifecycleHandle;
 use crate::lifecycle_state::LifecycleState;
 use crate::record::Record;
 use crate::registration::Registration;
@@ -53,8 +63,17 @@ pub(crate) struct Member {
 /// How one stop ended, and whether the budget (rather than its own timeout) cut it.
 pub(crate) type Stopped = (usize, Result<(), Fault>, bool);
 
-pub(crate) struct Run<'a> {
-    pub(crate) lifecycle: &'a Lifecycle,
+/// What a run is given: the registered components and their graph, taken from the
+/// [`Lifecycle`](crate::Lifecycle), which the run does not otherwise know.
+pub(crate) struct Plan {
+    pub(crate) registrations: Vec<Registration>,
+    pub(crate) graph: Graph,
+}
+
+pub(crate) struct Run {
+    /// The lifecycle's handle: its state (record, registry, trigger), and what each
+    /// component's context gets.
+    handle: LifecycleHandle,
     /// Every component, those added while running included, by index (the record's too).
     pub(crate) registrations: Vec<Registration>,
     pub(crate) graph: Graph,
@@ -80,16 +99,17 @@ pub(crate) struct Run<'a> {
     pub(crate) restarts_done: mpsc::UnboundedReceiver<RestartEnded>,
 }
 
-impl<'a> Run<'a> {
-    pub(crate) fn new(
-        lifecycle: &'a Lifecycle,
-        registrations: Vec<Registration>,
-        graph: Graph,
-    ) -> Self {
+impl Run {
+    /// The orchestrator of `plan`, for the lifecycle of `handle`.
+    pub(crate) fn new(plan: Plan, handle: LifecycleHandle) -> Self {
+        let Plan {
+            registrations,
+            graph,
+        } = plan;
         let (failures_tx, failures) = mpsc::unbounded_channel();
         let (restarts_tx, restarts_done) = mpsc::unbounded_channel();
         // Only one run takes the changes; a channel with no sender stands in otherwise.
-        let changes = crate::changes::take_receiver(&lifecycle.state)
+        let changes = crate::changes::take_receiver(&handle.state)
             .unwrap_or_else(|| mpsc::unbounded_channel().1);
         let names = registrations
             .iter()
@@ -100,8 +120,8 @@ impl<'a> Run<'a> {
             .filter(|&i| registrations[i].stops_last)
             .collect();
         Run {
-            lifecycle,
-            shutdown: lifecycle.state.shutdown_token().clone(),
+            shutdown: handle.state.shutdown_token().clone(),
+            handle,
             members: (0..graph.len()).map(|_| Member::default()).collect(),
             registrations,
             graph,
@@ -120,7 +140,7 @@ impl<'a> Run<'a> {
     }
 
     pub(crate) fn record(&self) -> MutexGuard<'_, Record> {
-        self.lifecycle.state.record()
+        self.handle.state.record()
     }
 
     /// Component `i` started (or restarted): recorded, and its tasks are what the handles and
@@ -132,7 +152,7 @@ impl<'a> Run<'a> {
     }
 
     pub(crate) fn state(&self) -> &LifecycleState {
-        &self.lifecycle.state
+        &self.handle.state
     }
 
     pub(crate) fn name(&self, i: usize) -> &str {
@@ -145,7 +165,7 @@ impl<'a> Run<'a> {
             self.name(i).into(),
             i,
             self.failures_tx.clone(),
-            self.lifecycle.handle(),
+            self.handle.clone(),
         );
         self.members[i].context = Some(ctx.clone());
         ctx

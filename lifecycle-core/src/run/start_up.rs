@@ -8,12 +8,12 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::Run;
 use crate::component_error::ComponentError;
 use crate::guarded::{self, Fault};
-use crate::run::Run;
 use crate::state::{ComponentState, Outcome, TriggerKind};
 
-impl Run<'_> {
+impl Run {
     /// Starts every component in dependency order, independent ones concurrently; returns
     /// whether all started before any trigger. Otherwise the starts still running are abandoned.
     pub(crate) async fn start_all(&mut self) -> bool {
