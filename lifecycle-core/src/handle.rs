@@ -1,4 +1,9 @@
 //! `LifecycleHandle`: what the rest of a service may read and do while the lifecycle runs.
+//!
+//! A handle reads the lifecycle's state (the phase, the record, the registry) and writes none
+//! of it but the trigger ([`LifecycleHandle::shutdown`]). What else it asks for is a request
+//! that another answers: an upgrade, the upgrader; an addition or a removal, the orchestrator
+//! (those two methods live in `changes.rs`, with the changes).
 
 use std::sync::Arc;
 
@@ -8,6 +13,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use crate::health::Health;
 use crate::lifecycle_state::LifecycleState;
 use crate::report::UpgradeReport;
+#[cfg(unix)]
+use crate::state::ListenerShare;
 use crate::state::{ComponentState, Phase, TriggerKind};
 
 /// One component's state and health, from [`LifecycleHandle::check_health`].
@@ -95,10 +102,7 @@ impl LifecycleHandle {
     /// A socket neither inherited ([`sockets`](crate::sockets)) nor handed on by an `Upgrade`
     /// is this process's alone.
     #[cfg(unix)]
-    pub fn listener_share(
-        &self,
-        socket: std::os::fd::BorrowedFd<'_>,
-    ) -> crate::state::ListenerShare {
+    pub fn listener_share(&self, socket: std::os::fd::BorrowedFd<'_>) -> ListenerShare {
         crate::sockets::sockets().share(socket, self.state.handed_over())
     }
 
@@ -114,10 +118,10 @@ impl LifecycleHandle {
                 .components()
                 .iter()
                 .enumerate()
-                .filter(|&(i, c)| !c.removed && record.is_live(i))
+                .filter(|&(i, c)| !c.removed() && record.is_live(i))
                 .map(|(i, c)| {
                     (
-                        c.name.to_string(),
+                        c.name().to_owned(),
                         registry.component(i).clone(),
                         registry.tasks(i).cloned(),
                     )
@@ -170,8 +174,8 @@ impl LifecycleHandle {
         record
             .components()
             .iter()
-            .filter(|s| !s.removed)
-            .map(|s| (s.name.to_string(), s.state))
+            .filter(|s| !s.removed())
+            .map(|s| (s.name().to_owned(), s.state()))
             .collect()
     }
 
@@ -187,7 +191,7 @@ impl LifecycleHandle {
     /// component whose run has failed (during the drain, say). Bound the call with a timeout
     /// where a check could hang.
     pub async fn check_health(&self) -> Vec<ComponentStatus> {
-        let slots: Vec<_> = {
+        let components: Vec<_> = {
             let record = self.state.record();
             let registry = self.state.registry();
             record
@@ -196,16 +200,16 @@ impl LifecycleHandle {
                 .enumerate()
                 .map(|(i, s)| {
                     (
-                        s.name.to_string(),
-                        s.state,
+                        s.name().to_owned(),
+                        s.state(),
                         registry.component(i).clone(),
-                        (registry.counts_for_readiness(i), s.removed),
+                        (registry.counts_for_readiness(i), s.removed()),
                         record.error(i).map(|e| e.render()),
                     )
                 })
                 .collect()
         };
-        let running: Vec<_> = slots
+        let running: Vec<_> = components
             .iter()
             .map(|(_, state, component, (_, removed), failure)| {
                 (
@@ -217,7 +221,7 @@ impl LifecycleHandle {
         // Removed components are asked nothing but keep their place, so the health cache's
         // answers, one per component ever known, stay in step.
         let answers = self.state.check_health(&running).await;
-        slots
+        components
             .into_iter()
             .zip(answers)
             .filter(|((_, _, _, (_, removed), _), _)| !removed)

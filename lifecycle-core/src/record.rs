@@ -1,8 +1,12 @@
-//! `Record`: what happened to each component and to the lifecycle, the one place it changes.
+//! `Record`: what happened to each component (its state, the times of its start and stop, its
+//! errors) and to the lifecycle (its phases, the drain delay, whether the budget ran out).
 //!
-//! The orchestrator decides and tells the record what happened through methods named for it
-//! (`starting`, `started`, `stopped`, ...); handles, the health endpoints and the watchdog only
-//! read. The report is made from it, so a forced exit shows the same report, partly filled.
+//! The orchestrator is its only writer (the builder fills it in before the run): it decides and
+//! tells the record what happened through methods named for it (`starting`, `started`,
+//! `stopped`, ...); handles, the health endpoints, the testing kit and the watchdog only read.
+//! The report is made from it as it stands, with the trigger (which has writers of its own,
+//! see `trigger.rs`), the upgrades (the upgrader's) and what the registry says running
+//! components wait for, so a forced exit shows the same report, partly filled.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,19 +52,19 @@ pub enum Step {
 
 /// What happened to one component: its state, the times of its start and stop, its errors.
 pub(crate) struct ComponentRecord {
-    pub(crate) name: Arc<str>,
-    pub(crate) dependencies: Vec<String>,
-    pub(crate) state: ComponentState,
+    name: Arc<str>,
+    dependencies: Vec<String>,
+    state: ComponentState,
     start_began: Option<Instant>,
     start_ended: Option<Instant>,
     stop_began: Option<Instant>,
     stop_ended: Option<Instant>,
     /// A failure of the current run, reported as its outcome when it stops.
-    pub(crate) run_time_error: Option<ComponentError>,
+    run_time_error: Option<ComponentError>,
     error: Option<ComponentError>,
     /// Removed while the lifecycle ran (or added and never started): out of health, readiness
     /// and `held_by`, still in the report.
-    pub(crate) removed: bool,
+    removed: bool,
 }
 
 impl ComponentRecord {
@@ -77,6 +81,21 @@ impl ComponentRecord {
             error: None,
             removed: false,
         }
+    }
+}
+
+impl ComponentRecord {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn state(&self) -> ComponentState {
+        self.state
+    }
+
+    /// Whether it was removed while the lifecycle ran (or added and never started).
+    pub(crate) fn removed(&self) -> bool {
+        self.removed
     }
 }
 
