@@ -141,7 +141,7 @@ impl Lifecycle {
         let started = run.start_all().await;
         if started {
             self.enter(Phase::Ready);
-            tracing::info!(components = run.registrations.len(), "ready");
+            tracing::info!(components = run.component_count(), "ready");
             run.supervise().await;
         }
         let (deadline, span) = self.triggered();

@@ -37,31 +37,31 @@ use crate::state::Outcome;
 
 /// How a restart (a task of its own) ended: when its start began, if it got that far, and how
 /// the start went.
-pub(crate) struct RestartEnded {
-    pub(crate) component: usize,
-    pub(crate) start_began: Option<Instant>,
-    pub(crate) result: Result<(), Fault>,
+struct RestartEnded {
+    component: usize,
+    start_began: Option<Instant>,
+    result: Result<(), Fault>,
 }
 
 /// The orchestrator's own view of one component.
 #[derive(Default)]
-pub(crate) struct Member {
+struct Member {
     /// The context of its current run, from the start to the end of the stop.
-    pub(crate) context: Option<Context>,
+    context: Option<Context>,
     /// How many times it has been restarted.
-    pub(crate) restarts: u32,
+    restarts: u32,
     /// A failure of a restarted run that came while its start was still in progress.
-    pub(crate) failed_while_restarting: Option<Failure>,
+    failed_while_restarting: Option<Failure>,
     /// Whether it is being removed (asked for, or a component depending on one that is).
-    pub(crate) removing: bool,
+    removing: bool,
     /// While it is being removed: how many of the components depending on it have yet to stop.
-    pub(crate) dependents_left: usize,
+    dependents_left: usize,
     /// Its removal's turn came while it was starting or restarting: taken once that ends.
-    pub(crate) turn_pending: bool,
+    turn_pending: bool,
 }
 
 /// How one stop ended, and whether the budget (rather than its own timeout) cut it.
-pub(crate) type Stopped = (usize, Result<(), Fault>, bool);
+type Stopped = (usize, Result<(), Fault>, bool);
 
 /// What a run is given: the registered components and their graph, taken from the
 /// [`Lifecycle`](crate::Lifecycle), which the run does not otherwise know.
@@ -75,28 +75,28 @@ pub(crate) struct Run {
     /// component's context gets.
     handle: LifecycleHandle,
     /// Every component, those added while running included, by index (the record's too).
-    pub(crate) registrations: Vec<Registration>,
-    pub(crate) graph: Graph,
+    registrations: Vec<Registration>,
+    graph: Graph,
     /// The components registered as `stops_last`, on which every added component depends.
-    pub(crate) last: Vec<usize>,
+    last: Vec<usize>,
     /// Each name in use (not removed) and its component.
-    pub(crate) names: HashMap<String, usize>,
+    names: HashMap<String, usize>,
     /// The handles' additions and removals.
-    pub(crate) changes: mpsc::UnboundedReceiver<Change>,
+    changes: mpsc::UnboundedReceiver<Change>,
     /// The starts of added components in progress.
-    pub(crate) adding: FuturesUnordered<BoxFuture<'static, (usize, Result<(), Fault>)>>,
+    adding: FuturesUnordered<BoxFuture<'static, (usize, Result<(), Fault>)>>,
     /// Whoever waits for an added component's start.
-    pub(crate) added_waiters: HashMap<usize, oneshot::Sender<Result<(), ChangeError>>>,
+    added_waiters: HashMap<usize, oneshot::Sender<Result<(), ChangeError>>>,
     /// The stops of removed components in progress.
-    pub(crate) removals: FuturesUnordered<BoxFuture<'static, Stopped>>,
+    removals: FuturesUnordered<BoxFuture<'static, Stopped>>,
     /// Whoever waits for a removed component's stop.
-    pub(crate) removal_waiters: HashMap<usize, Vec<oneshot::Sender<Result<Outcome, ChangeError>>>>,
-    pub(crate) shutdown: CancellationToken,
-    pub(crate) members: Vec<Member>,
-    pub(crate) failures_tx: mpsc::UnboundedSender<Failure>,
-    pub(crate) failures: mpsc::UnboundedReceiver<Failure>,
-    pub(crate) restarts_tx: mpsc::UnboundedSender<RestartEnded>,
-    pub(crate) restarts_done: mpsc::UnboundedReceiver<RestartEnded>,
+    removal_waiters: HashMap<usize, Vec<oneshot::Sender<Result<Outcome, ChangeError>>>>,
+    shutdown: CancellationToken,
+    members: Vec<Member>,
+    failures_tx: mpsc::UnboundedSender<Failure>,
+    failures: mpsc::UnboundedReceiver<Failure>,
+    restarts_tx: mpsc::UnboundedSender<RestartEnded>,
+    restarts_done: mpsc::UnboundedReceiver<RestartEnded>,
 }
 
 impl Run {
@@ -153,6 +153,11 @@ impl Run {
 
     pub(crate) fn state(&self) -> &LifecycleState {
         &self.handle.state
+    }
+
+    /// How many components the orchestrator knows, those added and removed included.
+    pub(crate) fn component_count(&self) -> usize {
+        self.registrations.len()
     }
 
     pub(crate) fn name(&self, i: usize) -> &str {

@@ -149,7 +149,7 @@ impl Run {
 
     /// Records how a restart ended. A restart that did not start is never stopped: after the
     /// trigger it leaves the component down; before it, it is another run-time failure.
-    pub(crate) fn restart_ended(&mut self, ended: RestartEnded) {
+    pub(super) fn restart_ended(&mut self, ended: RestartEnded) {
         let i = ended.component;
         let pending_failure = self.members[i].failed_while_restarting.take();
         if let Some(began) = ended.start_began {
