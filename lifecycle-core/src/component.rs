@@ -1,9 +1,14 @@
 //! The `Component` trait: one part of a service with a start and a stop.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 
 use crate::context::Context;
 use crate::error::BoxError;
+use crate::health::Health;
+use crate::inspect::Inspect;
 
 /// One part of a service (an HTTP server, a database pool, a background worker) that the
 /// [`Lifecycle`](crate::Lifecycle) starts in dependency order and stops in reverse.
@@ -118,29 +123,17 @@ pub trait Component: Send + Sync + 'static {
     }
 }
 
-/// The answer of [`Component::health`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Health {
-    /// The component can do its work.
-    Healthy,
-    /// The component cannot do its work right now; the service should not be sent traffic.
-    Unhealthy {
-        /// What is wrong, for `/readyz?verbose` and logs.
-        reason: String,
-    },
-}
-
-impl Health {
-    /// An unhealthy answer with a reason.
-    pub fn unhealthy(reason: impl Into<String>) -> Self {
-        Health::Unhealthy {
-            reason: reason.into(),
-        }
+/// How the handles and the record see a registered component (see [`Inspect`]).
+impl Inspect for Arc<dyn Component> {
+    fn health(&self) -> BoxFuture<'_, Health> {
+        Component::health(&**self)
     }
 
-    /// Whether this is [`Health::Healthy`].
-    pub fn is_healthy(&self) -> bool {
-        matches!(self, Health::Healthy)
+    fn held_by(&self) -> Vec<String> {
+        Component::held_by(&**self)
+    }
+
+    fn describe(&self) -> Option<String> {
+        Component::describe(&**self)
     }
 }

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::component::Component;
 use crate::component_error::ComponentError;
 use crate::context::Context;
-use crate::report::Outcome;
+use crate::state::Outcome;
 
 /// How a start or stop ended, when not cleanly.
 pub(crate) type Fault = (Outcome, ComponentError);
@@ -89,7 +89,7 @@ pub(crate) async fn stop(
         )),
         Err(_) => {
             // Asked before the abort, which ends what it would name.
-            let held_by = crate::held_by::collect(component, Some(ctx.tasks()));
+            let held_by = crate::held_by::collect(component.held_by(), ctx.tasks().named_running());
             let aborted = ctx.tasks().abort_all();
             // Aborted tasks end at their next poll; wait for that briefly, so what they hold
             // (a socket, a pooled connection) is released before the dependencies stop. A task

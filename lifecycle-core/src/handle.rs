@@ -1,87 +1,21 @@
 //! `LifecycleHandle`: what the rest of a service may read and do while the lifecycle runs.
+//!
+//! A handle reads the lifecycle's state (the phase, the record, the registry) and writes none
+//! of it but the trigger ([`LifecycleHandle::shutdown`]). What else it asks for is a request
+//! that another answers: an upgrade, the upgrader; an addition or a removal, the orchestrator
+//! (those two methods live in `changes.rs`, with the changes).
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::builder::Registration;
-use crate::changes::{Change, ChangeError};
-use crate::component::Health;
-use crate::report::{Outcome, TriggerKind, UpgradeReport};
-use crate::shared::Shared;
-
-/// Where the lifecycle as a whole is; readiness and liveness follow from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Phase {
-    /// Components are starting; not ready yet.
-    Starting,
-    /// Every component has started; ready for traffic.
-    Ready,
-    /// The shutdown was triggered: not ready, but still serving during the drain delay.
-    Draining,
-    /// Components are stopping in reverse dependency order.
-    Stopping,
-    /// Every component has stopped or been cut off; the process is about to exit.
-    Stopped,
-}
-
-impl Phase {
-    /// Whether traffic should be routed here (`/readyz`): only in [`Phase::Ready`].
-    pub fn is_ready(self) -> bool {
-        self == Phase::Ready
-    }
-
-    /// Whether the process should be left alive (`/livez`): until [`Phase::Stopped`], draining
-    /// included, so that an orchestrator does not restart an instance that is shutting down.
-    pub fn is_live(self) -> bool {
-        self != Phase::Stopped
-    }
-
-    /// The lower-case name, as shown by health endpoints.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Starting => "starting",
-            Phase::Ready => "ready",
-            Phase::Draining => "draining",
-            Phase::Stopping => "stopping",
-            Phase::Stopped => "stopped",
-        }
-    }
-}
-
-/// Where one component is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ComponentState {
-    /// Waiting for its dependencies to start.
-    Pending,
-    /// Its start is running.
-    Starting,
-    /// Started and serving.
-    Running,
-    /// Failed at run time; being stopped and started again under its restart policy.
-    Restarting,
-    /// Its stop is running.
-    Stopping,
-    /// Finished, with this outcome.
-    Done(Outcome),
-}
-
-impl ComponentState {
-    /// The lower-case name, as shown by health endpoints (`done` states show their outcome).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ComponentState::Pending => "pending",
-            ComponentState::Starting => "starting",
-            ComponentState::Running => "running",
-            ComponentState::Restarting => "restarting",
-            ComponentState::Stopping => "stopping",
-            ComponentState::Done(outcome) => outcome.as_str(),
-        }
-    }
-}
+use crate::health::Health;
+use crate::lifecycle_state::LifecycleState;
+use crate::report::UpgradeReport;
+#[cfg(unix)]
+use crate::state::ListenerShare;
+use crate::state::{ComponentState, Phase, TriggerKind};
 
 /// One component's state and health, from [`LifecycleHandle::check_health`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,25 +43,6 @@ impl ComponentStatus {
     }
 }
 
-/// Who may accept on a listening socket besides this process, as
-/// [`LifecycleHandle::listener_share`](crate::LifecycleHandle::listener_share) says at the
-/// moment of asking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ListenerShare {
-    /// Only this process: at its stop a server may refuse new handshakes, take what is left in
-    /// the backlog and close the socket.
-    Alone,
-    /// Another process holds it too: a socket manager (systemd socket activation), or the
-    /// other side of an in-place upgrade under way. A server accepts on it only once the
-    /// lifecycle is ready, and at its stop closes only its own descriptor: the connections
-    /// waiting in the backlog are the other process's to answer.
-    Shared,
-    /// Handed to the new process of an in-place upgrade, which accepts on it now: a server stops
-    /// accepting on it at once and closes only its own descriptor.
-    HandedOver,
-}
-
 /// A cheap, cloneable handle to a [`Lifecycle`](crate::Lifecycle): its phase, its components'
 /// health, and a way to ask for the shutdown.
 ///
@@ -136,7 +51,7 @@ pub enum ListenerShare {
 /// [`Context::lifecycle`](crate::Context::lifecycle) inside a component.
 #[derive(Clone)]
 pub struct LifecycleHandle {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) state: Arc<LifecycleState>,
 }
 
 impl LifecycleHandle {
@@ -144,7 +59,7 @@ impl LifecycleHandle {
     ///
     /// Safe to call from anywhere, any number of times: only the first trigger counts.
     pub fn shutdown(&self, reason: impl Into<String>) {
-        self.shared.trigger(TriggerKind::Requested, reason);
+        self.state.trigger(TriggerKind::Requested, reason);
     }
 
     /// Asks for an in-place upgrade, as the upgrade signal (SIGHUP by default) would: the
@@ -154,7 +69,7 @@ impl LifecycleHandle {
     /// Returns `false` when no upgrader runs (none registered, or the shutdown has begun). A
     /// request while an upgrade is in progress is taken, then refused and logged.
     pub fn upgrade(&self) -> bool {
-        self.shared.request_upgrade(None)
+        self.state.request_upgrade(None)
     }
 
     /// Asks for an in-place upgrade, as [`upgrade`](Self::upgrade) does, and waits for its
@@ -167,7 +82,7 @@ impl LifecycleHandle {
     /// Dropping the future does not withdraw the request: the upgrade goes on.
     pub async fn upgrade_and_wait(&self) -> Option<UpgradeReport> {
         let (outcome, receiver) = tokio::sync::oneshot::channel();
-        if !self.shared.request_upgrade(Some(outcome)) {
+        if !self.state.request_upgrade(Some(outcome)) {
             return None;
         }
         receiver.await.ok()
@@ -176,7 +91,7 @@ impl LifecycleHandle {
     /// Whether the listening sockets were handed to a new process that now accepts on them.
     /// See [`listener_share`](Self::listener_share) for what it means for one socket.
     pub fn handed_over(&self) -> bool {
-        self.shared.handed_over()
+        self.state.handed_over()
     }
 
     /// Who else may accept on the listening socket `socket`, now: nobody; a socket manager or
@@ -188,189 +103,34 @@ impl LifecycleHandle {
     /// is this process's alone.
     #[cfg(unix)]
     pub fn listener_share(&self, socket: std::os::fd::BorrowedFd<'_>) -> ListenerShare {
-        crate::sockets::sockets().share(socket, self.shared.handed_over())
-    }
-
-    /// Adds a component while the lifecycle runs, and waits for its start: a consumer per
-    /// tenant, a connection per configured upstream, a plugin loaded from configuration.
-    ///
-    /// The component follows every rule a registered one does: it starts once its
-    /// dependencies run, under its start timeout; its [`OnFailure`](crate::OnFailure) policy
-    /// applies to its failures; it counts for readiness (once started) unless
-    /// [excluded](crate::Registration::exclude_from_readiness), shows in
-    /// [`check_health`](Self::check_health), [`states`](Self::states), [`held_by`](Self::held_by),
-    /// the metrics and the [report](crate::Report); at the shutdown it stops before its
-    /// dependencies, concurrently with what is independent of it, under min(its stop timeout,
-    /// the budget left). It also depends on every
-    /// [`stops_last`](crate::Registration::stops_last) component, as registered ones do.
-    ///
-    /// Its dependencies must be running: await the addition of a dependency before adding what
-    /// depends on it. A component that depends on another is that one's child: removing or
-    /// stopping the parent stops the child first.
-    ///
-    /// **The shutdown bound.** [`LifecycleBuilder::build`](crate::LifecycleBuilder::build)
-    /// checks the budget against the components known then. An addition is not checked: one
-    /// that lengthens the longest chain of stop timeouts can make the shutdown need more than
-    /// [`Lifecycle::shutdown_bound`](crate::Lifecycle::shutdown_bound). The budget still holds:
-    /// stops that would run past it are cut (and the exit code says so), and the watchdog ends
-    /// the process at the budget. Give added components stop timeouts that fit in what the
-    /// chain they join leaves of the budget.
-    ///
-    /// Additions asked for during start-up are taken up once the lifecycle is ready.
-    /// Concurrent calls are safe; each is validated against the components known when the
-    /// orchestrator takes it up.
-    ///
-    /// # Errors
-    ///
-    /// Nothing starts when the addition is refused: [`ChangeError::Invalid`] for a name in use,
-    /// a dependency no component has, a dependency on itself (a cycle), a zero timeout or no
-    /// restarts; [`ChangeError::DependencyNotRunning`], [`ChangeError::StopsLast`], and
-    /// [`ChangeError::ShuttingDown`] once the shutdown has begun (during the drain and the
-    /// stops, or when the lifecycle has ended). [`ChangeError::StartFailed`] when its start
-    /// failed, timed out or panicked: the component is in the report with that outcome (and
-    /// the exit code counts it, as any failure), never stopped, and the service runs on.
-    ///
-    /// # Cancellation safety
-    ///
-    /// Dropping the future does not withdraw the addition once sent: the component still
-    /// starts.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use lifecycle_core::{ChangeError, ComponentState, Lifecycle, Registration, Worker};
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// let idle = || Worker::new(|ctx| async move {
-    ///     ctx.token().cancelled().await;
-    ///     Ok::<_, std::io::Error>(())
-    /// });
-    /// let lifecycle = Lifecycle::builder()
-    ///     .signals([])
-    ///     .register(Registration::new("db", idle()))
-    ///     .build()
-    ///     .unwrap();
-    /// let handle = lifecycle.handle();
-    /// let run = tokio::spawn(lifecycle.run());
-    ///
-    /// handle.add(Registration::new("tenant-a", idle()).depends_on("db")).await.unwrap();
-    /// assert!(handle.states().contains(&("tenant-a".into(), ComponentState::Running)));
-    ///
-    /// let missing = handle.add(Registration::new("tenant-b", idle()).depends_on("cache")).await;
-    /// assert!(matches!(missing, Err(ChangeError::Invalid(_))));
-    ///
-    /// handle.shutdown("demo");
-    /// let report = run.await.unwrap();
-    /// let (db, tenant) = (report.component("db").unwrap(), report.component("tenant-a").unwrap());
-    /// assert!(tenant.stop_ended_ms <= db.stop_began_ms);
-    /// # }
-    /// ```
-    pub async fn add(&self, registration: Registration) -> Result<(), ChangeError> {
-        let component = registration.name.clone();
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        if self
-            .shared
-            .changes
-            .send(Change::Add(registration, reply))
-            .is_err()
-        {
-            return Err(ChangeError::ShuttingDown { component });
-        }
-        answer
-            .await
-            .unwrap_or(Err(ChangeError::ShuttingDown { component }))
-    }
-
-    /// Stops the component named `name` and removes it, waiting for its stop; returns the
-    /// stop's outcome. Every component that depends on it (its children) is stopped and
-    /// removed first, in reverse dependency order, as the shutdown would.
-    ///
-    /// Each stop runs under the component's stop timeout; a failure reported meanwhile is its
-    /// outcome, no policy applies. Removed components leave health, readiness, `states` and
-    /// `held_by`; the [report](crate::Report) keeps them, with their times, marked
-    /// [`removed`](crate::ComponentReport::removed). The name is free again for
-    /// [`add`](Self::add). Registered components can be removed too.
-    ///
-    /// Concurrent calls for one component wait for the same stop.
-    ///
-    /// # Errors
-    ///
-    /// [`ChangeError::NotFound`] when no component has this name (or it was removed), and
-    /// [`ChangeError::ShuttingDown`] once the shutdown has begun: the shutdown stops it.
-    ///
-    /// # Cancellation safety
-    ///
-    /// Dropping the future does not withdraw the removal once sent: the component still stops.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use lifecycle_core::{Lifecycle, Outcome, Registration, Worker};
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// let idle = || Worker::new(|ctx| async move {
-    ///     ctx.token().cancelled().await;
-    ///     Ok::<_, std::io::Error>(())
-    /// });
-    /// let lifecycle = Lifecycle::builder()
-    ///     .signals([])
-    ///     .register(Registration::new("db", idle()))
-    ///     .build()
-    ///     .unwrap();
-    /// let handle = lifecycle.handle();
-    /// let run = tokio::spawn(lifecycle.run());
-    ///
-    /// handle.add(Registration::new("tenant-a", idle()).depends_on("db")).await.unwrap();
-    /// assert_eq!(handle.remove("tenant-a").await.unwrap(), Outcome::Stopped);
-    /// assert_eq!(handle.states().len(), 1);
-    ///
-    /// handle.shutdown("demo");
-    /// let report = run.await.unwrap();
-    /// assert!(report.component("tenant-a").unwrap().removed);
-    /// # }
-    /// ```
-    pub async fn remove(&self, name: &str) -> Result<Outcome, ChangeError> {
-        let component = name.to_owned();
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        if self
-            .shared
-            .changes
-            .send(Change::Remove(component.clone(), reply))
-            .is_err()
-        {
-            return Err(ChangeError::ShuttingDown { component });
-        }
-        answer
-            .await
-            .unwrap_or(Err(ChangeError::ShuttingDown { component }))
+        crate::sockets::sockets().share(socket, self.state.handed_over())
     }
 
     /// What each running or stopping component is waiting for right now, as its stop would
     /// report it if cut off ([`Component::held_by`](crate::Component::held_by) and its named
     /// tasks); components with nothing in progress are left out.
     pub fn held_by(&self) -> Vec<(String, Vec<String>)> {
-        // The components are asked outside the record's lock: their answer is their own code.
+        // The components are asked outside the locks: their answer is their own code.
         let live: Vec<_> = {
-            let record = self.shared.record();
-            (0..record.slots().len())
-                .filter_map(|i| {
-                    if record.slots()[i].removed {
-                        return None;
-                    }
-                    let (component, tasks) = record.live(i)?;
-                    Some((
-                        record.slots()[i].name.to_string(),
-                        component.clone(),
-                        tasks.cloned(),
-                    ))
+            let record = self.state.record();
+            let registry = self.state.registry();
+            record
+                .components()
+                .iter()
+                .enumerate()
+                .filter(|&(i, c)| !c.removed() && record.is_live(i))
+                .map(|(i, c)| {
+                    (
+                        c.name().to_owned(),
+                        registry.component(i).clone(),
+                        registry.tasks(i).cloned(),
+                    )
                 })
                 .collect()
         };
         live.into_iter()
             .map(|(name, component, tasks)| {
-                (name, crate::held_by::collect(&*component, tasks.as_ref()))
+                (name, crate::registry::held_by(&*component, tasks.as_ref()))
             })
             .filter(|(_, held)| !held.is_empty())
             .collect()
@@ -378,13 +138,13 @@ impl LifecycleHandle {
 
     /// The current phase.
     pub fn phase(&self) -> Phase {
-        *self.shared.phase.borrow()
+        self.state.phase()
     }
 
     /// A receiver that sees every phase change, for code that must react at once (a readiness
     /// endpoint, an sd_notify bridge).
     pub fn watch_phase(&self) -> watch::Receiver<Phase> {
-        self.shared.phase.subscribe()
+        self.state.watch_phase()
     }
 
     /// Completes when the shutdown has been triggered (before any component's stop turn).
@@ -397,25 +157,25 @@ impl LifecycleHandle {
     ///
     /// Cancel-safe.
     pub fn shutdown_requested(&self) -> WaitForCancellationFuture<'_> {
-        self.shared.shutdown_requested.cancelled()
+        self.state.shutdown_token().cancelled()
     }
 
     /// The token cancelled when the shutdown is triggered; see
     /// [`shutdown_requested`](Self::shutdown_requested).
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shared.shutdown_requested.clone()
+        self.state.shutdown_token().clone()
     }
 
     /// Each component's state, in registration order then in the order components were
     /// [added](Self::add), without calling any health check. Removed components are left out
     /// (the [report](crate::Report) keeps them).
     pub fn states(&self) -> Vec<(String, ComponentState)> {
-        let record = self.shared.record();
+        let record = self.state.record();
         record
-            .slots()
+            .components()
             .iter()
-            .filter(|s| !s.removed)
-            .map(|s| (s.name.to_string(), s.state))
+            .filter(|s| !s.removed())
+            .map(|s| (s.name().to_owned(), s.state()))
             .collect()
     }
 
@@ -431,24 +191,25 @@ impl LifecycleHandle {
     /// component whose run has failed (during the drain, say). Bound the call with a timeout
     /// where a check could hang.
     pub async fn check_health(&self) -> Vec<ComponentStatus> {
-        let slots: Vec<_> = {
-            let record = self.shared.record();
+        let components: Vec<_> = {
+            let record = self.state.record();
+            let registry = self.state.registry();
             record
-                .slots()
+                .components()
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
                     (
-                        s.name.to_string(),
-                        s.state,
-                        s.component.clone(),
-                        (s.readiness, s.removed),
+                        s.name().to_owned(),
+                        s.state(),
+                        registry.component(i).clone(),
+                        (registry.counts_for_readiness(i), s.removed()),
                         record.error(i).map(|e| e.render()),
                     )
                 })
                 .collect()
         };
-        let running: Vec<_> = slots
+        let running: Vec<_> = components
             .iter()
             .map(|(_, state, component, (_, removed), failure)| {
                 (
@@ -459,8 +220,8 @@ impl LifecycleHandle {
             .collect();
         // Removed components are asked nothing but keep their place, so the health cache's
         // answers, one per component ever known, stay in step.
-        let answers = self.shared.health.get(&running).await;
-        slots
+        let answers = self.state.check_health(&running).await;
+        components
             .into_iter()
             .zip(answers)
             .filter(|((_, _, _, (_, removed), _), _)| !removed)
@@ -490,7 +251,7 @@ impl LifecycleHandle {
     /// upgrade, which is ready and serves on them (an upgrade is not a drain: the instance's
     /// readiness never dips). Answers at once, without health checks, when not ready.
     pub async fn is_ready(&self) -> bool {
-        if self.shared.handed_over() {
+        if self.state.handed_over() {
             return true;
         }
         self.phase().is_ready()
@@ -508,7 +269,7 @@ impl std::fmt::Debug for LifecycleHandle {
             .field("phase", &self.phase())
             .field(
                 "shutdown_requested",
-                &self.shared.shutdown_requested.is_cancelled(),
+                &self.state.shutdown_token().is_cancelled(),
             )
             .finish()
     }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use futures::FutureExt;
 use tokio::time::Instant;
 
-use crate::component::{Component, Health};
+use crate::health::Health;
+use crate::inspect::Inspect;
 
 #[derive(Debug)]
 pub(crate) struct HealthCache {
@@ -34,10 +35,7 @@ impl HealthCache {
     /// The health of each component marked `running`, `None` for the others: the cached answers
     /// when they are younger than the time to live and cover every running component, fresh
     /// ones otherwise.
-    pub(crate) async fn get(
-        &self,
-        components: &[(bool, Arc<dyn Component>)],
-    ) -> Vec<Option<Health>> {
+    pub(crate) async fn get(&self, components: &[(bool, Arc<dyn Inspect>)]) -> Vec<Option<Health>> {
         let ttl = self.ttl.get().copied().unwrap_or_default();
         if ttl.is_zero() {
             return check_all(components).await;
@@ -62,7 +60,7 @@ impl HealthCache {
     }
 }
 
-async fn check_all(components: &[(bool, Arc<dyn Component>)]) -> Vec<Option<Health>> {
+async fn check_all(components: &[(bool, Arc<dyn Inspect>)]) -> Vec<Option<Health>> {
     futures::future::join_all(components.iter().map(|(running, component)| async move {
         if !running {
             return None;

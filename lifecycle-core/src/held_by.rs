@@ -1,5 +1,5 @@
 //! What a component is still waiting for when its stop overruns: its own answer
-//! ([`Component::held_by`]) and its named tasks still running, capped so that a stop with ten
+//! ([`Component::held_by`](crate::Component::held_by)) and its named tasks still running, capped so that a stop with ten
 //! thousand requests in flight still writes a short report.
 
 use std::collections::BTreeMap;
@@ -9,23 +9,19 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::component::Component;
-use crate::tasks::TrackedTasks;
-
 /// The most items a report's `held_by` lists; the rest are counted in one more item.
 pub const HELD_BY_LIMIT: usize = 10;
 
-/// Component `component`'s `held_by`, with its named tasks, capped at [`HELD_BY_LIMIT`].
-pub(crate) fn collect(component: &dyn Component, tasks: Option<&TrackedTasks>) -> Vec<String> {
-    let mut items = component.held_by();
-    if let Some(tasks) = tasks {
-        items.extend(tasks.named_running());
-    }
+/// A component's own `held_by`, then its named tasks still running, capped at
+/// [`HELD_BY_LIMIT`].
+pub(crate) fn collect(own: Vec<String>, named_tasks: Vec<String>) -> Vec<String> {
+    let mut items = own;
+    items.extend(named_tasks);
     cap(items)
 }
 
 /// The work in progress of a component whose work items are not tasks of their own (jobs,
-/// messages), labelled when each begins, for its [`Component::held_by`]: listed with their ages,
+/// messages), labelled when each begins, for its [`Component::held_by`](crate::Component::held_by): listed with their ages,
 /// the oldest first.
 ///
 /// # Examples

@@ -172,30 +172,32 @@ mod changes;
 mod component;
 mod component_error;
 mod context;
-mod drain;
 mod error;
 mod graph;
 mod guarded;
 mod handle;
+mod health;
 mod health_cache;
 pub mod held_by;
+mod inspect;
 mod lifecycle;
+mod lifecycle_state;
 mod record;
+mod registration;
+mod registry;
 mod report;
 mod run;
-mod shared;
-mod shut_down;
 mod signals;
 #[cfg(unix)]
 pub mod sockets;
-mod start_up;
-mod supervise;
+mod state;
 #[cfg(unix)]
 mod systemd;
 mod tasks;
 mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod trigger;
 #[cfg(feature = "upgrade")]
 pub mod upgrade;
 mod watchdog;
@@ -204,18 +206,19 @@ mod worker;
 pub use async_trait::async_trait;
 pub use tokio_util::sync::CancellationToken;
 
-pub use builder::{LifecycleBuilder, OnFailure, Registration};
+pub use builder::LifecycleBuilder;
 pub use changes::ChangeError;
-pub use component::{Component, Health};
+pub use component::Component;
 pub use component_error::ComponentError;
 pub use context::Context;
 pub use error::{BoxError, BuildError};
-pub use handle::{ComponentState, ComponentStatus, LifecycleHandle, ListenerShare, Phase};
+pub use handle::{ComponentStatus, LifecycleHandle};
+pub use health::Health;
 pub use lifecycle::Lifecycle;
-pub use report::{
-    exit_code, ComponentReport, Outcome, Report, TriggerKind, TriggerReport, UpgradeReport,
-};
+pub use registration::{OnFailure, Registration};
+pub use report::{exit_code, ComponentReport, Report, TriggerReport, UpgradeReport};
 pub use signals::Signal;
+pub use state::{ComponentState, ListenerShare, Outcome, Phase, TriggerKind};
 #[cfg(feature = "upgrade")]
 pub use upgrade::{Upgrade, UpgradeError};
 pub use worker::Worker;

@@ -9,13 +9,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::builder::{LifecycleBuilder, Registration};
 use crate::graph::Graph;
-use crate::handle::{LifecycleHandle, Phase};
-use crate::report::{Report, TriggerKind};
-use crate::run::Run;
-use crate::shared::Shared;
+use crate::handle::LifecycleHandle;
+use crate::lifecycle_state::LifecycleState;
+use crate::registration::Registration;
+use crate::report::{ArmedDeadline, Report};
+use crate::run::{Plan, Run};
 use crate::signals::Signal;
+use crate::state::{Phase, TriggerKind};
 use crate::watchdog::Watchdog;
 
 /// A validated set of components, ready to run.
@@ -66,20 +67,14 @@ pub struct Lifecycle {
     pub(crate) hard_deadline: bool,
     pub(crate) critical_path: Vec<String>,
     pub(crate) critical_path_time: Duration,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) state: Arc<LifecycleState>,
 }
 
 impl Lifecycle {
-    /// A builder with no components, no drain delay, a 25 s shutdown budget, and SIGTERM and
-    /// SIGINT as triggers.
-    pub fn builder() -> LifecycleBuilder {
-        LifecycleBuilder::new()
-    }
-
     /// A handle to read the phase and health and to ask for the shutdown.
     pub fn handle(&self) -> LifecycleHandle {
         LifecycleHandle {
-            shared: self.shared.clone(),
+            state: self.state.clone(),
         }
     }
 
@@ -121,7 +116,7 @@ impl Lifecycle {
     /// Not cancel-safe: dropping the future abandons the components where they are. Trigger the
     /// shutdown through the [handle](Self::handle) instead.
     pub async fn run(mut self) -> Report {
-        self.shared.record().began();
+        self.state.record().began();
         #[cfg(unix)]
         {
             // Every listener was taken while `main` wired the components: an inherited socket
@@ -138,13 +133,15 @@ impl Lifecycle {
             .then(|| tokio::spawn(crate::systemd::notify(self.handle(), self.shutdown_budget)));
 
         // The orchestrator owns the components from here: it grows the list when one is added.
-        let registrations = std::mem::take(&mut self.registrations);
-        let graph = std::mem::take(&mut self.graph);
-        let mut run = Run::new(&self, registrations, graph);
+        let plan = Plan {
+            registrations: std::mem::take(&mut self.registrations),
+            graph: std::mem::take(&mut self.graph),
+        };
+        let mut run = Run::new(plan, self.handle());
         let started = run.start_all().await;
         if started {
             self.enter(Phase::Ready);
-            tracing::info!(components = run.registrations.len(), "ready");
+            tracing::info!(components = run.component_count(), "ready");
             run.supervise().await;
         }
         let (deadline, span) = self.triggered();
@@ -153,12 +150,12 @@ impl Lifecycle {
                 self.enter(Phase::Draining);
                 // An upgrade is not a drain: the new process already serves on the sockets,
                 // so the instance stays ready and nothing waits for a load balancer.
-                let delay = if self.shared.handed_over() {
+                let delay = if self.state.handed_over() {
                     Duration::ZERO
                 } else {
                     self.drain_delay
                 };
-                self.shared.record().drain_began(delay);
+                self.state.record().drain_began(delay);
                 tracing::info!(drain_delay = ?delay, "readiness withdrawn, draining");
                 run.drain(delay).await;
             }
@@ -176,7 +173,7 @@ impl Lifecycle {
             let _ = tokio::time::timeout(Duration::from_millis(100), notifier).await;
         }
 
-        let mut report = self.shared.record().report();
+        let mut report = self.state.report();
         span.record("exit_code", report.exit_code);
         tracing::info!(exit_code = report.exit_code, total_ms = report.total_ms, report = %report.to_json(), "exit");
         if let Some(path) = &self.report_file {
@@ -184,7 +181,7 @@ impl Lifecycle {
                 tracing::error!(path = %path.display(), %error, "writing the report failed");
             }
         }
-        report.watchdog = watchdog;
+        report.deadline = watchdog.map(ArmedDeadline::new);
         report
     }
 
@@ -195,14 +192,14 @@ impl Lifecycle {
             return None;
         }
         match Watchdog::start(
-            self.shared.clone(),
+            self.state.clone(),
             self.shutdown_budget,
             &self.signals,
             self.report_file.clone(),
         ) {
             Ok(watchdog) => Some(watchdog),
             Err(error) => {
-                self.shared.trigger(
+                self.state.trigger(
                     TriggerKind::StartFailed,
                     format!("installing signal handlers failed: {error}"),
                 );
@@ -216,9 +213,9 @@ impl Lifecycle {
     /// margin so that the run still returns its report before the watchdog's hard deadline,
     /// and the span the shutdown runs in.
     fn triggered(&self) -> (Instant, tracing::Span) {
-        self.shared
+        self.state
             .trigger(TriggerKind::Requested, "shutdown token cancelled");
-        let (trigger, triggered_at) = self.shared.record().trigger().cloned().expect("triggered");
+        let (trigger, triggered_at) = self.state.first_trigger().expect("triggered");
         tracing::info!(kind = ?trigger.kind, detail = %trigger.detail, "shutdown triggered");
         let span = tracing::info_span!(
             "shutdown",
@@ -236,8 +233,7 @@ impl Lifecycle {
     }
 
     fn enter(&self, phase: Phase) {
-        self.shared.record().entered(phase);
-        self.shared.phase.send_replace(phase);
+        self.state.enter_phase(phase);
     }
 }
 

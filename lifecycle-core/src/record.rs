@@ -1,28 +1,28 @@
-//! `Record`: what happened to each component and to the lifecycle, the one place it changes.
+//! `Record`: what happened to each component (its state, the times of its start and stop, its
+//! errors) and to the lifecycle (its phases, the drain delay, whether the budget ran out).
 //!
-//! The orchestrator decides and tells the record what happened through methods named for it
-//! (`starting`, `started`, `stopped`, ...); handles, the health endpoints and the watchdog only
-//! read. The report is made from it, so a forced exit shows the same report, partly filled.
+//! The orchestrator is its only writer (the builder fills it in before the run): it decides and
+//! tells the record what happened through methods named for it (`starting`, `started`,
+//! `stopped`, ...); handles, the health endpoints, the testing kit and the watchdog only read.
+//! The report is made from it as it stands, with the trigger (which has writers of its own,
+//! see `trigger.rs`), the upgrades (the upgrader's) and what the registry says running
+//! components wait for, so a forced exit shows the same report, partly filled.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::component::Component;
 use crate::component_error::ComponentError;
-use crate::handle::{ComponentState, Phase};
-use crate::report::{
-    exit_code, ComponentReport, Outcome, Report, TriggerKind, TriggerReport, UpgradeReport,
-};
-use crate::tasks::TrackedTasks;
+use crate::registry::Registry;
+use crate::report::{exit_code, ComponentReport, Report, TriggerReport, UpgradeReport};
+use crate::state::{ComponentState, Outcome, Phase, TriggerKind};
 use crate::telemetry;
 
 /// The record of one run of a lifecycle.
 #[derive(Debug, Default)]
 pub(crate) struct Record {
     began: Option<Instant>,
-    trigger: Option<(TriggerReport, Instant)>,
     /// The drain delay as applied: zero until the drain begins, and when it is skipped.
     drain_delay: Duration,
     budget_exhausted: bool,
@@ -31,8 +31,7 @@ pub(crate) struct Record {
     /// Each start and stop, beginning and end, in the order they were recorded: times alone
     /// cannot order what happened within one instant of the paused clock.
     steps: Vec<(usize, Step, Instant)>,
-    slots: Vec<Slot>,
-    upgrades: Vec<UpgradeReport>,
+    components: Vec<ComponentRecord>,
 }
 
 /// A step of a component's lifecycle, in the order a [`Timeline`](crate::testing::Timeline)
@@ -51,40 +50,28 @@ pub enum Step {
     StopEnded,
 }
 
-/// One component as the lifecycle sees it.
-pub(crate) struct Slot {
-    pub(crate) name: Arc<str>,
-    pub(crate) dependencies: Vec<String>,
-    pub(crate) component: Arc<dyn Component>,
-    /// Whether its health counts toward readiness.
-    pub(crate) readiness: bool,
-    pub(crate) state: ComponentState,
+/// What happened to one component: its state, the times of its start and stop, its errors.
+pub(crate) struct ComponentRecord {
+    name: Arc<str>,
+    dependencies: Vec<String>,
+    state: ComponentState,
     start_began: Option<Instant>,
     start_ended: Option<Instant>,
     stop_began: Option<Instant>,
     stop_ended: Option<Instant>,
     /// A failure of the current run, reported as its outcome when it stops.
-    pub(crate) run_time_error: Option<ComponentError>,
+    run_time_error: Option<ComponentError>,
     error: Option<ComponentError>,
-    /// The tasks of its current run, whose named ones `held_by` lists.
-    tasks: Option<TrackedTasks>,
     /// Removed while the lifecycle ran (or added and never started): out of health, readiness
     /// and `held_by`, still in the report.
-    pub(crate) removed: bool,
+    removed: bool,
 }
 
-impl Slot {
-    pub(crate) fn new(
-        name: &str,
-        dependencies: Vec<String>,
-        component: Arc<dyn Component>,
-        readiness: bool,
-    ) -> Self {
-        Slot {
+impl ComponentRecord {
+    pub(crate) fn new(name: &str, dependencies: Vec<String>) -> Self {
+        ComponentRecord {
             name: name.into(),
             dependencies,
-            component,
-            readiness,
             state: ComponentState::Pending,
             start_began: None,
             start_ended: None,
@@ -92,15 +79,29 @@ impl Slot {
             stop_ended: None,
             run_time_error: None,
             error: None,
-            tasks: None,
             removed: false,
         }
     }
 }
 
-impl std::fmt::Debug for Slot {
+impl ComponentRecord {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn state(&self) -> ComponentState {
+        self.state
+    }
+
+    /// Whether it was removed while the lifecycle ran (or added and never started).
+    pub(crate) fn removed(&self) -> bool {
+        self.removed
+    }
+}
+
+impl std::fmt::Debug for ComponentRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Slot")
+        f.debug_struct("ComponentRecord")
             .field("name", &self.name)
             .field("state", &self.state)
             .finish()
@@ -108,35 +109,36 @@ impl std::fmt::Debug for Slot {
 }
 
 impl Record {
-    pub(crate) fn new(slots: Vec<Slot>) -> Self {
-        for slot in &slots {
-            telemetry::state(&slot.name, slot.state);
+    pub(crate) fn new(components: Vec<ComponentRecord>) -> Self {
+        for component in &components {
+            telemetry::state(&component.name, component.state);
         }
         Record {
-            slots,
+            components,
             ..Record::default()
         }
     }
 
     /// A component was added while the lifecycle runs; returns its index.
-    pub(crate) fn added(&mut self, slot: Slot) -> usize {
-        telemetry::state(&slot.name, slot.state);
-        self.slots.push(slot);
-        self.slots.len() - 1
+    pub(crate) fn added(&mut self, component: ComponentRecord) -> usize {
+        telemetry::state(&component.name, component.state);
+        self.components.push(component);
+        self.components.len() - 1
     }
 
     /// Component `i` was removed (or, added, never started): it has ended for good.
     pub(crate) fn removed(&mut self, i: usize) {
-        // Its tasks stay: the report names work its stop gave up on, as for any stopped one.
-        self.slots[i].removed = true;
+        // Its tasks stay in the registry: the report names work its stop gave up on, as for
+        // any stopped one.
+        self.components[i].removed = true;
     }
 
-    pub(crate) fn slots(&self) -> &[Slot] {
-        &self.slots
+    pub(crate) fn components(&self) -> &[ComponentRecord] {
+        &self.components
     }
 
     pub(crate) fn state(&self, i: usize) -> ComponentState {
-        self.slots[i].state
+        self.components[i].state
     }
 
     /// The lifecycle's run began.
@@ -147,13 +149,13 @@ impl Record {
         telemetry::phase(Phase::Starting);
     }
 
-    /// The lifecycle entered `phase`.
-    pub(crate) fn entered(&mut self, phase: Phase) {
+    /// The lifecycle entered `phase`; `triggered_at`, the trigger's time, if there was one.
+    pub(crate) fn entered(&mut self, phase: Phase, triggered_at: Option<Instant>) {
         let now = Instant::now();
         self.phases.push((phase, now));
         telemetry::phase(phase);
-        if let (Phase::Stopped, Some((_, triggered))) = (phase, &self.trigger) {
-            telemetry::shutdown_ended(now.saturating_duration_since(*triggered));
+        if let (Phase::Stopped, Some(triggered)) = (phase, triggered_at) {
+            telemetry::shutdown_ended(now.saturating_duration_since(triggered));
         }
     }
 
@@ -166,7 +168,7 @@ impl Record {
             .iter()
             .map(|&(i, step, at)| {
                 let at = millis(at.saturating_duration_since(began));
-                (self.slots[i].name.to_string(), step, at)
+                (self.components[i].name.to_string(), step, at)
             })
             .collect()
     }
@@ -176,9 +178,9 @@ impl Record {
     }
 
     fn set_state(&mut self, i: usize, state: ComponentState) {
-        let slot = &mut self.slots[i];
-        slot.state = state;
-        telemetry::state(&slot.name, state);
+        let component = &mut self.components[i];
+        component.state = state;
+        telemetry::state(&component.name, state);
     }
 
     /// Each phase entered, with its time in milliseconds since the run began.
@@ -189,21 +191,6 @@ impl Record {
             .iter()
             .map(|&(phase, at)| (phase, millis(at.saturating_duration_since(began))))
             .collect()
-    }
-
-    /// The shutdown was triggered; only the first trigger counts. Returns whether this was it.
-    pub(crate) fn triggered(&mut self, kind: TriggerKind, detail: String) -> bool {
-        let first = self.trigger.is_none();
-        if first {
-            self.trigger = Some((TriggerReport { kind, detail }, Instant::now()));
-            telemetry::triggered(kind);
-        }
-        first
-    }
-
-    /// The trigger and when it came, once there was one.
-    pub(crate) fn trigger(&self) -> Option<&(TriggerReport, Instant)> {
-        self.trigger.as_ref()
     }
 
     pub(crate) fn drain_began(&mut self, delay: Duration) {
@@ -218,56 +205,55 @@ impl Record {
     /// Component `i`'s start (or restart) began.
     pub(crate) fn starting(&mut self, i: usize, at: Instant) {
         self.set_state(i, ComponentState::Starting);
-        self.slots[i].start_began = Some(at);
+        self.components[i].start_began = Some(at);
         self.step(i, Step::StartBegan, at);
     }
 
-    /// Component `i` started and runs, with these tasks.
-    pub(crate) fn started(&mut self, i: usize, tasks: Option<TrackedTasks>) {
+    /// Component `i` started and runs.
+    pub(crate) fn started(&mut self, i: usize) {
         let now = Instant::now();
         self.set_state(i, ComponentState::Running);
-        let slot = &mut self.slots[i];
-        slot.tasks = tasks;
-        slot.start_ended = Some(now);
-        let took = slot.start_began.map_or(Duration::ZERO, |t| now - t);
-        telemetry::start_ended(&slot.name, Outcome::Stopped, took);
+        let component = &mut self.components[i];
+        component.start_ended = Some(now);
+        let took = component.start_began.map_or(Duration::ZERO, |t| now - t);
+        telemetry::start_ended(&component.name, Outcome::Stopped, took);
         self.step(i, Step::Started, now);
     }
 
     /// Component `i` failed at run time and is being stopped and started again.
     pub(crate) fn restarting(&mut self, i: usize) {
         self.set_state(i, ComponentState::Restarting);
-        telemetry::restarting(&self.slots[i].name);
+        telemetry::restarting(&self.components[i].name);
     }
 
     /// Component `i`'s current run failed; the failure becomes its outcome when it stops. The
     /// first failure of a run is the one kept.
     pub(crate) fn failed(&mut self, i: usize, error: ComponentError) {
-        telemetry::failed(&self.slots[i].name);
-        self.slots[i].run_time_error.get_or_insert(error);
+        telemetry::failed(&self.components[i].name);
+        self.components[i].run_time_error.get_or_insert(error);
     }
 
     /// Component `i` ended without a run to stop: its start failed or was abandoned, or it
     /// failed at run time with no restart left while not running.
     pub(crate) fn ended(&mut self, i: usize, outcome: Outcome, error: ComponentError) {
         let now = Instant::now();
-        let was_starting = self.slots[i].state == ComponentState::Starting;
+        let was_starting = self.components[i].state == ComponentState::Starting;
         self.set_state(i, ComponentState::Done(outcome));
-        let slot = &mut self.slots[i];
+        let component = &mut self.components[i];
         if was_starting {
-            let took = slot.start_began.map_or(Duration::ZERO, |t| now - t);
-            telemetry::start_ended(&slot.name, outcome, took);
+            let took = component.start_began.map_or(Duration::ZERO, |t| now - t);
+            telemetry::start_ended(&component.name, outcome, took);
         }
-        slot.start_ended.get_or_insert(now);
-        slot.run_time_error = None;
-        slot.error = Some(error);
+        component.start_ended.get_or_insert(now);
+        component.run_time_error = None;
+        component.error = Some(error);
     }
 
     /// Component `i`'s stop began.
     pub(crate) fn stopping(&mut self, i: usize) {
         let now = Instant::now();
         self.set_state(i, ComponentState::Stopping);
-        self.slots[i].stop_began = Some(now);
+        self.components[i].stop_began = Some(now);
         self.step(i, Step::StopBegan, now);
     }
 
@@ -278,17 +264,17 @@ impl Record {
         i: usize,
         result: Result<(), (Outcome, ComponentError)>,
     ) -> Outcome {
-        let slot = &mut self.slots[i];
-        let (outcome, error) = match (result, slot.run_time_error.take()) {
+        let component = &mut self.components[i];
+        let (outcome, error) = match (result, component.run_time_error.take()) {
             (Ok(()), None) => (Outcome::Stopped, None),
             (Ok(()), Some(failure)) => (Outcome::Failed, Some(failure)),
             (Err((outcome, error)), _) => (outcome, Some(error)),
         };
         let now = Instant::now();
-        slot.stop_ended = Some(now);
-        slot.error = error;
-        let took = slot.stop_began.map_or(Duration::ZERO, |t| now - t);
-        telemetry::stop_ended(&slot.name, outcome, took);
+        component.stop_ended = Some(now);
+        component.error = error;
+        let took = component.stop_began.map_or(Duration::ZERO, |t| now - t);
+        telemetry::stop_ended(&component.name, outcome, took);
         self.set_state(i, ComponentState::Done(outcome));
         self.step(i, Step::StopEnded, now);
         outcome
@@ -297,84 +283,67 @@ impl Record {
     /// The shutdown budget ran out before component `i`'s stop turn: cut off, never stopped.
     pub(crate) fn cut_off(&mut self, i: usize, error: ComponentError) {
         self.set_state(i, ComponentState::Done(Outcome::TimedOut));
-        telemetry::stop_ended(&self.slots[i].name, Outcome::TimedOut, Duration::ZERO);
-        self.slots[i].error = Some(error);
+        telemetry::stop_ended(&self.components[i].name, Outcome::TimedOut, Duration::ZERO);
+        self.components[i].error = Some(error);
     }
 
     /// The error to show for component `i` now: its final one, or a run-time failure of the
     /// run still going.
     pub(crate) fn error(&self, i: usize) -> Option<&ComponentError> {
-        let slot = &self.slots[i];
-        slot.error.as_ref().or(slot.run_time_error.as_ref())
+        let component = &self.components[i];
+        component
+            .error
+            .as_ref()
+            .or(component.run_time_error.as_ref())
     }
 
-    /// What component `i` is waiting for now, if it runs or stops: see
-    /// [`Component::held_by`].
-    pub(crate) fn held_by(&self, i: usize) -> Vec<String> {
-        match self.live(i) {
-            Some((component, tasks)) => crate::held_by::collect(&**component, tasks),
-            None => Vec::new(),
-        }
+    /// Whether component `i` runs or stops, so has work in progress to ask about.
+    pub(crate) fn is_live(&self, i: usize) -> bool {
+        matches!(
+            self.components[i].state,
+            ComponentState::Running | ComponentState::Restarting | ComponentState::Stopping
+        )
     }
 
-    /// Component `i` and its tasks, if it runs or stops.
-    pub(crate) fn live(&self, i: usize) -> Option<(&Arc<dyn Component>, Option<&TrackedTasks>)> {
-        let slot = &self.slots[i];
-        match slot.state {
-            ComponentState::Running | ComponentState::Restarting | ComponentState::Stopping => {
-                Some((&slot.component, slot.tasks.as_ref()))
-            }
-            _ => None,
-        }
-    }
-
-    /// An in-place upgrade attempt ended.
-    #[cfg_attr(not(all(unix, feature = "upgrade")), allow(dead_code))]
-    pub(crate) fn upgrade_ended(&mut self, upgrade: UpgradeReport) {
-        telemetry::upgrade_ended(match (upgrade.succeeded, upgrade.refused) {
-            (true, _) => "succeeded",
-            (false, true) => "refused",
-            (false, false) => "failed",
-        });
-        self.upgrades.push(upgrade);
-    }
-
-    /// The report of the lifecycle as it ended, with the exit code its record calls for.
-    pub(crate) fn report(&self) -> Report {
-        let code = exit_code::for_outcome(
-            self.trigger.as_ref().map(|(t, _)| t.kind),
-            self.slots.iter().map(|s| match s.state {
+    /// The exit code the record calls for, the shutdown triggered by `trigger`.
+    pub(crate) fn exit_code(&self, trigger: Option<TriggerKind>) -> i32 {
+        exit_code::for_outcome(
+            trigger,
+            self.components.iter().map(|s| match s.state {
                 ComponentState::Done(outcome) => outcome,
                 ComponentState::Pending | ComponentState::Starting => Outcome::NotStarted,
                 _ => Outcome::TimedOut,
             }),
             self.budget_exhausted,
-        );
-        self.snapshot(code, "still running at exit")
+        )
     }
 
     /// A report of the record as it stands, with components still running or stopping shown
-    /// as cut off by `cut_by` (used when the process must end now).
-    pub(crate) fn snapshot(&self, exit_code: i32, cut_by: &str) -> Report {
+    /// as cut off by `cut_by` (used when the process must end now): the registry says what
+    /// they wait for, and what stops gave up on; the trigger and the upgrades are not the
+    /// record's to keep.
+    pub(crate) fn snapshot(
+        &self,
+        exit_code: i32,
+        cut_by: &str,
+        registry: &Registry,
+        trigger: Option<TriggerReport>,
+        upgrades: Vec<UpgradeReport>,
+    ) -> Report {
         let now = Instant::now();
         let began = self.began.unwrap_or(now);
         let ms = |t: Option<Instant>| t.map(|t| millis(t.saturating_duration_since(began)));
         let components = self
-            .slots
+            .components
             .iter()
             .enumerate()
-            .map(|(i, slot)| {
+            .map(|(i, component)| {
                 let error = self.error(i).map(ComponentError::render);
                 let mut held_by = match self.error(i).map(ComponentError::held_by) {
                     Some(held) if !held.is_empty() => held.to_vec(),
-                    _ => crate::held_by::cap(
-                        slot.tasks
-                            .as_ref()
-                            .map(TrackedTasks::given_up)
-                            .unwrap_or_default(),
-                    ),
+                    _ => registry.given_up(i),
                 };
-                let (outcome, error) = match slot.state {
+                let (outcome, error) = match component.state {
                     ComponentState::Done(outcome) => (outcome, error),
                     ComponentState::Pending | ComponentState::Starting => {
                         (Outcome::NotStarted, error)
@@ -382,7 +351,7 @@ impl Record {
                     ComponentState::Running
                     | ComponentState::Restarting
                     | ComponentState::Stopping => {
-                        held_by = self.held_by(i);
+                        held_by = registry.held_by(i);
                         (
                             Outcome::TimedOut,
                             Some(match error {
@@ -393,35 +362,31 @@ impl Record {
                     }
                 };
                 ComponentReport {
-                    name: slot.name.to_string(),
-                    dependencies: slot.dependencies.clone(),
+                    name: component.name.to_string(),
+                    dependencies: component.dependencies.clone(),
                     outcome,
-                    start_began_ms: ms(slot.start_began),
-                    start_ended_ms: ms(slot.start_ended),
-                    stop_began_ms: ms(slot.stop_began),
-                    stop_ended_ms: ms(slot.stop_ended),
+                    start_began_ms: ms(component.start_began),
+                    start_ended_ms: ms(component.start_ended),
+                    stop_began_ms: ms(component.stop_began),
+                    stop_ended_ms: ms(component.stop_ended),
                     error,
                     held_by,
-                    removed: slot.removed,
+                    removed: component.removed,
                 }
             })
             .collect();
-        let trigger = self
-            .trigger
-            .as_ref()
-            .map(|(t, _)| t.clone())
-            .unwrap_or(TriggerReport {
-                kind: TriggerKind::Requested,
-                detail: "no trigger".into(),
-            });
+        let trigger = trigger.unwrap_or(TriggerReport {
+            kind: TriggerKind::Requested,
+            detail: "no trigger".into(),
+        });
         Report {
             trigger,
             exit_code,
             total_ms: millis(now.saturating_duration_since(began)),
             drain_delay_ms: millis(self.drain_delay),
             components,
-            upgrades: self.upgrades.clone(),
-            watchdog: None,
+            upgrades,
+            deadline: None,
         }
     }
 }

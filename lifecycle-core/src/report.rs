@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::watchdog::Watchdog;
+use crate::state::{Outcome, TriggerKind};
 
 /// The process exit codes a lifecycle ends with, as [`Report::exit_code`] gives them.
 pub mod exit_code {
@@ -19,7 +19,7 @@ pub mod exit_code {
     /// reports a command ended by Ctrl-C.
     pub const FORCED: i32 = 130;
 
-    use super::{Outcome, TriggerKind};
+    use crate::state::{Outcome, TriggerKind};
 
     /// The code for a lifecycle that ended on its own: [`DEADLINE`] if the budget ran out,
     /// [`FAILURE`] if it was triggered by a failure or any component failed, timed out or
@@ -87,7 +87,28 @@ pub struct Report {
     pub upgrades: Vec<UpgradeReport>,
     /// Keeps the deadline armed while the report is alive.
     #[serde(skip)]
-    pub(crate) watchdog: Option<Watchdog>,
+    pub(crate) deadline: Option<ArmedDeadline>,
+}
+
+/// The watchdog's guard, which the report keeps so that the deadline stays armed until it is
+/// dropped (see "Returning it from `main`" on [`Report`]). Opaque: the report is data the
+/// watchdog itself writes at a forced exit, so it does not know the watchdog.
+pub(crate) struct ArmedDeadline {
+    _guard: Box<dyn Send + Sync>,
+}
+
+impl ArmedDeadline {
+    pub(crate) fn new(guard: impl Send + Sync + 'static) -> Self {
+        ArmedDeadline {
+            _guard: Box::new(guard),
+        }
+    }
+}
+
+impl fmt::Debug for ArmedDeadline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ArmedDeadline")
+    }
 }
 
 /// What started a shutdown.
@@ -98,24 +119,6 @@ pub struct TriggerReport {
     pub kind: TriggerKind,
     /// The signal name, the reason given, or the failing component and its error.
     pub detail: String,
-}
-
-/// The kinds of [`TriggerReport`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum TriggerKind {
-    /// A signal (SIGTERM, SIGINT, Ctrl-C).
-    Signal,
-    /// [`LifecycleHandle::shutdown`](crate::LifecycleHandle::shutdown), or the shutdown token
-    /// cancelled from outside.
-    Requested,
-    /// A component failed at run time and its policy was to shut down.
-    ComponentFailed,
-    /// A component failed to start (error, timeout or panic).
-    StartFailed,
-    /// An in-place upgrade: a new process took the listening sockets over and is ready.
-    Upgrade,
 }
 
 /// One in-place upgrade attempt, in the [`Report`]'s `upgrades`.
@@ -168,55 +171,6 @@ pub struct ComponentReport {
     /// Left out of the JSON when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removed: bool,
-}
-
-/// How a component's lifecycle ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Outcome {
-    /// Started and stopped cleanly.
-    Stopped,
-    /// Its start or stop returned an error, or it failed at run time.
-    Failed,
-    /// Its start or stop overran its timeout or the shutdown budget.
-    TimedOut,
-    /// Its start or stop panicked.
-    Panicked,
-    /// It never started: the start-up ended before its turn, or its start was abandoned.
-    NotStarted,
-}
-
-impl Outcome {
-    /// The name used in JSON and in the table.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Stopped => "stopped",
-            Outcome::Failed => "failed",
-            Outcome::TimedOut => "timed_out",
-            Outcome::Panicked => "panicked",
-            Outcome::NotStarted => "not_started",
-        }
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl TriggerKind {
-    /// The name used in JSON, the table and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TriggerKind::Signal => "signal",
-            TriggerKind::Requested => "requested",
-            TriggerKind::ComponentFailed => "component_failed",
-            TriggerKind::StartFailed => "start_failed",
-            TriggerKind::Upgrade => "upgrade",
-        }
-    }
 }
 
 impl Report {
@@ -377,7 +331,7 @@ mod tests {
                 removed: false,
             }],
             upgrades: vec![],
-            watchdog: None,
+            deadline: None,
         }
     }
 

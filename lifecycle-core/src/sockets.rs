@@ -16,7 +16,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use crate::handle::ListenerShare;
+use crate::state::ListenerShare;
 
 /// The name of the channel from a new process back to the old one, last in `LISTEN_FDNAMES`.
 pub(crate) const CHANNEL: &str = "lifecycle-upgrade";

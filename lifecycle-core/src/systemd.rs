@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::handle::{LifecycleHandle, Phase};
+use crate::handle::LifecycleHandle;
+use crate::state::Phase;
 
 /// Whether systemd asked for notifications.
 pub(crate) fn wanted() -> bool {

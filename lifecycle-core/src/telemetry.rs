@@ -1,13 +1,13 @@
 //! The lifecycle's metrics, through the `metrics` facade: the application installs the
 //! recorder (a Prometheus exporter, say); without one, each call costs next to nothing.
 //!
-//! [`Record`](crate::record::Record) calls these as it records, so the metrics say what the
-//! report says. The names and labels are listed in the crate docs' "Metrics" table.
+//! [`Record`](crate::record::Record) calls these as it records, the trigger at the first
+//! trigger and the lifecycle's state as an upgrade ends, so the metrics say what the report
+//! says. The names and labels are listed in the crate docs' "Metrics" table.
 
 use std::time::Duration;
 
-use crate::handle::{ComponentState, Phase};
-use crate::report::{Outcome, TriggerKind};
+use crate::state::{ComponentState, Outcome, Phase, TriggerKind};
 
 const PHASES: [Phase; 5] = [
     Phase::Starting,

@@ -7,9 +7,10 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::report::{exit_code, TriggerKind};
-use crate::shared::Shared;
+use crate::lifecycle_state::LifecycleState;
+use crate::report::exit_code;
 use crate::signals::{Signal, SignalListener};
+use crate::state::TriggerKind;
 
 /// Arms the process deadline at the trigger and forces the exit when it passes or when a
 /// second signal arrives. Disarmed when dropped.
@@ -34,16 +35,19 @@ pub(crate) enum Event {
 impl Watchdog {
     /// Installs the signal handlers and starts the watchdog thread.
     ///
-    /// Every trigger reaches it through `shared`, so the deadline is armed even when the
+    /// Every trigger reaches it through `state`, so the deadline is armed even when the
     /// runtime that would run the orchestrator is stuck.
     pub(crate) fn start(
-        shared: Arc<Shared>,
+        state: Arc<LifecycleState>,
         budget: Duration,
         signals: &[Signal],
         report_file: Option<PathBuf>,
     ) -> std::io::Result<Self> {
         let (events, receiver) = mpsc::channel();
-        shared.set_watchdog(events.clone());
+        let told = events.clone();
+        state.tell_of_triggers(move || {
+            let _ = told.send(Event::Triggered);
+        });
         let listener = if signals.is_empty() {
             None
         } else {
@@ -54,7 +58,7 @@ impl Watchdog {
         };
         std::thread::Builder::new()
             .name("lifecycle-watchdog".into())
-            .spawn(move || watch(&receiver, &shared, budget, report_file.as_deref()))?;
+            .spawn(move || watch(&receiver, &state, budget, report_file.as_deref()))?;
         Ok(Watchdog {
             events,
             _signals: listener,
@@ -70,11 +74,11 @@ impl Drop for Watchdog {
 
 fn watch(
     events: &mpsc::Receiver<Event>,
-    shared: &Shared,
+    state: &LifecycleState,
     budget: Duration,
     report_file: Option<&Path>,
 ) {
-    let force_exit = |code, why: &str| -> ! { force_exit(shared, code, why, report_file) };
+    let force_exit = |code, why: &str| -> ! { force_exit(state, code, why, report_file) };
     let mut deadline: Option<Instant> = None;
     let mut signalled = false;
     loop {
@@ -101,7 +105,7 @@ fn watch(
                 // Act first: logging can block (a full pipe, a logger's lock), and must never
                 // keep the deadline from being armed.
                 signalled = true;
-                shared.trigger(TriggerKind::Signal, signal.name());
+                state.trigger(TriggerKind::Signal, signal.name());
                 deadline.get_or_insert_with(|| deadline_after(budget));
                 let name = signal.name();
                 log_aside(move || tracing::warn!(signal = name, "signal received, shutting down"));
@@ -128,10 +132,8 @@ const LOG_WAIT: Duration = Duration::from_millis(200);
 
 /// Writes the report file, prints what is known (waiting at most [`LOG_WAIT`] for a log that
 /// may be blocked), and ends the process, without unwinding or waiting for anything else.
-fn force_exit(shared: &Shared, code: i32, why: &str, report_file: Option<&Path>) -> ! {
-    let report = shared
-        .record()
-        .snapshot(code, &format!("cut off by forced exit: {why}"));
+fn force_exit(state: &LifecycleState, code: i32, why: &str, report_file: Option<&Path>) -> ! {
+    let report = state.snapshot(code, &format!("cut off by forced exit: {why}"));
     let written = report_file.map(|path| (path.to_owned(), report.write_to(path)));
     let why = why.to_owned();
     let logged = log_aside(move || {

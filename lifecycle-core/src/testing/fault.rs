@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::component::{Component, Health};
+use crate::builder::LifecycleBuilder;
+use crate::component::Component;
 use crate::context::Context;
 use crate::error::BoxError;
+use crate::health::Health;
 
 /// A misbehaviour to inject into a registered component with
 /// [`LifecycleBuilder::inject_fault`](crate::LifecycleBuilder::inject_fault).
@@ -37,6 +39,44 @@ pub enum Fault {
 #[derive(Debug, thiserror::Error)]
 #[error("injected fault: {0:?}")]
 pub struct InjectedFault(pub Fault);
+
+// The builder's method lives with the faults, so that the builder need not know the kit.
+impl LifecycleBuilder {
+    /// Wraps the component registered as `name` so that it misbehaves as `fault` says, for
+    /// tests of what the service does then (feature `testing`; see [`crate::testing`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lifecycle_core::testing::Fault;
+    /// use lifecycle_core::{Lifecycle, Registration, Worker};
+    ///
+    /// let idle = Worker::new(|ctx| async move {
+    ///     ctx.token().cancelled().await;
+    ///     Ok::<_, std::io::Error>(())
+    /// });
+    /// let builder = Lifecycle::builder()
+    ///     .register(Registration::new("db", idle))
+    ///     .inject_fault("db", Fault::StopHangs);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Panics when no component is registered under `name`: a test that injects a fault into
+    /// nothing would pass for the wrong reason.
+    pub fn inject_fault(self, name: &str, fault: Fault) -> Self {
+        let mut found = false;
+        let builder = self.map_components(|registered, inner| {
+            if registered != name {
+                return inner;
+            }
+            found = true;
+            Arc::new(Faulty { inner, fault })
+        });
+        assert!(found, "inject_fault: no component named `{name}`");
+        builder
+    }
+}
 
 /// A registered component with a fault injected.
 pub(crate) struct Faulty {

@@ -78,7 +78,6 @@ mod test_run;
 mod timeline;
 
 pub use crate::record::Step;
-pub(crate) use fault::Faulty;
 pub use fault::{Fault, InjectedFault};
 pub use test_run::{NotReady, TestRun};
 pub use timeline::Timeline;

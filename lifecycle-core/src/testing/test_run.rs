@@ -7,14 +7,16 @@ use tokio::task::JoinHandle;
 
 use super::fault::Observed;
 use super::Timeline;
-use crate::builder::{LifecycleBuilder, Registration};
+use crate::builder::LifecycleBuilder;
 use crate::changes::ChangeError;
 use crate::context::Context;
 use crate::error::{BoxError, BuildError};
-use crate::handle::{LifecycleHandle, Phase};
+use crate::handle::LifecycleHandle;
 use crate::lifecycle::Lifecycle;
-use crate::report::{exit_code, Outcome, Report, TriggerKind};
+use crate::registration::Registration;
+use crate::report::{exit_code, Report};
 use crate::signals::Signal;
+use crate::state::{Outcome, Phase, TriggerKind};
 
 /// A lifecycle running in a test: the service's own [`LifecycleBuilder`], run without touching
 /// the process's signals or its exit, and triggered by the test as a signal, a second signal, a
@@ -160,7 +162,7 @@ impl TestRun {
     /// Triggers the shutdown as `signal` arriving would.
     pub fn signal(&self, signal: Signal) {
         self.handle
-            .shared
+            .state
             .trigger(TriggerKind::Signal, signal.name());
     }
 
@@ -268,7 +270,7 @@ impl TestRun {
     /// Panics when the lifecycle's task panicked (a bug in the lifecycle itself).
     pub async fn finish(self) -> Timeline {
         let report = self.run.await.expect("the lifecycle's task did not panic");
-        let record = self.handle.shared.record();
+        let record = self.handle.state.record();
         Timeline::new(report, record.phases(), record.steps())
     }
 
@@ -277,12 +279,9 @@ impl TestRun {
     /// abandoned.
     pub fn second_signal(self, signal: Signal) -> Timeline {
         self.run.abort();
-        let record = self.handle.shared.record();
         let why = format!("cut off by forced exit: second signal ({})", signal.name());
-        Timeline::new(
-            record.snapshot(exit_code::FORCED, &why),
-            record.phases(),
-            record.steps(),
-        )
+        let report = self.handle.state.snapshot(exit_code::FORCED, &why);
+        let record = self.handle.state.record();
+        Timeline::new(report, record.phases(), record.steps())
     }
 }

@@ -2,9 +2,9 @@
 
 use std::fmt;
 
-use crate::handle::Phase;
 use crate::record::Step;
-use crate::report::{ComponentReport, Outcome, Report};
+use crate::report::{ComponentReport, Report};
+use crate::state::{Outcome, Phase};
 
 /// What happened in a [`TestRun`](super::TestRun): the [`Report`] (each component's start
 /// and stop, in milliseconds since the run began), each phase the lifecycle entered, and each

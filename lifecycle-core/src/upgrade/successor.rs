@@ -15,8 +15,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
 use super::upgrader::HandedOn;
+use crate::lifecycle_state::UpgradeRequest;
 use crate::report::UpgradeReport;
-use crate::shared::UpgradeRequest;
 use crate::sockets::{CHANNEL, MANAGER_HELD};
 
 /// Sets `LISTEN_PID` (and, under a systemd watchdog, `WATCHDOG_PID`) to the shell's PID, which

@@ -18,10 +18,11 @@ use super::successor::Successor;
 use crate::component::Component;
 use crate::context::Context;
 use crate::error::BoxError;
-use crate::handle::{LifecycleHandle, Phase};
-use crate::report::{TriggerKind, UpgradeReport};
-use crate::shared::UpgradeRequest;
+use crate::handle::LifecycleHandle;
+use crate::lifecycle_state::UpgradeRequest;
+use crate::report::UpgradeReport;
 use crate::sockets::{self, sockets};
+use crate::state::{Phase, TriggerKind};
 
 /// In-place upgrades: a component that, on the upgrade signal (SIGHUP by default) or
 /// [`LifecycleHandle::upgrade`], starts the program again, hands it the listening sockets taken
@@ -260,11 +261,7 @@ impl Upgrade {
                 break;
             }
         }
-        *lifecycle
-            .shared
-            .upgrader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = None;
+        lifecycle.state.upgrades_taken_on(None);
         attempts
             .listeners
             .lock()
@@ -351,7 +348,7 @@ impl Attempts {
                 tracing::error!(path = %path.display(), %error, "writing the PID file failed");
             }
         }
-        lifecycle.shared.hand_over();
+        lifecycle.state.hand_over();
         // MAINPID= first, so systemd never sees a main process that is not ready.
         notify_systemd(&[
             NotifyState::MainPid(pid),
@@ -359,9 +356,9 @@ impl Attempts {
             NotifyState::Status("ready (upgraded in place)"),
         ]);
         tracing::info!(pid, "upgrade: the new process is ready; shutting down");
-        lifecycle.shared.record().upgrade_ended(attempt);
+        lifecycle.state.upgrade_ended(attempt);
         lifecycle
-            .shared
+            .state
             .trigger(TriggerKind::Upgrade, format!("handed over to pid {pid}"));
     }
 
@@ -385,7 +382,7 @@ impl Attempts {
         } else {
             tracing::error!(pid = attempt.pid, exit_code = attempt.exit_code, detail = %attempt.detail, "upgrade failed; still serving");
         }
-        lifecycle.shared.record().upgrade_ended(attempt);
+        lifecycle.state.upgrade_ended(attempt);
     }
 }
 
@@ -451,11 +448,7 @@ impl Component for Upgrade {
                     let _ = from_signal.send(None);
                 }
             })?;
-        *lifecycle
-            .shared
-            .upgrader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        lifecycle.state.upgrades_taken_on(Some(tx));
         if let Some(path) = &self.pid_file {
             pid_file::keep(path);
         }

@@ -9,12 +9,11 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::{Run, Stopped};
 use crate::component_error::ComponentError;
 use crate::graph::Graph;
 use crate::guarded::{self, Fault};
-use crate::handle::ComponentState;
-use crate::report::Outcome;
-use crate::run::{Run, Stopped};
+use crate::state::{ComponentState, Outcome};
 
 /// What a component's stop turn calls for.
 enum Turn<F> {
@@ -28,7 +27,7 @@ enum Turn<F> {
     BudgetExhausted,
 }
 
-impl Run<'_> {
+impl Run {
     /// Stops the running components, each once every component depending on it has finished,
     /// independent ones concurrently, each under min(its stop timeout, the time left before
     /// `deadline`). Records whether the budget ran out.
@@ -131,7 +130,7 @@ impl Run<'_> {
         if now >= deadline {
             self.members[i].context = None;
             let component = &*self.registrations[i].component;
-            let held_by = crate::held_by::collect(component, Some(ctx.tasks()));
+            let held_by = crate::held_by::collect(component.held_by(), ctx.tasks().named_running());
             let aborted = guarded::abandon(&ctx);
             tracing::error!(
                 component = self.name(i),

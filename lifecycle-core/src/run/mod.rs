@@ -1,9 +1,19 @@
-//! `Run`: the orchestrator of one [`Lifecycle::run`](crate::Lifecycle::run), and what it
-//! remembers across the phases. The phases themselves are in `start_up.rs`, `supervise.rs`,
-//! `drain.rs` and `shut_down.rs`.
+//! `Run`: the orchestrator of one [`Lifecycle::run`](crate::Lifecycle::run), given a [`Plan`],
+//! and what it remembers across the phases. The phases themselves are in `start_up.rs`,
+//! `supervise.rs`, `drain.rs` and `shut_down.rs`; the handles' additions and removals in
+//! `changes.rs`.
 //!
 //! The orchestrator decides; the [`Record`] records. Every change of a component's state goes
-//! through the record's methods, from this task only.
+//! through the record's methods (and the registry's), from this task only. The orchestrator
+//! also keeps its own view of each component ([`Member`]: its current context, its restarts,
+//! its removal), which nobody else reads, and it grows its plan (registrations and graph) as
+//! components are added.
+
+mod changes;
+mod drain;
+mod shut_down;
+mod start_up;
+mod supervise;
 
 use std::collections::HashMap;
 use std::sync::MutexGuard;
@@ -14,83 +24,92 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::builder::Registration;
 use crate::changes::{Change, ChangeError};
 use crate::component_error::ComponentError;
 use crate::context::{Context, Failure};
 use crate::graph::Graph;
 use crate::guarded::Fault;
-use crate::lifecycle::Lifecycle;
+use crate::handle::LifecycleHandle;
+use crate::lifecycle_state::LifecycleState;
 use crate::record::Record;
-use crate::report::Outcome;
+use crate::registration::Registration;
+use crate::state::Outcome;
 
 /// How a restart (a task of its own) ended: when its start began, if it got that far, and how
 /// the start went.
-pub(crate) struct RestartEnded {
-    pub(crate) component: usize,
-    pub(crate) start_began: Option<Instant>,
-    pub(crate) result: Result<(), Fault>,
+struct RestartEnded {
+    component: usize,
+    start_began: Option<Instant>,
+    result: Result<(), Fault>,
 }
 
 /// The orchestrator's own view of one component.
 #[derive(Default)]
-pub(crate) struct Member {
+struct Member {
     /// The context of its current run, from the start to the end of the stop.
-    pub(crate) context: Option<Context>,
+    context: Option<Context>,
     /// How many times it has been restarted.
-    pub(crate) restarts: u32,
+    restarts: u32,
     /// A failure of a restarted run that came while its start was still in progress.
-    pub(crate) failed_while_restarting: Option<Failure>,
+    failed_while_restarting: Option<Failure>,
     /// Whether it is being removed (asked for, or a component depending on one that is).
-    pub(crate) removing: bool,
+    removing: bool,
     /// While it is being removed: how many of the components depending on it have yet to stop.
-    pub(crate) dependents_left: usize,
+    dependents_left: usize,
     /// Its removal's turn came while it was starting or restarting: taken once that ends.
-    pub(crate) turn_pending: bool,
+    turn_pending: bool,
 }
 
 /// How one stop ended, and whether the budget (rather than its own timeout) cut it.
-pub(crate) type Stopped = (usize, Result<(), Fault>, bool);
+type Stopped = (usize, Result<(), Fault>, bool);
 
-pub(crate) struct Run<'a> {
-    pub(crate) lifecycle: &'a Lifecycle,
-    /// Every component, those added while running included, by index (the record's too).
+/// What a run is given: the registered components and their graph, taken from the
+/// [`Lifecycle`](crate::Lifecycle), which the run does not otherwise know.
+pub(crate) struct Plan {
     pub(crate) registrations: Vec<Registration>,
     pub(crate) graph: Graph,
-    /// The components registered as `stops_last`, on which every added component depends.
-    pub(crate) last: Vec<usize>,
-    /// Each name in use (not removed) and its component.
-    pub(crate) names: HashMap<String, usize>,
-    /// The handles' additions and removals.
-    pub(crate) changes: mpsc::UnboundedReceiver<Change>,
-    /// The starts of added components in progress.
-    pub(crate) adding: FuturesUnordered<BoxFuture<'static, (usize, Result<(), Fault>)>>,
-    /// Whoever waits for an added component's start.
-    pub(crate) added_waiters: HashMap<usize, oneshot::Sender<Result<(), ChangeError>>>,
-    /// The stops of removed components in progress.
-    pub(crate) removals: FuturesUnordered<BoxFuture<'static, Stopped>>,
-    /// Whoever waits for a removed component's stop.
-    pub(crate) removal_waiters: HashMap<usize, Vec<oneshot::Sender<Result<Outcome, ChangeError>>>>,
-    pub(crate) shutdown: CancellationToken,
-    pub(crate) members: Vec<Member>,
-    pub(crate) failures_tx: mpsc::UnboundedSender<Failure>,
-    pub(crate) failures: mpsc::UnboundedReceiver<Failure>,
-    pub(crate) restarts_tx: mpsc::UnboundedSender<RestartEnded>,
-    pub(crate) restarts_done: mpsc::UnboundedReceiver<RestartEnded>,
 }
 
-impl<'a> Run<'a> {
-    pub(crate) fn new(
-        lifecycle: &'a Lifecycle,
-        registrations: Vec<Registration>,
-        graph: Graph,
-    ) -> Self {
+pub(crate) struct Run {
+    /// The lifecycle's handle: its state (record, registry, trigger), and what each
+    /// component's context gets.
+    handle: LifecycleHandle,
+    /// Every component, those added while running included, by index (the record's too).
+    registrations: Vec<Registration>,
+    graph: Graph,
+    /// The components registered as `stops_last`, on which every added component depends.
+    last: Vec<usize>,
+    /// Each name in use (not removed) and its component.
+    names: HashMap<String, usize>,
+    /// The handles' additions and removals.
+    changes: mpsc::UnboundedReceiver<Change>,
+    /// The starts of added components in progress.
+    adding: FuturesUnordered<BoxFuture<'static, (usize, Result<(), Fault>)>>,
+    /// Whoever waits for an added component's start.
+    added_waiters: HashMap<usize, oneshot::Sender<Result<(), ChangeError>>>,
+    /// The stops of removed components in progress.
+    removals: FuturesUnordered<BoxFuture<'static, Stopped>>,
+    /// Whoever waits for a removed component's stop.
+    removal_waiters: HashMap<usize, Vec<oneshot::Sender<Result<Outcome, ChangeError>>>>,
+    shutdown: CancellationToken,
+    members: Vec<Member>,
+    failures_tx: mpsc::UnboundedSender<Failure>,
+    failures: mpsc::UnboundedReceiver<Failure>,
+    restarts_tx: mpsc::UnboundedSender<RestartEnded>,
+    restarts_done: mpsc::UnboundedReceiver<RestartEnded>,
+}
+
+impl Run {
+    /// The orchestrator of `plan`, for the lifecycle of `handle`.
+    pub(crate) fn new(plan: Plan, handle: LifecycleHandle) -> Self {
+        let Plan {
+            registrations,
+            graph,
+        } = plan;
         let (failures_tx, failures) = mpsc::unbounded_channel();
         let (restarts_tx, restarts_done) = mpsc::unbounded_channel();
         // Only one run takes the changes; a channel with no sender stands in otherwise.
-        let changes = lifecycle
-            .shared
-            .take_changes()
+        let changes = crate::changes::take_receiver(&handle.state)
             .unwrap_or_else(|| mpsc::unbounded_channel().1);
         let names = registrations
             .iter()
@@ -101,8 +120,8 @@ impl<'a> Run<'a> {
             .filter(|&i| registrations[i].stops_last)
             .collect();
         Run {
-            lifecycle,
-            shutdown: lifecycle.shared.shutdown_requested.clone(),
+            shutdown: handle.state.shutdown_token().clone(),
+            handle,
             members: (0..graph.len()).map(|_| Member::default()).collect(),
             registrations,
             graph,
@@ -121,7 +140,24 @@ impl<'a> Run<'a> {
     }
 
     pub(crate) fn record(&self) -> MutexGuard<'_, Record> {
-        self.lifecycle.shared.record()
+        self.handle.state.record()
+    }
+
+    /// Component `i` started (or restarted): recorded, and its tasks are what the handles and
+    /// the watchdog ask about from now on.
+    pub(crate) fn started(&mut self, i: usize) {
+        let tasks = self.members[i].context.as_ref().map(|c| c.tasks().clone());
+        self.record().started(i);
+        self.state().registry().started(i, tasks);
+    }
+
+    pub(crate) fn state(&self) -> &LifecycleState {
+        &self.handle.state
+    }
+
+    /// How many components the orchestrator knows, those added and removed included.
+    pub(crate) fn component_count(&self) -> usize {
+        self.registrations.len()
     }
 
     pub(crate) fn name(&self, i: usize) -> &str {
@@ -134,7 +170,7 @@ impl<'a> Run<'a> {
             self.name(i).into(),
             i,
             self.failures_tx.clone(),
-            self.lifecycle.handle(),
+            self.handle.clone(),
         );
         self.members[i].context = Some(ctx.clone());
         ctx
@@ -142,7 +178,7 @@ impl<'a> Run<'a> {
 
     /// Ends component `i`'s current run without calling its stop, as one whose start did not
     /// complete: cancels its context and aborts its tasks.
-    pub(crate) fn abandon(&mut self, i: usize, outcome: crate::Outcome, error: ComponentError) {
+    pub(crate) fn abandon(&mut self, i: usize, outcome: Outcome, error: ComponentError) {
         if let Some(ctx) = self.members[i].context.take() {
             crate::guarded::abandon(&ctx);
         }

@@ -8,13 +8,12 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::Run;
 use crate::component_error::ComponentError;
 use crate::guarded::{self, Fault};
-use crate::handle::ComponentState;
-use crate::report::{Outcome, TriggerKind};
-use crate::run::Run;
+use crate::state::{ComponentState, Outcome, TriggerKind};
 
-impl Run<'_> {
+impl Run {
     /// Starts every component in dependency order, independent ones concurrently; returns
     /// whether all started before any trigger. Otherwise the starts still running are abandoned.
     pub(crate) async fn start_all(&mut self) -> bool {
@@ -32,8 +31,7 @@ impl Run<'_> {
                 Some(failure) = self.failures.recv() => self.failed_at_run_time(failure, false),
                 Some((i, result)) = starting.next() => match result {
                     Ok(()) => {
-                        let tasks = self.members[i].context.as_ref().map(|c| c.tasks().clone());
-                        self.record().started(i, tasks);
+                        self.started(i);
                         tracing::info!(component = self.name(i), "started");
                         started += 1;
                         for k in 0..self.graph.dependents[i].len() {
@@ -48,7 +46,7 @@ impl Run<'_> {
                         let detail = format!("{}: {}", self.name(i), error.render());
                         tracing::error!(component = self.name(i), error = %error.render(), "start failed");
                         self.abandon(i, outcome, error);
-                        self.lifecycle.shared.trigger(TriggerKind::StartFailed, detail);
+                        self.state().trigger(TriggerKind::StartFailed, detail);
                     }
                 },
             }

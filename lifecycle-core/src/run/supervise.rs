@@ -7,16 +7,15 @@ use futures::StreamExt;
 
 use tokio::time::Instant;
 
-use crate::builder::OnFailure;
+use super::{RestartEnded, Run};
 use crate::component_error::ComponentError;
 use crate::context::Failure;
 use crate::error::BoxError;
 use crate::guarded;
-use crate::handle::ComponentState;
-use crate::report::{Outcome, TriggerKind};
-use crate::run::{RestartEnded, Run};
+use crate::registration::OnFailure;
+use crate::state::{ComponentState, Outcome, TriggerKind};
 
-impl Run<'_> {
+impl Run {
     /// Waits for the trigger, meanwhile applying each component's failure policy and taking
     /// up the components added and removed through handles.
     pub(crate) async fn supervise(&mut self) {
@@ -101,8 +100,7 @@ impl Run<'_> {
                     // Its restart did not start: there is no run left to stop.
                     self.record().ended(i, Outcome::Failed, error);
                 }
-                self.lifecycle
-                    .shared
+                self.state()
                     .trigger(TriggerKind::ComponentFailed, format!("{name}: {detail}"));
             }
         }
@@ -151,7 +149,7 @@ impl Run<'_> {
 
     /// Records how a restart ended. A restart that did not start is never stopped: after the
     /// trigger it leaves the component down; before it, it is another run-time failure.
-    pub(crate) fn restart_ended(&mut self, ended: RestartEnded) {
+    pub(super) fn restart_ended(&mut self, ended: RestartEnded) {
         let i = ended.component;
         let pending_failure = self.members[i].failed_while_restarting.take();
         if let Some(began) = ended.start_began {
@@ -159,8 +157,7 @@ impl Run<'_> {
         }
         match ended.result {
             Ok(()) => {
-                let tasks = self.members[i].context.as_ref().map(|c| c.tasks().clone());
-                self.record().started(i, tasks);
+                self.started(i);
                 tracing::info!(component = self.name(i), "restarted");
                 if let Some(failure) = pending_failure {
                     self.failed_at_run_time(failure, true);

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::run::Run;
+use super::Run;
 
-impl Run<'_> {
+impl Run {
     /// Waits `delay`, recording failures and restarts that end meanwhile.
     pub(crate) async fn drain(&mut self, delay: Duration) {
         // Even a zero sleep waits for the timer's next tick (a millisecond).
