@@ -101,6 +101,11 @@ fn metrics_and_spans_say_what_the_report_says() {
     let recorder = DebuggingRecorder::new();
     let snapshotter: Snapshotter = recorder.snapshotter();
     let spans = Spans::default();
+    // tracing caches, per call site and for the whole process, whether any subscriber wants
+    // it; a call site first reached by another test of the binary, on a thread with no
+    // subscriber, could be cached as wanted by nobody and never reach this thread's. A global
+    // registry (which keeps nothing) wants every call site, so the cache never says "never".
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
     let subscriber = tracing_subscriber::registry().with(spans.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
 
