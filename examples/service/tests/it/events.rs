@@ -6,14 +6,14 @@
 //! one that fails and one that panics every time end `dead` after `--max-deliveries`
 //! deliveries, while the good ones are done and the service stays ready.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
     create, free_addr, query, request, server_available, signal, start, start_command, wait,
-    wait_done, BIN,
+    wait_done, BIN, NATS, RABBITMQ,
 };
 use lifecycle_drill::Drill;
 
@@ -30,8 +30,8 @@ enum Broker {
 impl Broker {
     fn available(self) -> bool {
         match self {
-            Broker::Amqp => server_available("RabbitMQ", "127.0.0.1:5672"),
-            Broker::Nats => server_available("NATS", "127.0.0.1:4222"),
+            Broker::Amqp => server_available("RabbitMQ", RABBITMQ),
+            Broker::Nats => server_available("NATS", NATS),
         }
     }
 

@@ -3,6 +3,7 @@
 //! health service's `Watch` turning `NOT_SERVING` within 100 ms of the signal, and the same port
 //! over TLS for HTTPS and gRPC.
 
+use lifecycle_test_support::free_addr;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use tonic_health::pb::HealthCheckRequest;
 
 #[allow(dead_code, missing_docs, unreachable_pub, clippy::all)]
 mod pb {
-    include!("../src/grpc/messages.rs");
+    include!("../../src/grpc/messages.rs");
     include!(concat!(env!("OUT_DIR"), "/client/example.v1.Example.rs"));
 }
 
@@ -69,13 +70,6 @@ impl Service {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 async fn wait_serving(

@@ -10,6 +10,7 @@
 
 #![cfg(target_os = "linux")]
 
+use lifecycle_test_support::free_addr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -145,13 +146,6 @@ impl Drop for Service {
             let _ = first.wait();
         }
     }
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 fn signal(pid: u32, name: &str) {

@@ -2,7 +2,7 @@
 //! the real binary: the answers, `/readyz?verbose`, refusal once SIGTERM came, and the report
 //! (a removed tenant too, each stopped before the database).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

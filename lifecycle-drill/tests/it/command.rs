@@ -8,7 +8,8 @@
 
 #![cfg(unix)]
 
-mod support;
+use crate::support;
+use lifecycle_test_support::free_addr;
 
 use std::path::Path;
 use std::process::Command;
@@ -64,18 +65,14 @@ fn graceful_service_process() {
 fn graceful_service(addr: &str, report: &Path) -> Command {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
-        .args(["graceful_service_process", "--exact", "--test-threads=1"])
+        .args([
+            "command::graceful_service_process",
+            "--exact",
+            "--test-threads=1",
+        ])
         .env(SERVE_AT, addr)
         .env(REPORT_TO, report);
     command
-}
-
-fn free_addr() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string()
 }
 
 /// A short drill: a few clients, HTTP/2 too, no SSE (neither service has it).
@@ -95,7 +92,7 @@ fn drill(addr: &str) -> Drill {
 async fn a_graceful_command_passes_and_its_report_is_included() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
-    let addr = free_addr();
+    let addr = free_addr().to_string();
     let summary = drill(&addr)
         .report_file(&report)
         .run_command(graceful_service(&addr, &report))
@@ -122,7 +119,7 @@ async fn a_graceful_command_passes_and_its_report_is_included() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_without_graceful_shutdown_fails_with_its_drops_counted() {
-    let addr = free_addr();
+    let addr = free_addr().to_string();
     let mut naive = Command::new(NAIVE);
     naive.arg(&addr);
     let summary = drill(&addr).run_command(naive).await.unwrap();
@@ -142,7 +139,7 @@ async fn a_command_without_graceful_shutdown_fails_with_its_drops_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_that_exits_on_its_own_before_the_signal_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
+    let addr = free_addr().to_string();
     let mut early = graceful_service(&addr, &dir.path().join("report.json"));
     early.env(EXIT_AFTER_MS, "100");
     let error = drill(&addr).run_command(early).await.unwrap_err();
@@ -155,7 +152,10 @@ async fn a_command_that_exits_on_its_own_before_the_signal_is_an_error() {
 #[tokio::test]
 async fn a_command_that_cannot_start_is_an_error() {
     let missing = Command::new("/nonexistent/lifecycle-drill-test-service");
-    let error = drill(&free_addr()).run_command(missing).await.unwrap_err();
+    let error = drill(&free_addr().to_string())
+        .run_command(missing)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&error, DrillError::Start { program, .. } if program == "/nonexistent/lifecycle-drill-test-service"),
         "{error:?}"
@@ -171,7 +171,10 @@ async fn a_command_that_exits_before_it_is_ready_is_an_error_at_once() {
     let mut broken = Command::new("sh");
     broken.args(["-c", "exit 3"]);
     let started = Instant::now();
-    let error = drill(&free_addr()).run_command(broken).await.unwrap_err();
+    let error = drill(&free_addr().to_string())
+        .run_command(broken)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&error, DrillError::ExitedBeforeReady { program, status } if program == "sh" && status.code() == Some(3)),
         "{error:?}"
@@ -184,7 +187,7 @@ async fn a_command_that_exits_before_it_is_ready_is_an_error_at_once() {
 
 #[tokio::test]
 async fn a_command_that_never_becomes_ready_is_an_error_and_is_killed() {
-    let addr = free_addr();
+    let addr = free_addr().to_string();
     // Runs, but never listens.
     let mut silent = Command::new("sleep");
     silent.arg("30");

@@ -21,13 +21,10 @@ impl Drop for Service {
     }
 }
 
-/// A free port on 127.0.0.1.
-pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
+pub use lifecycle_test_support::free_addr;
+pub use lifecycle_test_support::servers::{
+    server_available, MARIADB, NATS, POSTGRES, RABBITMQ, REDIS,
+};
 
 /// One HTTP/1.1 request on a fresh connection; the status and the body.
 pub fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
@@ -147,17 +144,4 @@ where
         pool.close().await;
         rows
     })
-}
-
-/// Whether the server at `addr` answers; in CI it must.
-pub fn server_available(name: &str, addr: &str) -> bool {
-    if std::net::TcpStream::connect(addr).is_ok() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "{name} is not reachable at {addr}; CI needs it"
-    );
-    eprintln!("SKIPPED: {name} is not reachable (outside CI)");
-    false
 }

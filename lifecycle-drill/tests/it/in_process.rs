@@ -2,7 +2,7 @@
 //! service passes; one that drops its connections, exits non-zero, or never stops fails; one
 //! that never becomes ready is an error.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,7 +1,8 @@
 //! The real `example-service` binary as a child process: health endpoints across SIGTERM, the
 //! report file, the grace-period refusal, and systemd socket activation with notifications.
 
-mod common;
+use crate::common;
+use lifecycle_test_support::free_addr;
 
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -43,13 +44,6 @@ impl Service {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// A minimal HTTP/1.1 GET on a fresh connection: the status code, or `None` if refused.

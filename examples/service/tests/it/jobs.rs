@@ -6,7 +6,7 @@
 //! that fails and one that panics every time end `dead` after `--max-deliveries` runs, while
 //! the good ones are done and the service stays ready.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     create, free_addr, query, request, server_available, signal, start, start_command, wait,
-    wait_done, Service, BIN,
+    wait_done, Service, BIN, MARIADB, POSTGRES, REDIS,
 };
 
 /// Jobs in hand (running) right now: in the SQL table, or in the Redis queue's processing lists.
@@ -64,7 +64,7 @@ fn no_job_is_lost_across_sigterms_and_a_sigkill() {
 
 #[test]
 fn no_job_is_lost_across_sigterms_and_a_sigkill_on_postgres() {
-    if server_available("PostgreSQL", "127.0.0.1:5432") {
+    if server_available("PostgreSQL", POSTGRES) {
         let queue = format!("example-test-{}", std::process::id());
         no_job_is_lost(
             "postgres://postgres@127.0.0.1:5432/test?application_name=example-jobs",
@@ -76,7 +76,7 @@ fn no_job_is_lost_across_sigterms_and_a_sigkill_on_postgres() {
 
 #[test]
 fn no_job_is_lost_across_sigterms_and_a_sigkill_on_mariadb() {
-    if server_available("MariaDB", "127.0.0.1:3306") {
+    if server_available("MariaDB", MARIADB) {
         let queue = format!("example-test-{}", std::process::id());
         no_job_is_lost("mysql://root@127.0.0.1:3306/test", &queue, false);
     }
@@ -84,7 +84,7 @@ fn no_job_is_lost_across_sigterms_and_a_sigkill_on_mariadb() {
 
 #[test]
 fn no_job_is_lost_across_sigterms_and_a_sigkill_with_jobs_in_redis() {
-    if server_available("Redis", "127.0.0.1:6379") {
+    if server_available("Redis", REDIS) {
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display());
         no_job_is_lost(&db, &format!("example-test-{}", std::process::id()), true);
@@ -234,7 +234,7 @@ fn jobs_detail(addr: SocketAddr) -> String {
 /// second replica kept the first one's heartbeat alive and the job stayed running for ever.
 #[test]
 fn a_job_of_a_killed_container_is_taken_up_by_the_next_one_with_the_same_pid() {
-    if !server_available("Redis", "127.0.0.1:6379") || !pid_namespaces_available() {
+    if !server_available("Redis", REDIS) || !pid_namespaces_available() {
         return;
     }
     let queue = format!("example-pid1-{}", std::process::id());
@@ -318,7 +318,7 @@ fn poison_jobs_end_dead_after_max_deliveries_and_the_rest_are_done() {
 
 #[test]
 fn poison_jobs_in_redis_end_dead_after_max_deliveries_and_the_rest_are_done() {
-    if server_available("Redis", "127.0.0.1:6379") {
+    if server_available("Redis", REDIS) {
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display());
         let queue = format!("example-poison-{}", std::process::id());
