@@ -172,6 +172,7 @@ mod changes;
 mod component;
 mod component_error;
 mod context;
+mod deadline;
 mod drain;
 mod error;
 mod graph;
@@ -181,6 +182,7 @@ mod health_cache;
 pub mod held_by;
 mod lifecycle;
 mod record;
+mod redacted;
 mod report;
 mod run;
 mod shared;
@@ -209,9 +211,11 @@ pub use changes::ChangeError;
 pub use component::{Component, Health};
 pub use component_error::ComponentError;
 pub use context::Context;
+pub use deadline::{retry_until, GaveUp};
 pub use error::{BoxError, BuildError};
 pub use handle::{ComponentState, ComponentStatus, LifecycleHandle, ListenerShare, Phase};
 pub use lifecycle::Lifecycle;
+pub use redacted::Redacted;
 pub use report::{
     exit_code, ComponentReport, Outcome, Report, TriggerKind, TriggerReport, UpgradeReport,
 };

@@ -88,21 +88,26 @@
 //! Credentials never leave: wherever a component names its server (logs, errors, the report,
 //! health reasons and so `/readyz?verbose`), the URL is shown without its user information and
 //! with secret query parameters (`password`, `sslpassword`, `pass`, ...) masked as `***`, and a
-//! driver's message that echoes a secret has it masked too.
+//! driver's message that echoes a secret has it masked too: the rules of
+//! [`lifecycle_core::Redacted`], which every crate of the workspace names its servers through.
 
 // Docs built without a backend's feature name its types without linking them.
 #![cfg_attr(not(feature = "redis"), allow(rustdoc::broken_intra_doc_links))]
 
-mod deadline;
 mod error;
 mod jobs;
-mod redact;
 #[cfg(feature = "redis")]
 mod redis;
 mod sql;
+mod unused_secrets;
 
 pub use error::DbError;
 pub use jobs::{Job, JobQueue, JobState, JobWorker};
 #[cfg(feature = "redis")]
 pub use redis::{RedisClient, RedisClientOptions, RedisConnection, RedisJobQueue, RedisSubscriber};
 pub use sql::{SqlJobQueue, SqlPool, SqlQueuePool};
+
+/// How much of a start's or stop's time a component keeps back from what it waits for, to
+/// report its own error or hand its work back before the lifecycle cuts it off: a quarter of
+/// the time left, at most this ([`lifecycle_core::Context::give_up_at`]).
+const GIVE_UP_RESERVE: std::time::Duration = std::time::Duration::from_millis(250);
