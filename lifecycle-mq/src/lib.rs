@@ -140,26 +140,38 @@
 #[cfg(feature = "amqp")]
 mod amqp;
 #[cfg(any(feature = "amqp", feature = "nats"))]
-mod consume;
+mod broker;
 #[cfg(any(feature = "amqp", feature = "nats"))]
-mod deadline;
+mod consumer;
 mod error;
 #[cfg(any(feature = "amqp", feature = "nats"))]
 mod handler;
 #[cfg(any(feature = "amqp", feature = "nats"))]
-mod in_flight;
+mod handlers;
+#[cfg(any(feature = "amqp", feature = "nats"))]
+mod in_hand;
 mod message;
 #[cfg(any(feature = "amqp", feature = "nats"))]
 mod metrics;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(any(feature = "amqp", feature = "nats"))]
+mod publisher;
+#[cfg(any(feature = "amqp", feature = "nats"))]
 mod publishes;
+#[cfg(any(feature = "amqp", feature = "nats"))]
+mod settle;
 mod stats;
+#[cfg(any(feature = "amqp", feature = "nats"))]
+mod stop;
+#[cfg(any(feature = "amqp", feature = "nats"))]
+mod subscription;
 
 #[cfg(feature = "amqp")]
 pub use amqp::{AmqpConsumer, AmqpPublisher, AmqpPublisherHandle};
-pub use error::{redact, MqError};
+#[doc(hidden)]
+pub use error::redact;
+pub use error::MqError;
 pub use message::{Ack, Message};
 #[cfg(feature = "nats")]
 pub use nats::{NatsConsumer, NatsPublisher, NatsPublisherHandle};

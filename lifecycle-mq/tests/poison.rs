@@ -351,7 +351,7 @@ async fn poison_messages_are_dead_lettered_and_the_rest_flows(broker: Broker) {
     let (handle, run) = start_alone(Registration::new(&name, consumer.clone())).await;
     eventually("both poison messages dead, the good ones done", || {
         let stats = consumer.stats();
-        stats.dead == 3 && stats.acked == 100
+        stats.dead == 3 && stats.done == 100
     })
     .await;
     assert_eq!(
@@ -385,7 +385,7 @@ async fn poison_messages_are_dead_lettered_and_the_rest_flows(broker: Broker) {
     }
     let stats = consumer.stats();
     assert_eq!(
-        (stats.acked, stats.dead, stats.requeued),
+        (stats.done, stats.dead, stats.failed),
         (100, 3, 12),
         "{stats:?}"
     );
