@@ -279,28 +279,33 @@ impl Subscription for Pulls {
                     }
                 }
             };
+            // The server ends a pull when it expires; one that says nothing for twice as long
+            // has no one answering it (its consumer was deleted, say), and would otherwise be
+            // waited for for ever.
+            let silence = self.pull_wait * 2;
             let next = tokio::select! {
                 biased;
                 () = stop.cancelled() => return Next::Stopped,
-                next = pull.next() => next,
+                next = tokio::time::timeout(silence, pull.next()) => next,
             };
-            match next {
-                Some(Ok(message)) => {
+            let error = match next {
+                Ok(Some(Ok(message))) => {
                     self.failures = 0;
                     let view = view(&message);
                     return Next::Message(message, view);
                 }
-                Some(Err(error)) => {
-                    self.batch = None;
-                    if let Some(end) = self.pull_failed(stop, error.to_string()).await {
-                        return end;
-                    }
-                }
+                Ok(Some(Err(error))) => error.to_string(),
+                Err(_) => format!("the pull was not answered within {silence:?}"),
                 // The pull expired or brought all it asked for.
-                None => {
+                Ok(None) => {
                     self.failures = 0;
                     self.batch = None;
+                    continue;
                 }
+            };
+            self.batch = None;
+            if let Some(end) = self.pull_failed(stop, error).await {
+                return end;
             }
         }
     }
