@@ -83,6 +83,27 @@
 //! (`tests/redis_queue.rs`). Order is not guaranteed: jobs are taken oldest first, but a
 //! reclaimed or retried job runs after newer ones.
 //!
+//! # Counts and metrics
+//!
+//! A [`JobWorker`] records what became of the jobs it took through the `metrics` facade,
+//! labelled with its component's name (the full list is in `lifecycle_core`'s "Metrics"
+//! table). Every work source of the workspace counts the same outcomes under the same names,
+//! so a dashboard reads jobs and messages alike (`lifecycle-mq`'s consumers are the other):
+//!
+//! | outcome | what happened | jobs (this crate) | messages (`lifecycle-mq`) |
+//! |---|---|---|---|
+//! | taken | a job claimed (a message received), every delivery | `jobs_claimed_total` | `messages_received_total` |
+//! | `done` | the handler succeeded: completed | `jobs_ended_total{outcome="done"}` | `messages_ended_total{outcome="done"}` |
+//! | `failed` | a failed attempt (an error, a panic, a run past [`max_run_time`](JobWorker::max_run_time)), queued to be tried again | `…{outcome="failed"}` | `…{outcome="failed"}` |
+//! | `dead` | the same at its last attempt, or a payload that does not decode: failed for good (the dead letter) | `…{outcome="dead"}` | `…{outcome="dead"}` |
+//! | `handed_back` | claimed as the stop came and never run: handed back | `…{outcome="handed_back"}`, [`JobWorker::handed_back`] | `…{outcome="handed_back"}` |
+//! | `cut` | still running at the stop deadline: cut off and handed back | `…{outcome="cut"}` | `…{outcome="cut"}` |
+//!
+//! Messages have one outcome more, `rejected` (the handler refused it for good), which a job
+//! handler cannot answer. `job_run_duration_seconds{outcome}` times each job by the same
+//! outcomes; `jobs_reclaimed_total` and `jobs_late_total` ([`JobWorker::late`]) count what a
+//! worker took back from dead workers and the ends that came after the lease was lost.
+//!
 //! # Secrets
 //!
 //! Credentials never leave: wherever a component names its server (logs, errors, the report,

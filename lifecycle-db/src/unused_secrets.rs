@@ -6,7 +6,6 @@ use std::borrow::Cow;
 use lifecycle_core::Redacted;
 use url::Url;
 
-
 /// `url` without the query parameters that carry a secret and that the sqlx driver `scheme`
 /// does not use, with their names. sqlx's PostgreSQL driver logs an unknown parameter with its
 /// value (`sslpassword=...`); the others ignore them. `password` stays for PostgreSQL, which

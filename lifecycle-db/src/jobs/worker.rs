@@ -442,7 +442,10 @@ where
         let outcome = loop {
             let cut_off = async {
                 self.ctx.token().cancelled().await;
-                tokio::time::sleep_until(self.ctx.give_up_at(GIVE_UP_RESERVE, Duration::from_secs(5))).await;
+                tokio::time::sleep_until(
+                    self.ctx.give_up_at(GIVE_UP_RESERVE, Duration::from_secs(5)),
+                )
+                .await;
             };
             tokio::select! {
                 outcome = &mut handling => break match outcome {

@@ -221,7 +221,10 @@ impl RedisClient {
 #[async_trait]
 impl Component for RedisClient {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
-        if let Err(error) = self.reach(ctx.give_up_at(GIVE_UP_RESERVE, Duration::from_secs(30))).await {
+        if let Err(error) = self
+            .reach(ctx.give_up_at(GIVE_UP_RESERVE, Duration::from_secs(30)))
+            .await
+        {
             self.inner.drop_connections();
             return Err(error.into());
         }

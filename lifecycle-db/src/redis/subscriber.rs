@@ -281,8 +281,10 @@ where
             None => {
                 // Closing the connection would drop the subscription as well; unsubscribing
                 // first tells the server so while it still answers, and is skipped otherwise.
-                let give_up =
-                    self.ctx.give_up_at(GIVE_UP_RESERVE, REPLY_TIMEOUT).min(Instant::now() + REPLY_TIMEOUT);
+                let give_up = self
+                    .ctx
+                    .give_up_at(GIVE_UP_RESERVE, REPLY_TIMEOUT)
+                    .min(Instant::now() + REPLY_TIMEOUT);
                 let unsubscribe = async {
                     if !self.channels.is_empty() {
                         self.sink.unsubscribe(&self.channels).await?;

@@ -8,9 +8,9 @@ use sqlx::{ConnectOptions, Connection, Database, Pool};
 use tokio::time::Instant;
 
 use crate::error::DbError;
+use crate::sql::metrics::{PoolMetrics, SAMPLE_EVERY};
 use crate::unused_secrets::without_unused_secrets;
 use crate::GIVE_UP_RESERVE;
-use crate::sql::metrics::{PoolMetrics, SAMPLE_EVERY};
 
 /// How long the health ping may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -106,7 +106,11 @@ impl<DB: Database> SqlPool<DB> {
     /// Connects once, retrying with backoff, to prove the server is there.
     async fn reach(&self, give_up: Instant) -> Result<(), DbError> {
         retry_until(&self.target, give_up, || async {
-            let connection = self.connect.connect().await.map_err(|e| self.target.scrub(e))?;
+            let connection = self
+                .connect
+                .connect()
+                .await
+                .map_err(|e| self.target.scrub(e))?;
             // The probe is not kept: the pool opens its own connections.
             let _ = tokio::time::timeout_at(give_up, connection.close()).await;
             Ok::<_, String>(())
@@ -138,7 +142,8 @@ impl<DB: Database> SqlPool<DB> {
 #[async_trait]
 impl<DB: Database> Component for SqlPool<DB> {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
-        self.reach(ctx.give_up_at(GIVE_UP_RESERVE, Duration::from_secs(30))).await?;
+        self.reach(ctx.give_up_at(GIVE_UP_RESERVE, Duration::from_secs(30)))
+            .await?;
         tracing::info!(component = ctx.name(), target_db = %self.target, "database reachable");
         let (metrics, pool, token) = (
             PoolMetrics::register(ctx.name()),

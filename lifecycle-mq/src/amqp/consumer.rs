@@ -53,7 +53,7 @@ use crate::subscription::{Next, Subscribe, Subscription};
 /// again, and the handler may then see it a second time ([`Message::redelivered`]). A message
 /// whose handler fails (an error, a panic) at its [`max_deliveries`](Self::max_deliveries)-th
 /// delivery is rejected to the queue's dead-letter exchange and counted in
-/// [`ConsumerStats::dead`]; a panic never fails the component. Only quorum queues count
+/// [`ConsumerStats::dead`](crate::ConsumerStats::dead); a panic never fails the component. Only quorum queues count
 /// deliveries: see the crate documentation.
 ///
 /// # Examples

@@ -58,7 +58,7 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// [`Ack::Done`]; a message whose handler was cut off, or whose process died, is delivered
 /// again, with [`Message::delivery_count`] counting. A message whose handler fails (an error,
 /// a panic) at its [`max_deliveries`](Self::max_deliveries)-th delivery is terminated (`+TERM`)
-/// and counted in [`ConsumerStats::dead`]; a panic never fails the component.
+/// and counted in [`ConsumerStats::dead`](crate::ConsumerStats::dead); a panic never fails the component.
 ///
 /// # Examples
 ///
