@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use lifecycle_core::{GaveUp, Redacted};
+
 /// What went wrong with a database or Redis component.
 ///
 /// Each variant names the server (its URL without credentials), so a report line says which
@@ -91,4 +93,16 @@ pub enum DbError {
         /// What was seen.
         reason: String,
     },
+}
+
+impl DbError {
+    /// The start's retries on `target` gave up ([`lifecycle_core::retry_until`]).
+    pub(crate) fn unreachable(target: &Redacted, gave_up: GaveUp) -> Self {
+        DbError::Unreachable {
+            target: target.to_string(),
+            attempts: gave_up.attempts,
+            waited: gave_up.waited,
+            last_error: gave_up.last_error,
+        }
+    }
 }

@@ -83,26 +83,52 @@
 //! (`tests/redis_queue.rs`). Order is not guaranteed: jobs are taken oldest first, but a
 //! reclaimed or retried job runs after newer ones.
 //!
+//! # Counts and metrics
+//!
+//! A [`JobWorker`] records what became of the jobs it took through the `metrics` facade,
+//! labelled with its component's name (the full list is in `lifecycle_core`'s "Metrics"
+//! table). Every work source of the workspace counts the same outcomes under the same names,
+//! so a dashboard reads jobs and messages alike (`lifecycle-mq`'s consumers are the other):
+//!
+//! | outcome | what happened | jobs (this crate) | messages (`lifecycle-mq`) |
+//! |---|---|---|---|
+//! | taken | a job claimed (a message received), every delivery | `jobs_claimed_total` | `messages_received_total` |
+//! | `done` | the handler succeeded: completed | `jobs_ended_total{outcome="done"}` | `messages_ended_total{outcome="done"}` |
+//! | `failed` | a failed attempt (an error, a panic, a run past [`max_run_time`](JobWorker::max_run_time)), queued to be tried again | `…{outcome="failed"}` | `…{outcome="failed"}` |
+//! | `dead` | the same at its last attempt, or a payload that does not decode: failed for good (the dead letter) | `…{outcome="dead"}` | `…{outcome="dead"}` |
+//! | `handed_back` | claimed as the stop came and never run: handed back | `…{outcome="handed_back"}`, [`JobWorker::handed_back`] | `…{outcome="handed_back"}` |
+//! | `cut` | still running at the stop deadline: cut off and handed back | `…{outcome="cut"}` | `…{outcome="cut"}` |
+//!
+//! Messages have one outcome more, `rejected` (the handler refused it for good), which a job
+//! handler cannot answer. `job_run_duration_seconds{outcome}` times each job by the same
+//! outcomes; `jobs_reclaimed_total` and `jobs_late_total` ([`JobWorker::late`]) count what a
+//! worker took back from dead workers and the ends that came after the lease was lost.
+//!
 //! # Secrets
 //!
 //! Credentials never leave: wherever a component names its server (logs, errors, the report,
 //! health reasons and so `/readyz?verbose`), the URL is shown without its user information and
 //! with secret query parameters (`password`, `sslpassword`, `pass`, ...) masked as `***`, and a
-//! driver's message that echoes a secret has it masked too.
+//! driver's message that echoes a secret has it masked too: the rules of
+//! [`lifecycle_core::Redacted`], which every crate of the workspace names its servers through.
 
 // Docs built without a backend's feature name its types without linking them.
 #![cfg_attr(not(feature = "redis"), allow(rustdoc::broken_intra_doc_links))]
 
-mod deadline;
 mod error;
 mod jobs;
-mod redact;
 #[cfg(feature = "redis")]
 mod redis;
 mod sql;
+mod unused_secrets;
 
 pub use error::DbError;
 pub use jobs::{Job, JobQueue, JobState, JobWorker};
 #[cfg(feature = "redis")]
 pub use redis::{RedisClient, RedisClientOptions, RedisConnection, RedisJobQueue, RedisSubscriber};
 pub use sql::{SqlJobQueue, SqlPool, SqlQueuePool};
+
+/// How much of a start's or stop's time a component keeps back from what it waits for, to
+/// report its own error or hand its work back before the lifecycle cuts it off: a quarter of
+/// the time left, at most this ([`lifecycle_core::Context::give_up_at`]).
+const GIVE_UP_RESERVE: std::time::Duration = std::time::Duration::from_millis(250);

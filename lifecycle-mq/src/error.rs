@@ -1,10 +1,11 @@
-//! Errors of this crate, and keeping credentials out of them.
+//! `MqError`, the errors of this crate.
 
 use std::time::Duration;
 
 /// What went wrong with a consumer or a publisher.
 ///
-/// Each variant names the broker (its URL without credentials, see [`redact`](crate::redact))
+/// Each variant names the broker (its URL without credentials, as
+/// [`lifecycle_core::Redacted`] shows it)
 /// and, where there is one, the queue or subject, so a report line says which one failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -129,73 +130,4 @@ pub enum MqError {
         /// How many.
         unconfirmed: usize,
     },
-}
-
-/// Query parameters whose values are secrets in broker URLs.
-const SECRET_KEYS: [&str; 6] = ["password", "pass", "token", "nkey", "jwt", "secret"];
-
-/// `url` without its user, password and secret query parameters, for messages, logs and
-/// reports: `amqp://app:secret@mq:5672/%2f` becomes `amqp://mq:5672/%2f`.
-///
-/// A URL that does not parse is reduced to its scheme, since it cannot be told which part is
-/// the secret.
-///
-/// # Examples
-///
-/// ```
-/// assert_eq!(
-///     lifecycle_mq::redact("nats://app:secret@nats:4222?token=abc&name=x"),
-///     "nats://nats:4222?name=x"
-/// );
-/// ```
-pub fn redact(url: &str) -> String {
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        return match url.split_once("://") {
-            Some((scheme, _)) => format!("{scheme}://(unparseable)"),
-            None => "(unparseable URL)".to_owned(),
-        };
-    };
-    // Both fail only for URLs that cannot have credentials, which then have none to strip.
-    let _ = parsed.set_username("");
-    let _ = parsed.set_password(None);
-    if parsed.query().is_some() {
-        let kept: Vec<(String, String)> = parsed
-            .query_pairs()
-            .filter(|(key, _)| !SECRET_KEYS.contains(&key.to_ascii_lowercase().as_str()))
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        if kept.is_empty() {
-            parsed.set_query(None);
-        } else {
-            parsed.query_pairs_mut().clear().extend_pairs(kept);
-        }
-    }
-    let mut text = String::from(parsed);
-    // `Url` adds a `/` to hierarchical URLs with an empty path; keep the user's form.
-    if !url.contains(&text) && text.ends_with('/') && !url.ends_with('/') {
-        text.pop();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn strips_credentials_and_secret_parameters_only() {
-        assert_eq!(
-            redact("amqp://guest:guest@127.0.0.1:5672/%2f"),
-            "amqp://127.0.0.1:5672/%2f"
-        );
-        assert_eq!(redact("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
-        assert_eq!(redact("nats://tok3n@nats:4222"), "nats://nats:4222");
-        assert_eq!(
-            redact("amqps://u:p@mq/vh?heartbeat=10&password=x"),
-            "amqps://mq/vh?heartbeat=10"
-        );
-        assert_eq!(redact("nats://n?token=abc"), "nats://n");
-        assert_eq!(redact("nats://u:p@@@"), "nats://(unparseable)");
-        assert_eq!(redact("no url"), "(unparseable URL)");
-    }
 }

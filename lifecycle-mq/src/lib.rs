@@ -1,6 +1,7 @@
 //! Message-queue consumers and publishers for [`lifecycle_core`] whose shutdown neither loses a
 //! message nor acknowledges one that was not processed: for AMQP 0.9.1 (RabbitMQ, on lapin,
-//! feature `amqp`) and NATS JetStream (on async-nats, feature `nats`), both on by default.
+//! feature `amqp`) and NATS JetStream (on async-nats, feature `nats`). No broker is on by
+//! default: enable the ones the service uses, and the other's client is not built.
 //!
 //! - [`AmqpConsumer`] and [`NatsConsumer`] run a handler on each message, with a concurrency
 //!   limit and a prefetch. At their stop turn they stop receiving first, hand back what they
@@ -11,7 +12,8 @@
 //!   their stop turn the publishes in flight are confirmed or fail, and later ones fail at once
 //!   with [`MqError::NotRunning`].
 //! - A broker missing at start is retried until shortly before the start timeout, and the error
-//!   names its URL without credentials ([`redact`]); a connection lost while running is a
+//!   names its URL without credentials ([`Redacted`](lifecycle_core::Redacted)); a connection
+//!   lost while running is a
 //!   run-time failure for the component's [`OnFailure`](lifecycle_core::OnFailure) policy, with
 //!   no reconnect loop that could outlive the stop; a broker gone at the stop cannot hold the
 //!   stop past its timeout.
@@ -63,13 +65,25 @@
 //! # Counts and metrics
 //!
 //! Each consumer counts what became of its messages ([`ConsumerStats`], from its `stats()`),
-//! and records the same through the `metrics` facade, labelled with its component's name:
-//! `messages_received_total`, `messages_ended_total{outcome}` and
-//! `messages_settle_failed_total`. The outcomes are those every work source of the workspace
-//! counts (a `lifecycle-db` job worker's `jobs_ended_total` has the same): `done`, `failed`
-//! (to be delivered again), `dead`, `handed_back` (never started, at the stop), `cut` (cut off
-//! at the stop deadline), and `rejected` by the handler. Without a recorder installed they cost
-//! next to nothing.
+//! and records the same through the `metrics` facade, labelled with its component's name.
+//! Every work source of the workspace counts the same outcomes under the same names, so a
+//! dashboard reads jobs and messages alike (`lifecycle-db`'s job worker is the other):
+//!
+//! | outcome | what happened | messages (this crate) | jobs (`lifecycle-db`) |
+//! |---|---|---|---|
+//! | taken | a delivery taken from the broker or queue, a redelivery too | `messages_received_total`, [`ConsumerStats::received`] | `jobs_claimed_total` |
+//! | `done` | the handler succeeded: acknowledged | `messages_ended_total{outcome="done"}`, [`ConsumerStats::done`] | `jobs_ended_total{outcome="done"}` |
+//! | `failed` | a failed delivery (an error, a panic; [`Ack::Requeue`]; for jobs a run past its maximum run time), handed back to be tried again | `…{outcome="failed"}`, [`ConsumerStats::failed`] | `…{outcome="failed"}` |
+//! | `dead` | the same at its last delivery (attempt): set aside as a dead letter | `…{outcome="dead"}`, [`ConsumerStats::dead`] | `…{outcome="dead"}` |
+//! | `handed_back` | taken as the stop came and never started: handed back | `…{outcome="handed_back"}`, [`ConsumerStats::handed_back`] | `…{outcome="handed_back"}` |
+//! | `cut` | its handler still running at the stop deadline: cut off and handed back | `…{outcome="cut"}`, [`ConsumerStats::cut`] | `…{outcome="cut"}` |
+//! | `rejected` | messages only: the handler refused it for good ([`Ack::Reject`]) | `…{outcome="rejected"}`, [`ConsumerStats::rejected`] | (none: a job handler cannot refuse) |
+//!
+//! Besides the outcomes, a consumer counts the handler runs that panicked
+//! ([`ConsumerStats::panicked`], each also a `failed` or `dead` delivery) and the settlements
+//! the broker could not be told of because the connection was gone
+//! (`messages_settle_failed_total`, [`ConsumerStats::settle_failed`]; the broker delivers those
+//! messages again). Without a recorder installed the metrics cost next to nothing.
 //!
 //! # Prefetch, concurrency and the stop timeout
 //!
@@ -140,26 +154,37 @@
 #[cfg(feature = "amqp")]
 mod amqp;
 #[cfg(any(feature = "amqp", feature = "nats"))]
-mod consume;
+mod broker;
 #[cfg(any(feature = "amqp", feature = "nats"))]
-mod deadline;
+mod consumer;
 mod error;
 #[cfg(any(feature = "amqp", feature = "nats"))]
 mod handler;
 #[cfg(any(feature = "amqp", feature = "nats"))]
-mod in_flight;
+mod handlers;
+#[cfg(any(feature = "amqp", feature = "nats"))]
+mod in_hand;
 mod message;
 #[cfg(any(feature = "amqp", feature = "nats"))]
 mod metrics;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(any(feature = "amqp", feature = "nats"))]
+mod publisher;
+#[cfg(any(feature = "amqp", feature = "nats"))]
 mod publishes;
+#[cfg(any(feature = "amqp", feature = "nats"))]
+mod settle;
 mod stats;
+#[cfg(any(feature = "amqp", feature = "nats"))]
+mod stop;
+#[cfg(any(feature = "amqp", feature = "nats"))]
+mod subscription;
 
 #[cfg(feature = "amqp")]
 pub use amqp::{AmqpConsumer, AmqpPublisher, AmqpPublisherHandle};
-pub use error::{redact, MqError};
+#[doc(hidden)]
+pub use error::MqError;
 pub use message::{Ack, Message};
 #[cfg(feature = "nats")]
 pub use nats::{NatsConsumer, NatsPublisher, NatsPublisherHandle};

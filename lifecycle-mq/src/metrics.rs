@@ -1,7 +1,8 @@
-//! A consumer's metrics through the `metrics` facade, with handles registered once per start.
-//! The names and labels are listed in `lifecycle_core`'s "Metrics" table; the outcomes are
-//! those every work source counts (`lifecycle-db`'s `jobs_ended_total` has the same, but
-//! `rejected`).
+//! A consumer's metrics through the `metrics` facade, with handles registered once per start,
+//! and `Tally`, which records each outcome in both the metrics and the `ConsumerStats`. The
+//! names and labels are listed in `lifecycle_core`'s "Metrics" table and in this crate's
+//! "Counts and metrics"; the outcomes are those every work source counts (`lifecycle-db`'s
+//! `jobs_ended_total` has the same, and no `rejected`).
 
 use std::sync::Arc;
 
@@ -95,12 +96,12 @@ impl Tally {
     /// `count` messages ended as `how`, and the broker was told.
     pub(crate) fn ended(&self, how: Ended, count: u64) {
         let counter = match how {
-            Ended::Done => &self.counters.acked,
-            Ended::Failed => &self.counters.requeued,
+            Ended::Done => &self.counters.done,
+            Ended::Failed => &self.counters.failed,
             Ended::Dead => &self.counters.dead,
             Ended::Rejected => &self.counters.rejected,
-            Ended::HandedBack => &self.counters.returned_at_stop,
-            Ended::Cut => &self.counters.cut_at_stop,
+            Ended::HandedBack => &self.counters.handed_back,
+            Ended::Cut => &self.counters.cut,
         };
         Counters::add(counter, count);
         self.metrics.ended(how, count);

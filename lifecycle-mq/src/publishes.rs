@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use lifecycle_core::Context;
+use lifecycle_core::{Context, Redacted};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -24,13 +24,13 @@ pub(crate) struct Publishes {
     cut: CancellationToken,
 }
 
-/// One publish in flight, counted until dropped.
-pub(crate) struct InFlight {
+/// One publish waiting for the broker's confirm, counted until dropped.
+pub(crate) struct PendingPublish {
     _counted: TaskTrackerToken,
     cut: CancellationToken,
 }
 
-impl InFlight {
+impl PendingPublish {
     /// Runs `publish`, or gives up on it (`None`) when the stop cuts the publishes left.
     pub(crate) async fn until_cut<F: Future>(self, publish: F) -> Option<F::Output> {
         self.cut.run_until_cancelled(publish).await
@@ -58,11 +58,11 @@ impl Publishes {
 
     /// Counts a publish in flight, or refuses it with the component's name once the stop turn
     /// has come.
-    pub(crate) fn enter(&self) -> Result<InFlight, String> {
+    pub(crate) fn enter(&self) -> Result<PendingPublish, String> {
         if !self.is_open() {
             return Err(self.name.clone());
         }
-        Ok(InFlight {
+        Ok(PendingPublish {
             _counted: self.tracker.token(),
             cut: self.cut.clone(),
         })
@@ -73,7 +73,7 @@ impl Publishes {
     pub(crate) async fn stop(
         &self,
         ctx: &Context,
-        target: &str,
+        target: &Redacted,
         give_up: Instant,
     ) -> Option<MqError> {
         self.tracker.close();
@@ -93,7 +93,7 @@ impl Publishes {
         // The cut publishes return at once; wait for them so none outlives the stop.
         let _ = tokio::time::timeout(Duration::from_millis(100), self.tracker.wait()).await;
         Some(MqError::Unconfirmed {
-            target: target.to_owned(),
+            target: target.to_string(),
             unconfirmed,
         })
     }

@@ -13,8 +13,8 @@
 
 use std::time::Duration;
 
-use lifecycle_core::BoxError;
-use lifecycle_mq::{redact, Ack, AmqpPublisherHandle, Message, MqError, NatsPublisherHandle};
+use lifecycle_core::{BoxError, Redacted};
+use lifecycle_mq::{Ack, AmqpPublisherHandle, Message, MqError, NatsPublisherHandle};
 use serde::{Deserialize, Serialize};
 use sqlx::AnyPool;
 
@@ -265,20 +265,18 @@ impl Topology {
     pub(crate) async fn declare(&self) -> Result<(), BoxError> {
         if let Some(url) = &self.amqp_url {
             declare_queue(url, &self.names).await.map_err(|e| {
-                format!(
-                    "declaring {} on {}: {e}",
-                    self.names.amqp_queue,
-                    redact(url)
-                )
+                // The driver's message may quote the URL: its secrets are scrubbed too.
+                let shown = Redacted::new(url);
+                let e = shown.scrub(e);
+                format!("declaring {} on {shown}: {e}", self.names.amqp_queue)
             })?;
         }
         if let Some(url) = &self.nats_url {
             create_stream(url, &self.names).await.map_err(|e| {
-                format!(
-                    "creating {} on {}: {e}",
-                    self.names.nats_stream,
-                    redact(url)
-                )
+                // The driver's message may quote the URL: its secrets are scrubbed too.
+                let shown = Redacted::new(url);
+                let e = shown.scrub(e);
+                format!("creating {} on {shown}: {e}", self.names.nats_stream)
             })?;
         }
         Ok(())

@@ -16,9 +16,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
 use super::{Job, JobQueue};
-use crate::deadline::give_up_at;
 use crate::error::DbError;
 use crate::jobs::metrics::{Ended, JobMetrics};
+use crate::GIVE_UP_RESERVE;
 
 /// The shortest lease a worker accepts: it renews at a third of it, which must not be zero.
 const MIN_LEASE: Duration = Duration::from_millis(3);
@@ -442,7 +442,10 @@ where
         let outcome = loop {
             let cut_off = async {
                 self.ctx.token().cancelled().await;
-                tokio::time::sleep_until(give_up_at(&self.ctx, Duration::from_secs(5))).await;
+                tokio::time::sleep_until(
+                    self.ctx.give_up_at(GIVE_UP_RESERVE, Duration::from_secs(5)),
+                )
+                .await;
             };
             tokio::select! {
                 outcome = &mut handling => break match outcome {

@@ -5,7 +5,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use lifecycle_core::{async_trait, BoxError, CancellationToken, Component, Context, Health};
+use lifecycle_core::{
+    async_trait, retry_until, BoxError, CancellationToken, Component, Context, Health, Redacted,
+};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError, RedisResult};
 use tokio::time::Instant;
@@ -16,9 +18,8 @@ use super::connection::{Link, RedisConnection};
 use super::lock;
 use super::metrics::RedisMetrics;
 use super::options::{RedisClientOptions, Settings};
-use crate::deadline::{give_up_at, retry_until};
 use crate::error::DbError;
-use crate::redact::Redacted;
+use crate::GIVE_UP_RESERVE;
 
 /// How long the health ping may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -207,17 +208,23 @@ impl RedisClient {
     /// Connects once, retrying with backoff, to prove the server is there; the connection is
     /// kept as the shared one.
     async fn reach(&self, give_up: Instant) -> Result<(), DbError> {
-        retry_until(&self.inner.target, give_up, || async {
-            self.shared.link().connection().await.map(drop)
+        let target = &self.inner.target;
+        retry_until(target, give_up, || async {
+            let connected = self.shared.link().connection().await;
+            connected.map(drop).map_err(|e| target.scrub(e))
         })
         .await
+        .map_err(|gave_up| DbError::unreachable(target, gave_up))
     }
 }
 
 #[async_trait]
 impl Component for RedisClient {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
-        if let Err(error) = self.reach(give_up_at(ctx, Duration::from_secs(30))).await {
+        if let Err(error) = self
+            .reach(ctx.give_up_at(GIVE_UP_RESERVE, Duration::from_secs(30)))
+            .await
+        {
             self.inner.drop_connections();
             return Err(error.into());
         }
@@ -230,7 +237,7 @@ impl Component for RedisClient {
     }
 
     async fn stop(&self, ctx: &Context) -> Result<(), BoxError> {
-        let give_up = give_up_at(ctx, Duration::from_secs(5));
+        let give_up = ctx.give_up_at(GIVE_UP_RESERVE, Duration::from_secs(5));
         let deadline = ctx
             .deadline()
             .unwrap_or(give_up + Duration::from_millis(100));

@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lifecycle_core::{async_trait, BoxError, Component, Context};
+use lifecycle_core::{async_trait, retry_until, BoxError, Component, Context, Redacted};
 use redis::aio::{PubSub, PubSubSink, PubSubStream};
 use redis::{Msg, RedisResult};
 use tokio::time::Instant;
 
-use crate::deadline::{give_up_at, retry_until};
 use crate::error::DbError;
-use crate::redact::Redacted;
+use crate::GIVE_UP_RESERVE;
 
 /// How long a keep-alive ping, or the unsubscribe at the stop, may take.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -147,6 +146,7 @@ where
             }
         })
         .await
+        .map_err(|gave_up| DbError::unreachable(&self.target, gave_up))
     }
 
     async fn subscribe_once(&self) -> RedisResult<PubSub> {
@@ -172,7 +172,7 @@ where
             return Err(format!("nothing to subscribe to on {}", self.target).into());
         }
         let pubsub = self
-            .subscribe(give_up_at(ctx, Duration::from_secs(30)))
+            .subscribe(ctx.give_up_at(GIVE_UP_RESERVE, Duration::from_secs(30)))
             .await?;
         tracing::info!(component = ctx.name(), target_db = %self.target,
             channels = %self.subscriptions(), "subscribed");
@@ -281,8 +281,10 @@ where
             None => {
                 // Closing the connection would drop the subscription as well; unsubscribing
                 // first tells the server so while it still answers, and is skipped otherwise.
-                let give_up =
-                    give_up_at(&self.ctx, REPLY_TIMEOUT).min(Instant::now() + REPLY_TIMEOUT);
+                let give_up = self
+                    .ctx
+                    .give_up_at(GIVE_UP_RESERVE, REPLY_TIMEOUT)
+                    .min(Instant::now() + REPLY_TIMEOUT);
                 let unsubscribe = async {
                     if !self.channels.is_empty() {
                         self.sink.unsubscribe(&self.channels).await?;

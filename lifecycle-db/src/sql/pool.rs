@@ -2,15 +2,15 @@
 
 use std::time::Duration;
 
-use lifecycle_core::{async_trait, BoxError, Component, Context, Health};
+use lifecycle_core::{async_trait, retry_until, BoxError, Component, Context, Health, Redacted};
 use sqlx::pool::PoolOptions;
 use sqlx::{ConnectOptions, Connection, Database, Pool};
 use tokio::time::Instant;
 
-use crate::deadline::{give_up_at, retry_until};
 use crate::error::DbError;
-use crate::redact::{without_unused_secrets, Redacted};
 use crate::sql::metrics::{PoolMetrics, SAMPLE_EVERY};
+use crate::unused_secrets::without_unused_secrets;
+use crate::GIVE_UP_RESERVE;
 
 /// How long the health ping may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -106,12 +106,17 @@ impl<DB: Database> SqlPool<DB> {
     /// Connects once, retrying with backoff, to prove the server is there.
     async fn reach(&self, give_up: Instant) -> Result<(), DbError> {
         retry_until(&self.target, give_up, || async {
-            let connection = self.connect.connect().await?;
+            let connection = self
+                .connect
+                .connect()
+                .await
+                .map_err(|e| self.target.scrub(e))?;
             // The probe is not kept: the pool opens its own connections.
             let _ = tokio::time::timeout_at(give_up, connection.close()).await;
-            Ok::<_, sqlx::Error>(())
+            Ok::<_, String>(())
         })
         .await
+        .map_err(|gave_up| DbError::unreachable(&self.target, gave_up))
     }
 }
 
@@ -137,7 +142,8 @@ impl<DB: Database> SqlPool<DB> {
 #[async_trait]
 impl<DB: Database> Component for SqlPool<DB> {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
-        self.reach(give_up_at(ctx, Duration::from_secs(30))).await?;
+        self.reach(ctx.give_up_at(GIVE_UP_RESERVE, Duration::from_secs(30)))
+            .await?;
         tracing::info!(component = ctx.name(), target_db = %self.target, "database reachable");
         let (metrics, pool, token) = (
             PoolMetrics::register(ctx.name()),
@@ -159,7 +165,7 @@ impl<DB: Database> Component for SqlPool<DB> {
         // leaked one): its next queries fail with "pool closed". sqlx cannot count those
         // refusals, but the connections held at the stop turn show the mistake; the stop fails
         // with it, so the report and the exit code name it at the first drill.
-        let give_up = give_up_at(ctx, Duration::from_secs(5));
+        let give_up = ctx.give_up_at(GIVE_UP_RESERVE, Duration::from_secs(5));
         let close = async {
             // sqlx closes the idle connections only once every checked-out one is back, so one
             // leaked connection would keep them all open: close the idle ones first.

@@ -1,7 +1,9 @@
 //! `AmqpConsumer`: a queue consumer that hands back what it has not processed when it stops.
+//! What it shares with `NatsConsumer` is in `crate::consumer`; here is only what AMQP does
+//! differently: `basic.qos` and `basic.consume`, `basic.cancel` at the stop, the subscription's
+//! buffer, acks, nacks and rejects.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -11,24 +13,19 @@ use lapin::options::{
     BasicRejectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Acker, Channel, Connection, Consumer};
-use lifecycle_core::{async_trait, BoxError, Component, Context, Health};
-use tokio::task::JoinHandle;
+use lapin::Acker;
+use lifecycle_core::{BoxError, Redacted};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::amqp::connect::{check_url, open, Socket};
-use crate::consume::{close_by, finish_handlers, hand_back_all, stop_result, Handlers, Settle};
-use crate::deadline::{give_up_at, retry_until, step};
-use crate::error::{redact, MqError};
-use crate::handler::{self, Handler};
-use crate::in_flight::InFlight;
+use crate::amqp::connect::{check_url, open, AmqpConnection};
+use crate::broker::Connection;
+use crate::consumer::Consumer;
+use crate::error::MqError;
 use crate::message::{Ack, Message};
-use crate::metrics::{ConsumerMetrics, Ended, Tally};
-use crate::stats::{ConsumerStats, Counters};
-use lifecycle_core::held_by::Holding;
-
-/// How long one request of the stop (`basic.cancel`, a channel close) may wait for its answer.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::settle::Settle;
+use crate::stop::{step, StepFailed};
+use crate::subscription::{Next, Subscribe, Subscription};
 
 /// A consumer of one AMQP queue (RabbitMQ) as a lifecycle component: it runs a handler on each
 /// message, at most [`concurrency`](Self::concurrency) at once, with at most
@@ -56,7 +53,7 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// again, and the handler may then see it a second time ([`Message::redelivered`]). A message
 /// whose handler fails (an error, a panic) at its [`max_deliveries`](Self::max_deliveries)-th
 /// delivery is rejected to the queue's dead-letter exchange and counted in
-/// [`ConsumerStats::dead`]; a panic never fails the component. Only quorum queues count
+/// [`ConsumerStats::dead`](crate::ConsumerStats::dead); a panic never fails the component. Only quorum queues count
 /// deliveries: see the crate documentation.
 ///
 /// # Examples
@@ -80,30 +77,13 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// # Ok(())
 /// # }
 /// ```
-pub struct AmqpConsumer {
-    url: String,
-    target: String,
-    queue: String,
-    handler: Handler,
-    prefetch: u16,
-    concurrency: u32,
-    max_deliveries: u32,
-    connect_timeout: Duration,
-    counters: Arc<Counters>,
-    /// The messages whose handlers run, for `held_by`.
-    holding: Arc<Holding>,
-    running: Mutex<Option<Running>>,
-}
+pub struct AmqpConsumer(Consumer<AmqpQueue>);
 
-/// One run of the consumer, from its start to its stop.
-struct Running {
-    connection: Connection,
-    channel: Channel,
-    socket: Socket,
-    tag: String,
-    dispatcher: JoinHandle<Option<Consumer>>,
-    in_flight: Arc<InFlight<Acker>>,
-    tally: Tally,
+/// What an AMQP consumer adds to the neutral one: its queue and prefetch.
+#[derive(Debug)]
+pub(crate) struct AmqpQueue {
+    queue: String,
+    prefetch: u16,
 }
 
 impl AmqpConsumer {
@@ -116,20 +96,12 @@ impl AmqpConsumer {
         Fut: Future<Output = Result<Ack, E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        let url = url.into();
-        AmqpConsumer {
-            target: redact(&url),
-            url,
-            queue: queue.into(),
-            handler: handler::boxed(handler),
+        let queue = queue.into();
+        let broker = AmqpQueue {
+            queue: queue.clone(),
             prefetch: 10,
-            concurrency: 1,
-            max_deliveries: 5,
-            connect_timeout: Duration::from_secs(2),
-            counters: Arc::default(),
-            holding: Arc::default(),
-            running: Mutex::new(None),
-        }
+        };
+        AmqpConsumer(Consumer::new(broker, url.into(), queue, handler))
     }
 
     /// How many messages the broker may send before they are acked (`basic.qos`, default 10):
@@ -138,281 +110,126 @@ impl AmqpConsumer {
     /// a stop. Zero means no limit, which AMQP allows and this crate advises against.
     #[must_use]
     pub fn prefetch(mut self, prefetch: u16) -> Self {
-        self.prefetch = prefetch;
+        self.0.broker.prefetch = prefetch;
         self
     }
+}
 
-    /// How many handlers may run at once (default 1, at least 1).
-    #[must_use]
-    pub fn concurrency(mut self, handlers: u32) -> Self {
-        self.concurrency = handlers.max(1);
-        self
+crate::consumer::consumer_face!(AmqpConsumer);
+
+/// The connection of one run, and the tag its subscription is cancelled by.
+pub(crate) struct Subscribed {
+    link: AmqpConnection,
+    tag: String,
+}
+
+impl Connection for Subscribed {
+    fn connected(&self) -> bool {
+        self.link.connected()
     }
 
-    /// The most deliveries a message gets (default 5, at least 1): a message whose handler
-    /// fails (an error, a panic, [`Ack::Requeue`]) at its `max`-th delivery or later, as the
-    /// broker counts them ([`Message::delivery_count`]), is rejected, to the broker's dead
-    /// letter, instead of being handed back. Every delivery counts, a hand-back at a stop
-    /// included. 0 is refused at the start ([`MqError::InvalidSetting`]).
-    #[must_use]
-    pub fn max_deliveries(mut self, max: u32) -> Self {
-        self.max_deliveries = max;
-        self
+    async fn close(self, limit: Instant) -> Result<(), StepFailed> {
+        self.link.close(limit).await
+    }
+}
+
+impl Subscribe for AmqpQueue {
+    type Connection = Subscribed;
+    type Subscription = lapin::Consumer;
+
+    fn prefetch(&self) -> u32 {
+        u32::from(self.prefetch)
     }
 
-    /// How long one attempt to connect and subscribe may take (default 2 s).
-    #[must_use]
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
+    fn check_url(&self, url: &str, target: &Redacted) -> Result<(), MqError> {
+        check_url(url, target)
     }
 
-    /// What the consumer did with its messages so far.
-    pub fn stats(&self) -> ConsumerStats {
-        self.counters.snapshot()
-    }
-
-    /// Connects, sets the prefetch and subscribes, once.
+    /// Connects, sets the prefetch and subscribes (`basic.consume`), under a tag new to this
+    /// attempt.
     async fn subscribe(
         &self,
+        url: &str,
         name: &str,
-        tag: &str,
-    ) -> lapin::Result<(Connection, Channel, Socket, Consumer)> {
-        let (connection, channel, socket) = open(&self.url, name).await?;
-        channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
-            .await?;
-        let consumer = channel
-            .basic_consume(
-                self.queue.as_str().into(),
-                tag.into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        Ok((connection, channel, socket, consumer))
-    }
-
-    /// Refuses settings out of their range, before anything connects.
-    fn check_settings(&self, queue: &str) -> Result<(), MqError> {
-        if self.max_deliveries == 0 {
-            return Err(MqError::InvalidSetting {
-                queue: queue.to_owned(),
-                setting: "max_deliveries",
-                reason: "must be at least 1: a maximum of 0 would dead-letter every message unseen"
-                    .to_owned(),
-            });
-        }
-        Ok(())
-    }
-
-    fn running(&self) -> MutexGuard<'_, Option<Running>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn stop_failed(&self, step: &'static str, reason: String) -> MqError {
-        MqError::StopIncomplete {
-            target: self.target.clone(),
-            queue: self.queue.clone(),
-            step,
-            reason,
-        }
-    }
-}
-
-#[async_trait]
-impl Component for AmqpConsumer {
-    async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
-        self.check_settings(&self.queue)?;
-        check_url(&self.url, &self.target)?;
-        let tag = consumer_tag(ctx.name());
-        let (connection, channel, socket, consumer) = retry_until(
-            &self.target,
-            &self.queue,
-            give_up_at(ctx, Duration::from_secs(30)),
-            || async {
-                match tokio::time::timeout(self.connect_timeout, self.subscribe(ctx.name(), &tag))
-                    .await
-                {
-                    Ok(result) => result.map_err(|e| e.to_string()),
-                    Err(_) => Err("connecting timed out".to_owned()),
-                }
-            },
-        )
-        .await?;
-        tracing::info!(component = ctx.name(), target_mq = %self.target, queue = %self.queue,
-            prefetch = self.prefetch, concurrency = self.concurrency,
-            max_deliveries = self.max_deliveries, "consuming");
-        let in_flight = Arc::new(InFlight::new(self.concurrency));
-        let tally = Tally {
-            counters: self.counters.clone(),
-            metrics: ConsumerMetrics::register(ctx.name()),
-        };
-        let dispatch = Dispatch {
-            handlers: Handlers {
-                ctx: ctx.clone(),
-                handler: self.handler.clone(),
-                in_flight: in_flight.clone(),
-                tally: tally.clone(),
-                max_deliveries: self.max_deliveries,
-                holding: self.holding.clone(),
-            },
-            consumer,
-            target: self.target.clone(),
-            queue: self.queue.clone(),
-        };
-        let dispatcher = ctx.spawn(dispatch.run());
-        *self.running() = Some(Running {
-            connection,
-            channel,
-            socket,
-            tag,
-            dispatcher,
-            in_flight,
-            tally,
-        });
-        Ok(())
-    }
-
-    async fn stop(&self, ctx: &Context) -> Result<(), BoxError> {
-        let Some(running) = self.running().take() else {
-            return Ok(());
-        };
-        let give_up = give_up_at(ctx, Duration::from_secs(5));
-        let reply_by = |now: Instant| give_up.min(now + REPLY_TIMEOUT);
-        let mut failures = Vec::new();
-
-        // 1. Cancel the subscription first, so that nothing more arrives while we drain.
-        let cancelled = if running.connection.status().connected() {
-            let cancel = running
+        _connect_timeout: Duration,
+    ) -> Result<(Subscribed, lapin::Consumer), String> {
+        let tag = consumer_tag(name);
+        let subscribing = async {
+            let link = open(url, name).await?;
+            link.channel
+                .basic_qos(self.prefetch, BasicQosOptions::default())
+                .await?;
+            let consumer = link
                 .channel
-                .basic_cancel(running.tag.as_str().into(), BasicCancelOptions::default());
-            match step(reply_by(Instant::now()), cancel).await {
-                Ok(()) => true,
-                Err(reason) => {
-                    failures.push(self.stop_failed("basic.cancel", reason));
-                    false
-                }
-            }
-        } else {
-            false
+                .basic_consume(
+                    self.queue.as_str().into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            lapin::Result::Ok((Subscribed { link, tag }, consumer))
         };
+        subscribing.await.map_err(|e| e.to_string())
+    }
 
-        // 2. The dispatcher ended on the token; it hands over the subscription's buffer, or
-        //    nothing if the connection was lost (already reported as a failure).
-        let consumer = match tokio::time::timeout_at(give_up, running.dispatcher).await {
-            Ok(Ok(consumer)) => consumer,
-            _ => None,
-        };
-
-        // 3. Hand back what was received and never started. After `basic.cancel-ok` the buffer
-        //    ends; without it (broker gone), take only what is already there.
-        if let Some(mut consumer) = consumer {
-            let mut returned = Vec::new();
-            loop {
-                let next = if cancelled {
-                    match tokio::time::timeout_at(give_up, consumer.next()).await {
-                        Ok(next) => next,
-                        Err(_) => break,
-                    }
-                } else {
-                    match futures::FutureExt::now_or_never(consumer.next()) {
-                        Some(next) => next,
-                        None => break,
-                    }
-                };
-                match next {
-                    Some(Ok(delivery)) => returned.push(delivery.acker),
-                    Some(Err(_)) | None => break,
-                }
-            }
-            if !returned.is_empty() {
-                running
-                    .tally
-                    .ended(Ended::HandedBack, returned.len() as u64);
-                tracing::info!(component = ctx.name(), queue = %self.queue,
-                    returned = returned.len(), "handing back messages not started");
-                if let Err(reason) = hand_back_all(returned, reply_by(Instant::now())).await {
-                    failures.push(self.stop_failed("handing back unstarted messages", reason));
-                }
-            }
+    /// `basic.cancel`, if the connection is up; its `cancel-ok` ends the subscription's buffer.
+    async fn stop_receiving(connection: &Subscribed, limit: Instant) -> Result<bool, StepFailed> {
+        if !connection.connected() {
+            return Ok(false);
         }
-
-        // 4. Let the handlers in progress finish and settle their messages, until shortly
-        //    before the deadline; then cut them off and hand their messages back.
-        finish_handlers(
-            &running.in_flight,
-            ctx,
-            &running.tally,
-            (&self.target, &self.queue),
-            (give_up, close_by(ctx, give_up)),
-            &self.holding,
-            &mut failures,
-        )
-        .await;
-
-        // 5. Closing the channel flushes the acks: the broker answers `channel.close-ok` only
-        //    after every frame before it. Then the connection.
-        if running.connection.status().connected() {
-            let close_by = close_by(ctx, give_up);
-            if let Err(reason) = step(
-                close_by,
-                running.channel.close(200, "consumer stopped".into()),
-            )
+        let cancel = connection.link.channel.basic_cancel(
+            connection.tag.as_str().into(),
+            BasicCancelOptions::default(),
+        );
+        step(limit, cancel)
             .await
-            {
-                failures.push(self.stop_failed("closing the channel", reason));
-            } else if let Err(reason) = step(
-                close_by,
-                running.connection.close(200, "consumer stopped".into()),
-            )
-            .await
-            {
-                failures.push(self.stop_failed("closing the connection", reason));
-            }
-        }
-        // Whatever happened, lapin's I/O loop ends now: after a clean close it has nothing left
-        // to do, and with a silent broker it would otherwise wait for the heartbeat.
-        running.socket.shut();
-        tracing::info!(component = ctx.name(), queue = %self.queue, stats = ?self.stats(), "consumer stopped");
-        stop_result(ctx, failures)
-    }
-
-    async fn health(&self) -> Health {
-        match self.running().as_ref() {
-            Some(running) if running.connection.status().connected() => Health::Healthy,
-            Some(_) => Health::unhealthy(format!("not connected to {}", self.target)),
-            None => Health::unhealthy("not running"),
-        }
-    }
-
-    /// The messages whose handlers run, the oldest first: `message 7f3a, delivery 2, running
-    /// 12.3s` (the publisher's message id, if it set one).
-    fn held_by(&self) -> Vec<String> {
-        self.holding.list()
-    }
-
-    fn describe(&self) -> Option<String> {
-        let in_progress = self.running().as_ref().map_or(0, |r| r.in_flight.len());
-        let stats = self.stats();
-        Some(format!(
-            "consuming {}: {} received, {} acked, {} dead-lettered, {in_progress} in progress",
-            self.queue, stats.received, stats.acked, stats.dead
-        ))
+            .map(|()| true)
+            .map_err(|reason| ("basic.cancel", reason))
     }
 }
 
-impl std::fmt::Debug for AmqpConsumer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AmqpConsumer")
-            .field("target", &self.target)
-            .field("queue", &self.queue)
-            .field("prefetch", &self.prefetch)
-            .field("concurrency", &self.concurrency)
-            .field("max_deliveries", &self.max_deliveries)
-            .field("running", &self.running().is_some())
-            .field("stats", &self.stats())
-            .finish()
+impl Subscription for lapin::Consumer {
+    type Delivery = Acker;
+
+    async fn next(&mut self, stop: &CancellationToken, _in_hand: usize) -> Next<Acker> {
+        let next = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Next::Stopped,
+            next = StreamExt::next(self) => next,
+        };
+        match next {
+            Some(Ok(delivery)) => {
+                let message = message(&delivery);
+                Next::Message(delivery.acker, message)
+            }
+            Some(Err(error)) => Next::Lost(error.to_string()),
+            None => Next::Ended("the broker cancelled the subscription".to_owned()),
+        }
+    }
+
+    /// After `basic.cancel-ok` the buffer ends; without it (broker gone), takes only what is
+    /// already there.
+    async fn unstarted(mut self, confirmed: bool, give_up: Instant) -> Vec<Acker> {
+        let mut returned = Vec::new();
+        loop {
+            let next = if confirmed {
+                match tokio::time::timeout_at(give_up, StreamExt::next(&mut self)).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                }
+            } else {
+                match futures::FutureExt::now_or_never(StreamExt::next(&mut self)) {
+                    Some(next) => next,
+                    None => break,
+                }
+            };
+            match next {
+                Some(Ok(delivery)) => returned.push(delivery.acker),
+                Some(Err(_)) | None => break,
+            }
+        }
+        returned
     }
 }
 
@@ -441,65 +258,6 @@ impl Settle for Acker {
             Ack::Reject => self.reject(BasicRejectOptions { requeue: false }).await,
         };
         settled.map(drop).map_err(|e| e.to_string())
-    }
-}
-
-/// The task that takes messages from the subscription and starts their handlers.
-struct Dispatch {
-    handlers: Handlers<Acker>,
-    consumer: Consumer,
-    target: String,
-    queue: String,
-}
-
-impl Dispatch {
-    /// Runs until the stop turn, then returns the subscription for the stop to drain; returns
-    /// `None` after reporting a lost connection.
-    async fn run(mut self) -> Option<Consumer> {
-        let ctx = self.handlers.ctx.clone();
-        let token = ctx.token().clone();
-        loop {
-            let permit = tokio::select! {
-                biased;
-                () = token.cancelled() => return Some(self.consumer),
-                permit = self.handlers.in_flight.room() => permit,
-            };
-            let next = tokio::select! {
-                biased;
-                () = token.cancelled() => return Some(self.consumer),
-                next = self.consumer.next() => next,
-            };
-            let (reason, ended) = match next {
-                Some(Ok(delivery)) => {
-                    let message = message(&delivery);
-                    self.handlers.start(permit, delivery.acker, message);
-                    continue;
-                }
-                Some(Err(error)) => (error.to_string(), false),
-                None => ("the broker cancelled the subscription".to_owned(), true),
-            };
-            if token.is_cancelled() {
-                return None;
-            }
-            tracing::warn!(component = ctx.name(), target_mq = %self.target,
-                queue = %self.queue, %reason, "consumer lost");
-            let (target, queue) = (self.target, self.queue);
-            ctx.report_failure(if ended {
-                MqError::SubscriptionEnded {
-                    target,
-                    queue,
-                    reason,
-                }
-            } else {
-                MqError::ConnectionLost {
-                    target,
-                    queue,
-                    reason,
-                }
-            });
-            // The subscription is gone, not the connection: the stop still closes it cleanly.
-            return if ended { Some(self.consumer) } else { None };
-        }
     }
 }
 

@@ -1,19 +1,18 @@
 //! `AmqpPublisher`: publishes with publisher confirms, and settles every publish at its stop.
+//! What it shares with `NatsPublisher` is in `crate::publisher`; here is only what AMQP does
+//! differently: `confirm.select`, persistent and mandatory publishes, and their confirms.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::Confirmation;
-use lapin::{BasicProperties, Channel, Connection};
-use lifecycle_core::{async_trait, BoxError, Component, Context, Health};
-use tokio::time::Instant;
+use lapin::{BasicProperties, Channel, Confirmation};
+use lifecycle_core::{Context, Redacted};
 
-use crate::amqp::connect::{check_url, open, Socket};
-use crate::deadline::{give_up_at, retry_until, step};
-use crate::error::{redact, MqError};
-use crate::publishes::Publishes;
+use crate::amqp::connect::{check_url, open, AmqpConnection};
+use crate::error::MqError;
+use crate::publisher::{Outlet, Publisher};
 
 /// An AMQP publisher with publisher confirms (RabbitMQ) as a lifecycle component; publish
 /// through its [`handle`](Self::handle).
@@ -52,66 +51,20 @@ use crate::publishes::Publishes;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct AmqpPublisher {
-    inner: Arc<Inner>,
+    inner: Arc<Publisher<Amqp>>,
 }
 
 /// A cheap, cloneable handle to publish through an [`AmqpPublisher`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AmqpPublisherHandle {
-    inner: Arc<Inner>,
+    inner: Arc<Publisher<Amqp>>,
 }
 
-struct Inner {
-    url: String,
-    target: String,
-    connect_timeout: Duration,
-    live: Mutex<Option<Live>>,
-}
+/// AMQP as an [`Outlet`].
+pub(crate) struct Amqp;
 
-/// One run of the publisher.
-struct Live {
-    connection: Connection,
-    channel: Channel,
-    socket: Socket,
-    publishes: Publishes,
-}
-
-impl AmqpPublisher {
-    /// A publisher to the broker at `url`, with a 2 s connect timeout.
-    pub fn new(url: impl Into<String>) -> Self {
-        let url = url.into();
-        AmqpPublisher {
-            inner: Arc::new(Inner {
-                target: redact(&url),
-                url,
-                connect_timeout: Duration::from_secs(2),
-                live: Mutex::new(None),
-            }),
-        }
-    }
-
-    /// How long one attempt to connect may take (default 2 s).
-    ///
-    /// # Panics
-    ///
-    /// Panics if a [`handle`](Self::handle) was taken already: configure first.
-    #[must_use]
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        Arc::get_mut(&mut self.inner)
-            .expect("configure the publisher before taking handles")
-            .connect_timeout = timeout;
-        self
-    }
-
-    /// A handle to publish with, usable from any task.
-    pub fn handle(&self) -> AmqpPublisherHandle {
-        AmqpPublisherHandle {
-            inner: self.inner.clone(),
-        }
-    }
-}
+crate::publisher::publisher_face!(AmqpPublisher, AmqpPublisherHandle, "confirms");
 
 impl AmqpPublisherHandle {
     /// Publishes `payload` to `exchange` (`""` for the default exchange, which routes by queue
@@ -135,22 +88,8 @@ impl AmqpPublisherHandle {
         payload: &[u8],
     ) -> Result<(), MqError> {
         let destination = || format!("{exchange}/{routing_key}");
-        let (channel, in_flight) = {
-            let live = self.inner.live();
-            let live = live.as_ref().ok_or_else(|| self.inner.target.clone());
-            match live.and_then(|l| Ok((l.channel.clone(), l.publishes.enter()?))) {
-                Ok(entered) => entered,
-                Err(name) => {
-                    let destination = destination();
-                    return Err(MqError::NotRunning { name, destination });
-                }
-            }
-        };
-        let failed = |reason: String| MqError::PublishFailed {
-            target: self.inner.target.clone(),
-            destination: destination(),
-            reason,
-        };
+        let (channel, pending) = self.inner.enter(destination)?;
+        let failed = |reason: &str| self.inner.failed(destination(), reason.to_owned());
         let publish = async {
             let confirm = channel
                 .basic_publish(
@@ -166,144 +105,65 @@ impl AmqpPublisherHandle {
                 .await?;
             confirm.await
         };
-        match in_flight.until_cut(publish).await {
+        match pending.until_cut(publish).await {
             Some(Ok(Confirmation::Ack(None))) => Ok(()),
-            Some(Ok(Confirmation::Ack(Some(returned)))) => Err(failed(format!(
+            Some(Ok(Confirmation::Ack(Some(returned)))) => Err(failed(&format!(
                 "returned as unroutable: {}",
                 returned.reply_text
             ))),
-            Some(Ok(Confirmation::Nack(_))) => {
-                Err(failed("the broker refused it (nack)".to_owned()))
-            }
-            Some(Ok(Confirmation::NotRequested)) => Err(failed("confirms not enabled".to_owned())),
-            Some(Err(error)) => Err(failed(error.to_string())),
+            Some(Ok(Confirmation::Nack(_))) => Err(failed("the broker refused it (nack)")),
+            Some(Ok(Confirmation::NotRequested)) => Err(failed("confirms not enabled")),
+            Some(Err(error)) => Err(failed(&error.to_string())),
             None => Err(failed(
-                "the publisher stopped before the broker confirmed it".to_owned(),
+                "the publisher stopped before the broker confirmed it",
             )),
         }
     }
 }
 
-impl Inner {
-    fn live(&self) -> MutexGuard<'_, Option<Live>> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+impl Outlet for Amqp {
+    type Connection = AmqpConnection;
+    type Channel = Channel;
 
-#[async_trait]
-impl Component for AmqpPublisher {
-    async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
-        let inner = &self.inner;
-        check_url(&inner.url, &inner.target)?;
-        let (connection, channel, socket) = retry_until(
-            &inner.target,
-            "publisher",
-            give_up_at(ctx, Duration::from_secs(30)),
-            || async {
-                let attempt = async {
-                    let (connection, channel, socket) = open(&inner.url, ctx.name()).await?;
-                    channel
-                        .confirm_select(ConfirmSelectOptions::default())
-                        .await?;
-                    lapin::Result::Ok((connection, channel, socket))
-                };
-                match tokio::time::timeout(inner.connect_timeout, attempt).await {
-                    Ok(result) => result.map_err(|e| e.to_string()),
-                    Err(_) => Err("connecting timed out".to_owned()),
-                }
-            },
-        )
-        .await?;
-        // A lost connection is reported, so the lifecycle's policy decides, not the callers.
-        let mut events = connection.events_listener();
-        let (watch_ctx, target) = (ctx.clone(), inner.target.clone());
+    fn check_url(url: &str, target: &Redacted) -> Result<(), MqError> {
+        check_url(url, target)
+    }
+
+    /// Connects, opens a channel and enables confirms (`confirm.select`).
+    async fn open(
+        url: &str,
+        name: &str,
+        _connect_timeout: Duration,
+    ) -> Result<(AmqpConnection, Channel), String> {
+        let opening = async {
+            let link = open(url, name).await?;
+            link.channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            lapin::Result::Ok(link)
+        };
+        let link = opening.await.map_err(|e| e.to_string())?;
+        let channel = link.channel.clone();
+        Ok((link, channel))
+    }
+
+    fn watch(connection: &mut AmqpConnection, ctx: &Context, target: &Redacted) {
+        let mut events = connection.connection.events_listener();
+        let (watch_ctx, target) = (ctx.clone(), target.clone());
         ctx.spawn(async move {
             let token = watch_ctx.token().clone();
             while let Some(Some(event)) = token.run_until_cancelled(events.next()).await {
                 if let lapin::Event::Error(error) = event {
                     if !token.is_cancelled() {
                         watch_ctx.report_failure(MqError::ConnectionLost {
-                            target,
+                            target: target.to_string(),
                             queue: "publisher".to_owned(),
-                            reason: error.to_string(),
+                            reason: target.scrub(error),
                         });
                     }
                     return;
                 }
             }
         });
-        tracing::info!(component = ctx.name(), target_mq = %inner.target, "publisher ready");
-        *inner.live() = Some(Live {
-            connection,
-            channel,
-            socket,
-            publishes: Publishes::new(ctx.name()),
-        });
-        Ok(())
-    }
-
-    async fn stop(&self, ctx: &Context) -> Result<(), BoxError> {
-        let give_up = give_up_at(ctx, Duration::from_secs(5));
-        // The stop turn: from here on publishes fail fast; those in flight get until `give_up`.
-        let publishes = match self.inner.live().as_ref() {
-            Some(live) => live.publishes.clone(),
-            None => return Ok(()),
-        };
-        let mut failure = publishes.stop(ctx, &self.inner.target, give_up).await;
-        let Some(live) = self.inner.live().take() else {
-            return Ok(());
-        };
-        if live.connection.status().connected() {
-            let deadline = ctx.deadline().unwrap_or(give_up);
-            let close_by = give_up + deadline.saturating_duration_since(give_up) / 2;
-            let closing = async {
-                live.channel.close(200, "publisher stopped".into()).await?;
-                live.connection.close(200, "publisher stopped".into()).await
-            };
-            if let Err(reason) = step(close_by.max(Instant::now()), closing).await {
-                failure.get_or_insert(MqError::StopIncomplete {
-                    target: self.inner.target.clone(),
-                    queue: "publisher".to_owned(),
-                    step: "closing the connection",
-                    reason,
-                });
-            }
-        }
-        // lapin's I/O loop ends now, even with a silent broker.
-        live.socket.shut();
-        match failure {
-            None => Ok(()),
-            Some(error) => Err(error.into()),
-        }
-    }
-
-    async fn health(&self) -> Health {
-        match self.inner.live().as_ref() {
-            Some(live) if live.connection.status().connected() => Health::Healthy,
-            Some(_) => Health::unhealthy(format!("not connected to {}", self.inner.target)),
-            None => Health::unhealthy("not running"),
-        }
-    }
-
-    fn describe(&self) -> Option<String> {
-        let in_flight = self.inner.live().as_ref().map_or(0, |l| l.publishes.len());
-        Some(format!(
-            "publishing to {}: {in_flight} awaiting confirms",
-            self.inner.target
-        ))
-    }
-}
-
-impl std::fmt::Debug for Inner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let live = self.live();
-        f.debug_struct("AmqpPublisher")
-            .field("target", &self.target)
-            .field(
-                "running",
-                &live.as_ref().is_some_and(|l| l.publishes.is_open()),
-            )
-            .field("in_flight", &live.as_ref().map_or(0, |l| l.publishes.len()))
-            .finish()
     }
 }

@@ -1,13 +1,17 @@
-//! Opening a NATS connection whose background task cannot outlive the component.
+//! `NatsConnection`: a NATS connection whose background task cannot outlive the component.
 
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event};
+use lifecycle_core::{Context, Redacted};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::error::MqError;
+use crate::stop::StepFailed;
+
 /// A connection and the events of its background task.
-pub(crate) struct Connection {
+pub(crate) struct NatsConnection {
     pub(crate) client: Client,
     /// The connection's events. It ends when async-nats's background tasks have ended (they
     /// own the callback that feeds it), which is how a stop knows that none is left.
@@ -15,19 +19,14 @@ pub(crate) struct Connection {
 }
 
 /// Checks that `url` is a NATS server URL, before any attempt to connect.
-pub(crate) fn check_url(url: &str, target: &str) -> Result<(), crate::error::MqError> {
+pub(crate) fn check_url(url: &str, target: &Redacted) -> Result<(), MqError> {
     url.parse::<async_nats::ServerAddr>()
         .map(drop)
-        .map_err(|error| crate::error::MqError::InvalidUrl {
-            target: target.to_owned(),
+        .map_err(|error| MqError::InvalidUrl {
+            target: target.to_string(),
             // The parser's message may quote the URL, credentials included.
-            message: redact_message(&error.to_string(), url, target),
+            message: target.scrub(error.to_string().replace(url, &target.to_string())),
         })
-}
-
-/// `message` with any copy of `url` replaced by `target` (the URL without credentials).
-fn redact_message(message: &str, url: &str, target: &str) -> String {
-    message.replace(url, target)
 }
 
 /// Connects once to `url`, named `name` (the server's `CONNZ` shows it).
@@ -40,7 +39,7 @@ pub(crate) async fn open(
     url: &str,
     name: &str,
     timeout: Duration,
-) -> Result<Connection, async_nats::ConnectError> {
+) -> Result<NatsConnection, async_nats::ConnectError> {
     let (send, events) = mpsc::unbounded_channel();
     let client = ConnectOptions::new()
         .name(name)
@@ -55,18 +54,53 @@ pub(crate) async fn open(
         })
         .connect(url)
         .await?;
-    Ok(Connection { client, events })
+    Ok(NatsConnection { client, events })
 }
 
-impl Connection {
-    /// Whether the connection is up now.
-    pub(crate) fn connected(&self) -> bool {
+impl NatsConnection {
+    /// Reports a lost connection as a run-time failure of the component of `ctx`, for its
+    /// `OnFailure` policy: the events go through a task that watches them, and the stop gets
+    /// them back to wait for the connection's end.
+    pub(crate) fn watch(&mut self, ctx: &Context, (target, queue): (&Redacted, &str)) {
+        let (forward, events) = mpsc::unbounded_channel();
+        let mut incoming = std::mem::replace(&mut self.events, events);
+        let (watch_ctx, target, queue) = (ctx.clone(), target.to_string(), queue.to_owned());
+        ctx.spawn(async move {
+            let mut reported = false;
+            while let Some(event) = incoming.recv().await {
+                let lost = matches!(event, Event::Disconnected);
+                let _ = forward.send(event);
+                if lost && !reported && !watch_ctx.token().is_cancelled() {
+                    reported = true;
+                    tracing::warn!(component = watch_ctx.name(), target_mq = %target, %queue,
+                        "connection lost");
+                    watch_ctx.report_failure(MqError::ConnectionLost {
+                        target: target.clone(),
+                        queue: queue.clone(),
+                        reason: "disconnected from the server".to_owned(),
+                    });
+                }
+            }
+        });
+    }
+}
+
+impl crate::broker::Connection for NatsConnection {
+    fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
-    /// Closes the connection: unsubscribes everything and flushes what was written (acks
+    /// Drains the connection: unsubscribes everything and flushes what was written (acks
     /// included), then waits, until `limit`, for the background task to end.
-    pub(crate) async fn close(mut self, limit: Instant) -> Result<(), String> {
+    async fn close(self, limit: Instant) -> Result<(), StepFailed> {
+        self.drain(limit)
+            .await
+            .map_err(|reason| ("closing the connection", reason))
+    }
+}
+
+impl NatsConnection {
+    async fn drain(mut self, limit: Instant) -> Result<(), String> {
         let close = async {
             self.client.flush().await.map_err(|e| e.to_string())?;
             self.client.drain().await.map_err(|e| e.to_string())

@@ -1,29 +1,26 @@
 //! `NatsConsumer`: a JetStream pull consumer that hands back what it has not processed when
-//! it stops.
+//! it stops. What it shares with `AmqpConsumer` is in `crate::consumer`; here is only what
+//! JetStream does differently: the durable consumer, pulls of what the prefetch leaves room
+//! for, the pull in progress at the stop, and double acks.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::{Batch, Config};
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer};
 use async_nats::jetstream::{self, AckKind};
-use async_nats::Event;
 use futures::StreamExt;
-use lifecycle_core::{async_trait, BoxError, Component, Context, Health};
-use tokio::task::JoinHandle;
+use lifecycle_core::{BoxError, Context, Redacted};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::consume::{close_by, finish_handlers, hand_back_all, stop_result, Handlers, Settle};
-use crate::deadline::{give_up_at, retry_until};
-use crate::error::{redact, MqError};
-use crate::handler::{self, Handler};
-use crate::in_flight::InFlight;
+use crate::consumer::Consumer;
+use crate::error::MqError;
 use crate::message::{Ack, Message};
-use crate::metrics::{ConsumerMetrics, Ended, Tally};
-use crate::nats::connect::{check_url, open, Connection};
-use crate::stats::{ConsumerStats, Counters};
-use lifecycle_core::held_by::Holding;
+use crate::nats::connect::{check_url, open, NatsConnection};
+use crate::settle::Settle;
+use crate::stop::StepFailed;
+use crate::subscription::{Next, Subscribe, Subscription};
 
 /// How many pulls in a row may fail before the consumer reports a failure.
 const PULL_FAILURES: u32 = 5;
@@ -61,7 +58,7 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// [`Ack::Done`]; a message whose handler was cut off, or whose process died, is delivered
 /// again, with [`Message::delivery_count`] counting. A message whose handler fails (an error,
 /// a panic) at its [`max_deliveries`](Self::max_deliveries)-th delivery is terminated (`+TERM`)
-/// and counted in [`ConsumerStats::dead`]; a panic never fails the component.
+/// and counted in [`ConsumerStats::dead`](crate::ConsumerStats::dead); a panic never fails the component.
 ///
 /// # Examples
 ///
@@ -85,30 +82,17 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// # Ok(())
 /// # }
 /// ```
-pub struct NatsConsumer {
-    url: String,
-    target: String,
+pub struct NatsConsumer(Consumer<JetStreamConsumer>);
+
+/// What a JetStream consumer adds to the neutral one: the stream, the durable consumer and
+/// how it pulls.
+#[derive(Debug)]
+pub(crate) struct JetStreamConsumer {
     stream: String,
     durable: String,
-    handler: Handler,
     prefetch: u32,
-    concurrency: u32,
-    max_deliveries: u32,
     ack_wait: Duration,
     pull_wait: Duration,
-    connect_timeout: Duration,
-    counters: Arc<Counters>,
-    /// The messages whose handlers run, for `held_by`.
-    holding: Arc<Holding>,
-    running: Mutex<Option<Running>>,
-}
-
-/// One run of the consumer, from its start to its stop.
-struct Running {
-    connection: Connection,
-    dispatcher: JoinHandle<Option<Batch>>,
-    in_flight: Arc<InFlight<jetstream::Message>>,
-    tally: Tally,
 }
 
 impl NatsConsumer {
@@ -127,23 +111,15 @@ impl NatsConsumer {
         Fut: Future<Output = Result<Ack, E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        let url = url.into();
-        NatsConsumer {
-            target: redact(&url),
-            url,
+        let broker = JetStreamConsumer {
             stream: stream.into(),
             durable: durable.into(),
-            handler: handler::boxed(handler),
             prefetch: 10,
-            concurrency: 1,
-            max_deliveries: 5,
             ack_wait: Duration::from_secs(30),
             pull_wait: Duration::from_millis(500),
-            connect_timeout: Duration::from_secs(2),
-            counters: Arc::default(),
-            holding: Arc::default(),
-            running: Mutex::new(None),
-        }
+        };
+        let queue = format!("{}/{}", broker.stream, broker.durable);
+        NatsConsumer(Consumer::new(broker, url.into(), queue, handler))
     }
 
     /// How many messages may be unacknowledged at once (default 10, at least 1): those in
@@ -151,14 +127,7 @@ impl NatsConsumer {
     /// `max_ack_pending` when this component creates it.
     #[must_use]
     pub fn prefetch(mut self, prefetch: u32) -> Self {
-        self.prefetch = prefetch.max(1);
-        self
-    }
-
-    /// How many handlers may run at once (default 1, at least 1).
-    #[must_use]
-    pub fn concurrency(mut self, handlers: u32) -> Self {
-        self.concurrency = handlers.max(1);
+        self.0.broker.prefetch = prefetch.max(1);
         self
     }
 
@@ -167,7 +136,7 @@ impl NatsConsumer {
     /// it; keep it longer than a handler takes.
     #[must_use]
     pub fn ack_wait(mut self, wait: Duration) -> Self {
-        self.ack_wait = wait;
+        self.0.broker.ack_wait = wait;
         self
     }
 
@@ -175,251 +144,74 @@ impl NatsConsumer {
     /// progress to expire, to hand back what it brings, so this adds to the stop's duration.
     #[must_use]
     pub fn pull_wait(mut self, wait: Duration) -> Self {
-        self.pull_wait = wait;
+        self.0.broker.pull_wait = wait;
         self
-    }
-
-    /// The most deliveries a message gets (default 5, at least 1): a message whose handler
-    /// fails (an error, a panic, [`Ack::Requeue`]) at its `max`-th delivery or later, as the
-    /// broker counts them ([`Message::delivery_count`]), is rejected, to the broker's dead
-    /// letter, instead of being handed back. Every delivery counts, a hand-back at a stop
-    /// included. 0 is refused at the start ([`MqError::InvalidSetting`]).
-    #[must_use]
-    pub fn max_deliveries(mut self, max: u32) -> Self {
-        self.max_deliveries = max;
-        self
-    }
-
-    /// How long one attempt to connect may take (default 2 s).
-    #[must_use]
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// What the consumer did with its messages so far.
-    pub fn stats(&self) -> ConsumerStats {
-        self.counters.snapshot()
-    }
-
-    /// Connects and gets or creates the durable consumer, once.
-    async fn subscribe(&self, name: &str) -> Result<(Connection, PullConsumer), BoxError> {
-        let connection = open(&self.url, name, self.connect_timeout).await?;
-        let js = jetstream::new(connection.client.clone());
-        let stream = js.get_stream(&self.stream).await?;
-        let consumer = stream
-            .get_or_create_consumer(
-                &self.durable,
-                Config {
-                    durable_name: Some(self.durable.clone()),
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: self.ack_wait,
-                    max_ack_pending: i64::from(self.prefetch),
-                    ..Config::default()
-                },
-            )
-            .await?;
-        Ok((connection, consumer))
-    }
-
-    /// Refuses settings out of their range, before anything connects.
-    fn check_settings(&self, queue: &str) -> Result<(), MqError> {
-        if self.max_deliveries == 0 {
-            return Err(MqError::InvalidSetting {
-                queue: queue.to_owned(),
-                setting: "max_deliveries",
-                reason: "must be at least 1: a maximum of 0 would dead-letter every message unseen"
-                    .to_owned(),
-            });
-        }
-        Ok(())
-    }
-
-    fn running(&self) -> MutexGuard<'_, Option<Running>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn queue(&self) -> String {
-        format!("{}/{}", self.stream, self.durable)
-    }
-
-    fn stop_failed(&self, step: &'static str, reason: String) -> MqError {
-        MqError::StopIncomplete {
-            target: self.target.clone(),
-            queue: self.queue(),
-            step,
-            reason,
-        }
     }
 }
 
-#[async_trait]
-impl Component for NatsConsumer {
-    async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
-        self.check_settings(&self.queue())?;
-        check_url(&self.url, &self.target)?;
-        let (mut connection, consumer) = retry_until(
-            &self.target,
-            &self.queue(),
-            give_up_at(ctx, Duration::from_secs(30)),
-            || async {
-                match tokio::time::timeout(self.connect_timeout, self.subscribe(ctx.name())).await {
-                    Ok(result) => result.map_err(|e| e.to_string()),
-                    Err(_) => Err("connecting timed out".to_owned()),
-                }
-            },
-        )
-        .await?;
-        tracing::info!(component = ctx.name(), target_mq = %self.target, queue = %self.queue(),
-            prefetch = self.prefetch, concurrency = self.concurrency,
-            max_deliveries = self.max_deliveries, "consuming");
+crate::consumer::consumer_face!(NatsConsumer);
 
-        // The events go to a watcher that reports a lost connection; the stop gets them back
-        // to wait for the connection's end.
-        let (forward, events) = tokio::sync::mpsc::unbounded_channel();
-        let mut incoming = std::mem::replace(&mut connection.events, events);
-        let (watch_ctx, target, queue) = (ctx.clone(), self.target.clone(), self.queue());
-        ctx.spawn(async move {
-            let mut reported = false;
-            while let Some(event) = incoming.recv().await {
-                let lost = matches!(event, Event::Disconnected);
-                let _ = forward.send(event);
-                if lost && !reported && !watch_ctx.token().is_cancelled() {
-                    reported = true;
-                    tracing::warn!(component = watch_ctx.name(), target_mq = %target, %queue,
-                        "connection lost");
-                    watch_ctx.report_failure(MqError::ConnectionLost {
-                        target: target.clone(),
-                        queue: queue.clone(),
-                        reason: "disconnected from the server".to_owned(),
-                    });
-                }
-            }
-        });
+impl Subscribe for JetStreamConsumer {
+    type Connection = NatsConnection;
+    type Subscription = Pulls;
 
-        let in_flight = Arc::new(InFlight::new(self.concurrency));
-        let tally = Tally {
-            counters: self.counters.clone(),
-            metrics: ConsumerMetrics::register(ctx.name()),
+    fn prefetch(&self) -> u32 {
+        self.prefetch
+    }
+
+    fn check_url(&self, url: &str, target: &Redacted) -> Result<(), MqError> {
+        check_url(url, target)
+    }
+
+    /// Connects and gets or creates the durable consumer (explicit acks, `max_ack_pending` =
+    /// prefetch, the ack wait).
+    async fn subscribe(
+        &self,
+        url: &str,
+        name: &str,
+        connect_timeout: Duration,
+    ) -> Result<(NatsConnection, Pulls), String> {
+        let subscribing = async {
+            let connection = open(url, name, connect_timeout).await?;
+            let js = jetstream::new(connection.client.clone());
+            let stream = js.get_stream(&self.stream).await?;
+            let consumer = stream
+                .get_or_create_consumer(
+                    &self.durable,
+                    Config {
+                        durable_name: Some(self.durable.clone()),
+                        ack_policy: AckPolicy::Explicit,
+                        ack_wait: self.ack_wait,
+                        max_ack_pending: i64::from(self.prefetch),
+                        ..Config::default()
+                    },
+                )
+                .await?;
+            Ok::<_, BoxError>((connection, consumer))
         };
-        let dispatch = Dispatch {
-            handlers: Handlers {
-                ctx: ctx.clone(),
-                handler: self.handler.clone(),
-                in_flight: in_flight.clone(),
-                tally: tally.clone(),
-                max_deliveries: self.max_deliveries,
-                holding: self.holding.clone(),
-            },
+        let (connection, consumer) = subscribing.await.map_err(|e| e.to_string())?;
+        let pulls = Pulls {
             consumer,
+            batch: None,
             prefetch: self.prefetch,
             pull_wait: self.pull_wait,
-            target: self.target.clone(),
-            queue: self.queue(),
+            failures: 0,
         };
-        let dispatcher = ctx.spawn(dispatch.run());
-        *self.running() = Some(Running {
-            connection,
-            dispatcher,
-            in_flight,
-            tally,
-        });
-        Ok(())
+        Ok((connection, pulls))
     }
 
-    async fn stop(&self, ctx: &Context) -> Result<(), BoxError> {
-        let Some(running) = self.running().take() else {
-            return Ok(());
-        };
-        let give_up = give_up_at(ctx, Duration::from_secs(5));
-        let mut failures = Vec::new();
-
-        // 1. The dispatcher stops pulling at the token and hands over the pull in progress.
-        let batch = match tokio::time::timeout_at(give_up, running.dispatcher).await {
-            Ok(Ok(batch)) => batch,
-            _ => None,
-        };
-
-        // 2. Hand back what that pull brings, as it arrives, until the pull expires.
-        if let Some(mut batch) = batch {
-            let mut returned = Vec::new();
-            let until = give_up.min(Instant::now() + self.pull_wait + Duration::from_millis(100));
-            while let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, batch.next()).await {
-                returned.push(message);
-            }
-            if !returned.is_empty() {
-                running
-                    .tally
-                    .ended(Ended::HandedBack, returned.len() as u64);
-                tracing::info!(component = ctx.name(), queue = %self.queue(),
-                    returned = returned.len(), "handing back messages not started");
-                if let Err(reason) = hand_back_all(returned, give_up).await {
-                    failures.push(self.stop_failed("handing back unstarted messages", reason));
-                }
-            }
-        }
-
-        // 3. Let the handlers in progress finish and settle their messages, until shortly
-        //    before the deadline; then cut them off and hand their messages back.
-        finish_handlers(
-            &running.in_flight,
-            ctx,
-            &running.tally,
-            (&self.target, &self.queue()),
-            (give_up, close_by(ctx, give_up)),
-            &self.holding,
-            &mut failures,
-        )
-        .await;
-
-        // 4. Drain the connection: the acks are flushed before it closes; then wait for its
-        //    background task to end.
-        if let Err(reason) = running.connection.close(close_by(ctx, give_up)).await {
-            failures.push(self.stop_failed("closing the connection", reason));
-        }
-        tracing::info!(component = ctx.name(), queue = %self.queue(), stats = ?self.stats(), "consumer stopped");
-        stop_result(ctx, failures)
+    /// The connection's events are watched for its loss: pulls only time out without it.
+    fn watch(&self, connection: &mut NatsConnection, ctx: &Context, named: (&Redacted, &str)) {
+        connection.watch(ctx, named);
     }
 
-    async fn health(&self) -> Health {
-        match self.running().as_ref() {
-            Some(running) if running.connection.connected() => Health::Healthy,
-            Some(_) => Health::unhealthy(format!("not connected to {}", self.target)),
-            None => Health::unhealthy("not running"),
-        }
-    }
-
-    /// The messages whose handlers run, the oldest first: `message 7f3a, delivery 2, running
-    /// 12.3s` (the publisher's message id, if it set one).
-    fn held_by(&self) -> Vec<String> {
-        self.holding.list()
-    }
-
-    fn describe(&self) -> Option<String> {
-        let in_progress = self.running().as_ref().map_or(0, |r| r.in_flight.len());
-        let stats = self.stats();
-        Some(format!(
-            "consuming {}: {} received, {} acked, {} dead-lettered, {in_progress} in progress",
-            self.queue(),
-            stats.received,
-            stats.acked,
-            stats.dead
-        ))
-    }
-}
-
-impl std::fmt::Debug for NatsConsumer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsConsumer")
-            .field("target", &self.target)
-            .field("stream", &self.stream)
-            .field("durable", &self.durable)
-            .field("prefetch", &self.prefetch)
-            .field("concurrency", &self.concurrency)
-            .field("max_deliveries", &self.max_deliveries)
-            .field("running", &self.running().is_some())
-            .field("stats", &self.stats())
-            .finish()
+    /// Nothing to tell the server: a pull consumer gets only what it pulls, and the
+    /// dispatcher stopped pulling at the token.
+    async fn stop_receiving(
+        _connection: &NatsConnection,
+        _limit: Instant,
+    ) -> Result<bool, StepFailed> {
+        Ok(true)
     }
 }
 
@@ -439,112 +231,122 @@ impl Settle for jetstream::Message {
     }
 }
 
-/// The task that pulls messages and starts their handlers.
-struct Dispatch {
-    handlers: Handlers<jetstream::Message>,
+/// The pulls of one run: what the prefetch leaves room for, each waiting at most `pull_wait`.
+pub(crate) struct Pulls {
     consumer: PullConsumer,
+    /// The pull in progress.
+    batch: Option<Batch>,
     prefetch: u32,
     pull_wait: Duration,
-    target: String,
-    queue: String,
+    /// Pulls failed in a row.
+    failures: u32,
 }
 
-impl Dispatch {
-    /// Runs until the stop turn, then returns the pull in progress for the stop to drain.
-    async fn run(self) -> Option<Batch> {
-        let token = self.handlers.ctx.token().clone();
-        let mut batch: Option<Batch> = None;
-        let mut failures = 0;
+impl Subscription for Pulls {
+    type Delivery = jetstream::Message;
+
+    async fn next(&mut self, stop: &CancellationToken, in_hand: usize) -> Next<jetstream::Message> {
         loop {
-            let permit = tokio::select! {
-                biased;
-                () = token.cancelled() => return batch,
-                permit = self.handlers.in_flight.room() => permit,
-            };
-            let message = loop {
-                let pull = match batch.as_mut() {
-                    Some(pull) => pull,
-                    None => {
-                        // Pull what the prefetch leaves room for: the server holds the rest.
-                        let room = (self.prefetch as usize)
-                            .saturating_sub(self.handlers.in_flight.len())
-                            .max(1);
-                        let request = self
-                            .consumer
-                            .batch()
-                            .max_messages(room)
-                            .expires(self.pull_wait)
-                            .messages();
-                        // Not cut short by the token: a pull request sent but forgotten would
-                        // bring messages no one hands back, held until the ack wait.
-                        let requested = match tokio::time::timeout(self.pull_wait, request).await {
-                            Ok(requested) => requested.map_err(|e| e.to_string()),
-                            Err(_) => Err("the pull request was not sent in time".to_owned()),
-                        };
-                        match requested {
-                            Ok(pull) if token.is_cancelled() => return Some(pull),
-                            Ok(pull) => batch.insert(pull),
-                            Err(error) => {
-                                self.pull_failed(&mut failures, error).await?;
-                                continue;
-                            }
+            let pull = match self.batch.as_mut() {
+                Some(pull) => pull,
+                None => {
+                    // Pull what the prefetch leaves room for: the server holds the rest.
+                    let room = (self.prefetch as usize).saturating_sub(in_hand).max(1);
+                    let request = self
+                        .consumer
+                        .batch()
+                        .max_messages(room)
+                        .expires(self.pull_wait)
+                        .messages();
+                    // Not cut short by the token: a pull request sent but forgotten would
+                    // bring messages no one hands back, held until the ack wait.
+                    let requested = match tokio::time::timeout(self.pull_wait, request).await {
+                        Ok(requested) => requested.map_err(|e| e.to_string()),
+                        Err(_) => Err("the pull request was not sent in time".to_owned()),
+                    };
+                    match requested {
+                        Ok(pull) if stop.is_cancelled() => {
+                            self.batch = Some(pull);
+                            return Next::Stopped;
                         }
-                    }
-                };
-                let next = tokio::select! {
-                    biased;
-                    () = token.cancelled() => return batch,
-                    next = pull.next() => next,
-                };
-                match next {
-                    Some(Ok(message)) => {
-                        failures = 0;
-                        break message;
-                    }
-                    Some(Err(error)) => {
-                        batch = None;
-                        self.pull_failed(&mut failures, error.to_string()).await?;
-                    }
-                    // The pull expired or brought all it asked for.
-                    None => {
-                        failures = 0;
-                        batch = None;
+                        Ok(pull) => self.batch.insert(pull),
+                        Err(error) => {
+                            if let Some(end) = self.pull_failed(stop, error).await {
+                                return end;
+                            }
+                            continue;
+                        }
                     }
                 }
             };
-            let view = view(&message);
-            self.handlers.start(permit, message, view);
+            // The server ends a pull when it expires; one that says nothing for twice as long
+            // has no one answering it (its consumer was deleted, say), and would otherwise be
+            // waited for for ever.
+            let silence = self.pull_wait * 2;
+            let next = tokio::select! {
+                biased;
+                () = stop.cancelled() => return Next::Stopped,
+                next = tokio::time::timeout(silence, pull.next()) => next,
+            };
+            let error = match next {
+                Ok(Some(Ok(message))) => {
+                    self.failures = 0;
+                    let view = view(&message);
+                    return Next::Message(message, view);
+                }
+                Ok(Some(Err(error))) => error.to_string(),
+                Err(_) => format!("the pull was not answered within {silence:?}"),
+                // The pull expired or brought all it asked for.
+                Ok(None) => {
+                    self.failures = 0;
+                    self.batch = None;
+                    continue;
+                }
+            };
+            self.batch = None;
+            if let Some(end) = self.pull_failed(stop, error).await {
+                return end;
+            }
         }
     }
 
+    /// What the pull in progress brings, as it arrives, until it expires.
+    async fn unstarted(self, _confirmed: bool, give_up: Instant) -> Vec<jetstream::Message> {
+        let mut returned = Vec::new();
+        if let Some(mut batch) = self.batch {
+            let until = give_up.min(Instant::now() + self.pull_wait + Duration::from_millis(100));
+            while let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, batch.next()).await {
+                returned.push(message);
+            }
+        }
+        returned
+    }
+}
+
+impl Pulls {
     /// A pull failed: waits a pull's time before the next (a failing pull fails at once, and
     /// would otherwise spin), and after [`PULL_FAILURES`] in a row (the consumer or the stream
-    /// was deleted, say) reports the failure and returns `None` to end the dispatcher. Also
-    /// `None` at the stop turn. A lost connection is the connection watcher's to report.
-    async fn pull_failed(&self, failures: &mut u32, error: String) -> Option<()> {
-        *failures += 1;
-        tracing::debug!(component = self.handlers.ctx.name(), %error, failures = *failures, "pull failed");
-        if *failures >= PULL_FAILURES {
-            if !self.handlers.ctx.token().is_cancelled() {
-                tracing::warn!(component = self.handlers.ctx.name(), queue = %self.queue, %error,
-                    "pulls keep failing");
-                self.handlers
-                    .ctx
-                    .report_failure(MqError::SubscriptionEnded {
-                        target: self.target.clone(),
-                        queue: self.queue.clone(),
-                        reason: format!(
-                            "{PULL_FAILURES} pulls in a row failed, the last with: {error}"
-                        ),
-                    });
-            }
-            return None;
+    /// was deleted, say) ends the subscription. [`Next::Stopped`] at the stop turn. A lost
+    /// connection is the connection watcher's to report.
+    async fn pull_failed(
+        &mut self,
+        stop: &CancellationToken,
+        error: String,
+    ) -> Option<Next<jetstream::Message>> {
+        self.failures += 1;
+        tracing::debug!(%error, failures = self.failures, "pull failed");
+        if self.failures >= PULL_FAILURES {
+            return Some(Next::Ended(format!(
+                "{PULL_FAILURES} pulls in a row failed, the last with: {error}"
+            )));
         }
-        self.handlers
-            .ctx
-            .token()
+        match stop
             .run_until_cancelled(tokio::time::sleep(self.pull_wait))
             .await
+        {
+            Some(()) => None,
+            None => Some(Next::Stopped),
+        }
     }
 }
 

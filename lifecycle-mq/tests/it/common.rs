@@ -245,7 +245,6 @@ async fn pipe(
     }
 }
 
-#[cfg(feature = "amqp")]
 pub mod amqp {
     //! Setting up and inspecting RabbitMQ beside the code under test.
 
@@ -371,6 +370,52 @@ pub mod amqp {
             .expect("the queue is listed")
     }
 
+    /// The messages of `queue` delivered to a consumer and not yet acked, from `rabbitmqctl`.
+    pub fn unacked(queue: &str) -> u64 {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args([
+                "list_queues",
+                "-q",
+                "--no-table-headers",
+                "name",
+                "messages_unacknowledged",
+            ])
+            .output()
+            .expect("rabbitmqctl runs (as root, beside the broker)");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .find(|(name, _)| *name == queue)
+            .map(|(_, n)| n.trim().parse().unwrap())
+            .expect("the queue is listed")
+    }
+
+    /// Takes up to `n` ready messages of `queue` on `channel` (unacked, so the broker keeps
+    /// them for this channel), for up to `within`; whether each was redelivered.
+    pub async fn take(
+        channel: &Channel,
+        queue: &str,
+        n: usize,
+        within: std::time::Duration,
+    ) -> Vec<bool> {
+        let until = tokio::time::Instant::now() + within;
+        let mut taken = Vec::new();
+        while taken.len() < n && tokio::time::Instant::now() < until {
+            let got = channel
+                .basic_get(
+                    queue.into(),
+                    lapin::options::BasicGetOptions { no_ack: false },
+                )
+                .await
+                .unwrap();
+            match got {
+                Some(message) => taken.push(message.delivery.redelivered),
+                None => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+        taken
+    }
+
     /// Whether the broker lists a connection named `name` now.
     pub fn connection_named(name: &str) -> bool {
         let quoted = format!("\"{name}\"");
@@ -393,7 +438,6 @@ pub mod amqp {
     }
 }
 
-#[cfg(feature = "nats")]
 pub mod nats {
     //! Setting up and inspecting JetStream beside the code under test.
 

@@ -1,12 +1,11 @@
-//! Keeping credentials out of logs, errors, reports and health output.
+//! `Redacted`: a server's URL made fit to show in logs, errors, reports and health output.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use url::Url;
-
-/// Query parameters that carry a secret, in any database or Redis URL (compared in lower
-/// case): libpq's `password` and `sslpassword`, redis-rs's `pass`, and the usual others.
+/// Query parameters that carry a secret, in any database, Redis or broker URL (compared
+/// without regard to case): libpq's `password` and `sslpassword`, redis-rs's `pass`, NATS's
+/// `token`, `nkey` and `jwt`, and the usual others.
 const SECRET_KEYS: &[&str] = &[
     "password",
     "sslpassword",
@@ -20,35 +19,51 @@ const SECRET_KEYS: &[&str] = &[
     "access_token",
     "api_key",
     "apikey",
+    "nkey",
+    "jwt",
 ];
 
 /// What replaces a secret.
 const MASK: &str = "***";
 
-/// Whether a query parameter named `key` carries a secret.
-fn is_secret_key(key: &str) -> bool {
-    SECRET_KEYS
-        .iter()
-        .any(|secret| key.eq_ignore_ascii_case(secret))
-}
-
-/// A server's URL made fit to show: the URL without its user information and with the values
-/// of secret-bearing query parameters masked, plus the secrets themselves, so that a message
-/// that might echo one (a driver's error) can be scrubbed before it is shown.
+/// A server's URL made fit to show: without its user information, with the values of
+/// secret-bearing query parameters masked as `***`, and holding the secrets themselves, so that
+/// a message that might echo one (a driver's error) can be [scrubbed](Self::scrub) before it is
+/// shown.
 ///
-/// The URL is parsed with the `url` crate (WHATWG rules, as sqlx and redis-rs parse theirs),
-/// not split by hand, so percent-encoding, `@` in passwords and repeated keys are handled. A
-/// URL that does not parse is not shown at all: it might hold a secret in a place no parser
-/// can find.
+/// The URL is parsed with the `url` crate (WHATWG rules, as sqlx, redis-rs, lapin and async-nats
+/// parse theirs), not split by hand, so percent-encoding, an `@` in a password and repeated keys
+/// are handled. A URL that does not parse is not shown at all: it might hold a secret in a place
+/// no parser can find.
+///
+/// Every adapter crate names its servers through it: a component keeps the `Redacted` of its
+/// URL and shows that, never the URL.
+///
+/// # Examples
+///
+/// ```
+/// use lifecycle_core::Redacted;
+///
+/// let target = Redacted::new("postgres://app:s3cret@db:5432/app?sslpassword=k3y&sslmode=require");
+/// assert_eq!(target.to_string(), "postgres://db:5432/app?sslpassword=***&sslmode=require");
+///
+/// // A driver's message that quotes a secret is scrubbed before it is shown.
+/// let error = "password authentication failed (password s3cret)";
+/// assert_eq!(target.scrub(error), "password authentication failed (password ***)");
+///
+/// assert_eq!(Redacted::new("nats://tok3n@nats:4222").to_string(), "nats://nats:4222");
+/// assert_eq!(Redacted::new("not a url").to_string(), "<unparseable URL>");
+/// ```
 #[derive(Clone)]
-pub(crate) struct Redacted {
+pub struct Redacted {
     target: String,
     secrets: Vec<String>,
 }
 
 impl Redacted {
-    pub(crate) fn new(url: &str) -> Self {
-        let Ok(mut parsed) = Url::parse(url) else {
+    /// The URL `url` made fit to show, and the secrets it holds.
+    pub fn new(url: &str) -> Self {
+        let Ok(mut parsed) = url::Url::parse(url) else {
             // Nothing to pick secrets out of: a message that echoes the URL loses all of it.
             return Redacted {
                 target: "<unparseable URL>".to_owned(),
@@ -69,16 +84,16 @@ impl Redacted {
         if let Some(password) = parsed.password() {
             keep(password);
         }
-        // The user name is not a secret, but it is half of one: shown, it tells which account
-        // to attack. The whole user information goes.
+        // The user name is not always a secret, but it is half of one: shown, it tells which
+        // account to attack. The whole user information goes.
         let _ = parsed.set_password(None);
         let _ = parsed.set_username("");
 
         if parsed.query().is_some() {
             let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
-            if pairs.iter().any(|(key, _)| is_secret_key(key)) {
+            if pairs.iter().any(|(key, _)| Self::is_secret_param(key)) {
                 for (key, value) in &pairs {
-                    if is_secret_key(key) {
+                    if Self::is_secret_param(key) {
                         keep(value);
                     }
                 }
@@ -86,7 +101,7 @@ impl Redacted {
                 if let Some(query) = parsed.query() {
                     for pair in query.split('&') {
                         if let Some((key, value)) = pair.split_once('=') {
-                            if is_secret_key(&percent_decode(key)) {
+                            if Self::is_secret_param(&percent_decode(key)) {
                                 keep(value);
                             }
                         }
@@ -95,7 +110,11 @@ impl Redacted {
                 let mut query = parsed.query_pairs_mut();
                 query.clear();
                 for (key, value) in &pairs {
-                    let value = if is_secret_key(key) { MASK } else { value };
+                    let value = if Self::is_secret_param(key) {
+                        MASK
+                    } else {
+                        value
+                    };
                     query.append_pair(key, value);
                 }
             }
@@ -109,8 +128,17 @@ impl Redacted {
         }
     }
 
-    /// `text` with every secret of the URL masked.
-    pub(crate) fn scrub(&self, text: impl fmt::Display) -> String {
+    /// `text` with every secret of the URL masked as `***`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lifecycle_core::Redacted;
+    ///
+    /// let target = Redacted::new("redis://:p%40ss@cache:6379/?pass=x");
+    /// assert_eq!(target.scrub("auth failed for p@ss and p%40ss"), "auth failed for *** and ***");
+    /// ```
+    pub fn scrub(&self, text: impl fmt::Display) -> String {
         let mut text = text.to_string();
         for secret in &self.secrets {
             if text.contains(secret.as_str()) {
@@ -118,6 +146,23 @@ impl Redacted {
             }
         }
         text
+    }
+
+    /// Whether a query parameter named `key` carries a secret (`password`, `sslpassword`,
+    /// `pass`, `token`, ...; any case): such a parameter's value is masked in the URL shown.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lifecycle_core::Redacted;
+    ///
+    /// assert!(Redacted::is_secret_param("PassWord"));
+    /// assert!(!Redacted::is_secret_param("sslmode"));
+    /// ```
+    pub fn is_secret_param(key: &str) -> bool {
+        SECRET_KEYS
+            .iter()
+            .any(|secret| key.eq_ignore_ascii_case(secret))
     }
 }
 
@@ -131,47 +176,16 @@ impl fmt::Display for Redacted {
     }
 }
 
+/// The URL shown, never the secrets it holds.
 impl fmt::Debug for Redacted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.target, f)
     }
 }
 
-/// `url` without the query parameters that carry a secret and that the sqlx driver `scheme`
-/// does not use, with their names. sqlx's PostgreSQL driver logs an unknown parameter with its
-/// value (`sslpassword=...`); the others ignore them. `password` stays for PostgreSQL, which
-/// reads it; the rest would be ignored anyway.
-pub(crate) fn without_unused_secrets(url: &str) -> (Cow<'_, str>, Vec<String>) {
-    let Ok(mut parsed) = Url::parse(url) else {
-        return (Cow::Borrowed(url), Vec::new());
-    };
-    let postgres = parsed.scheme().starts_with("postgres");
-    let unused = |key: &str| is_secret_key(key) && !(postgres && key == "password");
-    let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
-    let dropped: Vec<String> = pairs
-        .iter()
-        .filter(|(key, _)| unused(key))
-        .map(|(key, _)| key.clone())
-        .collect();
-    if dropped.is_empty() {
-        return (Cow::Borrowed(url), dropped);
-    }
-    let kept: Vec<&(String, String)> = pairs.iter().filter(|(key, _)| !unused(key)).collect();
-    if kept.is_empty() {
-        parsed.set_query(None);
-    } else {
-        let mut query = parsed.query_pairs_mut();
-        query.clear();
-        for (key, value) in kept {
-            query.append_pair(key, value);
-        }
-    }
-    (Cow::Owned(parsed.into()), dropped)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{without_unused_secrets, Redacted};
+    use super::Redacted;
 
     /// The target shown for `url`, checked to hold none of `secrets`, and the scrubbed `url`.
     fn shown(url: &str, secrets: &[&str]) -> String {
@@ -180,6 +194,7 @@ mod tests {
         for secret in secrets {
             assert!(!redacted.to_string().contains(secret), "{redacted}");
             assert!(!scrubbed.contains(secret), "{scrubbed}");
+            assert!(!format!("{redacted:?}").contains(secret), "{redacted:?}");
         }
         redacted.to_string()
     }
@@ -202,6 +217,12 @@ mod tests {
             shown("redis://:s3cret@cache:6379/", &["s3cret"]),
             "redis://cache:6379/"
         );
+        assert_eq!(
+            shown("amqp://guest:guest@127.0.0.1:5672/%2f", &["guest"]),
+            "amqp://127.0.0.1:5672/%2f"
+        );
+        // A NATS token where the user goes.
+        assert_eq!(shown("nats://tok3n@nats:4222", &[]), "nats://nats:4222");
         // An `@` in the password, percent-encoded as it must be.
         assert_eq!(
             shown(
@@ -232,6 +253,10 @@ mod tests {
             shown("redis+unix:///run/redis.sock?db=1&pass=s3cret", &["s3cret"]),
             "redis+unix:///run/redis.sock?db=1&pass=***"
         );
+        assert_eq!(
+            shown("nats://n:4222?token=abc&name=x&nkey=SUAB", &["abc", "SUAB"]),
+            "nats://n:4222?token=***&name=x&nkey=***"
+        );
         // Any case, percent-encoded keys and values, and repeated keys.
         assert_eq!(
             shown(
@@ -250,6 +275,8 @@ mod tests {
             "sqlite::memory:",
             "sqlite://jobs.db?mode=rwc",
             "redis://cache/",
+            "amqp://127.0.0.1:5672/%2f",
+            "nats://127.0.0.1:4222",
         ] {
             assert_eq!(shown(url, &[]), url);
         }
@@ -261,20 +288,7 @@ mod tests {
             shown("postgres://app:s3cret@db:99999/app", &["s3cret"]),
             "<unparseable URL>"
         );
+        assert_eq!(shown("nats://u:p@@@", &["u:p@@@"]), "<unparseable URL>");
         assert_eq!(shown("not a url", &[]), "<unparseable URL>");
-    }
-
-    #[test]
-    fn secrets_sqlx_does_not_read_are_dropped_before_it_parses() {
-        let (url, dropped) =
-            without_unused_secrets("postgres://db/app?password=p&sslpassword=s&sslmode=require");
-        assert_eq!(url, "postgres://db/app?password=p&sslmode=require");
-        assert_eq!(dropped, ["sslpassword"]);
-        let (url, dropped) = without_unused_secrets("mysql://root@db/test?password=p");
-        assert_eq!(url, "mysql://root@db/test");
-        assert_eq!(dropped, ["password"]);
-        let (url, dropped) = without_unused_secrets("sqlite://jobs.db?mode=rwc");
-        assert_eq!(url, "sqlite://jobs.db?mode=rwc");
-        assert!(dropped.is_empty());
     }
 }

@@ -1,5 +1,5 @@
-//! `InFlight`: the messages whose handlers are running, so that a stop can wait for them, and
-//! cut off and hand back those still running at its deadline.
+//! `MessagesInHand`: the messages whose handlers are running or settling, so that a stop can
+//! wait for them, and cut off and hand back those still running at its deadline.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,7 +18,7 @@ use tokio::task::AbortHandle;
 ///
 /// An entry stays until its task has settled the message ([`settled`](Self::settled)), so
 /// that the stop can also cut off a settlement the broker does not answer.
-pub(crate) struct InFlight<T> {
+pub(crate) struct MessagesInHand<T> {
     entries: Mutex<State<T>>,
     permits: Arc<Semaphore>,
     concurrency: u32,
@@ -37,12 +37,12 @@ struct Entry<T> {
 
 /// A handler's place among the running ones: its id, and a permit of the concurrency limit
 /// that it holds until its message is settled.
-pub(crate) struct Slot {
+pub(crate) struct HandlerPermit {
     pub(crate) id: u64,
     _permit: OwnedSemaphorePermit,
 }
 
-/// What [`InFlight::cut_all`] cut off.
+/// What [`MessagesInHand::cut_all`] cut off.
 pub(crate) struct Cut<T> {
     /// The messages of handlers that were still running, to hand back.
     pub(crate) unsettled: Vec<T>,
@@ -50,10 +50,10 @@ pub(crate) struct Cut<T> {
     pub(crate) settling: usize,
 }
 
-impl<T> InFlight<T> {
+impl<T> MessagesInHand<T> {
     /// Room for `concurrency` handlers at once.
     pub(crate) fn new(concurrency: u32) -> Self {
-        InFlight {
+        MessagesInHand {
             entries: Mutex::new(State {
                 next: 0,
                 running: HashMap::new(),
@@ -77,7 +77,7 @@ impl<T> InFlight<T> {
     }
 
     /// Records a handler about to start on a message settled through `settle`.
-    pub(crate) fn start(&self, permit: OwnedSemaphorePermit, settle: T) -> Slot {
+    pub(crate) fn start(&self, permit: OwnedSemaphorePermit, settle: T) -> HandlerPermit {
         let mut state = self.lock();
         let id = state.next;
         state.next += 1;
@@ -88,7 +88,7 @@ impl<T> InFlight<T> {
                 abort: None,
             },
         );
-        Slot {
+        HandlerPermit {
             id,
             _permit: permit,
         }
@@ -110,9 +110,9 @@ impl<T> InFlight<T> {
             .and_then(|entry| entry.settle.take())
     }
 
-    /// The message of `slot` is settled (or could not be): its entry and permit go.
-    pub(crate) fn settled(&self, slot: Slot) {
-        self.lock().running.remove(&slot.id);
+    /// The message of `permit` is settled (or could not be): its entry and permit go.
+    pub(crate) fn settled(&self, permit: HandlerPermit) {
+        self.lock().running.remove(&permit.id);
     }
 
     /// The number of handlers running or settling.
@@ -158,24 +158,24 @@ impl<T> InFlight<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::InFlight;
+    use super::MessagesInHand;
 
     #[tokio::test]
     async fn a_message_is_settled_by_its_handler_or_by_the_stop_never_both() {
-        let in_flight = InFlight::new(3);
-        let a = in_flight.start(in_flight.room().await, "a");
-        let b = in_flight.start(in_flight.room().await, "b");
-        let c = in_flight.start(in_flight.room().await, "c");
-        assert_eq!(in_flight.finish(a.id), Some("a"));
-        in_flight.settled(a);
+        let in_hand = MessagesInHand::new(3);
+        let a = in_hand.start(in_hand.room().await, "a");
+        let b = in_hand.start(in_hand.room().await, "b");
+        let c = in_hand.start(in_hand.room().await, "c");
+        assert_eq!(in_hand.finish(a.id), Some("a"));
+        in_hand.settled(a);
         // c's handler returned, and its settlement is under way when the stop cuts.
-        assert_eq!(in_flight.finish(c.id), Some("c"));
-        let cut = in_flight.cut_all();
+        assert_eq!(in_hand.finish(c.id), Some("c"));
+        let cut = in_hand.cut_all();
         assert_eq!((cut.unsettled, cut.settling), (vec!["b"], 1));
         // The handler of b returns after the stop took it over: it must not settle it again.
-        assert_eq!(in_flight.finish(b.id), None);
-        assert_eq!(in_flight.len(), 0);
+        assert_eq!(in_hand.finish(b.id), None);
+        assert_eq!(in_hand.len(), 0);
         drop((b, c));
-        in_flight.idle().await;
+        in_hand.idle().await;
     }
 }

@@ -9,17 +9,11 @@
 //! processed would be missing from the records; the negative control, a handler that acks at
 //! once and processes in the background, shows that the SIGKILL then loses messages.
 //!
-//! It has no libtest harness (`harness = false` in Cargo.toml) so that its `main` can be the
-//! child's; libtest-mimic runs the tests.
+//! The child is a normal test of this binary, `kill::child`, that does nothing unless that
+//! variable is set: the parent runs the binary again with `--exact kill::child`, so the whole
+//! suite stays one test binary.
 
-#![cfg(unix)]
-// Built without either backend, there is nothing to prove.
-#![cfg_attr(
-    not(any(feature = "amqp", feature = "nats")),
-    allow(unused, unreachable_code)
-)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -37,69 +31,63 @@ const CHILD: &str = "LIFECYCLE_MQ_KILL_CHILD";
 /// How many messages each proof publishes.
 const MESSAGES: usize = 400;
 
-fn main() -> std::process::ExitCode {
-    if let Ok(spec) = std::env::var(CHILD) {
-        return std::process::Termination::report(child_main(&spec));
-    }
-    let mut tests: Vec<(&str, fn())> = Vec::new();
-    #[cfg(feature = "amqp")]
-    {
-        tests.push(("amqp_sigterms_and_a_sigkill_lose_no_message", || {
-            proof(Backend::Amqp)
-        }));
-        tests.push((
-            "amqp_control_acking_before_processing_loses_messages_on_sigkill",
-            || control(Backend::Amqp),
-        ));
-    }
-    #[cfg(feature = "nats")]
-    {
-        tests.push(("nats_sigterms_and_a_sigkill_lose_no_message", || {
-            proof(Backend::Nats)
-        }));
-        tests.push((
-            "nats_control_acking_before_processing_loses_messages_on_sigkill",
-            || control(Backend::Nats),
-        ));
-    }
-    let trials = tests
-        .into_iter()
-        .map(|(name, test)| {
-            libtest_mimic::Trial::test(name, move || {
-                test();
-                Ok(())
-            })
-        })
-        .collect();
-    let mut args = libtest_mimic::Arguments::from_args();
-    // The machine is small and the children are busy: one proof at a time.
-    args.test_threads.get_or_insert(1);
-    libtest_mimic::run(&args, trials).exit_code()
+/// The proofs take the machine's cores: one at a time.
+static PROOFS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn amqp_sigterms_and_a_sigkill_lose_no_message() {
+    let _one = PROOFS.lock().unwrap_or_else(|e| e.into_inner());
+    proof(Backend::Amqp);
+}
+
+#[test]
+fn amqp_control_acking_before_processing_loses_messages_on_sigkill() {
+    let _one = PROOFS.lock().unwrap_or_else(|e| e.into_inner());
+    control(Backend::Amqp);
+}
+
+#[test]
+fn nats_sigterms_and_a_sigkill_lose_no_message() {
+    let _one = PROOFS.lock().unwrap_or_else(|e| e.into_inner());
+    proof(Backend::Nats);
+}
+
+#[test]
+fn nats_control_acking_before_processing_loses_messages_on_sigkill() {
+    let _one = PROOFS.lock().unwrap_or_else(|e| e.into_inner());
+    control(Backend::Nats);
+}
+
+/// The child service, when the parent runs this binary with [`CHILD`] set; a no-op otherwise.
+/// It exits with the lifecycle's exit code, as the service's `main` would.
+#[test]
+fn child() {
+    let Ok(spec) = std::env::var(CHILD) else {
+        return;
+    };
+    let report = child_main(&spec);
+    let code = report.exit_code();
+    let _ = std::process::Termination::report(report);
+    std::process::exit(code);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
-    #[cfg(feature = "amqp")]
     Amqp,
-    #[cfg(feature = "nats")]
     Nats,
 }
 
 impl Backend {
     fn name(self) -> &'static str {
         match self {
-            #[cfg(feature = "amqp")]
             Backend::Amqp => "amqp",
-            #[cfg(feature = "nats")]
             Backend::Nats => "nats",
         }
     }
 
     fn from_name(name: &str) -> Self {
         match name {
-            #[cfg(feature = "amqp")]
             "amqp" => Backend::Amqp,
-            #[cfg(feature = "nats")]
             "nats" => Backend::Nats,
             other => panic!("unknown backend {other}"),
         }
@@ -108,9 +96,7 @@ impl Backend {
     /// Whether the broker is there (false only outside CI).
     async fn available(self) -> bool {
         match self {
-            #[cfg(feature = "amqp")]
             Backend::Amqp => common::broker_available("RabbitMQ", common::RABBITMQ).await,
-            #[cfg(feature = "nats")]
             Backend::Nats => common::broker_available("NATS", common::NATS).await,
         }
     }
@@ -119,14 +105,12 @@ impl Backend {
     async fn fill(self, queue: &str) {
         let ids = (0..MESSAGES).map(|i| i.to_string());
         match self {
-            #[cfg(feature = "amqp")]
             Backend::Amqp => {
                 let (_connection, channel) = common::amqp::admin().await;
                 // A quorum queue counts deliveries (`x-delivery-count`).
                 common::amqp::declare(&channel, queue, true).await;
                 common::amqp::publish(&channel, queue, ids).await;
             }
-            #[cfg(feature = "nats")]
             Backend::Nats => {
                 let js = common::nats::admin().await;
                 common::nats::create_stream(&js, queue).await;
@@ -139,12 +123,10 @@ impl Backend {
     /// meaningful once no consumer runs.
     async fn left(self, queue: &str) -> u64 {
         match self {
-            #[cfg(feature = "amqp")]
             Backend::Amqp => {
                 let (_connection, channel) = common::amqp::admin().await;
                 u64::from(common::amqp::ready(&channel, queue).await)
             }
-            #[cfg(feature = "nats")]
             Backend::Nats => {
                 let js = common::nats::admin().await;
                 common::nats::pending(&js, queue).await
@@ -154,12 +136,10 @@ impl Backend {
 
     async fn clean_up(self, queue: &str) {
         match self {
-            #[cfg(feature = "amqp")]
             Backend::Amqp => {
                 let (_connection, channel) = common::amqp::admin().await;
                 common::amqp::delete(&channel, queue).await;
             }
-            #[cfg(feature = "nats")]
             Backend::Nats => {
                 let js = common::nats::admin().await;
                 common::nats::delete_stream(&js, queue).await;
@@ -170,11 +150,9 @@ impl Backend {
     /// Whether the broker still holds a connection of the child run named `name`.
     async fn connection_left(self, name: &str) -> bool {
         match self {
-            #[cfg(feature = "amqp")]
             Backend::Amqp => !common::amqp::no_connection_named(name).await,
             // The child's connections are its own sockets: gone with the process, which the
             // test waited for. The in-process tests check the NATS stop leaves none.
-            #[cfg(feature = "nats")]
             Backend::Nats => {
                 let _ = name;
                 false
@@ -253,6 +231,8 @@ impl Service {
             }
         );
         let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "kill::child", "--nocapture", "--quiet"])
+            .args(["--test-threads", "1"])
             .env(CHILD, spec)
             .stdout(Stdio::piped())
             .spawn()
@@ -265,11 +245,16 @@ impl Service {
             }
         });
         let service = Service { child, name, ready };
-        let line = service
-            .ready
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the child says it is ready");
-        assert_eq!(line, "ready");
+        // Past the test harness's own lines ("running 1 test").
+        loop {
+            let line = service
+                .ready
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the child says it is ready");
+            if line == "ready" {
+                break;
+            }
+        }
         service
     }
 
@@ -525,14 +510,12 @@ fn child_main(spec: &str) -> Report {
         .unwrap();
     runtime.block_on(async {
         let registration: Registration = match backend {
-            #[cfg(feature = "amqp")]
             Backend::Amqp => Registration::new(
                 name,
                 lifecycle_mq::AmqpConsumer::new(common::amqp_url(), queue, handler)
                     .prefetch(20)
                     .concurrency(4),
             ),
-            #[cfg(feature = "nats")]
             Backend::Nats => Registration::new(
                 name,
                 lifecycle_mq::NatsConsumer::new(common::nats_url(), queue, queue, handler)
@@ -560,9 +543,7 @@ fn child_main(spec: &str) -> Report {
         // What the stop left open, seen while the process still lives (after its exit the
         // kernel would close everything anyway).
         let port = match backend {
-            #[cfg(feature = "amqp")]
             Backend::Amqp => 5672,
-            #[cfg(feature = "nats")]
             Backend::Nats => 4222,
         };
         println!("connections-left {}", common::connections_to(port));

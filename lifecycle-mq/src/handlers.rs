@@ -1,51 +1,29 @@
-//! What the two consumers share once a message is received, whatever the broker: its handler
-//! runs in a task of the component and its message is settled as the handler answers; at the
-//! stop, the handlers in progress get until shortly before the deadline, and what is left is
-//! cut off and handed back. A backend only says how its messages are settled ([`Settle`]).
+//! `Handlers`: what a consumer does once a message is received, whatever the broker: its
+//! handler runs in a task of the component and its message is settled as the handler answers;
+//! at the stop, the handlers in progress get until shortly before the deadline, and what is
+//! left is cut off and handed back. A backend only says how its messages are settled
+//! ([`Settle`]).
 
-use std::future::Future;
 use std::sync::Arc;
 
 use lifecycle_core::held_by::Holding;
-use lifecycle_core::{BoxError, Context};
+use lifecycle_core::Context;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use crate::deadline::step;
 use crate::error::MqError;
 use crate::handler::{self, Handler, Outcome};
-use crate::in_flight::InFlight;
+use crate::in_hand::MessagesInHand;
 use crate::message::{Ack, Message};
 use crate::metrics::{Ended, Tally};
-
-/// How a broker's message is settled: acked, handed back or rejected.
-pub(crate) trait Settle: Send + Sized + 'static {
-    /// Tells the broker what `ack` says, and waits until it is known to have been told (or
-    /// could not be).
-    fn settle(self, ack: Ack) -> impl Future<Output = Result<(), String>> + Send;
-}
-
-/// Hands every one of `messages` back to the broker, by `limit`.
-pub(crate) async fn hand_back_all<T: Settle>(
-    messages: Vec<T>,
-    limit: Instant,
-) -> Result<(), String> {
-    let settled = messages.into_iter().map(|m| m.settle(Ack::Requeue));
-    let results = step(limit, async {
-        Ok::<_, String>(futures::future::join_all(settled).await)
-    })
-    .await?;
-    results
-        .into_iter()
-        .find_map(Result::err)
-        .map_or(Ok(()), Err)
-}
+use crate::settle::{hand_back_all, Settle};
+use crate::stop::StopFailures;
 
 /// The handlers of one run of a consumer.
 pub(crate) struct Handlers<T> {
     pub(crate) ctx: Context,
     pub(crate) handler: Handler,
-    pub(crate) in_flight: Arc<InFlight<T>>,
+    pub(crate) in_hand: Arc<MessagesInHand<T>>,
     pub(crate) tally: Tally,
     /// The delivery at which a failed message is dead-lettered instead of handed back.
     pub(crate) max_deliveries: u32,
@@ -63,11 +41,11 @@ impl<T: Settle> Handlers<T> {
     /// then it is rejected, which dead-letters it. A panic is caught: the component goes on.
     pub(crate) fn start(&self, permit: OwnedSemaphorePermit, settle: T, mut message: Message) {
         self.tally.received();
-        let slot = self.in_flight.start(permit, settle);
-        let id = slot.id;
-        let (handler, in_flight, tally, ctx) = (
+        let permit = self.in_hand.start(permit, settle);
+        let id = permit.id;
+        let (handler, in_hand, tally, ctx) = (
             self.handler.clone(),
-            self.in_flight.clone(),
+            self.in_hand.clone(),
             self.tally.clone(),
             self.ctx.clone(),
         );
@@ -104,7 +82,7 @@ impl<T: Settle> Handlers<T> {
                 }
             };
             // None: the stop cut this handler off and handed its message back already.
-            if let Some(settle) = in_flight.finish(slot.id) {
+            if let Some(settle) = in_hand.finish(id) {
                 match settle.settle(ack).await {
                     Ok(()) => tally.ended(how, 1),
                     Err(error) => {
@@ -113,12 +91,12 @@ impl<T: Settle> Handlers<T> {
                             "could not settle a message; the broker will deliver it again");
                     }
                 }
-                // The slot's permit is released only now, so that the stop's wait for idle
+                // The handler's permit is released only now, so that the stop's wait for idle
                 // handlers includes their settlements.
-                in_flight.settled(slot);
+                in_hand.settled(permit);
             }
         });
-        self.in_flight.set_abort(id, task.abort_handle());
+        self.in_hand.set_abort(id, task.abort_handle());
     }
 }
 
@@ -128,15 +106,15 @@ impl<T: Settle> Handlers<T> {
 /// [`MqError::HandlersCutOff`] first, and a failed `StopIncomplete` step for settlements the
 /// broker left unanswered.
 pub(crate) async fn finish_handlers<T: Settle>(
-    in_flight: &InFlight<T>,
+    in_hand: &MessagesInHand<T>,
     ctx: &Context,
     tally: &Tally,
-    (target, queue): (&str, &str),
+    queue: &str,
     (give_up, close_by): (Instant, Instant),
     holding: &Holding,
-    failures: &mut Vec<MqError>,
+    failures: &mut StopFailures<'_>,
 ) {
-    let finished = tokio::time::timeout_at(give_up, in_flight.idle())
+    let finished = tokio::time::timeout_at(give_up, in_hand.idle())
         .await
         .is_ok();
     if !finished {
@@ -144,7 +122,7 @@ pub(crate) async fn finish_handlers<T: Settle>(
             ctx.gave_up_on(message);
         }
     }
-    let cut = in_flight.cut_all();
+    let cut = in_hand.cut_all();
     if !cut.unsettled.is_empty() {
         let count = cut.unsettled.len();
         if !finished {
@@ -160,41 +138,16 @@ pub(crate) async fn finish_handlers<T: Settle>(
                 queue: queue.to_owned(),
                 cut: count,
             };
-            failures.insert(0, cut_off);
+            failures.push(cut_off, true);
         }
     }
     if cut.settling > 0 {
-        failures.push(MqError::StopIncomplete {
-            target: target.to_owned(),
-            queue: queue.to_owned(),
-            step: "settling messages",
-            reason: format!(
+        failures.step_failed((
+            "settling messages",
+            format!(
                 "{} acks or nacks unanswered at the deadline; the broker delivers those messages again",
                 cut.settling
             ),
-        });
-    }
-}
-
-/// The moment the closing requests must be answered by: halfway between `give_up` and the
-/// deadline, so that the stop still returns its own error before the lifecycle cuts it off.
-pub(crate) fn close_by(ctx: &Context, give_up: Instant) -> Instant {
-    let deadline = ctx
-        .deadline()
-        .unwrap_or(give_up + std::time::Duration::from_secs(2));
-    give_up + deadline.saturating_duration_since(give_up) / 2
-}
-
-/// The stop's result: its first failure, the others logged.
-pub(crate) fn stop_result(ctx: &Context, failures: Vec<MqError>) -> Result<(), BoxError> {
-    let mut failures = failures.into_iter();
-    match failures.next() {
-        None => Ok(()),
-        Some(first) => {
-            for other in failures {
-                tracing::warn!(component = ctx.name(), error = %other, "stop incomplete");
-            }
-            Err(first.into())
-        }
+        ));
     }
 }

@@ -5,20 +5,26 @@
 //! done once and the consumer component stays up, and the metrics say so. A maximum of 0 is
 //! refused at the start.
 
-#![cfg(all(feature = "amqp", feature = "nats"))]
-
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use common::{amqp_url, broker_available, eventually, ids, nats_url, start_alone, unique};
-use common::{NATS, RABBITMQ};
 use futures::StreamExt;
-use lifecycle_core::{async_trait, BoxError, Component, Context, Health, Outcome, Registration};
-use lifecycle_core::{Lifecycle, TriggerKind};
-use lifecycle_mq::{Ack, AmqpConsumer, ConsumerStats, Message, NatsConsumer};
+use lifecycle_core::{Lifecycle, Outcome, Registration, TriggerKind};
+use lifecycle_mq::{Ack, AmqpConsumer, Message, NatsConsumer};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+
+use crate::broker::{Broker, Options, TestConsumer};
+use crate::common::{
+    self, amqp_url, broker_available, eventually, ids, nats_url, start_alone, unique, NATS,
+    RABBITMQ,
+};
+use crate::consumer::on_both_brokers;
+
+on_both_brokers!(
+    poison_messages_are_dead_lettered_and_the_rest_flows,
+    the_maximum_is_configurable,
+    a_maximum_of_zero_is_refused_at_the_start,
+);
 
 /// The metrics recorder of this test binary, installed once; each test's consumer has a name
 /// of its own, so its metrics are its own.
@@ -59,51 +65,6 @@ fn counters(component: &str) -> HashMap<(String, Option<String>), u64> {
         .filter(|((of, ..), _)| of == component)
         .map(|((_, name, outcome), n)| ((name.clone(), outcome.clone()), *n))
         .collect()
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Broker {
-    Amqp,
-    Nats,
-}
-
-/// A consumer shared with the test, so that the test reads its stats while it runs.
-#[derive(Debug, Clone)]
-enum Shared {
-    Amqp(Arc<AmqpConsumer>),
-    Nats(Arc<NatsConsumer>),
-}
-
-impl Shared {
-    fn stats(&self) -> ConsumerStats {
-        match self {
-            Shared::Amqp(c) => c.stats(),
-            Shared::Nats(c) => c.stats(),
-        }
-    }
-
-    fn component(&self) -> &dyn Component {
-        match self {
-            Shared::Amqp(c) => &**c,
-            Shared::Nats(c) => &**c,
-        }
-    }
-}
-
-#[async_trait]
-impl Component for Shared {
-    async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
-        self.component().start(ctx).await
-    }
-    async fn stop(&self, ctx: &Context) -> Result<(), BoxError> {
-        self.component().stop(ctx).await
-    }
-    async fn health(&self) -> Health {
-        self.component().health().await
-    }
-    fn describe(&self) -> Option<String> {
-        self.component().describe()
-    }
 }
 
 /// Each payload's deliveries as the handler saw them (the delivery counts, in order).
@@ -252,7 +213,7 @@ impl Setup {
         }
     }
 
-    fn consumer(&self, seen: &Seen, max_deliveries: Option<u32>) -> Shared {
+    fn consumer(&self, seen: &Seen, max_deliveries: Option<u32>) -> TestConsumer {
         match self {
             Setup::Amqp { queue, .. } => {
                 let mut consumer = AmqpConsumer::new(amqp_url(), queue, seen.handler())
@@ -261,7 +222,7 @@ impl Setup {
                 if let Some(max) = max_deliveries {
                     consumer = consumer.max_deliveries(max);
                 }
-                Shared::Amqp(Arc::new(consumer))
+                TestConsumer::Amqp(Arc::new(consumer))
             }
             Setup::Nats { stream, .. } => {
                 let mut consumer = NatsConsumer::new(nats_url(), stream, stream, seen.handler())
@@ -270,7 +231,7 @@ impl Setup {
                 if let Some(max) = max_deliveries {
                     consumer = consumer.max_deliveries(max);
                 }
-                Shared::Nats(Arc::new(consumer))
+                TestConsumer::Nats(Arc::new(consumer))
             }
         }
     }
@@ -351,7 +312,7 @@ async fn poison_messages_are_dead_lettered_and_the_rest_flows(broker: Broker) {
     let (handle, run) = start_alone(Registration::new(&name, consumer.clone())).await;
     eventually("both poison messages dead, the good ones done", || {
         let stats = consumer.stats();
-        stats.dead == 3 && stats.acked == 100
+        stats.dead == 3 && stats.done == 100
     })
     .await;
     assert_eq!(
@@ -385,7 +346,7 @@ async fn poison_messages_are_dead_lettered_and_the_rest_flows(broker: Broker) {
     }
     let stats = consumer.stats();
     assert_eq!(
-        (stats.acked, stats.dead, stats.requeued),
+        (stats.done, stats.dead, stats.failed),
         (100, 3, 12),
         "{stats:?}"
     );
@@ -435,16 +396,11 @@ async fn the_maximum_is_configurable(broker: Broker) {
 
 /// A maximum of 0 would dead-letter every message unseen: refused when the consumer starts.
 async fn a_maximum_of_zero_is_refused_at_the_start(broker: Broker) {
-    let consumer = match broker {
-        Broker::Amqp => Shared::Amqp(Arc::new(
-            AmqpConsumer::new(amqp_url(), "never-consumed", Seen::default().handler())
-                .max_deliveries(0),
-        )),
-        Broker::Nats => Shared::Nats(Arc::new(
-            NatsConsumer::new(nats_url(), "NEVER", "never", Seen::default().handler())
-                .max_deliveries(0),
-        )),
+    let options = Options {
+        max_deliveries: 0,
+        ..Options::default()
     };
+    let consumer = broker.consumer_of(broker.url(), "NEVER", Seen::default().handler(), options);
     let lifecycle = Lifecycle::builder()
         .signals([])
         .register(Registration::new("consumer", consumer))
@@ -460,34 +416,4 @@ async fn a_maximum_of_zero_is_refused_at_the_start(broker: Broker) {
             .contains("max_deliveries"),
         "{line:?}"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn amqp_poison_messages_are_dead_lettered_and_the_rest_flows() {
-    poison_messages_are_dead_lettered_and_the_rest_flows(Broker::Amqp).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_poison_messages_are_dead_lettered_and_the_rest_flows() {
-    poison_messages_are_dead_lettered_and_the_rest_flows(Broker::Nats).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn amqp_the_maximum_is_configurable() {
-    the_maximum_is_configurable(Broker::Amqp).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_the_maximum_is_configurable() {
-    the_maximum_is_configurable(Broker::Nats).await;
-}
-
-#[tokio::test]
-async fn amqp_a_maximum_of_zero_is_refused_at_the_start() {
-    a_maximum_of_zero_is_refused_at_the_start(Broker::Amqp).await;
-}
-
-#[tokio::test]
-async fn nats_a_maximum_of_zero_is_refused_at_the_start() {
-    a_maximum_of_zero_is_refused_at_the_start(Broker::Nats).await;
 }
