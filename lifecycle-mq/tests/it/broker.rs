@@ -33,8 +33,8 @@ impl Broker {
     /// Whether the broker is there (false only outside CI, where the test then returns).
     pub(crate) async fn available(self) -> bool {
         match self {
-            Broker::Amqp => common::broker_available("RabbitMQ", common::RABBITMQ).await,
-            Broker::Nats => common::broker_available("NATS", common::NATS).await,
+            Broker::Amqp => common::server_available("RabbitMQ", common::RABBITMQ),
+            Broker::Nats => common::server_available("NATS", common::NATS),
         }
     }
 

@@ -1,87 +1,17 @@
-//! The real brokers the tests talk to, and a TCP proxy that can black-hole or cut them.
+//! What lifecycle-mq's tests share beyond `lifecycle-test-support`: connections seen by the
+//! kernel, the handlers' record of runs, and each broker set up and inspected beside the code
+//! under test.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lifecycle_core::{Lifecycle, LifecycleHandle, Registration, Report};
 use lifecycle_mq::{Ack, Message};
-use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
-pub const RABBITMQ: &str = "127.0.0.1:5672";
-pub const NATS: &str = "127.0.0.1:4222";
-
-/// Whether the broker at `addr` answers. When it does not: in CI (`CI=true`) the test fails,
-/// loudly; elsewhere it says so and the test returns early.
-pub async fn broker_available(name: &str, addr: &str) -> bool {
-    let up = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
-        .await
-        .is_ok_and(|r| r.is_ok());
-    if !up {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{name} is not reachable at {addr}; CI needs it (see .ci/run)"
-        );
-        eprintln!("SKIPPED: {name} is not reachable at {addr} (outside CI)");
-    }
-    up
-}
-
-pub fn amqp_url() -> String {
-    format!("amqp://guest:guest@{RABBITMQ}/%2f")
-}
-
-pub fn nats_url() -> String {
-    format!("nats://{NATS}")
-}
-
-/// A unique name, so tests sharing a broker do not meet.
-pub fn unique(test: &str) -> String {
-    format!(
-        "{test}-{}-{}",
-        std::process::id(),
-        rand::rng().random::<u32>()
-    )
-}
-
-/// Runs a lifecycle of the one component `registration`, with no signal handlers, in a task;
-/// returns its handle and the task once it is ready.
-pub async fn start_alone(
-    registration: Registration,
-) -> (LifecycleHandle, tokio::task::JoinHandle<Report>) {
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(registration)
-        .build()
-        .unwrap();
-    start(lifecycle).await
-}
-
-/// Runs the lifecycle in a task; returns its handle and the task once it is ready.
-pub async fn start(lifecycle: Lifecycle) -> (LifecycleHandle, tokio::task::JoinHandle<Report>) {
-    let run = lifecycle_core::testing::TestRun::run(lifecycle);
-    run.ready().await.expect("the lifecycle gets ready");
-    (run.handle().clone(), run.into_task())
-}
-
-/// Waits up to 10 s for `condition`.
-pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let until = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "never happened: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+pub use lifecycle_test_support::servers::{amqp_url, nats_url, server_available, NATS, RABBITMQ};
+pub use lifecycle_test_support::{eventually, start, start_alone, unique, Proxy};
 
 /// The established TCP connections from this process to `port`, from `ss` (the kernel's view,
 /// so it holds for any client library).
@@ -156,93 +86,6 @@ impl Runs {
 /// `n` message payloads: `prefix-0`, `prefix-1`...
 pub fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
-}
-
-/// A TCP proxy in front of a broker, which a test can black-hole (connections stay open, no
-/// byte goes through, as with a dead host) or cut (every connection closed, new ones refused).
-pub struct Proxy {
-    pub addr: SocketAddr,
-    black_hole: Arc<AtomicBool>,
-    cut: CancellationToken,
-    /// Cancelled to close the connections open now; replaced for the next ones.
-    connections: Arc<std::sync::Mutex<CancellationToken>>,
-}
-
-impl Proxy {
-    pub async fn start(upstream: &str) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (black_hole, cut) = (Arc::new(AtomicBool::new(false)), CancellationToken::new());
-        let connections = Arc::new(std::sync::Mutex::new(cut.child_token()));
-        let upstream = upstream.to_owned();
-        let (bh, c, conns) = (black_hole.clone(), cut.clone(), connections.clone());
-        tokio::spawn(c.clone().run_until_cancelled_owned(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    continue;
-                };
-                let Ok(server) = TcpStream::connect(&upstream).await else {
-                    continue;
-                };
-                let (client_read, client_write) = client.into_split();
-                let (server_read, server_write) = server.into_split();
-                for (from, to) in [
-                    (
-                        Box::new(client_read) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-                        Box::new(server_write) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
-                    ),
-                    (Box::new(server_read), Box::new(client_write)),
-                ] {
-                    let token = conns.lock().unwrap().clone();
-                    tokio::spawn(token.run_until_cancelled_owned(pipe(from, to, bh.clone())));
-                }
-            }
-        }));
-        Proxy {
-            addr,
-            black_hole,
-            cut,
-            connections,
-        }
-    }
-
-    /// Closes every connection open now, as a broker restart would; new ones go through.
-    pub fn drop_connections(&self) {
-        let mut connections = self.connections.lock().unwrap();
-        connections.cancel();
-        *connections = self.cut.child_token();
-    }
-
-    /// From now on, no byte goes through in either direction; connections stay open.
-    pub fn black_hole(&self) {
-        self.black_hole.store(true, Ordering::SeqCst);
-    }
-
-    /// Closes every connection and the listener.
-    pub fn cut(&self) {
-        self.cut.cancel();
-    }
-}
-
-async fn pipe(
-    mut from: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-    mut to: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
-    black_hole: Arc<AtomicBool>,
-) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if black_hole.load(Ordering::SeqCst) {
-            // Swallow everything from now on, like a host that stopped answering.
-            std::future::pending::<()>().await;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
 }
 
 pub mod amqp {

@@ -96,8 +96,8 @@ impl Backend {
     /// Whether the broker is there (false only outside CI).
     async fn available(self) -> bool {
         match self {
-            Backend::Amqp => common::broker_available("RabbitMQ", common::RABBITMQ).await,
-            Backend::Nats => common::broker_available("NATS", common::NATS).await,
+            Backend::Amqp => common::server_available("RabbitMQ", common::RABBITMQ),
+            Backend::Nats => common::server_available("NATS", common::NATS),
         }
     }
 

@@ -15,7 +15,7 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
 use crate::broker::{Broker, Options, TestConsumer};
 use crate::common::{
-    self, amqp_url, broker_available, eventually, ids, nats_url, start_alone, unique, NATS,
+    self, amqp_url, eventually, ids, nats_url, server_available, start_alone, unique, NATS,
     RABBITMQ,
 };
 use crate::consumer::on_both_brokers;
@@ -141,7 +141,7 @@ impl Setup {
     async fn new(broker: Broker) -> Option<Setup> {
         match broker {
             Broker::Amqp => {
-                if !broker_available("RabbitMQ", RABBITMQ).await {
+                if !server_available("RabbitMQ", RABBITMQ) {
                     return None;
                 }
                 use lapin::options::QueueDeclareOptions;
@@ -180,7 +180,7 @@ impl Setup {
                 })
             }
             Broker::Nats => {
-                if !broker_available("NATS", NATS).await {
+                if !server_available("NATS", NATS) {
                     return None;
                 }
                 let client = async_nats::connect(NATS).await.unwrap();
