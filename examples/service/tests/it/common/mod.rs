@@ -82,7 +82,8 @@ pub fn start_command(mut command: Command, addr: SocketAddr, db: &str, extra: &[
         .spawn()
         .unwrap();
     let service = Service(child);
-    let until = Instant::now() + Duration::from_secs(20);
+    // Generous: a debug build starting on a loaded 2-core machine, beside the other tests.
+    let until = Instant::now() + Duration::from_secs(60);
     while request(addr, "GET", "/readyz", "").map(|r| r.0) != Some(200) {
         assert!(Instant::now() < until, "the service did not become ready");
         std::thread::sleep(Duration::from_millis(20));
