@@ -9,13 +9,13 @@ use lifecycle_core::{async_trait, BoxError, Component, Context};
 
 use crate::accept::{accept_loop, Serving};
 use crate::activity::Activity;
-use crate::connection::{builder, Limits};
-use crate::drain::Drain;
+use crate::connection::{builder, ConnectionSettings};
 use crate::error::HttpError;
 use crate::listener::{Listen, StdListener};
-use crate::phase::Phases;
+use crate::request_service::RequestService;
 use crate::requests::Requests;
 use crate::service::IntoRouter;
+use crate::shutdown_flags::ShutdownFlags;
 use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::HttpStats;
 use crate::stream::Handshake;
@@ -353,18 +353,18 @@ impl LocalAddr {
 impl Component for HttpServer {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
         self.stats.export(ctx.name());
-        let (phases, watcher) =
-            Phases::watch(ctx.lifecycle().shutdown_token(), ctx.token().clone());
+        let (flags, watcher) =
+            ShutdownFlags::watch(ctx.lifecycle().shutdown_token(), ctx.token().clone());
         ctx.spawn(watcher);
         let signal = ShutdownSignal::new(ctx);
         let template = Activity::new(
             self.stats.clone(),
             self.requests.clone(),
             signal.clone(),
-            phases,
+            flags,
             self.body_read_timeout,
         );
-        let service = Drain::new(self.router.clone(), template);
+        let service = RequestService::new(self.router.clone(), template);
         let builder = Arc::new(builder(ctx, signal, self.max_header_size));
         #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
         let mut handshake = Handshake::default();
@@ -373,7 +373,7 @@ impl Component for HttpServer {
             handshake = Handshake::tls(tls);
             ctx.spawn(crate::reload::watch(tls.clone(), ctx.clone()));
         }
-        let limits = Limits {
+        let settings = ConnectionSettings {
             header_read_timeout: self.header_read_timeout,
             max_connections: self.max_connections,
             handshake,
@@ -388,7 +388,7 @@ impl Component for HttpServer {
             builder,
             service,
             stats: self.stats.clone(),
-            limits,
+            settings,
         };
         ctx.spawn(accept_loop(listener, slot, serving));
         match (addr, &self.listen) {

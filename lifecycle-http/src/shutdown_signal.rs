@@ -1,5 +1,5 @@
-//! `ShutdownSignal`: the request extension that tells handlers of long-lived responses when to
-//! end.
+//! `ShutdownSignal`: what tells handlers of long-lived responses when to end, an extractor
+//! read from a task-local of the task serving the request (not a request extension).
 
 use std::sync::Arc;
 

@@ -2,11 +2,11 @@
 //! the request (408) instead of holding the connection; connections beyond the cap wait in the
 //! backlog; `/readyz?verbose` details only where the service enables them.
 
-use crate::common;
+use crate::harness;
 
 use std::time::{Duration, Instant};
 
-use common::{start, start_configured, H1};
+use harness::{start, start_configured, H1};
 use lifecycle_core::exit_code;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -44,7 +44,7 @@ async fn a_request_body_that_stops_coming_is_answered_408_and_the_connection_clo
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(
-        common::raw_header(&answer, "connection") == Some("close"),
+        harness::raw_header(&answer, "connection") == Some("close"),
         "{answer}"
     );
     assert!(
@@ -100,7 +100,7 @@ async fn connections_beyond_the_cap_wait_in_the_backlog_until_one_closes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_details_are_off_unless_enabled() {
-    // `common::router` merges `health_routes(handle)`, the default.
+    // `harness::router` merges `health_routes(handle)`, the default.
     let server = start(Duration::ZERO, Duration::from_secs(5)).await;
     let mut conn = H1::connect(server.addr).await.unwrap();
     let answer = conn.get("/readyz?verbose").await.unwrap();
