@@ -197,7 +197,7 @@ impl HttpServer {
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             connect_info: false,
             vanished_peer_timeout: Some(Self::DEFAULT_VANISHED_PEER_TIMEOUT),
-            stats: HttpStats::default(),
+            stats: HttpStats::new(),
             requests: Arc::default(),
             local_addr: Arc::default(),
         }

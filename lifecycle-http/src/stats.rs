@@ -7,7 +7,10 @@ use crate::metrics::{Closed, HttpMetrics};
 
 /// Live counters of an [`HttpServer`](crate::HttpServer): cheap to clone and to read at any
 /// time, including after the server has stopped.
-#[derive(Debug, Clone, Default)]
+///
+/// Only a server makes them ([`HttpServer::stats`](crate::HttpServer::stats)): a set of
+/// counters no server updates would read zero forever.
+#[derive(Debug, Clone)]
 pub struct HttpStats(Arc<Counters>);
 
 #[derive(Debug, Default)]
@@ -23,6 +26,11 @@ struct Counters {
 }
 
 impl HttpStats {
+    /// The counters of a new server, all zero.
+    pub(crate) fn new() -> Self {
+        HttpStats(Arc::default())
+    }
+
     /// Connections open right now, being served over HTTP (an upgraded connection, a
     /// WebSocket say, is no longer counted here, but still counts against
     /// [`max_connections`](crate::HttpServer::max_connections) and is still waited for by the

@@ -165,7 +165,7 @@ impl health_server::Health for GrpcHealthService {
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         let stopping = ShutdownSignal::current()
-            .map(|signal| signal.token().clone())
+            .map(|signal| signal.server_token().clone())
             .unwrap_or_default();
         let watcher = Watcher {
             known: self.services.contains(&request.get_ref().service),
