@@ -99,7 +99,9 @@ impl AdminRoutes {
     /// The admin server's stop timeout: it has nothing in progress but scrapes and probes.
     pub const STOP_TIMEOUT: Duration = Duration::from_millis(500);
 
-    /// The admin routes of the lifecycle behind `handle`, without `/metrics`.
+    /// The admin routes of the lifecycle behind `handle`. Defaults: no `/metrics` (`404`)
+    /// until [`prometheus`](Self::prometheus) gives a handle, no `POST /upgrade`
+    /// ([`upgrades`](Self::upgrades) off), `/readyz?verbose` details on.
     pub fn new(handle: LifecycleHandle) -> Self {
         AdminRoutes {
             health: HealthRoutes::new(handle.clone()).verbose(true),

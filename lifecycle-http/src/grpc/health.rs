@@ -43,6 +43,7 @@ use crate::ShutdownSignal;
 /// let routes = Routes::new(health);
 /// ```
 #[derive(Debug, Clone)]
+#[must_use = "call `into_server` and add it to the server's `Routes`"]
 pub struct GrpcHealthService {
     handle: LifecycleHandle,
     services: Arc<HashSet<String>>,
@@ -58,13 +59,11 @@ impl GrpcHealthService {
     }
 
     /// Answers for the tonic service `S` too (its `NamedService::NAME`).
-    #[must_use]
     pub fn service<S: NamedService>(self) -> Self {
         self.service_name(S::NAME)
     }
 
     /// Answers for the service named `name` too (`package.Service`).
-    #[must_use]
     pub fn service_name(mut self, name: impl Into<String>) -> Self {
         Arc::make_mut(&mut self.services).insert(name.into());
         self

@@ -7,7 +7,8 @@ use crate::harness;
 use std::time::{Duration, Instant};
 
 use harness::{start, start_configured, H1};
-use lifecycle_core::exit_code;
+use lifecycle_core::{exit_code, Lifecycle, Outcome, Registration, TriggerKind};
+use lifecycle_http::HttpServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -109,4 +110,40 @@ async fn readiness_details_are_off_unless_enabled() {
     server.handle.shutdown("test over");
     let report = server.report.await.unwrap();
     assert_eq!(report.exit_code(), 0, "{report}");
+}
+
+#[tokio::test]
+async fn settings_out_of_range_fail_the_start_with_a_typed_error() {
+    let error = start_error(|s| s.max_connections(0)).await;
+    assert!(
+        error.contains("invalid setting of http: max_connections must be at least 1, not 0"),
+        "{error}"
+    );
+    let error = start_error(|s| s.vanished_peer_timeout(Duration::from_millis(500))).await;
+    assert!(
+        error.contains(
+            "invalid setting of http: vanished_peer_timeout must be at least 1s, not 500ms"
+        ),
+        "{error}"
+    );
+}
+
+/// The error a server configured by `configure` fails its start with.
+async fn start_error(configure: fn(HttpServer) -> HttpServer) -> String {
+    let builder = Lifecycle::builder().signals([]);
+    let server = configure(HttpServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        harness::router(builder.handle()),
+    ));
+    let report = builder
+        .register(Registration::new("http", server))
+        .build()
+        .unwrap()
+        .run()
+        .await;
+    assert_eq!(report.exit_code(), exit_code::FAILURE);
+    assert_eq!(report.trigger.kind, TriggerKind::StartFailed);
+    let http = report.component("http").unwrap();
+    assert_eq!(http.outcome, Outcome::Failed);
+    http.error.clone().unwrap()
 }
