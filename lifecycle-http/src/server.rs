@@ -58,7 +58,7 @@ use crate::tls::TlsConfig;
 /// hyper service ([`HyperService`](crate::HyperService)) or, with the `grpc` feature, tonic
 /// `Routes` ([`IntoRouter`]), and, with [`connect_info`](Self::connect_info), handlers can
 /// extract the client's address with axum's `ConnectInfo<SocketAddr>`.
-/// With the `tls` feature it terminates TLS ([`tls`](Self::tls)); [`bind_unix`](Self::bind_unix)
+/// With the `tls` feature it terminates TLS (the `tls` setter); [`bind_unix`](Self::bind_unix)
 /// listens on a Unix domain socket.
 ///
 /// # Configuration
@@ -80,7 +80,7 @@ use crate::tls::TlsConfig;
 /// | [`max_connections`](Self::max_connections) | 10 000 ([`DEFAULT_MAX_CONNECTIONS`](Self::DEFAULT_MAX_CONNECTIONS)); more wait in the listen backlog |
 /// | [`vanished_peer_timeout`](Self::vanished_peer_timeout) | 60 s ([`DEFAULT_VANISHED_PEER_TIMEOUT`](Self::DEFAULT_VANISHED_PEER_TIMEOUT)) |
 /// | [`connect_info`](Self::connect_info) | off |
-/// | [`tls`](Self::tls) (feature `tls`) | none: plain HTTP/1.1 and h2c |
+/// | `tls` (feature `tls`) | none: plain HTTP/1.1 and h2c |
 ///
 /// Bodies are limited by axum's `DefaultBodyLimit` (2 MB).
 ///
