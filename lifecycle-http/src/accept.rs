@@ -11,9 +11,9 @@ use lifecycle_core::{Context, ListenerShare, Phase};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::connection::{serve_connection, ConnBuilder, Limits};
-use crate::drain::Drain;
-use crate::listener::{Listener, Slot, StdListener};
+use crate::connection::{serve_connection, ConnBuilder, ConnectionSettings};
+use crate::listener::{KeptListener, Listener, StdListener};
+use crate::request_service::RequestService;
 use crate::stats::HttpStats;
 use crate::stream::Stream;
 
@@ -29,9 +29,9 @@ const BACKLOG_LIMIT: Duration = Duration::from_millis(200);
 pub(crate) struct Serving {
     pub(crate) ctx: Context,
     pub(crate) builder: Arc<ConnBuilder>,
-    pub(crate) service: Drain,
+    pub(crate) service: RequestService,
     pub(crate) stats: HttpStats,
-    pub(crate) limits: Limits,
+    pub(crate) settings: ConnectionSettings,
 }
 
 impl Serving {
@@ -43,11 +43,11 @@ impl Serving {
     ) {
         if let Stream::Tcp(tcp) = &stream {
             let _ = tcp.set_nodelay(true);
-            if let Some(timeout) = self.limits.vanished_peer_timeout {
+            if let Some(timeout) = self.settings.vanished_peer_timeout {
                 find_vanished_peers(tcp, timeout);
             }
         }
-        let peer = peer.filter(|_| self.limits.connect_info);
+        let peer = peer.filter(|_| self.settings.connect_info);
         let guard = self.stats.connection();
         self.ctx.spawn(serve_connection(
             stream,
@@ -56,7 +56,7 @@ impl Serving {
             self.service.for_connection(peer),
             self.ctx.clone(),
             guard,
-            self.limits.clone(),
+            self.settings.clone(),
         ));
     }
 }
@@ -66,12 +66,12 @@ impl Serving {
 /// it accepts only once the lifecycle is ready, and stops at once when the socket is handed to
 /// the new process of an upgrade. At the end:
 ///
-/// - a restart gives the listener back to `slot` (if it was handed over) for the next run;
+/// - a restart gives the listener back to `kept` (if it was handed over) for the next run;
 /// - a socket this process holds alone is closed for good: new connects refused (a socket
 ///   filter; a Unix socket's path removed), what is left in the backlog served, then closed;
 /// - a socket another process holds (systemd, the other side of an upgrade) keeps its backlog
 ///   and options: only this process's descriptor is closed.
-pub(crate) async fn accept_loop(listener: Listener, slot: Option<Slot>, serving: Serving) {
+pub(crate) async fn accept_loop(listener: Listener, kept: Option<KeptListener>, serving: Serving) {
     let ctx = &serving.ctx;
     if listener.share(ctx) == ListenerShare::Shared && !ready(ctx).await {
         tracing::debug!(
@@ -80,7 +80,7 @@ pub(crate) async fn accept_loop(listener: Listener, slot: Option<Slot>, serving:
         );
         return;
     }
-    let limit = serving.limits.max_connections;
+    let limit = serving.settings.max_connections;
     let permits = Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS)));
     let shutdown = ctx.lifecycle().shutdown_token();
     let mut watch_hand_over = true;
@@ -140,10 +140,10 @@ pub(crate) async fn accept_loop(listener: Listener, slot: Option<Slot>, serving:
             return;
         }
     };
-    if let Some(slot) = slot {
+    if let Some(kept) = kept {
         if !shutdown.is_cancelled() {
             // A restart: connections wait in the backlog for the next run.
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(listener);
+            *kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(listener);
             return;
         }
     }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use crate::phase::Phases;
 use crate::requests::{Requests, Summary};
+use crate::shutdown_flags::ShutdownFlags;
 use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::HttpStats;
 
@@ -23,7 +23,7 @@ pub(crate) struct Activity {
     stats: HttpStats,
     requests: Arc<Requests>,
     signal: ShutdownSignal,
-    phases: Arc<Phases>,
+    flags: Arc<ShutdownFlags>,
     body_read_timeout: Option<Duration>,
     busy: Busy,
     /// Set at a `101 Switching Protocols`: the socket lives on as an upgraded connection.
@@ -58,14 +58,14 @@ impl Activity {
         stats: HttpStats,
         requests: Arc<Requests>,
         signal: ShutdownSignal,
-        phases: Arc<Phases>,
+        flags: Arc<ShutdownFlags>,
         body_read_timeout: Option<Duration>,
     ) -> Arc<Self> {
         Arc::new(Activity {
             stats,
             requests,
             signal,
-            phases,
+            flags,
             body_read_timeout,
             busy: Busy::default(),
             upgraded: AtomicBool::new(false),
@@ -105,7 +105,7 @@ impl Activity {
             self.stats.clone(),
             self.requests.clone(),
             self.signal.clone(),
-            self.phases.clone(),
+            self.flags.clone(),
             self.body_read_timeout,
         )
     }
@@ -120,14 +120,15 @@ impl Activity {
         self.body_read_timeout
     }
 
-    /// The server's phases, for the connection's task.
-    pub(crate) fn phases(&self) -> &Phases {
-        &self.phases
+    /// The server's shutdown flags (the drain has begun, the stop turn has come), for the
+    /// connection's task.
+    pub(crate) fn flags(&self) -> &ShutdownFlags {
+        &self.flags
     }
 
     /// Whether the service's shutdown has begun.
     pub(crate) fn is_draining(&self) -> bool {
-        self.phases.is_draining()
+        self.flags.is_draining()
     }
 
     /// The connection's busy state.

@@ -16,7 +16,9 @@ use crate::health::HealthRoutes;
 use crate::server::HttpServer;
 
 /// The bucket bounds, in seconds, [`install_prometheus`] gives histograms: from a fast stop
-/// (5 ms) to Kubernetes' default grace period (30 s).
+/// (5 ms) to Kubernetes' default grace period (30 s). A service that builds its own exporter
+/// passes them to [`PrometheusBuilder::set_buckets`] to keep the lifecycle's histograms
+/// readable.
 pub const DURATION_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
@@ -97,7 +99,9 @@ impl AdminRoutes {
     /// The admin server's stop timeout: it has nothing in progress but scrapes and probes.
     pub const STOP_TIMEOUT: Duration = Duration::from_millis(500);
 
-    /// The admin routes of the lifecycle behind `handle`, without `/metrics`.
+    /// The admin routes of the lifecycle behind `handle`. Defaults: no `/metrics` (`404`)
+    /// until [`prometheus`](Self::prometheus) gives a handle, no `POST /upgrade`
+    /// ([`upgrades`](Self::upgrades) off), `/readyz?verbose` details on.
     pub fn new(handle: LifecycleHandle) -> Self {
         AdminRoutes {
             health: HealthRoutes::new(handle.clone()).verbose(true),

@@ -14,9 +14,9 @@ use lifecycle_core::Context;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::activity::Activity;
-use crate::drain::Drain;
 use crate::io::ConnIo;
 use crate::metrics::Closed;
+use crate::request_service::RequestService;
 use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::ConnectionGuard;
 use crate::stream::{Handshake, Stream};
@@ -74,9 +74,11 @@ pub(crate) fn builder(
     builder
 }
 
-/// What a connection is allowed, and what it goes through before HTTP.
+/// The settings of every connection of one run of the server: its limits (header read
+/// timeout, connection cap, the kernel's vanished-peer timeout), what it goes through before
+/// HTTP (the handshake), and whether requests get the client's address.
 #[derive(Debug, Clone)]
-pub(crate) struct Limits {
+pub(crate) struct ConnectionSettings {
     pub(crate) header_read_timeout: Duration,
     pub(crate) max_connections: usize,
     pub(crate) handshake: Handshake,
@@ -92,16 +94,16 @@ pub(crate) async fn serve_connection(
     stream: Stream,
     permit: Option<OwnedSemaphorePermit>,
     builder: Arc<ConnBuilder>,
-    service: Drain,
+    service: RequestService,
     ctx: Context,
     guard: ConnectionGuard,
-    limits: Limits,
+    settings: ConnectionSettings,
 ) {
     // The handshake runs in the connection's tracked task: at the stop turn it goes on (or
     // is cut at the stop timeout), and the connection is then served as any other at the
     // stop turn; a client that began none by then is closed after the grace.
-    let stopping = service.activity().phases().stopping();
-    let stream = match limits.handshake.accept(stream, stopping, GRACE).await {
+    let stopping = service.activity().flags().stopping();
+    let stream = match settings.handshake.accept(stream, stopping, GRACE).await {
         Ok(stream) => stream,
         Err(error) => {
             tracing::debug!(%error, "handshake failed");
@@ -109,7 +111,7 @@ pub(crate) async fn serve_connection(
             return;
         }
     };
-    let header_read_timeout = limits.header_read_timeout;
+    let header_read_timeout = settings.header_read_timeout;
     let activity = service.activity().clone();
     // The socket holds a tracking token: if the connection is upgraded, the stop waits for
     // the upgraded socket (a WebSocket) to close too.
@@ -160,7 +162,7 @@ type Conn<'a, 'b> = Pin<
     &'a mut auto::UpgradeableConnection<
         'b,
         TokioIo<ConnIo>,
-        TowerToHyperService<Drain>,
+        TowerToHyperService<RequestService>,
         TrackedExecutor,
     >,
 >;
@@ -174,7 +176,7 @@ type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 ///   (last stream id 2^31-1, a PING, then the final GOAWAY after the round trip); hyper
 ///   closes it once the streams opened before the final GOAWAY are done and sent, however
 ///   long the round trip: never cut here, only by the stop timeout. HTTP/1 responses carry
-///   `Connection: close` ([`Drain`]).
+///   `Connection: close` ([`RequestService`]).
 /// - At the stop turn, an HTTP/1 connection with no request in progress gets
 ///   [`GRACE`] for one already on the wire, then hyper's graceful shutdown (which flushes
 ///   what it holds), and is closed once it is no longer busy: no request in progress and no
@@ -185,15 +187,15 @@ async fn drive(
     activity: &Activity,
     header_read_timeout: Duration,
 ) -> ConnResult {
-    let phases = activity.phases();
+    let flags = activity.flags();
     // Serving. The stop turn normally comes after the drain, but a stop outside a shutdown
     // (a restart, or a rollback) comes without one.
     let mut draining = true;
     tokio::select! {
         biased;
         result = conn.as_mut() => return result,
-        () = phases.draining() => {}
-        () = phases.stopping() => draining = false,
+        () = flags.draining() => {}
+        () = flags.stopping() => draining = false,
         () = activity.busy().idle_for(header_read_timeout) => {
             if !activity.busy().is_http2() {
                 tracing::trace!("closing a connection that sent no request head in time");
@@ -215,7 +217,7 @@ async fn drive(
                     Some(result) => return result,
                     None => continue,
                 },
-                () = phases.stopping() => break,
+                () = flags.stopping() => break,
                 () = activity.busy().idle_for(header_read_timeout) => return Ok(()),
             }
         }

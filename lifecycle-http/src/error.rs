@@ -6,10 +6,11 @@ use std::path::PathBuf;
 
 use lifecycle_core::BoxError;
 
-/// Why an [`HttpServer`](crate::HttpServer) could not get its listening socket.
+/// Why an [`HttpServer`](crate::HttpServer) could not start (its listening socket, a setting out
+/// of range) or a `TlsConfig` (feature `tls`) could not be made.
 ///
-/// Returned from the server's start, so the lifecycle rolls the start-up back and the report
-/// names the address. The operating system's error is the
+/// The server's are returned from its start, so the lifecycle rolls the start-up back and the
+/// report names the address. The operating system's error is the
 /// [`source`](std::error::Error::source), not repeated in the message, so that reporters that
 /// print the chain of sources show it once.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,17 @@ pub enum HttpError {
     /// supported, or it does not match the certificate).
     #[error("the TLS certificate and key could not be used")]
     TlsCertificate(#[source] BoxError),
+    /// A setting of the server is out of its range (no connection allowed at all, a
+    /// vanished-peer timeout under a second): refused when the server starts, before it binds.
+    #[error("invalid setting of {component}: {setting} {reason}")]
+    InvalidSetting {
+        /// The component's name.
+        component: String,
+        /// The setting, as its builder method is named (`"max_connections"`).
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 #[cfg(test)]

@@ -67,7 +67,8 @@ pub struct HealthRoutes {
 }
 
 impl HealthRoutes {
-    /// The endpoints of the lifecycle behind `handle`, without details.
+    /// The endpoints of the lifecycle behind `handle`, without details (the one default:
+    /// [`verbose`](Self::verbose) off).
     pub fn new(handle: LifecycleHandle) -> Self {
         HealthRoutes {
             handle,

@@ -45,7 +45,6 @@ mod activity;
 mod admin;
 mod body_timeout;
 mod connection;
-mod drain;
 mod error;
 #[cfg(feature = "grpc")]
 pub mod grpc;
@@ -53,12 +52,13 @@ mod health;
 mod io;
 mod listener;
 mod metrics;
-mod phase;
 #[cfg(feature = "tls")]
 mod reload;
+mod request_service;
 mod requests;
 mod server;
 mod service;
+mod shutdown_flags;
 mod shutdown_signal;
 mod stats;
 mod stream;

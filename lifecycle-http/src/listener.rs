@@ -13,7 +13,7 @@ use crate::stream::Stream;
 
 /// A listening socket handed to the server, kept between runs: taken by a start, given back
 /// by a stop that is not part of the shutdown (a restart), closed by the shutdown's stop.
-pub(crate) type Slot = Arc<Mutex<Option<StdListener>>>;
+pub(crate) type KeptListener = Arc<Mutex<Option<StdListener>>>;
 
 /// The source of the listening socket.
 #[derive(Debug)]
@@ -24,7 +24,7 @@ pub(crate) enum Listen {
     ///
     /// Not a clone per start: a duplicate kept here would stay open after the stop, and the
     /// kernel would go on completing handshakes on it that nobody accepts.
-    Bound(Slot),
+    Bound(KeptListener),
     /// Bind this Unix domain socket path at each start.
     #[cfg(unix)]
     Unix(PathBuf),
@@ -64,8 +64,8 @@ impl Listen {
     }
 
     /// A tokio listener for one run of the server, and for a socket that was handed over, the
-    /// slot to give it back to if the run ends without a shutdown.
-    pub(crate) async fn open(&self) -> Result<(Listener, Option<Slot>), HttpError> {
+    /// place to give it back to if the run ends without a shutdown.
+    pub(crate) async fn open(&self) -> Result<(Listener, Option<KeptListener>), HttpError> {
         match self {
             Listen::Bind(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
@@ -76,14 +76,14 @@ impl Listen {
                     })?;
                 Ok((Listener::Tcp(listener), None))
             }
-            Listen::Bound(slot) => {
-                let listener = slot
+            Listen::Bound(kept) => {
+                let listener = kept
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .take()
                     .ok_or(HttpError::ListenerClosed)?;
                 let listener = listener.into_tokio().map_err(HttpError::Listener)?;
-                Ok((listener, Some(slot.clone())))
+                Ok((listener, Some(kept.clone())))
             }
             #[cfg(unix)]
             Listen::Unix(path) => {

@@ -9,13 +9,13 @@ use lifecycle_core::{async_trait, BoxError, Component, Context};
 
 use crate::accept::{accept_loop, Serving};
 use crate::activity::Activity;
-use crate::connection::{builder, Limits};
-use crate::drain::Drain;
+use crate::connection::{builder, ConnectionSettings};
 use crate::error::HttpError;
 use crate::listener::{Listen, StdListener};
-use crate::phase::Phases;
+use crate::request_service::RequestService;
 use crate::requests::Requests;
 use crate::service::IntoRouter;
+use crate::shutdown_flags::ShutdownFlags;
 use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::HttpStats;
 use crate::stream::Handshake;
@@ -58,14 +58,31 @@ use crate::tls::TlsConfig;
 /// hyper service ([`HyperService`](crate::HyperService)) or, with the `grpc` feature, tonic
 /// `Routes` ([`IntoRouter`]), and, with [`connect_info`](Self::connect_info), handlers can
 /// extract the client's address with axum's `ConnectInfo<SocketAddr>`.
-/// With the `tls` feature it terminates TLS ([`tls`](Self::tls)); [`bind_unix`](Self::bind_unix)
+/// With the `tls` feature it terminates TLS (the `tls` setter); [`bind_unix`](Self::bind_unix)
 /// listens on a Unix domain socket.
 ///
-/// Limits, on by default as a public server needs: a header read timeout (10 s) keeps slow
-/// clients from holding a connection, request heads are limited in size (64 KiB), a handler
-/// waiting for more of a request body gives up after 30 s without data (`408 Request
-/// Timeout`), and at most 10 000 connections are open at once (more wait in the listen
-/// backlog); bodies are limited by axum's `DefaultBodyLimit` (2 MB).
+/// # Configuration
+///
+/// The server is its own consuming builder: a constructor says where the socket comes from
+/// and what to serve ([`bind`](Self::bind), [`bind_unix`](Self::bind_unix),
+/// [`from_listener`](Self::from_listener), [`from_unix_listener`](Self::from_unix_listener),
+/// [`from_systemd`](Self::from_systemd)), then setters change the defaults (the type is
+/// `#[must_use]`, so a setter's result cannot be dropped by mistake).
+/// Settings out of range fail the server's start with [`HttpError::InvalidSetting`].
+///
+/// Limits, on by default as a public server needs:
+///
+/// | Setting | Default |
+/// |---|---|
+/// | [`header_read_timeout`](Self::header_read_timeout) | 10 s ([`DEFAULT_HEADER_READ_TIMEOUT`](Self::DEFAULT_HEADER_READ_TIMEOUT)): slow clients cannot hold a connection |
+/// | [`body_read_timeout`](Self::body_read_timeout) | 30 s without data ([`DEFAULT_BODY_READ_TIMEOUT`](Self::DEFAULT_BODY_READ_TIMEOUT)), then `408 Request Timeout` |
+/// | [`max_header_size`](Self::max_header_size) | 64 KiB ([`DEFAULT_MAX_HEADER_SIZE`](Self::DEFAULT_MAX_HEADER_SIZE)) |
+/// | [`max_connections`](Self::max_connections) | 10 000 ([`DEFAULT_MAX_CONNECTIONS`](Self::DEFAULT_MAX_CONNECTIONS)); more wait in the listen backlog |
+/// | [`vanished_peer_timeout`](Self::vanished_peer_timeout) | 60 s ([`DEFAULT_VANISHED_PEER_TIMEOUT`](Self::DEFAULT_VANISHED_PEER_TIMEOUT)) |
+/// | [`connect_info`](Self::connect_info) | off |
+/// | `tls` (feature `tls`) | none: plain HTTP/1.1 and h2c |
+///
+/// Bodies are limited by axum's `DefaultBodyLimit` (2 MB).
 ///
 /// # Examples
 ///
@@ -90,6 +107,7 @@ use crate::tls::TlsConfig;
 ///         .await
 /// }
 /// ```
+#[must_use = "a server serves nothing until it is registered: pass it to `Registration::new`"]
 pub struct HttpServer {
     listen: Listen,
     router: Router,
@@ -119,13 +137,14 @@ impl HttpServer {
     /// The default time after which a TCP client that stopped answering is given up on.
     pub const DEFAULT_VANISHED_PEER_TIMEOUT: Duration = Duration::from_secs(60);
 
-    /// A server that binds `addr` when it starts. Port 0 picks a free port; see
-    /// [`local_addr`](Self::local_addr).
+    /// A server that binds `addr` when it starts, with the [defaults](Self#configuration).
+    /// Port 0 picks a free port; see [`local_addr`](Self::local_addr).
     pub fn bind(addr: SocketAddr, service: impl IntoRouter) -> Self {
         Self::new(Listen::Bind(addr), service.into_router())
     }
 
-    /// A server on the Unix domain socket `path`, bound when it starts (a socket file left by
+    /// A server on the Unix domain socket `path`, with the [defaults](Self#configuration),
+    /// bound when it starts (a socket file left by
     /// a process that died is replaced; one a live server answers on fails the start) and
     /// removed when it stops. Requests carry no `ConnectInfo<SocketAddr>`.
     ///
@@ -143,7 +162,8 @@ impl HttpServer {
         Self::new(Listen::Unix(path.into()), service.into_router())
     }
 
-    /// A server on a socket that is already bound and listening.
+    /// A server on a socket that is already bound and listening, with the
+    /// [defaults](Self#configuration).
     ///
     /// The server owns the socket: it closes it when it stops during the service's shutdown,
     /// so that later connects are refused rather than left waiting in a backlog nobody
@@ -173,7 +193,8 @@ impl HttpServer {
         )
     }
 
-    /// A server on the first socket passed by systemd socket activation (`LISTEN_FDS`), so
+    /// A server, with the [defaults](Self#configuration), on the first socket passed by
+    /// systemd socket activation (`LISTEN_FDS`), so
     /// that during a restart the kernel queues connections instead of refusing them: systemd
     /// keeps the socket, so the server's stop closes only its own descriptor, and connections
     /// made before the next start wait in the socket's queue for it.
@@ -197,7 +218,7 @@ impl HttpServer {
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             connect_info: false,
             vanished_peer_timeout: Some(Self::DEFAULT_VANISHED_PEER_TIMEOUT),
-            stats: HttpStats::default(),
+            stats: HttpStats::new(),
             requests: Arc::default(),
             local_addr: Arc::default(),
         }
@@ -210,7 +231,6 @@ impl HttpServer {
     /// takes to be written, however slowly the client reads it, does not count. The server
     /// checks four times per period, so the disconnection may come up to a quarter of the
     /// timeout late.
-    #[must_use]
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
         self
@@ -222,7 +242,6 @@ impl HttpServer {
     /// connection closed after it). The time counts from each piece of the body, so long
     /// uploads and streaming request bodies are fine as long as data keeps coming; the
     /// timer is armed only while a handler waits, so requests without a body cost nothing.
-    #[must_use]
     pub fn body_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.body_read_timeout = timeout.into();
         self
@@ -233,13 +252,8 @@ impl HttpServer {
     /// so new connections wait in the kernel's listen backlog (rather than being accepted and
     /// closed) until one closes; [`HttpStats::connection_limit_reached`] counts the times.
     /// The connections left in the backlog at the stop turn are served even beyond the limit.
-    ///
-    /// # Panics
-    ///
-    /// Panics if `max` is 0.
-    #[must_use]
+    /// 0 is refused at the start ([`HttpError::InvalidSetting`]).
     pub fn max_connections(mut self, max: usize) -> Self {
-        assert!(max > 0, "max_connections must be at least 1");
         self.max_connections = max;
         self
     }
@@ -248,7 +262,6 @@ impl HttpServer {
     /// port, the certificate reloaded from its files while the server runs; see
     /// [`TlsConfig`].
     #[cfg(feature = "tls")]
-    #[must_use]
     pub fn tls(mut self, config: TlsConfig) -> Self {
         self.tls = Some(config);
         self
@@ -273,7 +286,6 @@ impl HttpServer {
     /// );
     /// let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), router).connect_info(true);
     /// ```
-    #[must_use]
     pub fn connect_info(mut self, enabled: bool) -> Self {
         self.connect_info = enabled;
         self
@@ -305,25 +317,43 @@ impl HttpServer {
     ///     .vanished_peer_timeout(Duration::from_secs(30));
     /// ```
     ///
-    /// # Panics
-    ///
-    /// Panics if the timeout is shorter than a second: the kernel counts in seconds.
-    #[must_use]
+    /// A timeout shorter than a second is refused at the start
+    /// ([`HttpError::InvalidSetting`]): the kernel counts in seconds.
     pub fn vanished_peer_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        let timeout = timeout.into();
-        assert!(
-            timeout.is_none_or(|t| t >= Duration::from_secs(1)),
-            "vanished_peer_timeout must be at least a second"
-        );
-        self.vanished_peer_timeout = timeout;
+        self.vanished_peer_timeout = timeout.into();
         self
     }
 
     /// The largest request head accepted, in bytes (default 64 KiB).
-    #[must_use]
     pub fn max_header_size(mut self, bytes: usize) -> Self {
         self.max_header_size = bytes;
         self
+    }
+
+    /// Refuses settings the server cannot run with, before it binds: no connection allowed at
+    /// all, or a vanished-peer timeout the kernel cannot express (it counts in seconds).
+    fn check_settings(&self, component: &str) -> Result<(), HttpError> {
+        let invalid = |setting, reason: String| HttpError::InvalidSetting {
+            component: component.to_owned(),
+            setting,
+            reason,
+        };
+        if self.max_connections == 0 {
+            return Err(invalid(
+                "max_connections",
+                "must be at least 1, not 0".into(),
+            ));
+        }
+        if let Some(timeout) = self
+            .vanished_peer_timeout
+            .filter(|t| *t < Duration::from_secs(1))
+        {
+            return Err(invalid(
+                "vanished_peer_timeout",
+                format!("must be at least 1s, not {timeout:?}"),
+            ));
+        }
+        Ok(())
     }
 
     /// The server's counters; the handle stays valid after the server is registered.
@@ -352,19 +382,20 @@ impl LocalAddr {
 #[async_trait]
 impl Component for HttpServer {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
+        self.check_settings(ctx.name())?;
         self.stats.export(ctx.name());
-        let (phases, watcher) =
-            Phases::watch(ctx.lifecycle().shutdown_token(), ctx.token().clone());
+        let (flags, watcher) =
+            ShutdownFlags::watch(ctx.lifecycle().shutdown_token(), ctx.token().clone());
         ctx.spawn(watcher);
         let signal = ShutdownSignal::new(ctx);
         let template = Activity::new(
             self.stats.clone(),
             self.requests.clone(),
             signal.clone(),
-            phases,
+            flags,
             self.body_read_timeout,
         );
-        let service = Drain::new(self.router.clone(), template);
+        let service = RequestService::new(self.router.clone(), template);
         let builder = Arc::new(builder(ctx, signal, self.max_header_size));
         #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
         let mut handshake = Handshake::default();
@@ -373,7 +404,7 @@ impl Component for HttpServer {
             handshake = Handshake::tls(tls);
             ctx.spawn(crate::reload::watch(tls.clone(), ctx.clone()));
         }
-        let limits = Limits {
+        let settings = ConnectionSettings {
             header_read_timeout: self.header_read_timeout,
             max_connections: self.max_connections,
             handshake,
@@ -388,7 +419,7 @@ impl Component for HttpServer {
             builder,
             service,
             stats: self.stats.clone(),
-            limits,
+            settings,
         };
         ctx.spawn(accept_loop(listener, slot, serving));
         match (addr, &self.listen) {

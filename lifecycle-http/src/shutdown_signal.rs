@@ -1,5 +1,5 @@
-//! `ShutdownSignal`: the request extension that tells handlers of long-lived responses when to
-//! end.
+//! `ShutdownSignal`: what tells handlers of long-lived responses when to end, an extractor
+//! read from a task-local of the task serving the request (not a request extension).
 
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 /// use std::convert::Infallible;
 ///
 /// async fn events(shutdown: ShutdownSignal) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-///     let token = shutdown.token().clone();
+///     let token = shutdown.token();
 ///     let ticks = stream::pending::<Result<Event, Infallible>>() // events would come from a channel
 ///         .take_until(token.cancelled_owned());
 ///     let bye = stream::once(async { Ok(Event::default().event("shutdown").data("bye")) });
@@ -73,9 +73,17 @@ impl ShutdownSignal {
         }))
     }
 
-    /// The server's own token, cancelled when its stop turn comes (after the drain delay):
-    /// end long-lived responses when it fires.
-    pub fn token(&self) -> &CancellationToken {
+    /// A token cancelled when the server's stop turn comes (after the drain delay): end
+    /// long-lived responses when it fires. It is a child of the server's own token, so
+    /// cancelling it ends nothing but what waits on it (the server's token is the lifecycle's to
+    /// cancel).
+    pub fn token(&self) -> CancellationToken {
+        self.0.stopping.child_token()
+    }
+
+    /// The server's own token, for this crate's gRPC helpers, which only wait on it.
+    #[cfg(feature = "grpc")]
+    pub(crate) fn server_token(&self) -> &CancellationToken {
         &self.0.stopping
     }
 

@@ -7,7 +7,15 @@ use crate::metrics::{Closed, HttpMetrics};
 
 /// Live counters of an [`HttpServer`](crate::HttpServer): cheap to clone and to read at any
 /// time, including after the server has stopped.
-#[derive(Debug, Clone, Default)]
+///
+/// What is open right now (connections, requests in flight) is a `usize`, as a count of
+/// things in memory; what has happened since the server was created (requests, force-closed
+/// and vanished connections, times the limit was reached) is a `u64`, as every work source's
+/// counters in the workspace.
+///
+/// Only a server makes them ([`HttpServer::stats`](crate::HttpServer::stats)): a set of
+/// counters no server updates would read zero forever.
+#[derive(Debug, Clone)]
 pub struct HttpStats(Arc<Counters>);
 
 #[derive(Debug, Default)]
@@ -15,14 +23,19 @@ struct Counters {
     open_connections: AtomicUsize,
     in_flight: AtomicUsize,
     requests: AtomicU64,
-    force_closed: AtomicUsize,
-    vanished: AtomicUsize,
+    force_closed: AtomicU64,
+    vanished: AtomicU64,
     limit_reached: AtomicU64,
     /// Set at the first start: the counters are also exported through the `metrics` facade.
     metrics: OnceLock<HttpMetrics>,
 }
 
 impl HttpStats {
+    /// The counters of a new server, all zero.
+    pub(crate) fn new() -> Self {
+        HttpStats(Arc::default())
+    }
+
     /// Connections open right now, being served over HTTP (an upgraded connection, a
     /// WebSocket say, is no longer counted here, but still counts against
     /// [`max_connections`](crate::HttpServer::max_connections) and is still waited for by the
@@ -44,14 +57,14 @@ impl HttpStats {
     }
 
     /// Connections cut off because they were still open when the stop timeout ran out.
-    pub fn force_closed(&self) -> usize {
+    pub fn force_closed(&self) -> u64 {
         self.0.force_closed.load(Ordering::Relaxed)
     }
 
     /// Connections closed because their client vanished without a word (no FIN, no reset: a
     /// phone that lost its network, a crashed host), found by the TCP keep-alive or the user
     /// timeout ([`vanished_peer_timeout`](crate::HttpServer::vanished_peer_timeout)).
-    pub fn vanished(&self) -> usize {
+    pub fn vanished(&self) -> u64 {
         self.0.vanished.load(Ordering::Relaxed)
     }
 

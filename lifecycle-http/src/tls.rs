@@ -45,6 +45,7 @@ use crate::error::HttpError;
 /// # }
 /// ```
 #[derive(Clone)]
+#[must_use = "TLS is served only once the configuration is passed to `HttpServer::tls`"]
 pub struct TlsConfig {
     certificate: Arc<Certificate>,
     server_config: Arc<ServerConfig>,
@@ -60,7 +61,9 @@ impl TlsConfig {
     pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 
     /// Reads the certificate chain (PEM, leaf first) and its private key (PEM: PKCS#8, PKCS#1
-    /// or SEC1).
+    /// or SEC1). Defaults: a handshake timeout of 10 s
+    /// ([`DEFAULT_HANDSHAKE_TIMEOUT`](Self::DEFAULT_HANDSHAKE_TIMEOUT)), the files read again
+    /// every 10 s ([`DEFAULT_RELOAD_INTERVAL`](Self::DEFAULT_RELOAD_INTERVAL)) and on SIGHUP.
     ///
     /// # Errors
     ///
@@ -93,7 +96,6 @@ impl TlsConfig {
     }
 
     /// How long a client has to complete its handshake (default 10 s).
-    #[must_use]
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -101,7 +103,6 @@ impl TlsConfig {
 
     /// How often the server reads the files again to pick up a new certificate (default
     /// 10 s); `None` reads them only on SIGHUP or [`reload`](Self::reload).
-    #[must_use]
     pub fn reload_interval(mut self, interval: impl Into<Option<Duration>>) -> Self {
         self.reload_interval = interval.into();
         self
@@ -110,7 +111,6 @@ impl TlsConfig {
     /// Whether SIGHUP makes the server read the files again (default `true`, Unix). Turn it off
     /// when SIGHUP means something else to the service, such as an in-place upgrade
     /// (`lifecycle_core::Upgrade`), whose new process reads the files anyway.
-    #[must_use]
     pub fn reload_on_sighup(mut self, reload: bool) -> Self {
         self.reload_on_sighup = reload;
         self

@@ -1,5 +1,5 @@
-//! `Health`: the standard gRPC health service (`grpc.health.v1.Health`), answered from the
-//! lifecycle's phase.
+//! `GrpcHealthService`: the standard gRPC health service (`grpc.health.v1.Health`), answered
+//! from the lifecycle's phase.
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -18,9 +18,10 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use crate::ShutdownSignal;
 
 /// The standard gRPC health service (`grpc.health.v1.Health`, the one Kubernetes' gRPC probes
-/// and gRPC load balancers ask) for a lifecycle: `SERVING` once every component has started,
-/// `NOT_SERVING` before, and from the moment the shutdown is triggered (before the drain
-/// delay, as `/readyz`).
+/// and gRPC load balancers ask) for a lifecycle, to serve as a tonic service; not to be
+/// confused with [`lifecycle_core::Health`], the health a component reports. It answers
+/// `SERVING` once every component has started, `NOT_SERVING` before, and from the moment the
+/// shutdown is triggered (before the drain delay, as `/readyz`).
 ///
 /// `Check` answers for the whole server (the empty service name) and for the services named
 /// with [`service`](Self::service) or [`service_name`](Self::service_name); other names are
@@ -32,38 +33,37 @@ use crate::ShutdownSignal;
 ///
 /// ```
 /// use lifecycle_core::Lifecycle;
-/// use lifecycle_http::grpc::Health;
+/// use lifecycle_http::grpc::GrpcHealthService;
 /// use tonic::service::Routes;
 ///
 /// let builder = Lifecycle::builder();
-/// let health = Health::new(builder.handle())
+/// let health = GrpcHealthService::new(builder.handle())
 ///     .service_name("example.Work")
 ///     .into_server();
 /// let routes = Routes::new(health);
 /// ```
 #[derive(Debug, Clone)]
-pub struct Health {
+#[must_use = "call `into_server` and add it to the server's `Routes`"]
+pub struct GrpcHealthService {
     handle: LifecycleHandle,
     services: Arc<HashSet<String>>,
 }
 
-impl Health {
+impl GrpcHealthService {
     /// The health service of the lifecycle `handle` belongs to.
     pub fn new(handle: LifecycleHandle) -> Self {
-        Health {
+        GrpcHealthService {
             handle,
             services: Arc::new(HashSet::from([String::new()])),
         }
     }
 
     /// Answers for the tonic service `S` too (its `NamedService::NAME`).
-    #[must_use]
     pub fn service<S: NamedService>(self) -> Self {
         self.service_name(S::NAME)
     }
 
     /// Answers for the service named `name` too (`package.Service`).
-    #[must_use]
     pub fn service_name(mut self, name: impl Into<String>) -> Self {
         Arc::make_mut(&mut self.services).insert(name.into());
         self
@@ -146,7 +146,7 @@ impl Watcher {
 type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl health_server::Health for Health {
+impl health_server::Health for GrpcHealthService {
     async fn check(
         &self,
         request: Request<HealthCheckRequest>,
@@ -164,7 +164,7 @@ impl health_server::Health for Health {
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         let stopping = ShutdownSignal::current()
-            .map(|signal| signal.token().clone())
+            .map(|signal| signal.server_token().clone())
             .unwrap_or_default();
         let watcher = Watcher {
             known: self.services.contains(&request.get_ref().service),

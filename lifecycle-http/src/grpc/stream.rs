@@ -41,7 +41,7 @@ where
     S: Stream<Item = Result<T, Status>> + Send + 'static,
     T: Send + 'static,
 {
-    let token = signal.token().clone();
+    let token = signal.server_token().clone();
     let stopped = token.clone();
     stream
         .map(Some)

@@ -1,11 +1,11 @@
 //! Accepting: connections arriving as the listener closes are served or refused, never reset;
 //! the connection limit leaves the ones beyond it waiting in the backlog.
 
-use crate::common;
+use crate::harness;
 
 use std::time::Duration;
 
-use common::start;
+use harness::start;
 use lifecycle_core::exit_code;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -1,7 +1,7 @@
 //! The admin listener: `/metrics` scraped before, during and after a shutdown under load,
 //! its values checked against what the clients saw; the admin server up until the last stop.
 
-use crate::common;
+use crate::harness;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use common::H1;
+use harness::H1;
 use lifecycle_core::testing::TestRun;
 use lifecycle_core::{Lifecycle, Outcome, Registration, Worker};
 use lifecycle_http::prometheus::{PrometheusBuilder, PrometheusHandle};

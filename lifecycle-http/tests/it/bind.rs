@@ -1,6 +1,6 @@
 //! A port in use fails the start with a clear error and rolls the start-up back.
 
-use crate::common;
+use crate::harness;
 
 use lifecycle_core::testing::TestRun;
 
@@ -17,7 +17,7 @@ async fn port_in_use_fails_the_start_and_rolls_back() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     let builder = Lifecycle::builder().signals([]);
-    let router = common::router(builder.handle());
+    let router = harness::router(builder.handle());
     let db = Worker::new(|ctx| async move {
         ctx.token().cancelled().await;
         Ok::<_, std::io::Error>(())
@@ -49,7 +49,7 @@ async fn serves_on_a_listener_it_is_given() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let builder = Lifecycle::builder().signals([]);
-    let router = common::router(builder.handle());
+    let router = harness::router(builder.handle());
     let lifecycle = builder
         .register(Registration::new(
             "http",
@@ -61,7 +61,7 @@ async fn serves_on_a_listener_it_is_given() {
     let run = TestRun::run(lifecycle);
     run.ready().await.unwrap();
     let run = run.into_task();
-    let mut conn = common::H1::connect(addr).await.unwrap();
+    let mut conn = harness::H1::connect(addr).await.unwrap();
     assert_eq!(conn.get("/work").await.unwrap().status, 200);
     handle.shutdown("test over");
     let report = tokio::time::timeout(Duration::from_secs(5), run)
@@ -76,7 +76,7 @@ async fn a_given_listener_is_closed_at_the_stop_so_connects_are_refused() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let builder = Lifecycle::builder().signals([]);
-    let router = common::router(builder.handle());
+    let router = harness::router(builder.handle());
     // Something the server depends on, still stopping for a while after the server.
     let db = Worker::new(|ctx| async move {
         ctx.token().cancelled().await;
@@ -94,7 +94,7 @@ async fn a_given_listener_is_closed_at_the_stop_so_connects_are_refused() {
     let run = TestRun::run(lifecycle);
     run.ready().await.unwrap();
     let run = run.into_task();
-    let mut conn = common::H1::connect(addr).await.unwrap();
+    let mut conn = harness::H1::connect(addr).await.unwrap();
     assert_eq!(conn.get("/work").await.unwrap().status, 200);
     handle.shutdown("deploy");
     let http_done = || {

@@ -1,13 +1,13 @@
 //! Requests across the shutdown: none that reached the server is dropped, keep-alive clients are
 //! told to close, readiness goes first. Real sockets on loopback.
 
-use crate::common;
+use crate::harness;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{start, H1};
+use harness::{start, H1};
 use lifecycle_core::{exit_code, Outcome};
 
 const MS: Duration = Duration::from_millis(1);

@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use lifecycle_core::testing::TestRun;
 use lifecycle_core::{exit_code, Lifecycle, LifecycleHandle, Registration, Report};
-use lifecycle_http::grpc::Health;
+use lifecycle_http::grpc::GrpcHealthService;
 use lifecycle_http::{HttpServer, HttpStats};
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
@@ -61,7 +61,7 @@ async fn delay(request: Request, next: Next) -> Response {
 async fn serve(drain_delay: Duration) -> Served {
     let builder = Lifecycle::builder().signals([]).drain_delay(drain_delay);
     let handle = builder.handle();
-    let health = Health::new(handle.clone())
+    let health = GrpcHealthService::new(handle.clone())
         .service_name("test.Work")
         .into_server();
     let router = Routes::new(health)

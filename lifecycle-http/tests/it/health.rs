@@ -1,10 +1,10 @@
 //! `/readyz?verbose`, where enabled, lists each component's state, health and counters.
 
-use crate::common;
+use crate::harness;
 
 use std::time::Duration;
 
-use common::{start_custom, verbose_router, H1};
+use harness::{start_custom, verbose_router, H1};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verbose_readiness_lists_components_and_counters() {

@@ -1,12 +1,12 @@
 //! HTTP/2 (h2c by prior knowledge): streams open at the stop turn finish after GOAWAY.
 
-use crate::common;
+use crate::harness;
 
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::Request;
-use common::start;
+use harness::start;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lifecycle_core::{exit_code, Outcome};

@@ -4,11 +4,11 @@
 //! the round trip is slower than the server's close grace; a client that never answers the
 //! GOAWAY's PING (it vanished) cannot hold the connection. Seen frame by frame by a raw client.
 
-use crate::common;
+use crate::harness;
 
 use std::time::{Duration, Instant};
 
-use common::{start, start_with, DelayProxy, Frame, RawH2};
+use harness::{start, start_with, DelayProxy, Frame, RawH2};
 use lifecycle_core::exit_code;
 
 const MAX_STREAM_ID: u32 = 0x7fff_ffff;

@@ -1,10 +1,10 @@
 //! Connections that send nothing, or too little, cannot hold the stop open.
 
-use crate::common;
+use crate::harness;
 
 use std::time::{Duration, Instant};
 
-use common::{start, H1};
+use harness::{start, H1};
 use lifecycle_core::Outcome;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -77,7 +77,7 @@ async fn idle_silent_and_slowloris_connections_do_not_delay_the_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_header_read_timeout_closes_slow_and_idle_connections() {
-    let server = common::start_with(
+    let server = harness::start_with(
         Duration::ZERO,
         Duration::from_secs(5),
         Duration::from_millis(300),

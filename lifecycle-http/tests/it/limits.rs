@@ -2,12 +2,13 @@
 //! the request (408) instead of holding the connection; connections beyond the cap wait in the
 //! backlog; `/readyz?verbose` details only where the service enables them.
 
-use crate::common;
+use crate::harness;
 
 use std::time::{Duration, Instant};
 
-use common::{start, start_configured, H1};
-use lifecycle_core::exit_code;
+use harness::{start, start_configured, H1};
+use lifecycle_core::{exit_code, Lifecycle, Outcome, Registration, TriggerKind};
+use lifecycle_http::HttpServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -44,7 +45,7 @@ async fn a_request_body_that_stops_coming_is_answered_408_and_the_connection_clo
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(
-        common::raw_header(&answer, "connection") == Some("close"),
+        harness::raw_header(&answer, "connection") == Some("close"),
         "{answer}"
     );
     assert!(
@@ -100,7 +101,7 @@ async fn connections_beyond_the_cap_wait_in_the_backlog_until_one_closes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_details_are_off_unless_enabled() {
-    // `common::router` merges `health_routes(handle)`, the default.
+    // `harness::router` merges `health_routes(handle)`, the default.
     let server = start(Duration::ZERO, Duration::from_secs(5)).await;
     let mut conn = H1::connect(server.addr).await.unwrap();
     let answer = conn.get("/readyz?verbose").await.unwrap();
@@ -109,4 +110,40 @@ async fn readiness_details_are_off_unless_enabled() {
     server.handle.shutdown("test over");
     let report = server.report.await.unwrap();
     assert_eq!(report.exit_code(), 0, "{report}");
+}
+
+#[tokio::test]
+async fn settings_out_of_range_fail_the_start_with_a_typed_error() {
+    let error = start_error(|s| s.max_connections(0)).await;
+    assert!(
+        error.contains("invalid setting of http: max_connections must be at least 1, not 0"),
+        "{error}"
+    );
+    let error = start_error(|s| s.vanished_peer_timeout(Duration::from_millis(500))).await;
+    assert!(
+        error.contains(
+            "invalid setting of http: vanished_peer_timeout must be at least 1s, not 500ms"
+        ),
+        "{error}"
+    );
+}
+
+/// The error a server configured by `configure` fails its start with.
+async fn start_error(configure: fn(HttpServer) -> HttpServer) -> String {
+    let builder = Lifecycle::builder().signals([]);
+    let server = configure(HttpServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        harness::router(builder.handle()),
+    ));
+    let report = builder
+        .register(Registration::new("http", server))
+        .build()
+        .unwrap()
+        .run()
+        .await;
+    assert_eq!(report.exit_code(), exit_code::FAILURE);
+    assert_eq!(report.trigger.kind, TriggerKind::StartFailed);
+    let http = report.component("http").unwrap();
+    assert_eq!(http.outcome, Outcome::Failed);
+    http.error.clone().unwrap()
 }

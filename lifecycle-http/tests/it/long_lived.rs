@@ -1,12 +1,12 @@
 //! Long-lived responses: SSE and WebSockets end cleanly at the stop turn; a body that ignores
 //! the shutdown is cut off at the stop timeout and counted.
 
-use crate::common;
+use crate::harness;
 
 use std::time::{Duration, Instant};
 
-use common::{start, H1};
 use futures::{SinkExt, StreamExt};
+use harness::{start, H1};
 use lifecycle_core::{exit_code, Outcome};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -117,7 +117,7 @@ async fn h2_get(
 }
 
 /// The `held_by` of the server in the report of a run.
-async fn held_by(server: common::Running) -> Vec<String> {
+async fn held_by(server: harness::Running) -> Vec<String> {
     let report = server.report.await.unwrap();
     let http = report.component("http").unwrap();
     assert_eq!(http.outcome, Outcome::TimedOut, "{report}");
@@ -217,7 +217,7 @@ async fn vanished_http2_clients_holding_streams_are_closed() {
     if !Vanished::possible() {
         return;
     }
-    let server = common::start_configured(Duration::ZERO, Duration::from_secs(5), |server| {
+    let server = harness::start_configured(Duration::ZERO, Duration::from_secs(5), |server| {
         server.vanished_peer_timeout(Duration::from_secs(3))
     })
     .await;

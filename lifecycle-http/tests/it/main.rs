@@ -4,9 +4,9 @@
 mod accept;
 mod admin;
 mod bind;
-mod common;
 mod drain;
 mod grpc;
+mod harness;
 mod health;
 mod http2;
 mod http2_drain;

@@ -2,7 +2,7 @@
 //! same drain; handlers see the client's address; a Unix domain socket serves and drains as
 //! TCP does, and its path is removed at the stop.
 
-use crate::common;
+use crate::harness;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,7 +14,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Request, Response, StatusCode};
 use axum::routing::get;
 use axum::Router;
-use common::H1;
+use harness::H1;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use lifecycle_core::testing::TestRun;

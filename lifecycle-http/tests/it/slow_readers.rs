@@ -2,13 +2,13 @@
 //! socket, so neither the stop turn nor the header read timeout cuts it. Slow readers over
 //! HTTP/1.1 and HTTP/2, one-chunk and streaming bodies.
 
-use crate::common;
+use crate::harness;
 
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::Request;
-use common::{read_slowly, slow_reader, start_with, BIG};
+use harness::{read_slowly, slow_reader, start_with, BIG};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lifecycle_core::exit_code;
@@ -62,7 +62,7 @@ async fn a_one_chunk_body_read_slowly_arrives_whole_across_the_stop_over_http1()
     let (head, body) = split_head(&raw);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(
-        common::raw_header(&head, "content-length"),
+        harness::raw_header(&head, "content-length"),
         Some(BIG.to_string().as_str())
     );
     assert_eq!(body.len(), BIG, "bytes of the body that arrived");
@@ -74,7 +74,7 @@ async fn a_streaming_body_read_slowly_arrives_whole_across_the_stop_over_http1()
     let (head, body) = split_head(&raw);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(
-        common::raw_header(&head, "content-length"),
+        harness::raw_header(&head, "content-length"),
         Some(BIG.to_string().as_str())
     );
     assert_eq!(body.len(), BIG, "bytes of the body that arrived");

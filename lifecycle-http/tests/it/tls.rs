@@ -18,13 +18,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lifecycle_core::testing::TestRun;
 use lifecycle_core::{exit_code, Lifecycle, LifecycleHandle, Registration, Report};
-use lifecycle_http::grpc::Health;
+use lifecycle_http::grpc::GrpcHealthService;
 use lifecycle_http::{HttpServer, HttpStats, TlsConfig};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::AsyncReadExt;
 
-use crate::common;
-use common::DelayProxy;
+use crate::harness;
+use harness::DelayProxy;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
@@ -114,7 +114,8 @@ async fn serve(
     let handle = builder.handle();
     let tls = configure(TlsConfig::from_pem_files(&files.cert, &files.key).unwrap());
     let router = Router::new().route("/work", get(work)).merge(
-        tonic::service::Routes::new(Health::new(handle.clone()).into_server()).into_axum_router(),
+        tonic::service::Routes::new(GrpcHealthService::new(handle.clone()).into_server())
+            .into_axum_router(),
     );
     let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), router).tls(tls);
     let (stats, local_addr) = (server.stats(), server.local_addr());

@@ -1,12 +1,12 @@
 //! Upgrades during the drain: a WebSocket handshake keeps `Connection: upgrade`, and the
 //! socket is told to go away at the stop turn like one opened before the signal.
 
-use crate::common;
+use crate::harness;
 
 use std::time::{Duration, Instant};
 
-use common::start;
 use futures::{SinkExt, StreamExt};
+use harness::start;
 use lifecycle_core::exit_code;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use futures::{Stream, StreamExt};
 use lifecycle_core::LifecycleHandle;
-use lifecycle_http::grpc::{until_stopping, Health};
+use lifecycle_http::grpc::{until_stopping, GrpcHealthService};
 use lifecycle_http::ShutdownSignal;
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
@@ -27,7 +27,7 @@ use pb::{Tick, TicksRequest, WorkReply, WorkRequest};
 /// prefix (as `tonic::service::Routes` does, without its catch-all), so unknown HTTP paths
 /// stay 404.
 pub(crate) fn routes(handle: LifecycleHandle) -> Router {
-    let health = Health::new(handle)
+    let health = GrpcHealthService::new(handle)
         .service::<ExampleServer<Service>>()
         .into_server();
     Router::new()
@@ -47,7 +47,7 @@ fn path_of(name: &str) -> String {
 }
 
 fn health_name() -> &'static str {
-    <tonic_health::pb::health_server::HealthServer<Health> as NamedService>::NAME
+    <tonic_health::pb::health_server::HealthServer<GrpcHealthService> as NamedService>::NAME
 }
 
 /// `example.v1.Example`.

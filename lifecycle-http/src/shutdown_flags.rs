@@ -1,5 +1,6 @@
-//! `Phases`: the server's two moments (the drain has begun, the stop turn has come) as flags
-//! that connections can read on every request and every wake-up without taking a lock.
+//! `ShutdownFlags`: the server's two moments of the shutdown (the drain has begun, the stop
+//! turn has come) as flags that connections can read on every request and every wake-up
+//! without taking a lock. Not the lifecycle's `Phase`: only these two moments, per server.
 //!
 //! A `CancellationToken` answers `is_cancelled` under a mutex shared by every clone, and its
 //! `cancelled()` future locks the token's `Notify` each time it is polled again: a connection
@@ -18,9 +19,10 @@ use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// The flags of one run of the server.
+/// The shutdown flags of one run of the server: `draining` from the trigger, `stopping` from
+/// the server's stop turn.
 #[derive(Debug, Default)]
-pub(crate) struct Phases {
+pub(crate) struct ShutdownFlags {
     draining: Flag,
     stopping: Flag,
 }
@@ -45,33 +47,33 @@ impl Flag {
     }
 }
 
-impl Phases {
+impl ShutdownFlags {
     /// The flags, and the watcher to run as a task of the component: it sets `draining` when
     /// `requested` is cancelled and `stopping` when `stopping` is, and ends at the latter.
     pub(crate) fn watch(
         requested: CancellationToken,
         stopping: CancellationToken,
     ) -> (Arc<Self>, impl Future<Output = ()> + Send + 'static) {
-        let phases = Arc::new(Phases::default());
+        let flags = Arc::new(ShutdownFlags::default());
         let watcher = {
-            let phases = phases.clone();
+            let flags = flags.clone();
             async move {
                 tokio::select! {
                     biased;
                     () = stopping.cancelled() => if requested.is_cancelled() {
                         // A shutdown with no drain delay: both came before this task ran, and
                         // responses at the stop turn must still ask HTTP/1 clients to close.
-                        phases.draining.set();
+                        flags.draining.set();
                     },
                     () = requested.cancelled() => {
-                        phases.draining.set();
+                        flags.draining.set();
                         stopping.cancelled().await;
                     }
                 }
-                phases.stopping.set();
+                flags.stopping.set();
             }
         };
-        (phases, watcher)
+        (flags, watcher)
     }
 
     /// Whether the drain has begun.
@@ -148,15 +150,15 @@ mod tests {
     #[tokio::test]
     async fn waiters_wake_when_the_tokens_are_cancelled_and_the_watcher_ends() {
         let (requested, stopping) = (CancellationToken::new(), CancellationToken::new());
-        let (phases, watcher) = Phases::watch(requested.clone(), stopping.clone());
+        let (flags, watcher) = ShutdownFlags::watch(requested.clone(), stopping.clone());
         let watcher = tokio::spawn(watcher);
         let wait = |stop: bool| {
-            let phases = phases.clone();
+            let flags = flags.clone();
             tokio::spawn(async move {
                 if stop {
-                    phases.stopping().await;
+                    flags.stopping().await;
                 } else {
-                    phases.draining().await;
+                    flags.draining().await;
                 }
             })
         };
@@ -165,11 +167,11 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(!draining.is_finished() && !stopped.is_finished());
-        assert!(!phases.is_draining());
+        assert!(!flags.is_draining());
 
         requested.cancel();
         draining.await.unwrap();
-        assert!(phases.is_draining());
+        assert!(flags.is_draining());
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
@@ -179,18 +181,18 @@ mod tests {
         stopped.await.unwrap();
         watcher.await.unwrap();
         // Once reached, at once.
-        phases.draining().await;
-        phases.stopping().await;
+        flags.draining().await;
+        flags.stopping().await;
     }
 
     #[tokio::test]
     async fn a_stop_without_a_drain_ends_the_watcher() {
         let (requested, stopping) = (CancellationToken::new(), CancellationToken::new());
-        let (phases, watcher) = Phases::watch(requested, stopping.clone());
+        let (flags, watcher) = ShutdownFlags::watch(requested, stopping.clone());
         let watcher = tokio::spawn(watcher);
         stopping.cancel();
-        phases.stopping().await;
+        flags.stopping().await;
         watcher.await.unwrap();
-        assert!(!phases.is_draining());
+        assert!(!flags.is_draining());
     }
 }

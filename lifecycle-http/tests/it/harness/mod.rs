@@ -36,7 +36,7 @@ async fn work(Query(params): Query<std::collections::HashMap<String, u64>>) -> &
 /// `GET /sse`: an event stream with no events, ended by the server's stop turn.
 async fn sse(shutdown: ShutdownSignal) -> impl IntoResponse {
     let events = stream::pending::<Result<Event, Infallible>>()
-        .take_until(shutdown.token().clone().cancelled_owned());
+        .take_until(shutdown.token().cancelled_owned());
     let bye = stream::once(async { Ok(Event::default().event("shutdown").data("bye")) });
     Sse::new(events.chain(bye))
 }

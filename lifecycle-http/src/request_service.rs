@@ -1,6 +1,8 @@
-//! The per-request layer: counts requests, hands handlers their [`ShutdownSignal`], asks
-//! HTTP/1 clients to close once the shutdown has begun (never on an upgrade), and bounds the
-//! wait for request bodies.
+//! `RequestService`, the per-request layer every request goes through before the user's router:
+//! it counts the request as in progress until its response body is taken (`TrackedBody`),
+//! asks HTTP/1 clients to close once the shutdown has begun (`Connection: close`, never on an
+//! upgrade), answers 408 for a request whose body timed out, and hands a large HTTP/2 body to
+//! hyper in pieces.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,13 +25,13 @@ use crate::activity::{Activity, InProgress};
 use crate::body_timeout::TimedBody;
 use crate::requests::Summary;
 
-/// The service a connection runs: the user's router behind the drain layer, a tower service
-/// that hyper calls through `hyper_util`'s `TowerToHyperService` (as `axum::serve` and
+/// The service a connection runs: the user's router behind this per-request layer, a tower
+/// service that hyper calls through `hyper_util`'s `TowerToHyperService` (as `axum::serve` and
 /// tonic's server call theirs). The adapter clones it for each request, which costs two
 /// reference counts: the router's and the connection's [`Activity`]'s, which holds everything
 /// else a request needs.
 #[derive(Debug, Clone)]
-pub(crate) struct Drain {
+pub(crate) struct RequestService {
     router: Router,
     /// The client's address, for axum's `ConnectInfo<SocketAddr>` (none over a Unix socket).
     peer: Option<SocketAddr>,
@@ -38,11 +40,11 @@ pub(crate) struct Drain {
     activity: Arc<Activity>,
 }
 
-impl Drain {
+impl RequestService {
     /// The service of one run of the server; `activity` is the template each connection's
     /// activity is made from.
     pub(crate) fn new(router: Router, activity: Arc<Activity>) -> Self {
-        Drain {
+        RequestService {
             router,
             peer: None,
             activity,
@@ -51,7 +53,7 @@ impl Drain {
 
     /// The same service for a new connection from `peer`, with an activity of its own.
     pub(crate) fn for_connection(&self, peer: Option<SocketAddr>) -> Self {
-        Drain {
+        RequestService {
             router: self.router.clone(),
             peer,
             activity: self.activity.for_connection(),
@@ -64,10 +66,10 @@ impl Drain {
     }
 }
 
-impl Service<Request<Incoming>> for Drain {
+impl Service<Request<Incoming>> for RequestService {
     type Response = Response<TrackedBody>;
     type Error = Infallible;
-    type Future = DrainFuture<RouteFuture<Infallible>>;
+    type Future = ResponseFuture<RouteFuture<Infallible>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -89,7 +91,7 @@ impl Service<Request<Incoming>> for Drain {
         // without it, as `axum::serve` effectively does; and this service is already the
         // adapter's clone for this request, so the router is not cloned again.
         let response = self.router.call(request);
-        DrainFuture {
+        ResponseFuture {
             response,
             in_flight: Some(in_flight),
             http1,
@@ -99,8 +101,9 @@ impl Service<Request<Incoming>> for Drain {
 }
 
 pin_project_lite::pin_project! {
-    /// The response future of [`Drain`]; written out rather than boxed, as it runs per request.
-    pub(crate) struct DrainFuture<F> {
+    /// The response future of [`RequestService`]; written out rather than boxed, as it runs
+    /// per request.
+    pub(crate) struct ResponseFuture<F> {
         #[pin]
         response: F,
         in_flight: Option<InProgress>,
@@ -111,7 +114,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F> Future for DrainFuture<F>
+impl<F> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<Body>, Infallible>>,
 {
