@@ -17,6 +17,17 @@
 //! text format at `/metrics`, with `/livez` and `/readyz?verbose`, on an admin address that
 //! starts first and stops last.
 //!
+//! Requests are work the service takes, as jobs and messages are, and the server's counts
+//! follow the outcomes every work source of the workspace counts (`lifecycle-mq`'s "Counts and
+//! metrics" table), as far as HTTP has them: *taken* is `http_requests_total`
+//! ([`HttpStats::requests`]); *done* is a response whose last byte reached the socket (what
+//! leaves `http_requests_in_progress`); *cut* is a connection cut off at the stop timeout with
+//! a request still in progress (`http_connections_force_closed_total`,
+//! [`HttpStats::force_closed`]). *Handed back* has no per-request count: a request that never
+//! began is a connection the drain closed before the client sent it
+//! (`http_connections_closed_total{reason="drain"}`), which the client sends again elsewhere;
+//! *failed* and *dead* are the handler's own answer (a status code), not the server's.
+//!
 //! # Examples
 //!
 //! ```no_run
