@@ -1,74 +1,13 @@
 //! The real `example-service` binary as a child process: health endpoints across SIGTERM, the
 //! report file, the grace-period refusal, and systemd socket activation with notifications.
 
-use crate::common;
-use lifecycle_test_support::free_addr;
-
-use std::io::{BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufReader, Read};
+use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_example-service");
-
-/// A child process, killed if the test ends before it exits.
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Service {
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn wait(&mut self, within: Duration) -> ExitStatus {
-        let until = Instant::now() + within;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < until,
-                "the service did not exit within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// A minimal HTTP/1.1 GET on a fresh connection: the status code, or `None` if refused.
-fn get(addr: SocketAddr, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response.split(' ').nth(1)?.parse().ok()
-}
-
-fn wait_ready(addr: SocketAddr) {
-    let until = Instant::now() + Duration::from_secs(20);
-    while get(addr, "/readyz") != Some(200) {
-        assert!(Instant::now() < until, "the service did not become ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use crate::common::{self, free_addr, get, Service, BIN};
 
 fn start(args: &[&str], dir: &std::path::Path) -> Service {
     let child = Command::new(BIN)
@@ -101,12 +40,12 @@ fn health_endpoints_across_sigterm_and_the_report_file() {
         ],
         dir.path(),
     );
-    wait_ready(addr);
+    common::wait_ready(addr);
     assert_eq!(get(addr, "/work?ms=10"), Some(200));
     assert_eq!(get(addr, "/livez"), Some(200));
 
     let signalled = Instant::now();
-    service.signal("TERM");
+    common::signal(&service, "TERM");
     // Readiness goes off at once; liveness and the work endpoint keep answering while draining.
     let mut readyz_503_after = None;
     let mut livez = Vec::new();
@@ -125,8 +64,8 @@ fn health_endpoints_across_sigterm_and_the_report_file() {
         "still serving during the drain delay"
     );
 
-    let status = service.wait(Duration::from_secs(10));
-    assert_eq!(status.code(), Some(0));
+    let status = common::wait(&mut service);
+    assert_eq!(status, Some(0));
     assert_eq!(get(addr, "/livez"), None, "refused once exited");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
@@ -182,8 +121,8 @@ fn refuses_to_start_when_the_shutdown_cannot_fit_the_grace_period() {
         ],
         dir.path(),
     );
-    let status = service.wait(Duration::from_secs(10));
-    assert_eq!(status.code(), Some(1));
+    let status = common::wait(&mut service);
+    assert_eq!(status, Some(1));
     let mut stderr = String::new();
     service
         .0
@@ -266,7 +205,7 @@ fn socket_activation_and_notifications_under_systemd() {
         "served on the inherited socket"
     );
 
-    service.signal("TERM");
+    common::signal(&service, "TERM");
     let n = notify.recv(&mut buf).expect("a notification");
     let stopping = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping}");
@@ -276,28 +215,12 @@ fn socket_activation_and_notifications_under_systemd() {
             .any(|l| l == "EXTEND_TIMEOUT_USEC=25000000"),
         "{stopping}"
     );
-    let status = service.wait(Duration::from_secs(10));
+    let status = common::wait(&mut service);
     let mut stderr = String::new();
     BufReader::new(service.0.stderr.take().unwrap())
         .read_to_string(&mut stderr)
         .unwrap();
-    assert_eq!(status.code(), Some(0), "{stderr}");
-}
-
-/// A GET on a fresh connection: the whole response (head and body), or `None` if refused.
-fn get_text(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
+    assert_eq!(status, Some(0), "{stderr}");
 }
 
 #[test]
@@ -318,12 +241,13 @@ fn admin_listener_serves_metrics_through_the_shutdown() {
         ],
         dir.path(),
     );
-    wait_ready(addr);
+    common::wait_ready(addr);
     for _ in 0..3 {
         assert_eq!(get(addr, "/work?ms=1"), Some(200));
     }
-    let metrics = get_text(admin, "/metrics").expect("the admin port answers");
-    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    let (status, metrics) =
+        common::request(admin, "GET", "/metrics", "").expect("the admin port answers");
+    assert_eq!(status, 200, "{metrics}");
     assert!(
         metrics.contains("lifecycle_phase{phase=\"ready\"} 1"),
         "{metrics}"
@@ -332,14 +256,18 @@ fn admin_listener_serves_metrics_through_the_shutdown() {
         metrics.contains("http_requests_total{server=\"http\"}"),
         "{metrics}"
     );
-    let verbose = get_text(admin, "/readyz?verbose").unwrap();
+    let verbose = common::request(admin, "GET", "/readyz?verbose", "")
+        .map(|(_, body)| body)
+        .unwrap();
     assert!(verbose.contains("\"name\":\"db\""), "{verbose}");
     // The public port does not serve the metrics.
     assert_eq!(get(addr, "/metrics"), Some(404));
 
-    service.signal("TERM");
+    common::signal(&service, "TERM");
     std::thread::sleep(Duration::from_millis(300));
-    let draining = get_text(admin, "/metrics").expect("served during the drain");
+    let draining = common::request(admin, "GET", "/metrics", "")
+        .map(|(_, body)| body)
+        .expect("served during the drain");
     assert!(
         draining.contains("lifecycle_phase{phase=\"draining\"} 1"),
         "{draining}"
@@ -347,8 +275,8 @@ fn admin_listener_serves_metrics_through_the_shutdown() {
     assert_eq!(get(admin, "/readyz"), Some(503));
     assert_eq!(get(admin, "/livez"), Some(200));
 
-    let status = service.wait(Duration::from_secs(10));
-    assert_eq!(status.code(), Some(0));
+    let status = common::wait(&mut service);
+    assert_eq!(status, Some(0));
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
     let component = |name: &str| {
@@ -383,14 +311,14 @@ fn a_forced_exit_report_says_what_held_the_stop() {
         ],
         dir.path(),
     );
-    wait_ready(addr);
+    common::wait_ready(addr);
     let slow = std::thread::spawn(move || get(addr, "/work?ms=60000"));
     let job = common::create(addr, "/jobs", r#"{"ms": 60000}"#);
     std::thread::sleep(Duration::from_millis(300));
-    service.signal("TERM");
+    common::signal(&service, "TERM");
     std::thread::sleep(Duration::from_millis(500));
-    service.signal("TERM");
-    assert_eq!(service.wait(Duration::from_secs(10)).code(), Some(130));
+    common::signal(&service, "TERM");
+    assert_eq!(common::wait(&mut service), Some(130));
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
     let http = report["components"]

@@ -10,7 +10,6 @@
 
 #![cfg(target_os = "linux")]
 
-use lifecycle_test_support::free_addr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -20,6 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, WaitOptions};
+
+use crate::common::{free_addr, get};
 
 const BIN: &str = env!("CARGO_BIN_EXE_example-service");
 
@@ -156,16 +157,9 @@ fn signal(pid: u32, name: &str) {
         .success());
 }
 
+/// Whether `GET /readyz` at `addr` answers 200.
 fn ready(addr: SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = "GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
-    let mut response = String::new();
-    stream.write_all(request.as_bytes()).is_ok()
-        && stream.read_to_string(&mut response).is_ok()
-        && response.starts_with("HTTP/1.1 200")
+    get(addr, "/readyz") == Some(200)
 }
 
 /// Counts of a load run.

@@ -51,6 +51,20 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option
     ))
 }
 
+/// `GET path` on a fresh connection: the status code, or `None` if refused.
+pub fn get(addr: SocketAddr, path: &str) -> Option<u16> {
+    request(addr, "GET", path, "").map(|(status, _)| status)
+}
+
+/// Waits until `GET /readyz` answers 200; generous, for a debug build on a loaded machine.
+pub fn wait_ready(addr: SocketAddr) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while get(addr, "/readyz") != Some(200) {
+        assert!(Instant::now() < until, "the service did not become ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `POST path` with `body`, which must answer `201 {"id": ...}`; the id.
 pub fn create(addr: SocketAddr, path: &str, body: &str) -> i64 {
     let (status, answer) = request(addr, "POST", path, body).unwrap();
@@ -82,12 +96,7 @@ pub fn start_command(mut command: Command, addr: SocketAddr, db: &str, extra: &[
         .spawn()
         .unwrap();
     let service = Service(child);
-    // Generous: a debug build starting on a loaded 2-core machine, beside the other tests.
-    let until = Instant::now() + Duration::from_secs(60);
-    while request(addr, "GET", "/readyz", "").map(|r| r.0) != Some(200) {
-        assert!(Instant::now() < until, "the service did not become ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_ready(addr);
     service
 }
 
