@@ -13,7 +13,9 @@
 //!   resolves, and no connection, reconnect loop or task is left, even with Redis down.
 //!
 //! Every backend is a feature, none on by default (`postgres`, `sqlite`, `mysql`, `redis`):
-//! enable the ones the service uses, and nothing else is built.
+//! enable the ones the service uses, and nothing else is built. sqlx comes only with a SQL
+//! backend: a Redis-only service (`default-features = false, features = ["redis"]`) builds
+//! no sqlx at all.
 //!
 //! # Examples
 //!
@@ -113,19 +115,26 @@
 //! [`lifecycle_core::Redacted`], which every crate of the workspace names its servers through.
 
 // Docs built without a backend's feature name its types without linking them.
-#![cfg_attr(not(feature = "redis"), allow(rustdoc::broken_intra_doc_links))]
+#![cfg_attr(
+    not(all(feature = "redis", any(feature = "postgres", feature = "sqlite", feature = "mysql"))),
+    allow(rustdoc::broken_intra_doc_links)
+)]
 
 mod error;
 mod jobs;
 #[cfg(feature = "redis")]
 mod redis;
+// sqlx is built only for a SQL backend: any of the three features turns the SQL module on.
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod sql;
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod unused_secrets;
 
 pub use error::DbError;
 pub use jobs::{Job, JobQueue, JobState, JobWorker};
 #[cfg(feature = "redis")]
 pub use redis::{RedisClient, RedisClientOptions, RedisConnection, RedisJobQueue, RedisSubscriber};
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 pub use sql::{SqlJobQueue, SqlPool, SqlQueuePool};
 
 /// How much of a start's or stop's time a component keeps back from what it waits for, to
