@@ -80,7 +80,11 @@ impl JobState {
 }
 
 /// A queue a [`JobWorker`](crate::JobWorker) takes jobs from: [`SqlJobQueue`](crate::SqlJobQueue)
-/// (PostgreSQL, SQLite) or [`RedisJobQueue`](crate::RedisJobQueue).
+/// (PostgreSQL, SQLite, MySQL/MariaDB) or [`RedisJobQueue`](crate::RedisJobQueue).
+///
+/// These methods are the worker's side of a queue, and each queue has them here only (its own
+/// methods are the service's side: enqueue, look at a job). A service rarely calls them; a tool
+/// or a test that does brings the trait into scope (`use lifecycle_db::JobQueue`).
 ///
 /// The contract that keeps jobs from being lost: a claimed job belongs to its worker until the
 /// worker completes, fails or hands it back, or until the worker's lease expires, after which
