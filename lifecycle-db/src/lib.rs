@@ -116,7 +116,10 @@
 
 // Docs built without a backend's feature name its types without linking them.
 #![cfg_attr(
-    not(all(feature = "redis", any(feature = "postgres", feature = "sqlite", feature = "mysql"))),
+    not(all(
+        feature = "redis",
+        any(feature = "postgres", feature = "sqlite", feature = "mysql")
+    )),
     allow(rustdoc::broken_intra_doc_links)
 )]
 
@@ -133,7 +136,7 @@ mod unused_secrets;
 pub use error::DbError;
 pub use jobs::{Job, JobQueue, JobState, JobWorker};
 #[cfg(feature = "redis")]
-pub use redis::{RedisClient, RedisClientOptions, RedisConnection, RedisJobQueue, RedisSubscriber};
+pub use redis::{RedisClient, RedisConnection, RedisJobQueue, RedisSubscriber};
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 pub use sql::{SqlJobQueue, SqlPool, SqlQueuePool};
 

@@ -66,7 +66,12 @@ impl JobState {
     /// The state as stored (`"queued"`, ...).
     // Every backend uses it; a build with no backend (nothing but the worker) does not.
     #[cfg_attr(
-        not(any(feature = "postgres", feature = "sqlite", feature = "mysql", feature = "redis")),
+        not(any(
+            feature = "postgres",
+            feature = "sqlite",
+            feature = "mysql",
+            feature = "redis"
+        )),
         allow(dead_code)
     )]
     pub(crate) fn parse(state: &str) -> Self {

@@ -7,7 +7,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, Pipeline, RedisError, RedisResult, Value};
 
-use super::client::ClientInner;
+use super::client::{ClientInner, Settings};
 use super::lock;
 #[cfg(doc)]
 use super::RedisClient;
@@ -27,7 +27,7 @@ use super::RedisClient;
 /// server.
 #[derive(Clone)]
 pub struct RedisConnection {
-    link: Arc<Link>,
+    pub(super) link: Arc<Link>,
 }
 
 impl RedisConnection {
@@ -44,6 +44,8 @@ impl RedisConnection {
 pub(super) struct Link {
     inner: Arc<ClientInner>,
     pub(super) dedicated: bool,
+    /// The settings of the client value that made it, as they were then.
+    pub(super) settings: Settings,
     pub(super) slot: Mutex<Slot>,
 }
 
@@ -58,10 +60,11 @@ pub(super) struct Slot {
 pub(super) type SharedConnect = Shared<BoxFuture<'static, RedisResult<MultiplexedConnection>>>;
 
 impl Link {
-    pub(super) fn new(inner: &Arc<ClientInner>, dedicated: bool) -> Arc<Link> {
+    pub(super) fn new(inner: &Arc<ClientInner>, dedicated: bool, settings: Settings) -> Arc<Link> {
         let link = Arc::new(Link {
             inner: inner.clone(),
             dedicated,
+            settings,
             slot: Mutex::default(),
         });
         let mut links = lock(&inner.links);
@@ -80,7 +83,12 @@ impl Link {
                 .is_some_and(|c| !matches!(c.peek(), Some(Err(_))));
             if !usable {
                 slot.generation += 1;
-                slot.connection = Some(self.inner.connect(self.dedicated).boxed().shared());
+                slot.connection = Some(
+                    self.inner
+                        .connect(&self.settings, self.dedicated)
+                        .boxed()
+                        .shared(),
+                );
             }
             let connecting = slot.connection.clone().expect("set above");
             (slot.generation, connecting)
