@@ -121,7 +121,7 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug + 'static {
         id: i64,
         worker: &str,
         error: &str,
-        max_attempts: i64,
+        max_attempts: u32,
     ) -> Result<bool, BoxError>;
 
     /// Queues job `id` again without counting the attempt, if `worker` still holds it; returns

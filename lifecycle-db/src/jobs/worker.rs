@@ -88,9 +88,9 @@ pub struct JobWorker<H, T = String> {
     handler: Arc<H>,
     lease: Duration,
     poll_interval: Duration,
-    max_attempts: i64,
+    max_attempts: u32,
     max_run_time: Option<Duration>,
-    concurrency: usize,
+    concurrency: u32,
     payload: PhantomData<fn() -> T>,
     handed_back: Arc<AtomicU64>,
     done: Arc<AtomicU64>,
@@ -145,9 +145,9 @@ where
 
     /// How many times a failing job is tried before it is marked failed (default 3): a handler
     /// error, a panic and a run cut off at [`max_run_time`](Self::max_run_time) each count.
-    /// Less than 1 is refused at the start ([`DbError::InvalidSetting`]).
+    /// 0 is refused at the start ([`DbError::InvalidSetting`]).
     #[must_use]
-    pub fn max_attempts(mut self, attempts: i64) -> Self {
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
         self
     }
@@ -166,7 +166,7 @@ where
     /// How many jobs the worker holds at once (default 1; 0 counts as 1): it claims another
     /// whenever fewer are in hand. At the stop, each is finished or handed back.
     #[must_use]
-    pub fn concurrency(mut self, jobs: usize) -> Self {
+    pub fn concurrency(mut self, jobs: u32) -> Self {
         self.concurrency = jobs.max(1);
         self
     }
@@ -191,11 +191,8 @@ where
         if self.max_run_time == Some(Duration::ZERO) {
             return Err(invalid("max_run_time", "must be more than zero"));
         }
-        if self.max_attempts < 1 {
-            return Err(invalid(
-                "max_attempts",
-                &format!("must be at least 1, not {}", self.max_attempts),
-            ));
+        if self.max_attempts == 0 {
+            return Err(invalid("max_attempts", "must be at least 1, not 0"));
         }
         Ok(())
     }
@@ -308,9 +305,9 @@ struct Working<H, T> {
     worker: String,
     lease: Duration,
     poll_interval: Duration,
-    max_attempts: i64,
+    max_attempts: u32,
     max_run_time: Option<Duration>,
-    concurrency: usize,
+    concurrency: u32,
     handed_back: Arc<AtomicU64>,
     done: Arc<AtomicU64>,
     late: Arc<AtomicU64>,
@@ -330,7 +327,7 @@ where
     /// own, and the lifecycle waits for their tasks.
     async fn work(self: Arc<Self>) {
         let token = self.ctx.token().clone();
-        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let slots = Arc::new(Semaphore::new(self.concurrency as usize));
         // The token is checked only between claims: a job in hand is never dropped here.
         while !token.is_cancelled() {
             let Some(Ok(slot)) = token
@@ -477,7 +474,7 @@ where
         let how = match outcome {
             Outcome::Done => Ended::Done,
             // The queue fails it for good at the same count.
-            Outcome::Failed(_) if attempts >= self.max_attempts => Ended::Dead,
+            Outcome::Failed(_) if attempts >= i64::from(self.max_attempts) => Ended::Dead,
             Outcome::Failed(_) => Ended::Failed,
             Outcome::Cut => Ended::Cut,
         };

@@ -48,7 +48,7 @@ pub struct SqlJobQueue {
     pool: Pools,
     queue: String,
     dialect: Option<&'static Dialect>,
-    max_deliveries: i64,
+    max_deliveries: u32,
 }
 
 /// A pool a [`SqlJobQueue`] can run on: sqlx's `AnyPool`, or its typed pools with this
@@ -161,7 +161,8 @@ impl SqlJobQueue {
     }
 
     /// How many deliveries a job gets before a lease of it that expires fails it for good
-    /// instead of queueing it again (default 10). Hand-backs at a shutdown count as deliveries
+    /// instead of queueing it again (default 10). A job has had at least 1 delivery once claimed, so 0
+    /// acts as 1. Hand-backs at a shutdown count as deliveries
     /// too, but only an expired lease fails a job: one that is handed back many times still
     /// runs.
     ///
@@ -176,7 +177,7 @@ impl SqlJobQueue {
     /// # }
     /// ```
     #[must_use]
-    pub fn max_deliveries(mut self, deliveries: i64) -> Self {
+    pub fn max_deliveries(mut self, deliveries: u32) -> Self {
         self.max_deliveries = deliveries;
         self
     }
@@ -415,11 +416,11 @@ impl JobQueue for SqlJobQueue {
         id: i64,
         worker: &str,
         error: &str,
-        max_attempts: i64,
+        max_attempts: u32,
     ) -> Result<bool, BoxError> {
         let dialect = self.dialect()?;
         let done = on_pool!(&self.pool, pool => sqlx::query(dialect.fail)
-            .bind(max_attempts)
+            .bind(i64::from(max_attempts))
             .bind(error)
             .bind(id)
             .bind(worker)
@@ -442,7 +443,7 @@ impl JobQueue for SqlJobQueue {
 
     async fn reclaim_expired(&self) -> Result<u64, BoxError> {
         let dialect = self.dialect()?;
-        let max = self.max_deliveries;
+        let max = i64::from(self.max_deliveries);
         Ok(on_pool!(&self.pool, pool => {
             let reclaim = sqlx::query(dialect.reclaim).bind(max).bind(max);
             // MySQL's statement names the maximum three times, with `?` each.
