@@ -9,7 +9,7 @@ use metrics::{Counter, Histogram};
 /// `job_run_duration_seconds{outcome}`: the outcomes every work source counts (a message
 /// consumer's `messages_ended_total` has the same, and `rejected`).
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Ended {
+pub(super) enum Ended {
     /// The handler succeeded.
     Done,
     /// The handler failed, panicked, or ran past its maximum run time, and the job is queued
@@ -29,7 +29,7 @@ const OUTCOMES: [&str; 5] = ["done", "failed", "dead", "handed_back", "cut"];
 
 /// The metric handles of one worker, labelled with its component's name.
 #[derive(Debug, Clone)]
-pub(crate) struct JobMetrics {
+pub(super) struct JobMetrics {
     claimed: Counter,
     reclaimed: Counter,
     late: Counter,
@@ -39,7 +39,7 @@ pub(crate) struct JobMetrics {
 }
 
 impl JobMetrics {
-    pub(crate) fn register(component: &str) -> Self {
+    pub(super) fn register(component: &str) -> Self {
         let component = component.to_owned();
         let outcomes = OUTCOMES;
         JobMetrics {
@@ -67,22 +67,22 @@ impl JobMetrics {
     }
 
     /// A job was claimed (every delivery, a redelivery too).
-    pub(crate) fn claimed(&self) {
+    pub(super) fn claimed(&self) {
         self.claimed.increment(1);
     }
 
     /// `count` jobs of dead or hung workers were taken back by this one.
-    pub(crate) fn reclaimed(&self, count: u64) {
+    pub(super) fn reclaimed(&self, count: u64) {
         self.reclaimed.increment(count);
     }
 
     /// A job ended after its lease had expired: its end was not recorded.
-    pub(crate) fn late(&self) {
+    pub(super) fn late(&self) {
         self.late.increment(1);
     }
 
     /// A job in hand ended as `how`, after running for `took` (`None`: it never ran).
-    pub(crate) fn ended(&self, how: Ended, took: Option<Duration>) {
+    pub(super) fn ended(&self, how: Ended, took: Option<Duration>) {
         self.ended[how as usize].increment(1);
         if let Some(took) = took {
             self.run_time[how as usize].record(took.as_secs_f64());

@@ -327,11 +327,12 @@ where
     /// own, and the lifecycle waits for their tasks.
     async fn work(self: Arc<Self>) {
         let token = self.ctx.token().clone();
-        let slots = Arc::new(Semaphore::new(self.concurrency as usize));
+        // One place per job the worker may hold at once; a job in hand keeps its place till it ends.
+        let places = Arc::new(Semaphore::new(self.concurrency as usize));
         // The token is checked only between claims: a job in hand is never dropped here.
         while !token.is_cancelled() {
-            let Some(Ok(slot)) = token
-                .run_until_cancelled(slots.clone().acquire_owned())
+            let Some(Ok(place)) = token
+                .run_until_cancelled(places.clone().acquire_owned())
                 .await
             else {
                 break;
@@ -350,7 +351,7 @@ where
                     let working = self.clone();
                     self.ctx.spawn(async move {
                         working.run(job).await;
-                        drop(slot);
+                        drop(place);
                     });
                 }
                 Ok(None) => {

@@ -376,7 +376,7 @@ impl Component for RedisClient {
             .inner
             .links()
             .iter()
-            .filter(|link| link.dedicated && lock(&link.slot).connection.is_some())
+            .filter(|link| link.dedicated && lock(&link.current).connection.is_some())
             .count();
         Some(format!(
             "{state}, {in_flight} commands in flight, {dedicated} dedicated connections open"
@@ -469,7 +469,7 @@ impl ClientInner {
     /// handle, so no task is left either.
     fn drop_connections(&self) {
         for link in self.links() {
-            let connection = lock(&link.slot).connection.take();
+            let connection = lock(&link.current).connection.take();
             drop(connection);
         }
     }
