@@ -97,6 +97,16 @@ pub enum DbError {
 
 impl DbError {
     /// The start's retries on `target` gave up ([`lifecycle_core::retry_until`]).
+    // Every backend uses it; a build with no backend (nothing but the worker) does not.
+    #[cfg_attr(
+        not(any(
+            feature = "postgres",
+            feature = "sqlite",
+            feature = "mysql",
+            feature = "redis"
+        )),
+        allow(dead_code)
+    )]
     pub(crate) fn unreachable(target: &Redacted, gave_up: GaveUp) -> Self {
         DbError::Unreachable {
             target: target.to_string(),

@@ -13,7 +13,9 @@
 //!   resolves, and no connection, reconnect loop or task is left, even with Redis down.
 //!
 //! Every backend is a feature, none on by default (`postgres`, `sqlite`, `mysql`, `redis`):
-//! enable the ones the service uses, and nothing else is built.
+//! enable the ones the service uses, and nothing else is built. sqlx comes only with a SQL
+//! backend: a Redis-only service (`default-features = false, features = ["redis"]`) builds
+//! no sqlx at all.
 //!
 //! # Examples
 //!
@@ -57,7 +59,7 @@
 //! - its worker's lease expired while the job was still running: the process was killed
 //!   (SIGKILL, OOM, a node lost) or hung, or it could not renew the lease in time. Another
 //!   worker takes the job up after the lease; the first worker's end, if it ever comes, is not
-//!   recorded, and is logged and counted ([`JobWorker::late`]).
+//!   recorded, and is logged and counted ([`JobStats::late`]).
 //! - the process died between the handler's work and the acknowledgement (the `complete`
 //!   that records it): the work is done, the queue does not know it.
 //! - the stop timeout came first: the job is handed back, its handler cut off wherever it was,
@@ -85,24 +87,33 @@
 //!
 //! # Counts and metrics
 //!
-//! A [`JobWorker`] records what became of the jobs it took through the `metrics` facade,
-//! labelled with its component's name (the full list is in `lifecycle_core`'s "Metrics"
-//! table). Every work source of the workspace counts the same outcomes under the same names,
-//! so a dashboard reads jobs and messages alike (`lifecycle-mq`'s consumers are the other):
+//! A [`JobWorker`] records what became of the jobs it took, once the queue has recorded it, in
+//! two forms written from one place: through the `metrics` facade, labelled with its
+//! component's name (the full list is in `lifecycle_core`'s "Metrics" table), and in its
+//! [`JobStats`] ([`JobWorker::stats`]). An end the queue refused (the lease had been lost) is
+//! counted late instead, one it could not be told of `settle_failed`. Every
+//! work source of the workspace counts the same outcomes under the same names, so a dashboard
+//! reads jobs and messages alike (`lifecycle-mq`'s consumers are the other, with their
+//! `ConsumerStats`):
 //!
-//! | outcome | what happened | jobs (this crate) | messages (`lifecycle-mq`) |
+//! | outcome | what happened | jobs: metric, [`JobStats`] field | messages (`lifecycle-mq`): metric, `ConsumerStats` field |
 //! |---|---|---|---|
-//! | taken | a job claimed (a message received), every delivery | `jobs_claimed_total` | `messages_received_total` |
-//! | `done` | the handler succeeded: completed | `jobs_ended_total{outcome="done"}` | `messages_ended_total{outcome="done"}` |
-//! | `failed` | a failed attempt (an error, a panic, a run past [`max_run_time`](JobWorker::max_run_time)), queued to be tried again | `…{outcome="failed"}` | `…{outcome="failed"}` |
-//! | `dead` | the same at its last attempt, or a payload that does not decode: failed for good (the dead letter) | `…{outcome="dead"}` | `…{outcome="dead"}` |
-//! | `handed_back` | claimed as the stop came and never run: handed back | `…{outcome="handed_back"}`, [`JobWorker::handed_back`] | `…{outcome="handed_back"}` |
-//! | `cut` | still running at the stop deadline: cut off and handed back | `…{outcome="cut"}` | `…{outcome="cut"}` |
+//! | taken | a job claimed (a message received), every delivery | `jobs_claimed_total`, `claimed` | `messages_received_total`, `received` |
+//! | `done` | the handler succeeded: completed | `jobs_ended_total{outcome="done"}`, `done` | `messages_ended_total{outcome="done"}`, `done` |
+//! | `failed` | a failed attempt (an error, a panic, a run past [`max_run_time`](JobWorker::max_run_time)), queued to be tried again | `…{outcome="failed"}`, `failed` | `…{outcome="failed"}`, `failed` |
+//! | `dead` | the same at its last attempt, or a payload that does not decode: failed for good (the dead letter) | `…{outcome="dead"}`, `dead` | `…{outcome="dead"}`, `dead` |
+//! | `handed_back` | claimed as the stop came and never run: handed back | `…{outcome="handed_back"}`, `handed_back` | `…{outcome="handed_back"}`, `handed_back` |
+//! | `cut` | still running at the stop deadline: cut off and handed back | `…{outcome="cut"}`, `cut` | `…{outcome="cut"}`, `cut` |
 //!
-//! Messages have one outcome more, `rejected` (the handler refused it for good), which a job
-//! handler cannot answer. `job_run_duration_seconds{outcome}` times each job by the same
-//! outcomes; `jobs_reclaimed_total` and `jobs_late_total` ([`JobWorker::late`]) count what a
-//! worker took back from dead workers and the ends that came after the lease was lost.
+//! The taken counter keeps each crate's word (a job is claimed, a message received): the
+//! metric names are what dashboards already query, so they stay, and the stats fields follow
+//! them; the row above is the mapping. Messages have one outcome more, `rejected` (the handler
+//! refused it for good), which a job handler cannot answer. Both count `panicked` (handler runs
+//! that panicked, each also `failed` or `dead`) and `settle_failed` (ends the queue or broker
+//! could not be told of) in their stats. `job_run_duration_seconds{outcome}` times each job by
+//! the same outcomes; `jobs_reclaimed_total` and `jobs_late_total` (`JobStats::reclaimed`,
+//! `JobStats::late`) count what a worker took back from dead workers and the ends that came
+//! after the lease was lost.
 //!
 //! # Secrets
 //!
@@ -113,19 +124,29 @@
 //! [`lifecycle_core::Redacted`], which every crate of the workspace names its servers through.
 
 // Docs built without a backend's feature name its types without linking them.
-#![cfg_attr(not(feature = "redis"), allow(rustdoc::broken_intra_doc_links))]
+#![cfg_attr(
+    not(all(
+        feature = "redis",
+        any(feature = "postgres", feature = "sqlite", feature = "mysql")
+    )),
+    allow(rustdoc::broken_intra_doc_links)
+)]
 
 mod error;
 mod jobs;
 #[cfg(feature = "redis")]
 mod redis;
+// sqlx is built only for a SQL backend: any of the three features turns the SQL module on.
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod sql;
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod unused_secrets;
 
 pub use error::DbError;
-pub use jobs::{Job, JobQueue, JobState, JobWorker};
+pub use jobs::{Job, JobQueue, JobState, JobStats, JobWorker};
 #[cfg(feature = "redis")]
-pub use redis::{RedisClient, RedisClientOptions, RedisConnection, RedisJobQueue, RedisSubscriber};
+pub use redis::{RedisClient, RedisConnection, RedisJobQueue, RedisSubscriber};
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 pub use sql::{SqlJobQueue, SqlPool, SqlQueuePool};
 
 /// How much of a start's or stop's time a component keeps back from what it waits for, to

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lifecycle_db::SqlJobQueue;
+use lifecycle_db::{JobQueue, SqlJobQueue};
 use lifecycle_test_support::servers;
 use sqlx::AnyPool;
 

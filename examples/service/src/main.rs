@@ -276,7 +276,7 @@ async fn main() -> Report {
             Ok(())
         }
     };
-    let attempts = i64::from(args.max_deliveries);
+    let attempts = args.max_deliveries;
     let worker = match jobs {
         Jobs::Sql(queue) => JobWorker::new(queue, work)
             .lease(args.job_lease)

@@ -2,7 +2,9 @@
 
 mod metrics;
 mod queue;
+mod stats;
 mod worker;
 
 pub use queue::{Job, JobQueue, JobState};
+pub use stats::JobStats;
 pub use worker::JobWorker;

@@ -63,6 +63,17 @@ impl JobState {
 }
 
 impl JobState {
+    /// The state as stored (`"queued"`, ...).
+    // Every backend uses it; a build with no backend (nothing but the worker) does not.
+    #[cfg_attr(
+        not(any(
+            feature = "postgres",
+            feature = "sqlite",
+            feature = "mysql",
+            feature = "redis"
+        )),
+        allow(dead_code)
+    )]
     pub(crate) fn parse(state: &str) -> Self {
         match state {
             "queued" => JobState::Queued,
@@ -74,7 +85,11 @@ impl JobState {
 }
 
 /// A queue a [`JobWorker`](crate::JobWorker) takes jobs from: [`SqlJobQueue`](crate::SqlJobQueue)
-/// (PostgreSQL, SQLite) or [`RedisJobQueue`](crate::RedisJobQueue).
+/// (PostgreSQL, SQLite, MySQL/MariaDB) or [`RedisJobQueue`](crate::RedisJobQueue).
+///
+/// These methods are the worker's side of a queue, and each queue has them here only (its own
+/// methods are the service's side: enqueue, look at a job). A service rarely calls them; a tool
+/// or a test that does brings the trait into scope (`use lifecycle_db::JobQueue`).
 ///
 /// The contract that keeps jobs from being lost: a claimed job belongs to its worker until the
 /// worker completes, fails or hands it back, or until the worker's lease expires, after which
@@ -106,7 +121,7 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug + 'static {
         id: i64,
         worker: &str,
         error: &str,
-        max_attempts: i64,
+        max_attempts: u32,
     ) -> Result<bool, BoxError>;
 
     /// Queues job `id` again without counting the attempt, if `worker` still holds it; returns

@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +14,8 @@ use lifecycle_core::{async_trait, BoxError, Component, Context};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
-use super::{Job, JobQueue};
+use super::stats::Counters;
+use super::{Job, JobQueue, JobStats};
 use crate::error::DbError;
 use crate::jobs::metrics::{Ended, JobMetrics};
 use crate::GIVE_UP_RESERVE;
@@ -88,13 +88,12 @@ pub struct JobWorker<H, T = String> {
     handler: Arc<H>,
     lease: Duration,
     poll_interval: Duration,
-    max_attempts: i64,
+    max_attempts: u32,
     max_run_time: Option<Duration>,
-    concurrency: usize,
+    concurrency: u32,
     payload: PhantomData<fn() -> T>,
-    handed_back: Arc<AtomicU64>,
-    done: Arc<AtomicU64>,
-    late: Arc<AtomicU64>,
+    /// What became of its jobs, over all its runs and clones.
+    counts: Arc<Counters>,
     /// The identity of the current (or last) run, for `describe`; set by `start` only.
     identity: Arc<Mutex<Option<String>>>,
     /// The jobs in hand, for `held_by`.
@@ -119,9 +118,7 @@ where
             max_run_time: None,
             concurrency: 1,
             payload: PhantomData,
-            handed_back: Arc::default(),
-            done: Arc::default(),
-            late: Arc::default(),
+            counts: Arc::default(),
             identity: Arc::default(),
             holding: Arc::default(),
         }
@@ -145,9 +142,9 @@ where
 
     /// How many times a failing job is tried before it is marked failed (default 3): a handler
     /// error, a panic and a run cut off at [`max_run_time`](Self::max_run_time) each count.
-    /// Less than 1 is refused at the start ([`DbError::InvalidSetting`]).
+    /// 0 is refused at the start ([`DbError::InvalidSetting`]).
     #[must_use]
-    pub fn max_attempts(mut self, attempts: i64) -> Self {
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
         self
     }
@@ -166,7 +163,7 @@ where
     /// How many jobs the worker holds at once (default 1; 0 counts as 1): it claims another
     /// whenever fewer are in hand. At the stop, each is finished or handed back.
     #[must_use]
-    pub fn concurrency(mut self, jobs: usize) -> Self {
+    pub fn concurrency(mut self, jobs: u32) -> Self {
         self.concurrency = jobs.max(1);
         self
     }
@@ -191,24 +188,36 @@ where
         if self.max_run_time == Some(Duration::ZERO) {
             return Err(invalid("max_run_time", "must be more than zero"));
         }
-        if self.max_attempts < 1 {
-            return Err(invalid(
-                "max_attempts",
-                &format!("must be at least 1, not {}", self.max_attempts),
-            ));
+        if self.max_attempts == 0 {
+            return Err(invalid("max_attempts", "must be at least 1, not 0"));
         }
         Ok(())
     }
 
-    /// Jobs this worker handed back at a shutdown, since it was created.
-    pub fn handed_back(&self) -> u64 {
-        self.handed_back.load(Ordering::Relaxed)
+    /// What the worker did with its jobs so far, since it was created (its clones share the
+    /// counts): see [`JobStats`].
+    pub fn stats(&self) -> JobStats {
+        self.counts.snapshot()
     }
+}
 
-    /// Jobs this worker finished after their lease had expired and they had been taken back,
-    /// since it was created: their end was not recorded, and they ran more than once.
-    pub fn late(&self) -> u64 {
-        self.late.load(Ordering::Relaxed)
+/// A clone shares everything with the original (queue, handler, counts, identity): register one
+/// and keep the other to read its [`stats`](JobWorker::stats).
+impl<H, T> Clone for JobWorker<H, T> {
+    fn clone(&self) -> Self {
+        JobWorker {
+            queue: self.queue.clone(),
+            handler: self.handler.clone(),
+            lease: self.lease,
+            poll_interval: self.poll_interval,
+            max_attempts: self.max_attempts,
+            max_run_time: self.max_run_time,
+            concurrency: self.concurrency,
+            payload: PhantomData,
+            counts: self.counts.clone(),
+            identity: self.identity.clone(),
+            holding: self.holding.clone(),
+        }
     }
 }
 
@@ -225,7 +234,7 @@ where
         tracing::info!(component = ctx.name(), worker = %worker, "job worker starting");
         *self.identity.lock().unwrap_or_else(|e| e.into_inner()) = Some(worker.clone());
         self.queue.prepare(&worker).await?;
-        let metrics = JobMetrics::register(ctx.name());
+        let metrics = JobMetrics::register(ctx.name(), self.counts.clone());
         let reclaimed = self.queue.reclaim_expired().await?;
         metrics.reclaimed(reclaimed);
         if reclaimed > 0 {
@@ -245,9 +254,6 @@ where
             max_attempts: self.max_attempts,
             max_run_time: self.max_run_time,
             concurrency: self.concurrency,
-            handed_back: self.handed_back.clone(),
-            done: self.done.clone(),
-            late: self.late.clone(),
             metrics: metrics.clone(),
             holding: self.holding.clone(),
             payload: PhantomData,
@@ -274,12 +280,15 @@ where
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let stats = self.stats();
         Some(format!(
-            "worker {}: {} jobs done, {} handed back at shutdown, {} ended after their lease expired",
+            "worker {}: {} jobs done, {} failed, {} dead, {} handed back or cut at shutdown, {} ended after their lease expired",
             identity.as_deref().unwrap_or("not started"),
-            self.done.load(Ordering::Relaxed),
-            self.handed_back.load(Ordering::Relaxed),
-            self.late.load(Ordering::Relaxed)
+            stats.done,
+            stats.failed,
+            stats.dead,
+            stats.handed_back + stats.cut,
+            stats.late
         ))
     }
 }
@@ -308,12 +317,9 @@ struct Working<H, T> {
     worker: String,
     lease: Duration,
     poll_interval: Duration,
-    max_attempts: i64,
+    max_attempts: u32,
     max_run_time: Option<Duration>,
-    concurrency: usize,
-    handed_back: Arc<AtomicU64>,
-    done: Arc<AtomicU64>,
-    late: Arc<AtomicU64>,
+    concurrency: u32,
     metrics: JobMetrics,
     holding: Arc<Holding>,
     payload: PhantomData<fn() -> T>,
@@ -330,11 +336,12 @@ where
     /// own, and the lifecycle waits for their tasks.
     async fn work(self: Arc<Self>) {
         let token = self.ctx.token().clone();
-        let slots = Arc::new(Semaphore::new(self.concurrency));
+        // One place per job the worker may hold at once; a job in hand keeps its place till it ends.
+        let places = Arc::new(Semaphore::new(self.concurrency as usize));
         // The token is checked only between claims: a job in hand is never dropped here.
         while !token.is_cancelled() {
-            let Some(Ok(slot)) = token
-                .run_until_cancelled(slots.clone().acquire_owned())
+            let Some(Ok(place)) = token
+                .run_until_cancelled(places.clone().acquire_owned())
                 .await
             else {
                 break;
@@ -343,17 +350,15 @@ where
                 // A claim that waited on the queue may return after the stop turn came.
                 Ok(Some(job)) if token.is_cancelled() => {
                     self.metrics.claimed();
-                    self.metrics.ended(Ended::HandedBack, None);
-                    if let Err(error) = self.queue.hand_back(job.id, &self.worker).await {
-                        tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = job.id, %error, "could not hand a job back");
-                    }
+                    let recorded = self.queue.hand_back(job.id, &self.worker).await;
+                    self.settled(job.id, Ended::HandedBack, None, recorded);
                 }
                 Ok(Some(job)) => {
                     self.metrics.claimed();
                     let working = self.clone();
                     self.ctx.spawn(async move {
                         working.run(job).await;
-                        drop(slot);
+                        drop(place);
                     });
                 }
                 Ok(None) => {
@@ -416,10 +421,9 @@ where
                     std::any::type_name::<T>()
                 );
                 tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %reason, "job failed");
-                self.metrics.ended(Ended::Dead, Some(began.elapsed()));
-                if let Err(error) = self.queue.fail(id, &self.worker, &reason, 0).await {
-                    tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %error, "could not record a job's end");
-                }
+                let took = began.elapsed();
+                let recorded = self.queue.fail(id, &self.worker, &reason, 0).await;
+                self.settled(id, Ended::Dead, Some(took), recorded);
                 return;
             }
         };
@@ -451,7 +455,10 @@ where
                 outcome = &mut handling => break match outcome {
                     Ok(Ok(())) => Outcome::Done,
                     Ok(Err(error)) => Outcome::Failed(error.to_string()),
-                    Err(panic) => Outcome::Failed(panic_message(panic.as_ref())),
+                    Err(panic) => {
+                        self.metrics.panicked();
+                        Outcome::Failed(panic_message(panic.as_ref()))
+                    }
                 },
                 _ = renew.tick() => {
                     match self.queue.renew(id, &self.worker, self.lease).await {
@@ -477,19 +484,13 @@ where
         let how = match outcome {
             Outcome::Done => Ended::Done,
             // The queue fails it for good at the same count.
-            Outcome::Failed(_) if attempts >= self.max_attempts => Ended::Dead,
+            Outcome::Failed(_) if attempts >= i64::from(self.max_attempts) => Ended::Dead,
             Outcome::Failed(_) => Ended::Failed,
             Outcome::Cut => Ended::Cut,
         };
-        self.metrics.ended(how, Some(began.elapsed()));
+        let took = began.elapsed();
         let recorded = match outcome {
-            Outcome::Done => {
-                let completed = self.queue.complete(id, &self.worker).await;
-                if matches!(completed, Ok(true)) {
-                    self.done.fetch_add(1, Ordering::Relaxed);
-                }
-                completed
-            }
+            Outcome::Done => self.queue.complete(id, &self.worker).await,
             Outcome::Failed(reason) => {
                 tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %reason, "job failed");
                 self.queue
@@ -503,22 +504,35 @@ where
                     "stop timeout near: handing the job back"
                 );
                 self.ctx.gave_up_on(held.describe());
-                self.handed_back.fetch_add(1, Ordering::Relaxed);
                 self.queue.hand_back(id, &self.worker).await
             }
         };
+        self.settled(id, how, Some(took), recorded);
+    }
+
+    /// Counts how job `id` ended (`how`, after running for `took`), once the queue has
+    /// answered: as `how` if the queue recorded it, as late if the job was no longer this
+    /// worker's, as a failed settlement if the queue could not be told. So the counts, like a
+    /// consumer's, say what the queue holds.
+    fn settled(
+        &self,
+        id: i64,
+        how: Ended,
+        took: Option<Duration>,
+        recorded: Result<bool, BoxError>,
+    ) {
         match recorded {
-            Ok(true) => {}
+            Ok(true) => self.metrics.ended(how, took),
             Ok(false) => {
                 // Another worker has the job (or had it and finished it): this end changed
                 // nothing, and the job ran more than once.
-                self.late.fetch_add(1, Ordering::Relaxed);
                 self.metrics.late();
                 tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id,
                     "a job ended after its lease expired and it was taken back: its end was not recorded, and it runs (or ran) again elsewhere");
             }
             Err(error) => {
                 // The lease will expire and the job will be taken again: not lost, maybe run twice.
+                self.metrics.settle_failed();
                 tracing::warn!(component = self.ctx.name(), worker = %self.worker, job = id, %error, "could not record a job's end");
             }
         }
@@ -554,6 +568,7 @@ impl<H, T> std::fmt::Debug for JobWorker<H, T> {
             .field("max_attempts", &self.max_attempts)
             .field("max_run_time", &self.max_run_time)
             .field("concurrency", &self.concurrency)
+            .field("stats", &self.counts.snapshot())
             .finish_non_exhaustive()
     }
 }

@@ -17,7 +17,6 @@ use tokio_util::task::TaskTracker;
 use super::connection::{Link, RedisConnection};
 use super::lock;
 use super::metrics::RedisMetrics;
-use super::options::{RedisClientOptions, Settings};
 use crate::error::DbError;
 use crate::GIVE_UP_RESERVE;
 
@@ -27,9 +26,15 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// A Redis client as a lifecycle component: one shared, multiplexed connection for ordinary
 /// commands, and [dedicated connections](Self::dedicated) for blocking ones.
 ///
-/// Cloning is cheap and clones share everything: register one with the lifecycle and keep
-/// others where code opens dedicated connections. How it connects is set beforehand, with
-/// [`RedisClientOptions`], and no clone can change it.
+/// Cloning is cheap and clones share the session: register one with the lifecycle and keep
+/// others where code opens dedicated connections. How it connects is set by its own setters
+/// ([`client_name`](Self::client_name), [`connect_timeout`](Self::connect_timeout),
+/// [`response_timeout`](Self::response_timeout)), right after [`new`](Self::new) and before
+/// it is cloned. The settings are plain values that each clone carries a copy of, applied to
+/// the connections that clone makes: a setter changes only the value it is called on (which
+/// gets a shared connection of its own with the new settings), never another clone nor a
+/// connection already handed out. Settings it cannot run with are refused at its start with
+/// [`DbError::InvalidSetting`].
 ///
 /// The component exists before anything runs, so its [`connection`](Self::connection) can be
 /// cloned into router state while `main` is being wired; commands on it fail until the start
@@ -55,13 +60,15 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// # Examples
 ///
 /// ```
+/// use std::time::Duration;
+///
 /// use lifecycle_core::{Lifecycle, Registration};
-/// use lifecycle_db::RedisClientOptions;
+/// use lifecycle_db::RedisClient;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let redis = RedisClientOptions::new()
+/// let redis = RedisClient::new("redis://127.0.0.1:6379/")?
 ///     .client_name("orders-api")
-///     .open("redis://127.0.0.1:6379/")?;
+///     .response_timeout(Some(Duration::from_millis(500)));
 /// let connection = redis.connection(); // for the router's state, before anything runs
 /// let lifecycle = Lifecycle::builder()
 ///     .register(Registration::new("redis", redis))
@@ -84,15 +91,51 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct RedisClient {
     inner: Arc<ClientInner>,
+    /// This value's own copy: a setter on another clone does not change it.
+    settings: Settings,
+    /// The shared connection, made with `settings`.
     shared: RedisConnection,
+}
+
+/// How a client's connections connect: plain values, copied into each clone of the client and
+/// into each connection it makes, so none changes under a connection that uses them.
+#[derive(Debug, Clone)]
+pub(super) struct Settings {
+    pub(super) name: Option<String>,
+    pub(super) connect_timeout: Duration,
+    pub(super) response_timeout: Option<Duration>,
+}
+
+impl Settings {
+    /// The first setting the client cannot run with, as [`DbError::InvalidSetting`]'s
+    /// `(setting, reason)`.
+    fn invalid(&self) -> Option<(&'static str, String)> {
+        if self.connect_timeout.is_zero() {
+            return Some(("connect_timeout", "must be more than zero".to_owned()));
+        }
+        if self
+            .response_timeout
+            .is_some_and(|timeout| timeout.is_zero())
+        {
+            return Some((
+                "response_timeout",
+                "must be more than zero (None waits for ever)".to_owned(),
+            ));
+        }
+        match &self.name {
+            Some(name) if name.is_empty() || name.chars().any(|c| c.is_whitespace()) => Some((
+                "client_name",
+                format!("must be non-empty, without spaces (CLIENT SETNAME), not {name:?}"),
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// What the client and all its connections share.
 pub(super) struct ClientInner {
     pub(super) client: redis::Client,
     pub(super) target: Redacted,
-    /// Fixed when the client is made: clones share them and cannot change them.
-    settings: Settings,
     session: Mutex<Session>,
     /// Every connection of the client, the shared one first, so the stop can close them all.
     pub(super) links: Mutex<Vec<Weak<Link>>>,
@@ -118,18 +161,18 @@ enum State {
 
 impl RedisClient {
     /// A client for `url` (`redis://[user:password@]host[:port][/db]`, or `redis+unix://`),
-    /// with the default [`RedisClientOptions`]: a 1 s connect timeout and a 1 s response
-    /// timeout. Nothing connects before the start.
+    /// with no client name, a 1 s connect timeout and a 1 s response timeout. Nothing connects
+    /// before the start.
     ///
     /// # Errors
     ///
     /// [`DbError::InvalidUrl`] when redis-rs cannot parse the URL.
     pub fn new(url: &str) -> Result<Self, DbError> {
-        RedisClientOptions::new().open(url)
-    }
-
-    /// A client for `url` with `settings`, which no clone can change afterwards.
-    pub(super) fn with_settings(url: &str, settings: Settings) -> Result<Self, DbError> {
+        let settings = Settings {
+            name: None,
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Some(Duration::from_secs(1)),
+        };
         let target = Redacted::new(url);
         let client = redis::Client::open(url).map_err(|e| DbError::InvalidUrl {
             target: target.to_string(),
@@ -138,7 +181,6 @@ impl RedisClient {
         let inner = Arc::new(ClientInner {
             client,
             target,
-            settings,
             session: Mutex::new(Session {
                 state: State::NotStarted,
                 commands: TaskTracker::new(),
@@ -147,8 +189,46 @@ impl RedisClient {
             links: Mutex::new(Vec::new()),
             metrics: OnceLock::new(),
         });
-        let shared = RedisConnection::new(Link::new(&inner, false));
-        Ok(RedisClient { inner, shared })
+        let shared = RedisConnection::new(Link::new(&inner, false, settings.clone()));
+        Ok(RedisClient {
+            inner,
+            settings,
+            shared,
+        })
+    }
+
+    /// The name every connection of the client gives itself with `CLIENT SETNAME`, so `CLIENT
+    /// LIST` shows which service holds which connection. None by default; an empty name or
+    /// one with spaces is refused at the start ([`DbError::InvalidSetting`]).
+    #[must_use]
+    pub fn client_name(mut self, name: impl Into<String>) -> Self {
+        self.settings.name = Some(name.into());
+        self.with_new_shared_connection()
+    }
+
+    /// How long one connection attempt may take, handshake included (default 1 s). Zero is
+    /// refused at the start ([`DbError::InvalidSetting`]).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.connect_timeout = timeout;
+        self.with_new_shared_connection()
+    }
+
+    /// How long a command on the shared connection waits for its reply before failing
+    /// (default 1 s; `None` waits for ever). Dedicated connections have none: their blocking
+    /// commands carry their own timeout. Zero is refused at the start
+    /// ([`DbError::InvalidSetting`]).
+    #[must_use]
+    pub fn response_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.settings.response_timeout = timeout;
+        self.with_new_shared_connection()
+    }
+
+    /// This value with a shared connection of its own, made with its settings as they are
+    /// now: the one it had may be held by other clones, whose settings stay as they were.
+    fn with_new_shared_connection(mut self) -> Self {
+        self.shared = RedisConnection::new(Link::new(&self.inner, false, self.settings.clone()));
+        self
     }
 
     /// The shared connection: clone it into whatever needs Redis. Clones share one multiplexed
@@ -199,7 +279,7 @@ impl RedisClient {
     ///
     /// The connection error, or a client error before the start or after the stop.
     pub async fn dedicated(&self) -> RedisResult<RedisConnection> {
-        let link = Link::new(&self.inner, true);
+        let link = Link::new(&self.inner, true, self.settings.clone());
         // A request that sends nothing: it connects, under the same rules as a command.
         link.request(|_connection| async { Ok(()) }).await?;
         Ok(RedisConnection::new(link))
@@ -221,6 +301,14 @@ impl RedisClient {
 #[async_trait]
 impl Component for RedisClient {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
+        if let Some((setting, reason)) = self.settings.invalid() {
+            return Err(DbError::InvalidSetting {
+                component: ctx.name().to_owned(),
+                setting,
+                reason,
+            }
+            .into());
+        }
         if let Err(error) = self
             .reach(ctx.give_up_at(GIVE_UP_RESERVE, Duration::from_secs(30)))
             .await
@@ -288,7 +376,7 @@ impl Component for RedisClient {
             .inner
             .links()
             .iter()
-            .filter(|link| link.dedicated && lock(&link.slot).connection.is_some())
+            .filter(|link| link.dedicated && lock(&link.current).connection.is_some())
             .count();
         Some(format!(
             "{state}, {in_flight} commands in flight, {dedicated} dedicated connections open"
@@ -301,6 +389,7 @@ impl std::fmt::Debug for RedisClient {
         let session = lock(&self.inner.session);
         f.debug_struct("RedisClient")
             .field("target", &self.inner.target)
+            .field("client_name", &self.settings.name)
             .field("state", &session.state)
             .field("in_flight", &session.commands.len())
             .finish()
@@ -380,7 +469,7 @@ impl ClientInner {
     /// handle, so no task is left either.
     fn drop_connections(&self) {
         for link in self.links() {
-            let connection = lock(&link.slot).connection.take();
+            let connection = lock(&link.current).connection.take();
             drop(connection);
         }
     }
@@ -392,14 +481,15 @@ impl ClientInner {
         links.iter().filter_map(Weak::upgrade).collect()
     }
 
-    /// One connection attempt, handshake and `CLIENT SETNAME` included, under the connect
-    /// timeout. Nothing runs unless the returned future is polled.
+    /// One connection attempt with `settings`, handshake and `CLIENT SETNAME` included, under
+    /// the connect timeout. Nothing runs unless the returned future is polled.
     pub(super) fn connect(
         &self,
+        settings: &Settings,
         dedicated: bool,
     ) -> impl Future<Output = RedisResult<MultiplexedConnection>> + Send + 'static {
         let client = self.client.clone();
-        let settings = self.settings.clone();
+        let settings = settings.clone();
         async move {
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(settings.connect_timeout))
@@ -435,6 +525,34 @@ impl ClientInner {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::RedisClient;
+
+    #[test]
+    fn a_setter_changes_only_the_value_it_is_called_on() {
+        let first = RedisClient::new("redis://127.0.0.1:1/").unwrap();
+        let handed_out = first.connection();
+        let second = first
+            .clone()
+            .client_name("second")
+            .connect_timeout(Duration::from_millis(50))
+            .response_timeout(None);
+        // The first client and the connection it handed out keep the defaults.
+        assert_eq!(first.settings.name, None);
+        assert_eq!(first.settings.connect_timeout, Duration::from_secs(1));
+        assert!(Arc::ptr_eq(&first.shared.link, &handed_out.link));
+        assert_eq!(handed_out.link().settings.name, None);
+        // The second has a shared connection of its own, made with its settings.
+        assert!(!Arc::ptr_eq(&first.shared.link, &second.shared.link));
+        let connection = second.connection();
+        let settings = &connection.link().settings;
+        assert_eq!(settings.name.as_deref(), Some("second"));
+        assert_eq!(settings.connect_timeout, Duration::from_millis(50));
+        assert_eq!(settings.response_timeout, None);
+    }
+
     #[tokio::test]
     async fn commands_fail_before_the_start_without_connecting() {
         use redis::AsyncCommands;

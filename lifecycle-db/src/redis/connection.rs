@@ -7,7 +7,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, Pipeline, RedisError, RedisResult, Value};
 
-use super::client::ClientInner;
+use super::client::{ClientInner, Settings};
 use super::lock;
 #[cfg(doc)]
 use super::RedisClient;
@@ -27,7 +27,7 @@ use super::RedisClient;
 /// server.
 #[derive(Clone)]
 pub struct RedisConnection {
-    link: Arc<Link>,
+    pub(super) link: Arc<Link>,
 }
 
 impl RedisConnection {
@@ -44,12 +44,15 @@ impl RedisConnection {
 pub(super) struct Link {
     inner: Arc<ClientInner>,
     pub(super) dedicated: bool,
-    pub(super) slot: Mutex<Slot>,
+    /// The settings of the client value that made it, as they were then.
+    pub(super) settings: Settings,
+    pub(super) current: Mutex<CurrentConnection>,
 }
 
-/// The connection, or the attempt to make it, shared by every command that waits for it.
+/// A link's current connection, or the attempt to make it, shared by every command that waits
+/// for it, and which one it is (numbered).
 #[derive(Default)]
-pub(super) struct Slot {
+pub(super) struct CurrentConnection {
     /// Counts connections, so a command that saw one fail forgets that one and not a newer one.
     generation: u64,
     pub(super) connection: Option<SharedConnect>,
@@ -58,11 +61,12 @@ pub(super) struct Slot {
 pub(super) type SharedConnect = Shared<BoxFuture<'static, RedisResult<MultiplexedConnection>>>;
 
 impl Link {
-    pub(super) fn new(inner: &Arc<ClientInner>, dedicated: bool) -> Arc<Link> {
+    pub(super) fn new(inner: &Arc<ClientInner>, dedicated: bool, settings: Settings) -> Arc<Link> {
         let link = Arc::new(Link {
             inner: inner.clone(),
             dedicated,
-            slot: Mutex::default(),
+            settings,
+            current: Mutex::default(),
         });
         let mut links = lock(&inner.links);
         links.retain(|link| link.strong_count() > 0);
@@ -73,17 +77,22 @@ impl Link {
     /// The connection, connecting if there is none or the last attempt failed.
     pub(super) async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
         let (generation, connecting) = {
-            let mut slot = lock(&self.slot);
-            let usable = slot
+            let mut current = lock(&self.current);
+            let usable = current
                 .connection
                 .as_ref()
                 .is_some_and(|c| !matches!(c.peek(), Some(Err(_))));
             if !usable {
-                slot.generation += 1;
-                slot.connection = Some(self.inner.connect(self.dedicated).boxed().shared());
+                current.generation += 1;
+                current.connection = Some(
+                    self.inner
+                        .connect(&self.settings, self.dedicated)
+                        .boxed()
+                        .shared(),
+                );
             }
-            let connecting = slot.connection.clone().expect("set above");
-            (slot.generation, connecting)
+            let connecting = current.connection.clone().expect("set above");
+            (current.generation, connecting)
         };
         Ok((generation, connecting.await?))
     }
@@ -91,9 +100,9 @@ impl Link {
     /// Forgets a broken connection, so that the next command makes a new one.
     fn forget(&self, generation: u64, error: &RedisError) {
         let forgotten = {
-            let mut slot = lock(&self.slot);
-            if slot.generation == generation {
-                slot.connection.take()
+            let mut current = lock(&self.current);
+            if current.generation == generation {
+                current.connection.take()
             } else {
                 None
             }
@@ -165,7 +174,7 @@ impl ConnectionLike for RedisConnection {
 
 impl std::fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let connected = lock(&self.link.slot)
+        let connected = lock(&self.link.current)
             .connection
             .as_ref()
             .is_some_and(|c| matches!(c.peek(), Some(Ok(_))));

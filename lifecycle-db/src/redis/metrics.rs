@@ -6,13 +6,13 @@ use metrics::Counter;
 
 /// The metric handles of one client, labelled with its component's name.
 #[derive(Debug)]
-pub(crate) struct RedisMetrics {
+pub(super) struct RedisMetrics {
     refused: Counter,
     cut_off: Counter,
 }
 
 impl RedisMetrics {
-    pub(crate) fn register(component: &str) -> Self {
+    pub(super) fn register(component: &str) -> Self {
         RedisMetrics {
             refused: metrics::counter!(
                 "redis_commands_refused_total",
@@ -26,12 +26,12 @@ impl RedisMetrics {
     }
 
     /// A command was refused because the client had closed.
-    pub(crate) fn refused(&self) {
+    pub(super) fn refused(&self) {
         self.refused.increment(1);
     }
 
     /// `count` commands were still in flight when the stop gave up on them.
-    pub(crate) fn cut_off(&self, count: usize) {
+    pub(super) fn cut_off(&self, count: usize) {
         self.cut_off.increment(count as u64);
     }
 }

@@ -6,13 +6,11 @@ use std::sync::{Mutex, MutexGuard};
 mod client;
 mod connection;
 mod metrics;
-mod options;
 mod queue;
 mod subscriber;
 
 pub use client::RedisClient;
 pub use connection::RedisConnection;
-pub use options::RedisClientOptions;
 pub use queue::RedisJobQueue;
 pub use subscriber::RedisSubscriber;
 

@@ -71,7 +71,7 @@ pub struct RedisJobQueue {
     /// The ids each worker of this process was given by a claim and has not ended yet: any
     /// other id in its processing list was left there by a claim that failed half-way.
     held: Arc<Mutex<HashMap<String, HashSet<i64>>>>,
-    max_deliveries: i64,
+    max_deliveries: u32,
 }
 
 impl RedisJobQueue {
@@ -88,7 +88,8 @@ impl RedisJobQueue {
 
     /// How many deliveries a job gets before the sweep of a dead worker that held it fails it
     /// for good instead of queueing it again (default 10): a job that kills or hangs its worker
-    /// every time ends as a dead letter, with the reason as its error, instead of looping.
+    /// every time ends as a dead letter, with the reason as its error, instead of looping. A job
+    /// has had at least 1 delivery once claimed, so 0 acts as 1.
     ///
     /// # Examples
     ///
@@ -103,7 +104,7 @@ impl RedisJobQueue {
     /// # }
     /// ```
     #[must_use]
-    pub fn max_deliveries(mut self, deliveries: i64) -> Self {
+    pub fn max_deliveries(mut self, deliveries: u32) -> Self {
         self.max_deliveries = deliveries;
         self
     }
@@ -475,7 +476,7 @@ impl JobQueue for RedisJobQueue {
         id: i64,
         worker: &str,
         error: &str,
-        max_attempts: i64,
+        max_attempts: u32,
     ) -> Result<bool, BoxError> {
         let held: RedisResult<i64> = FAIL
             .key(self.processing(worker))

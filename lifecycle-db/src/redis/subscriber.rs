@@ -111,7 +111,8 @@ where
         self
     }
 
-    /// How long one attempt to connect and subscribe may take (default 1 s).
+    /// How long one attempt to connect and subscribe may take (default 1 s). Zero is refused at
+    /// the start ([`DbError::InvalidSetting`]).
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -120,7 +121,8 @@ where
 
     /// How often to ping the server to find out that it stopped answering (a dead host, a
     /// black-holed link), which closes no connection and so would otherwise go unnoticed
-    /// (default 10 s). A ping unanswered within 1 s ends the subscription with a failure.
+    /// (default 10 s). A ping unanswered within 1 s ends the subscription with a failure. Zero
+    /// is refused at the start ([`DbError::InvalidSetting`]).
     #[must_use]
     pub fn ping_interval(mut self, interval: Duration) -> Self {
         self.ping_interval = interval;
@@ -168,8 +170,24 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
+        let invalid = |setting, reason: &str| DbError::InvalidSetting {
+            component: ctx.name().to_owned(),
+            setting,
+            reason: reason.to_owned(),
+        };
         if self.channels.is_empty() && self.patterns.is_empty() {
-            return Err(format!("nothing to subscribe to on {}", self.target).into());
+            let reason = format!(
+                "nothing to subscribe to on {}: give one, or a pattern",
+                self.target
+            );
+            return Err(invalid("channel", &reason).into());
+        }
+        // A zero period would panic the listening task's ping timer, after the start.
+        if self.ping_interval.is_zero() {
+            return Err(invalid("ping_interval", "must be more than zero").into());
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(invalid("connect_timeout", "must be more than zero").into());
         }
         let pubsub = self
             .subscribe(ctx.give_up_at(GIVE_UP_RESERVE, Duration::from_secs(30)))

@@ -5,7 +5,7 @@
 
 /// Which SQL a database speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub(super) enum Kind {
     Postgres,
     Sqlite,
     MySql,
@@ -13,40 +13,40 @@ pub(crate) enum Kind {
 
 /// The statements of one database.
 #[derive(Debug)]
-pub(crate) struct Dialect {
-    pub(crate) kind: Kind,
-    pub(crate) create: &'static str,
+pub(super) struct Dialect {
+    pub(super) kind: Kind,
+    pub(super) create: &'static str,
     /// Taken first in the transaction that creates the table, where concurrent creates fail:
     /// PostgreSQL's `CREATE TABLE IF NOT EXISTS` is not safe against another one in progress
     /// (it fails on the row type or the sequence the other is creating).
-    pub(crate) create_lock: Option<&'static str>,
+    pub(super) create_lock: Option<&'static str>,
     /// Creates the claim index when `create` does not (MySQL declares it in the table).
-    pub(crate) create_index: Option<&'static str>,
+    pub(super) create_index: Option<&'static str>,
     /// Counts the `deliveries` column (0 or 1), for tables made before it existed.
-    pub(crate) has_deliveries: &'static str,
-    pub(crate) add_deliveries: &'static str,
+    pub(super) has_deliveries: &'static str,
+    pub(super) add_deliveries: &'static str,
     /// Binds: queue, payload. Returns the id, unless the database has no `RETURNING` for it
     /// (MySQL: the result's last insert id).
-    pub(crate) enqueue: &'static str,
+    pub(super) enqueue: &'static str,
     /// Binds: worker, lease in ms, queue. Returns id, payload, attempts, deliveries. MySQL, with
     /// no `UPDATE ... RETURNING`, runs [`MYSQL_CLAIM`] in a transaction instead.
-    pub(crate) claim: &'static str,
+    pub(super) claim: &'static str,
     /// Binds: lease in ms, id, worker.
-    pub(crate) renew: &'static str,
+    pub(super) renew: &'static str,
     /// Binds: id, worker.
-    pub(crate) complete: &'static str,
+    pub(super) complete: &'static str,
     /// Binds: max attempts, error, id, worker.
-    pub(crate) fail: &'static str,
+    pub(super) fail: &'static str,
     /// Binds: id, worker.
-    pub(crate) hand_back: &'static str,
+    pub(super) hand_back: &'static str,
     /// Binds: max deliveries, max deliveries, queue.
-    pub(crate) reclaim: &'static str,
+    pub(super) reclaim: &'static str,
     /// Binds: id.
-    pub(crate) state: &'static str,
+    pub(super) state: &'static str,
     /// Binds: id.
-    pub(crate) error: &'static str,
+    pub(super) error: &'static str,
     /// Binds: queue.
-    pub(crate) counts: &'static str,
+    pub(super) counts: &'static str,
 }
 
 // The database's clock in milliseconds since the epoch.
@@ -125,7 +125,7 @@ const COUNTS: &str = "SELECT state, COUNT(*) FROM lifecycle_jobs WHERE queue = $
 const INDEX: &str =
     "CREATE INDEX IF NOT EXISTS lifecycle_jobs_claim ON lifecycle_jobs (queue, state, id)";
 
-pub(crate) static POSTGRES: Dialect = Dialect {
+pub(super) static POSTGRES: Dialect = Dialect {
     kind: Kind::Postgres,
     create: "CREATE TABLE IF NOT EXISTS lifecycle_jobs (
         id BIGSERIAL PRIMARY KEY, queue TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL,
@@ -151,7 +151,7 @@ pub(crate) static POSTGRES: Dialect = Dialect {
     counts: COUNTS,
 };
 
-pub(crate) static SQLITE: Dialect = Dialect {
+pub(super) static SQLITE: Dialect = Dialect {
     kind: Kind::Sqlite,
     create: "CREATE TABLE IF NOT EXISTS lifecycle_jobs (
         id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, payload TEXT NOT NULL,
@@ -176,7 +176,7 @@ pub(crate) static SQLITE: Dialect = Dialect {
 };
 
 /// MySQL 8 and MariaDB 10.6+ (`SKIP LOCKED`): `?` placeholders, in binding order.
-pub(crate) static MYSQL: Dialect = Dialect {
+pub(super) static MYSQL: Dialect = Dialect {
     kind: Kind::MySql,
     create: "CREATE TABLE IF NOT EXISTS lifecycle_jobs (
         id BIGINT AUTO_INCREMENT PRIMARY KEY, queue VARCHAR(255) NOT NULL,
@@ -227,16 +227,16 @@ pub(crate) static MYSQL: Dialect = Dialect {
 
 /// MySQL's claim, in one transaction: lock the oldest queued row (skipping rows other claims
 /// hold), take it, read it back.
-pub(crate) struct MySqlClaim {
+pub(super) struct MySqlClaim {
     /// Binds: queue.
-    pub(crate) select: &'static str,
+    pub(super) select: &'static str,
     /// Binds: worker, lease in ms, id.
-    pub(crate) take: &'static str,
+    pub(super) take: &'static str,
     /// Binds: id. Returns id, payload, attempts, deliveries.
-    pub(crate) read: &'static str,
+    pub(super) read: &'static str,
 }
 
-pub(crate) static MYSQL_CLAIM: MySqlClaim = MySqlClaim {
+pub(super) static MYSQL_CLAIM: MySqlClaim = MySqlClaim {
     select: "SELECT id FROM lifecycle_jobs WHERE queue = ? AND state = 'queued'
         ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
     take: concat!(
@@ -250,7 +250,7 @@ pub(crate) static MYSQL_CLAIM: MySqlClaim = MySqlClaim {
 impl Dialect {
     /// The dialect of a database named by a URL scheme; `None` for a database the queue does
     /// not speak.
-    pub(crate) fn for_scheme(scheme: &str) -> Option<&'static Dialect> {
+    pub(super) fn for_scheme(scheme: &str) -> Option<&'static Dialect> {
         match scheme {
             "postgres" | "postgresql" => Some(&POSTGRES),
             "sqlite" => Some(&SQLITE),

@@ -9,18 +9,18 @@ use metrics::Gauge;
 use sqlx::{Database, Pool};
 
 /// How often the connection counts are sampled while the pool runs.
-pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+pub(super) const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// The metric handles of one pool, labelled with its component's name.
 #[derive(Debug, Clone)]
-pub(crate) struct PoolMetrics {
+pub(super) struct PoolMetrics {
     in_use: Gauge,
     idle: Gauge,
     in_use_at_stop: Gauge,
 }
 
 impl PoolMetrics {
-    pub(crate) fn register(component: &str) -> Self {
+    pub(super) fn register(component: &str) -> Self {
         let gauge = |state: &'static str| {
             metrics::gauge!(
                 "db_pool_connections",
@@ -39,14 +39,14 @@ impl PoolMetrics {
     }
 
     /// Sets the connection gauges from the pool as it is now.
-    pub(crate) fn sample<DB: Database>(&self, pool: &Pool<DB>) {
+    pub(super) fn sample<DB: Database>(&self, pool: &Pool<DB>) {
         let idle = pool.num_idle() as u32;
         self.idle.set(f64::from(idle));
         self.in_use.set(f64::from(pool.size().saturating_sub(idle)));
     }
 
     /// The connections still in use once dependents had stopped and their grace was over.
-    pub(crate) fn stopped(&self, in_use: u32) {
+    pub(super) fn stopped(&self, in_use: u32) {
         self.in_use_at_stop.set(f64::from(in_use));
     }
 }

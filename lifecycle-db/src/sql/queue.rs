@@ -24,8 +24,14 @@ use crate::jobs::{Job, JobQueue, JobState};
 /// `max_attempts` times), or *handed back*: queued again without counting the attempt, as when
 /// a shutdown cuts it off. A job whose lease expires (its worker was killed) is reclaimed the
 /// same way by the workers, which look for expired leases periodically (and at their start), or
-/// by [`reclaim_expired`](Self::reclaim_expired). So a job is never lost, and runs twice only if
-/// it was interrupted.
+/// by [`JobQueue::reclaim_expired`]. So a job is never lost, and runs twice only if it was
+/// interrupted.
+///
+/// Its own methods are the service's side: [`create_table`](Self::create_table),
+/// [`enqueue`](Self::enqueue), and [`state`](Self::state), [`error`](Self::error) and
+/// [`counts`](Self::counts) to look at jobs. The worker's side (claim, renew, complete, fail,
+/// hand back, reclaim expired leases) is the [`JobQueue`] trait's only, as on every queue:
+/// bring the trait into scope to call it by hand (a tool, a test).
 ///
 /// Leases are measured on the database's clock (`now()`), never on a worker's, so workers whose
 /// clocks disagree cannot take each other's jobs early. (SQLite's clock is the host's: the
@@ -42,7 +48,7 @@ pub struct SqlJobQueue {
     pool: Pools,
     queue: String,
     dialect: Option<&'static Dialect>,
-    max_deliveries: i64,
+    max_deliveries: u32,
 }
 
 /// A pool a [`SqlJobQueue`] can run on: sqlx's `AnyPool`, or its typed pools with this
@@ -155,7 +161,8 @@ impl SqlJobQueue {
     }
 
     /// How many deliveries a job gets before a lease of it that expires fails it for good
-    /// instead of queueing it again (default 10). Hand-backs at a shutdown count as deliveries
+    /// instead of queueing it again (default 10). A job has had at least 1 delivery once claimed, so 0
+    /// acts as 1. Hand-backs at a shutdown count as deliveries
     /// too, but only an expired lease fails a job: one that is handed back many times still
     /// runs.
     ///
@@ -170,7 +177,7 @@ impl SqlJobQueue {
     /// # }
     /// ```
     #[must_use]
-    pub fn max_deliveries(mut self, deliveries: i64) -> Self {
+    pub fn max_deliveries(mut self, deliveries: u32) -> Self {
         self.max_deliveries = deliveries;
         self
     }
@@ -271,156 +278,6 @@ impl SqlJobQueue {
         }
     }
 
-    /// Takes the oldest queued job for `worker`, leased for `lease`; `None` when the queue is
-    /// empty.
-    ///
-    /// # Errors
-    ///
-    /// A database error.
-    pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>, sqlx::Error> {
-        let dialect = self.dialect()?;
-        on_pool!(&self.pool, pool => {
-            let row = if dialect.kind == Kind::MySql {
-                // READ COMMITTED: InnoDB then locks only the row it takes, not the gaps around
-                // it, which would hold up inserts and updates of other jobs (and other queues).
-                let mut connection = pool.acquire().await?;
-                sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                    .execute(&mut *connection)
-                    .await?;
-                let mut tx = sqlx::Connection::begin(&mut *connection).await?;
-                let id: Option<i64> = sqlx::query_scalar(MYSQL_CLAIM.select)
-                    .bind(&self.queue)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let row = match id {
-                    Some(id) => {
-                        sqlx::query(MYSQL_CLAIM.take)
-                            .bind(worker)
-                            .bind(millis(lease))
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await?;
-                        Some(sqlx::query(MYSQL_CLAIM.read).bind(id).fetch_one(&mut *tx).await?)
-                    }
-                    None => None,
-                };
-                tx.commit().await?;
-                row
-            } else {
-                sqlx::query(dialect.claim)
-                    .bind(worker)
-                    .bind(millis(lease))
-                    .bind(&self.queue)
-                    .fetch_optional(pool)
-                    .await?
-            };
-            row.map(|row| {
-                Ok(Job {
-                    id: row.try_get(0)?,
-                    payload: row.try_get(1)?,
-                    attempts: row.try_get(2)?,
-                    deliveries: row.try_get(3)?,
-                })
-            })
-            .transpose()
-        })
-    }
-
-    /// Extends `worker`'s lease on job `id` to `lease` from now (on the database's clock);
-    /// returns whether it still holds the job.
-    ///
-    /// # Errors
-    ///
-    /// A database error.
-    pub async fn renew(&self, id: i64, worker: &str, lease: Duration) -> Result<bool, sqlx::Error> {
-        let dialect = self.dialect()?;
-        let done = on_pool!(&self.pool, pool => sqlx::query(dialect.renew)
-            .bind(millis(lease))
-            .bind(id)
-            .bind(worker)
-            .execute(pool)
-            .await?
-            .rows_affected());
-        Ok(done == 1)
-    }
-
-    /// Marks job `id` done, if `worker` still holds it; returns whether it did (`false`: the
-    /// lease expired and the job was taken back, and nothing was changed).
-    ///
-    /// # Errors
-    ///
-    /// A database error.
-    pub async fn complete(&self, id: i64, worker: &str) -> Result<bool, sqlx::Error> {
-        let dialect = self.dialect()?;
-        let done = on_pool!(&self.pool, pool => sqlx::query(dialect.complete)
-            .bind(id)
-            .bind(worker)
-            .execute(pool)
-            .await?
-            .rows_affected());
-        Ok(done == 1)
-    }
-
-    /// Records a failure of job `id`, if `worker` still holds it: queued again, or failed for
-    /// good once it has been tried `max_attempts` times. Returns whether `worker` held it.
-    ///
-    /// # Errors
-    ///
-    /// A database error.
-    pub async fn fail(
-        &self,
-        id: i64,
-        worker: &str,
-        error: &str,
-        max_attempts: i64,
-    ) -> Result<bool, sqlx::Error> {
-        let dialect = self.dialect()?;
-        let done = on_pool!(&self.pool, pool => sqlx::query(dialect.fail)
-            .bind(max_attempts)
-            .bind(error)
-            .bind(id)
-            .bind(worker)
-            .execute(pool)
-            .await?
-            .rows_affected());
-        Ok(done == 1)
-    }
-
-    /// Hands job `id` back to the queue without counting the attempt, if `worker` still holds
-    /// it: a shutdown interrupted it, it did not fail. Returns whether `worker` held it.
-    ///
-    /// # Errors
-    ///
-    /// A database error.
-    pub async fn hand_back(&self, id: i64, worker: &str) -> Result<bool, sqlx::Error> {
-        let dialect = self.dialect()?;
-        let done = on_pool!(&self.pool, pool => sqlx::query(dialect.hand_back)
-            .bind(id)
-            .bind(worker)
-            .execute(pool)
-            .await?
-            .rows_affected());
-        Ok(done == 1)
-    }
-
-    /// Queues again the jobs whose lease has expired (their worker died), without counting the
-    /// interrupted attempt, or fails them, with the reason, once they have had
-    /// [`max_deliveries`](Self::max_deliveries); returns how many.
-    ///
-    /// # Errors
-    ///
-    /// A database error.
-    pub async fn reclaim_expired(&self) -> Result<u64, sqlx::Error> {
-        let dialect = self.dialect()?;
-        let max = self.max_deliveries;
-        Ok(on_pool!(&self.pool, pool => {
-            let reclaim = sqlx::query(dialect.reclaim).bind(max).bind(max);
-            // MySQL's statement names the maximum three times, with `?` each.
-            let reclaim = if dialect.kind == Kind::MySql { reclaim.bind(max) } else { reclaim };
-            reclaim.bind(&self.queue).execute(pool).await?.rows_affected()
-        }))
-    }
-
     /// Why job `id` last failed, as recorded: its handler's error, or that its lease expired
     /// after its last delivery; `None` if it never failed or does not exist.
     ///
@@ -483,15 +340,75 @@ impl JobQueue for SqlJobQueue {
     }
 
     async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>, BoxError> {
-        Ok(SqlJobQueue::claim(self, worker, lease).await?)
+        let dialect = self.dialect()?;
+        on_pool!(&self.pool, pool => {
+            let row = if dialect.kind == Kind::MySql {
+                // READ COMMITTED: InnoDB then locks only the row it takes, not the gaps around
+                // it, which would hold up inserts and updates of other jobs (and other queues).
+                let mut connection = pool.acquire().await?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .execute(&mut *connection)
+                    .await?;
+                let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+                let id: Option<i64> = sqlx::query_scalar(MYSQL_CLAIM.select)
+                    .bind(&self.queue)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let row = match id {
+                    Some(id) => {
+                        sqlx::query(MYSQL_CLAIM.take)
+                            .bind(worker)
+                            .bind(millis(lease))
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                        Some(sqlx::query(MYSQL_CLAIM.read).bind(id).fetch_one(&mut *tx).await?)
+                    }
+                    None => None,
+                };
+                tx.commit().await?;
+                row
+            } else {
+                sqlx::query(dialect.claim)
+                    .bind(worker)
+                    .bind(millis(lease))
+                    .bind(&self.queue)
+                    .fetch_optional(pool)
+                    .await?
+            };
+            row.map(|row| {
+                Ok(Job {
+                    id: row.try_get(0)?,
+                    payload: row.try_get(1)?,
+                    attempts: row.try_get(2)?,
+                    deliveries: row.try_get(3)?,
+                })
+            })
+            .transpose()
+        })
     }
 
     async fn renew(&self, id: i64, worker: &str, lease: Duration) -> Result<bool, BoxError> {
-        Ok(SqlJobQueue::renew(self, id, worker, lease).await?)
+        let dialect = self.dialect()?;
+        let done = on_pool!(&self.pool, pool => sqlx::query(dialect.renew)
+            .bind(millis(lease))
+            .bind(id)
+            .bind(worker)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
     }
 
     async fn complete(&self, id: i64, worker: &str) -> Result<bool, BoxError> {
-        Ok(SqlJobQueue::complete(self, id, worker).await?)
+        let dialect = self.dialect()?;
+        let done = on_pool!(&self.pool, pool => sqlx::query(dialect.complete)
+            .bind(id)
+            .bind(worker)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
     }
 
     async fn fail(
@@ -499,16 +416,39 @@ impl JobQueue for SqlJobQueue {
         id: i64,
         worker: &str,
         error: &str,
-        max_attempts: i64,
+        max_attempts: u32,
     ) -> Result<bool, BoxError> {
-        Ok(SqlJobQueue::fail(self, id, worker, error, max_attempts).await?)
+        let dialect = self.dialect()?;
+        let done = on_pool!(&self.pool, pool => sqlx::query(dialect.fail)
+            .bind(i64::from(max_attempts))
+            .bind(error)
+            .bind(id)
+            .bind(worker)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
     }
 
     async fn hand_back(&self, id: i64, worker: &str) -> Result<bool, BoxError> {
-        Ok(SqlJobQueue::hand_back(self, id, worker).await?)
+        let dialect = self.dialect()?;
+        let done = on_pool!(&self.pool, pool => sqlx::query(dialect.hand_back)
+            .bind(id)
+            .bind(worker)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
     }
 
     async fn reclaim_expired(&self) -> Result<u64, BoxError> {
-        Ok(SqlJobQueue::reclaim_expired(self).await?)
+        let dialect = self.dialect()?;
+        let max = i64::from(self.max_deliveries);
+        Ok(on_pool!(&self.pool, pool => {
+            let reclaim = sqlx::query(dialect.reclaim).bind(max).bind(max);
+            // MySQL's statement names the maximum three times, with `?` each.
+            let reclaim = if dialect.kind == Kind::MySql { reclaim.bind(max) } else { reclaim };
+            reclaim.bind(&self.queue).execute(pool).await?.rows_affected()
+        }))
     }
 }

@@ -1,6 +1,7 @@
-//! A job worker's metrics as an exporter sees them, checked against what happened to each job:
-//! one done, one failed for good (dead), one taken back from a dead worker and done, one cut
-//! off and handed back at the shutdown. On SQLite, so it needs no server.
+//! A job worker's metrics as an exporter sees them, and its `JobStats`, checked against what
+//! happened to each job: one done, one failed for good (dead), one that panicked (dead too),
+//! one taken back from a dead worker and done, one cut off and handed back at the shutdown. On
+//! SQLite, so it needs no server.
 
 use std::time::Duration;
 
@@ -34,10 +35,13 @@ fn value(snapshot: &Snapshot, kind: MetricKind, name: &str, labels: &[(&str, &st
     total
 }
 
-/// `ms` = 1 fails; otherwise sleeps `ms` milliseconds.
+/// `ms` = 1 fails, 2 panics; otherwise sleeps `ms` milliseconds.
 async fn handler(job: Job<u64>) -> Result<(), BoxError> {
     if job.payload == 1 {
         return Err("the job fails".into());
+    }
+    if job.payload == 2 {
+        panic!("the job panics");
     }
     tokio::time::sleep(Duration::from_millis(job.payload)).await;
     Ok(())
@@ -83,6 +87,7 @@ async fn job_metrics_say_what_happened_to_each_job() {
         .unwrap();
     let done = queue.enqueue(&0u64).await.unwrap();
     let failed = queue.enqueue(&1u64).await.unwrap();
+    let panicked = queue.enqueue(&2u64).await.unwrap();
     let long = queue.enqueue(&60_000u64).await.unwrap();
     setup.request("set up");
     setup.finish().await.assert_exit_code(0);
@@ -91,14 +96,14 @@ async fn job_metrics_say_what_happened_to_each_job() {
     let queue = SqlJobQueue::new(db.pool().clone(), "metrics");
     let worker = JobWorker::new(queue.clone(), handler)
         .max_attempts(1)
-        .concurrency(4)
+        .concurrency(5)
         .poll_interval(Duration::from_millis(10));
     let run = TestRun::start(
         Lifecycle::builder()
             .signals([])
             .register(Registration::new("store", db))
             .register(
-                Registration::new("mailer", worker)
+                Registration::new("mailer", worker.clone())
                     .depends_on("store")
                     .stop_timeout(Duration::from_secs(1)),
             ),
@@ -108,7 +113,7 @@ async fn job_metrics_say_what_happened_to_each_job() {
     // Until three have ended and the long one is in hand.
     let states = || async {
         let mut states = Vec::new();
-        for id in [dead, done, failed, long] {
+        for id in [dead, done, failed, panicked, long] {
             states.push(queue.state(id).await.unwrap());
         }
         states
@@ -116,6 +121,7 @@ async fn job_metrics_say_what_happened_to_each_job() {
     let expected = [
         Some(JobState::Done),
         Some(JobState::Done),
+        Some(JobState::Failed),
         Some(JobState::Failed),
         Some(JobState::Running),
     ];
@@ -136,13 +142,14 @@ async fn job_metrics_say_what_happened_to_each_job() {
         (dead, JobState::Done),
         (done, JobState::Done),
         (failed, JobState::Failed),
+        (panicked, JobState::Failed),
         (long, JobState::Queued),
     ] {
         assert_eq!(queue.state(id).await.unwrap(), Some(state), "job {id}");
     }
     let counter =
         |name: &str, labels: &[(&str, &str)]| value(&snapshot, MetricKind::Counter, name, labels);
-    assert_eq!(counter("jobs_claimed_total", &mailer), 4.0);
+    assert_eq!(counter("jobs_claimed_total", &mailer), 5.0);
     assert_eq!(counter("jobs_reclaimed_total", &mailer), 1.0);
     let ended = |outcome| {
         counter(
@@ -150,9 +157,9 @@ async fn job_metrics_say_what_happened_to_each_job() {
             &[("component", "mailer"), ("outcome", outcome)],
         )
     };
-    // The failing job has one attempt (`max_attempts(1)`): its failure is its last, so it is
-    // dead, not failed (to be tried again); the long one was cut off at the stop, none was
-    // handed back without running.
+    // The failing and the panicking job have one attempt (`max_attempts(1)`): their failure is
+    // their last, so they are dead, not failed (to be tried again); the long one was cut off at
+    // the stop, none was handed back without running.
     assert_eq!(
         (
             ended("done"),
@@ -161,7 +168,7 @@ async fn job_metrics_say_what_happened_to_each_job() {
             ended("cut"),
             ended("handed_back")
         ),
-        (2.0, 0.0, 1.0, 1.0, 0.0)
+        (2.0, 0.0, 2.0, 1.0, 0.0)
     );
     assert_eq!(counter("jobs_late_total", &mailer), 0.0);
     let run_times = |outcome| {
@@ -174,6 +181,32 @@ async fn job_metrics_say_what_happened_to_each_job() {
     };
     assert_eq!(
         (run_times("done"), run_times("dead"), run_times("cut")),
-        (2.0, 1.0, 1.0)
+        (2.0, 2.0, 1.0)
+    );
+
+    // The stats say what the metrics say, under the same names as a consumer's, plus the
+    // panic (counted in `dead` too).
+    let stats = worker.stats();
+    assert_eq!(
+        (
+            stats.claimed,
+            stats.done,
+            stats.failed,
+            stats.dead,
+            stats.panicked
+        ),
+        (5, 2, 0, 2, 1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        (
+            stats.handed_back,
+            stats.cut,
+            stats.settle_failed,
+            stats.late,
+            stats.reclaimed
+        ),
+        (0, 1, 0, 0, 1),
+        "{stats:?}"
     );
 }

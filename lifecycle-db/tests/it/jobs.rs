@@ -689,7 +689,7 @@ async fn a_late_end_is_not_recorded_and_is_counted<B: Backend>(backend: B) {
         Lifecycle::builder()
             .signals([])
             .register(store)
-            .register(Registration::new("worker", worker).depends_on("store"))
+            .register(Registration::new("worker", worker.clone()).depends_on("store"))
             .build()
             .unwrap(),
     )
@@ -712,6 +712,12 @@ async fn a_late_end_is_not_recorded_and_is_counted<B: Backend>(backend: B) {
             .unwrap_or_default();
         if detail.contains("1 ended after their lease expired") {
             assert!(detail.contains("0 jobs done"), "{detail}");
+            let stats = worker.stats();
+            assert_eq!(
+                (stats.late, stats.done, stats.claimed),
+                (1, 0, 1),
+                "{stats:?}"
+            );
             break;
         }
         assert!(

@@ -14,7 +14,7 @@ use common::{
     count_connections, redis_admin, redis_clients, redis_url, server_available, Proxy, REDIS,
 };
 use lifecycle_core::{exit_code, Lifecycle, Outcome, Registration, Worker};
-use lifecycle_db::{RedisClient, RedisClientOptions};
+use lifecycle_db::RedisClient;
 use redis::{AsyncCommands, Direction, ErrorKind};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -59,10 +59,9 @@ async fn commands_in_flight_at_the_stop_all_resolve() {
         let key = name.clone();
         let _: () = redis_admin().await.del(&key).await.unwrap();
         let proxy = Proxy::start(REDIS).await;
-        let redis = RedisClientOptions::new()
-            .client_name(&name)
-            .open(&format!("redis://{}/", proxy.addr))
-            .unwrap();
+        let redis = RedisClient::new(&format!("redis://{}/", proxy.addr))
+            .unwrap()
+            .client_name(&name);
         let connection = redis.connection();
         let (handle, run) = common::start(
             Lifecycle::builder()
@@ -166,10 +165,9 @@ async fn redis_down_at_the_stop_bounds_it_and_leaves_no_reconnect_or_task() {
         let (proxy, proxy_runtime) = proxy_on_its_own_runtime(REDIS).await;
         // A response timeout longer than the stop timeout, so that a command sent into the black
         // hole is still waiting when the stop gives up.
-        let redis = RedisClientOptions::new()
-            .response_timeout(Some(Duration::from_secs(10)))
-            .open(&format!("redis://{}/", proxy.addr))
-            .unwrap();
+        let redis = RedisClient::new(&format!("redis://{}/", proxy.addr))
+            .unwrap()
+            .response_timeout(Some(Duration::from_secs(10)));
         let (client, mut connection) = (redis.clone(), redis.connection());
         let (handle, run) = common::start(
             Lifecycle::builder()
@@ -272,10 +270,7 @@ async fn a_blocking_blmove_on_a_dedicated_connection_leaves_the_shared_one_fast(
         format!("{name}:working"),
         format!("{name}:key"),
     );
-    let redis = RedisClientOptions::new()
-        .client_name(&name)
-        .open(&redis_url())
-        .unwrap();
+    let redis = RedisClient::new(&redis_url()).unwrap().client_name(&name);
     let (client, mut shared) = (redis.clone(), redis.connection());
     let worker = Worker::new(move |ctx| {
         let (client, queue, working) = (client.clone(), queue.clone(), working.clone());
@@ -411,6 +406,46 @@ async fn an_unreachable_redis_fails_the_start_naming_the_redacted_url_in_bounded
         "credentials stay out of reports: {error}"
     );
     assert!(error.to_lowercase().contains("refused"), "{error}");
+}
+
+/// Settings the client cannot run with fail its start, naming the setting, before it
+/// connects (the port is one nobody listens on: a connection attempt would fail otherwise).
+#[tokio::test]
+async fn invalid_settings_are_refused_at_the_start() {
+    let url = "redis://127.0.0.1:1/";
+    for (setting, redis) in [
+        (
+            "connect_timeout",
+            RedisClient::new(url)
+                .unwrap()
+                .connect_timeout(Duration::ZERO),
+        ),
+        (
+            "response_timeout",
+            RedisClient::new(url)
+                .unwrap()
+                .response_timeout(Some(Duration::ZERO)),
+        ),
+        (
+            "client_name",
+            RedisClient::new(url).unwrap().client_name("two words"),
+        ),
+    ] {
+        let report = Lifecycle::builder()
+            .signals([])
+            .register(Registration::new("redis", redis))
+            .build()
+            .unwrap()
+            .run()
+            .await;
+        let line = report.component("redis").unwrap();
+        assert_eq!(line.outcome, Outcome::Failed, "{report}");
+        let error = line.error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains(&format!("invalid setting of redis: {setting}")),
+            "{error}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -286,3 +286,44 @@ async fn a_subscriber_cut_off_from_a_silent_server_fails_on_its_ping() {
     );
     proxy.cut();
 }
+
+/// Settings the subscriber cannot run with fail its start, naming the setting, before it
+/// connects: a zero ping interval (which would panic its ping timer later), a zero connect
+/// timeout, nothing to subscribe to. The port is one nobody listens on.
+#[tokio::test]
+async fn invalid_settings_are_refused_at_the_start() {
+    let url = "redis://127.0.0.1:1/";
+    let handler = |_message: redis::Msg| std::future::ready(());
+    for (setting, subscriber) in [
+        (
+            "ping_interval",
+            RedisSubscriber::new(url, handler)
+                .unwrap()
+                .channel("c")
+                .ping_interval(Duration::ZERO),
+        ),
+        (
+            "connect_timeout",
+            RedisSubscriber::new(url, handler)
+                .unwrap()
+                .channel("c")
+                .connect_timeout(Duration::ZERO),
+        ),
+        ("channel", RedisSubscriber::new(url, handler).unwrap()),
+    ] {
+        let report = Lifecycle::builder()
+            .signals([])
+            .register(Registration::new("subscriber", subscriber))
+            .build()
+            .unwrap()
+            .run()
+            .await;
+        let line = report.component("subscriber").unwrap();
+        assert_eq!(line.outcome, Outcome::Failed, "{report}");
+        let error = line.error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains(&format!("invalid setting of subscriber: {setting}")),
+            "{error}"
+        );
+    }
+}

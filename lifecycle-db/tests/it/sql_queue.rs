@@ -6,7 +6,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::{mariadb_url, postgres_url, server_available, unique, MARIADB, POSTGRES};
-use lifecycle_db::SqlJobQueue;
+use lifecycle_db::{JobQueue, SqlJobQueue};
 
 /// A PostgreSQL session whose `now()` runs an hour ahead: a schema with its own `now`, searched
 /// before `pg_catalog` (PostgreSQL searches `pg_catalog` first only when it is not listed).

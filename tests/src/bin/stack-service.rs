@@ -34,7 +34,7 @@ use lifecycle_core::{
     async_trait, exit_code, BoxError, Component, Context, Lifecycle, Registration, Report,
 };
 use lifecycle_db::{
-    Job, JobWorker, RedisClientOptions, RedisConnection, RedisSubscriber, SqlJobQueue, SqlPool,
+    Job, JobWorker, RedisClient, RedisConnection, RedisSubscriber, SqlJobQueue, SqlPool,
 };
 use lifecycle_http::{health_routes, HttpServer};
 use serde_json::json;
@@ -110,10 +110,9 @@ async fn main() -> Report {
     let db = SqlPool::<Any>::new(&args.database_url).unwrap_or_else(|e| refuse(e));
     let pool = db.pool().clone();
     let leaked = pool.clone();
-    let redis = RedisClientOptions::new()
-        .client_name(&args.name)
-        .open(&args.redis_url)
-        .unwrap_or_else(|e| refuse(e));
+    let redis = RedisClient::new(&args.redis_url)
+        .unwrap_or_else(|e| refuse(e))
+        .client_name(&args.name);
     let queue = SqlJobQueue::new(pool.clone(), &*args.queue);
 
     // Each message counts itself in Redis, through the client: the subscriber needs it.
