@@ -75,14 +75,14 @@
 //! expires [`max_deliveries`](SqlJobQueue::max_deliveries) times (one that kills its worker
 //! every time) is failed with that reason instead of looping for ever.
 //!
-//! What the tests show, on SQLite, PostgreSQL, MariaDB and Redis (`tests/jobs.rs`): across
+//! What the tests show, on SQLite, PostgreSQL, MariaDB and Redis (`tests/it/jobs.rs`): across
 //! repeated stops that cut jobs off and a kill, every job ends done, and jobs run more than once
 //! only as often as runs were interrupted; a killed worker's job comes back after its lease; a
 //! job in hand at the stop is finished or handed back; a late end changes nothing; a job that
 //! panics, or runs past its maximum run time, is failed after its attempts while the worker
 //! goes on with the others. On Redis,
 //! racing sweeps and late acknowledgements never put a job in the queue twice
-//! (`tests/redis_queue.rs`). Order is not guaranteed: jobs are taken oldest first, but a
+//! (`tests/it/redis_queue.rs`). Order is not guaranteed: jobs are taken oldest first, but a
 //! reclaimed or retried job runs after newer ones.
 //!
 //! # Counts and metrics
