@@ -425,8 +425,8 @@ async fn a_failing_job_is_retried_then_marked_failed<B: Backend>(backend: B) {
 }
 
 /// A job whose work panics is a failed attempt like an error: retried, then failed for good
-/// with the panic's message, and the worker stays up (the component never fails) and goes on
-/// with the other jobs.
+/// with the panic's message, and the worker stays up (the component never fails) and does the
+/// 100 other jobs.
 async fn a_panicking_job_is_a_failed_attempt_and_the_worker_stays_up<B: Backend>(backend: B) {
     let name = unique("panicking");
     let runs = Runs::default();
@@ -451,7 +451,7 @@ async fn a_panicking_job_is_a_failed_attempt_and_the_worker_stays_up<B: Backend>
     let poison = B::enqueue(&queue, 1).await;
     let at_once = B::enqueue(&queue, 2).await;
     let mut good = Vec::new();
-    for _ in 0..10 {
+    for _ in 0..100 {
         good.push(B::enqueue(&queue, 0).await);
     }
     wait_for_state::<B>(&queue, poison, JobState::Failed).await;
