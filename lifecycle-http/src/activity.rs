@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use crate::requests::{Requests, Summary};
+use crate::requests::Requests;
+use crate::serving::Serving;
 use crate::shutdown_flags::ShutdownFlags;
 use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::HttpStats;
@@ -74,12 +75,11 @@ impl Activity {
 
     /// Counts a request as in progress, for the connection and the server, until the guard
     /// is dropped.
-    pub(crate) fn begin(self: &Arc<Self>, summary: Summary) -> InProgress {
+    pub(crate) fn begin(self: &Arc<Self>) -> InProgress {
         self.busy.state.fetch_add(IN_PROGRESS, Ordering::AcqRel);
         self.stats.request_began();
         InProgress {
             activity: self.clone(),
-            summary: Some(summary),
             listed: None,
         }
     }
@@ -243,8 +243,6 @@ impl std::future::Future for Tick {
 #[derive(Debug)]
 pub(crate) struct InProgress {
     activity: Arc<Activity>,
-    /// What names the request, until it is listed among those a stop may wait for.
-    summary: Option<Summary>,
     /// Its key among the listed requests, once it waited.
     listed: Option<u64>,
 }
@@ -258,8 +256,9 @@ impl InProgress {
     /// The request's handler or body made it wait: it is listed (once) among the requests a
     /// stop may wait for.
     pub(crate) fn waits(&mut self) {
-        if let Some(summary) = self.summary.take() {
-            self.listed = Some(self.activity.requests.list(summary));
+        if self.listed.is_none() {
+            // Polled in the task serving the request, whose name it holds (`Serving`).
+            self.listed = Some(self.activity.requests.list(Serving::request()));
         }
     }
 }

@@ -17,6 +17,8 @@ use crate::activity::Activity;
 use crate::io::ConnIo;
 use crate::metrics::Closed;
 use crate::request_service::RequestService;
+use crate::requests::Summary;
+use crate::serving::Serving;
 use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::ConnectionGuard;
 use crate::stream::{Handshake, Stream};
@@ -41,7 +43,10 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, future: F) {
-        self.ctx.spawn(self.signal.clone().scope(future));
+        // The stream's request is dispatched in its own task (hyper-util's adapter calls the
+        // service on the stream future's first poll), which names it there.
+        let serving = Serving::scope(self.signal.clone(), Summary::default(), future);
+        self.ctx.spawn(serving);
     }
 }
 
@@ -125,9 +130,12 @@ pub(crate) async fn serve_connection(
     // Handlers of HTTP/1 requests run in this task: the signal is theirs (`ShutdownSignal`'s
     // extractor), with no extension inserted per request.
     let signal = activity.signal().clone();
-    let result = signal
-        .scope(drive(conn, &activity, header_read_timeout))
-        .await;
+    let result = Serving::scope(
+        signal,
+        Summary::default(),
+        drive(conn, &activity, header_read_timeout),
+    )
+    .await;
     let http2 = activity.busy().is_http2();
     match result {
         Err(error) if vanished(&*error) => {

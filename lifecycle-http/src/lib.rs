@@ -69,6 +69,7 @@ mod request_service;
 mod requests;
 mod server;
 mod service;
+mod serving;
 mod shutdown_flags;
 mod shutdown_signal;
 mod stats;

@@ -23,7 +23,7 @@ use tower::Service;
 
 use crate::activity::{Activity, InProgress};
 use crate::body_timeout::TimedBody;
-use crate::requests::Summary;
+use crate::serving::Serving;
 
 /// The service a connection runs: the user's router behind this per-request layer, a tower
 /// service that hyper calls through `hyper_util`'s `TowerToHyperService` (as `axum::serve` and
@@ -79,14 +79,14 @@ impl Service<Request<Incoming>> for RequestService {
         // HTTP/1 clients are asked to close during the drain, except on an upgrade: a
         // `CONNECT` tunnel, or a 101 (checked on the response).
         let http1 = request.version() < Version::HTTP_2 && request.method() != Method::CONNECT;
-        let summary = Summary::of(&request);
+        Serving::dispatching(&request);
         let (parts, body) = request.into_parts();
         let (body, timed_out) = TimedBody::new(body, self.activity.body_read_timeout());
         let mut request = Request::from_parts(parts, body);
         if let Some(peer) = self.peer {
             request.extensions_mut().insert(ConnectInfo(peer));
         }
-        let in_flight = self.activity.begin(summary);
+        let in_flight = self.activity.begin();
         // A router is always ready (its `poll_ready` returns `Ready` at once), so it is called
         // without it, as `axum::serve` effectively does; and this service is already the
         // adapter's clone for this request, so the router is not cloned again.

@@ -4,13 +4,13 @@
 //! A request is listed the first time its handler or its response body makes it wait, with
 //! the time of that moment, and unlisted when it ends: a request answered at its first poll,
 //! as most are, is never listed, reads no clock and takes no lock. What every request costs is
-//! keeping its method and path (a reference count) until it ends.
+//! its name written in place in its task's [`Serving`](crate::serving::Serving): the method,
+//! the version and the path's first bytes copied, no reference count, no allocation.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use axum::http::uri::PathAndQuery;
 use axum::http::{Method, Request, Version};
 use tokio::time::Instant;
 
@@ -23,12 +23,29 @@ pub(crate) struct Requests {
     upgraded: AtomicUsize,
 }
 
-/// What names a request: kept from its dispatch, listed only if it waits.
-#[derive(Debug)]
+/// The most of a path a name keeps: enough to tell the routes apart.
+const PATH_KEPT: usize = 64;
+
+/// What names a request: written at its dispatch, listed only if it waits. The path is kept
+/// without its query (which may hold secrets), cut at [`PATH_KEPT`] bytes.
+#[derive(Debug, Clone)]
 pub(crate) struct Summary {
     method: Method,
-    path: Option<PathAndQuery>,
     version: Version,
+    path: [u8; PATH_KEPT],
+    /// How many bytes of `path` are the path's; more than `PATH_KEPT` when it was cut.
+    len: usize,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Summary {
+            method: Method::GET,
+            version: Version::HTTP_11,
+            path: [0; PATH_KEPT],
+            len: 0,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -38,12 +55,25 @@ struct Listed {
 }
 
 impl Summary {
-    pub(crate) fn of<B>(request: &Request<B>) -> Self {
-        Summary {
-            method: request.method().clone(),
-            path: request.uri().path_and_query().cloned(),
-            version: request.version(),
-        }
+    /// Becomes the name of `request`, in place.
+    pub(crate) fn set<B>(&mut self, request: &Request<B>) {
+        let path = request.uri().path().as_bytes();
+        let kept = path.len().min(PATH_KEPT);
+        self.path[..kept].copy_from_slice(&path[..kept]);
+        self.len = path.len();
+        self.method = request.method().clone();
+        self.version = request.version();
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kept = &self.path[..self.len.min(PATH_KEPT)];
+        // A URI's path is ASCII; lossy only against a bug elsewhere.
+        let path = String::from_utf8_lossy(kept);
+        let path = if path.is_empty() { "/".into() } else { path };
+        let cut = if self.len > PATH_KEPT { "…" } else { "" };
+        write!(f, "{} {path}{cut}", self.method)
     }
 }
 
@@ -81,12 +111,8 @@ impl Requests {
         let mut held: Vec<String> = listed
             .values()
             .map(|l| {
-                let path = l.summary.path.as_ref().map_or("/", PathAndQuery::path);
                 let age = lifecycle_core::held_by::age(now.saturating_duration_since(l.since));
-                format!(
-                    "{} {path} (running {age}, {:?})",
-                    l.summary.method, l.summary.version
-                )
+                format!("{} (running {age}, {:?})", l.summary, l.summary.version)
             })
             .collect();
         let unlisted = in_flight.saturating_sub(listed.len());
@@ -103,5 +129,34 @@ impl Requests {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Listed>> {
         self.listed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Summary, PATH_KEPT};
+    use axum::http::Request;
+
+    fn name(uri: &str) -> String {
+        let mut summary = Summary::default();
+        summary.set(&Request::post(uri).body(()).unwrap());
+        summary.to_string()
+    }
+
+    #[test]
+    fn a_name_is_the_method_and_the_path_without_its_query() {
+        assert_eq!(name("/work?ms=5&token=secret"), "POST /work");
+        assert_eq!(name("http://host"), "POST /");
+    }
+
+    #[test]
+    fn a_long_path_is_cut_and_says_so() {
+        let long = format!("/{}", "a".repeat(100));
+        assert_eq!(name(&long), format!("POST {}…", &long[..PATH_KEPT]));
+        // A shorter name written over a longer one leaves nothing of it.
+        let mut summary = Summary::default();
+        summary.set(&Request::get(long.as_str()).body(()).unwrap());
+        summary.set(&Request::get("/b").body(()).unwrap());
+        assert_eq!(summary.to_string(), "GET /b");
     }
 }

@@ -35,11 +35,6 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 #[derive(Debug, Clone)]
 pub struct ShutdownSignal(Arc<Tokens>);
 
-tokio::task_local! {
-    /// The signal of the server whose connection (HTTP/1) or stream (HTTP/2) the task serves.
-    static CURRENT: ShutdownSignal;
-}
-
 #[derive(Debug)]
 struct Tokens {
     stopping: CancellationToken,
@@ -53,16 +48,7 @@ impl ShutdownSignal {
     /// server's connection, in a task the handler spawned for instance: take the signal in the
     /// handler and move it there.
     pub fn current() -> Option<ShutdownSignal> {
-        CURRENT.try_with(ShutdownSignal::clone).ok()
-    }
-
-    /// Runs `future` (a connection, or an HTTP/2 stream) with this signal as
-    /// [`current`](Self::current).
-    pub(crate) fn scope<F: std::future::Future>(
-        self,
-        future: F,
-    ) -> tokio::task::futures::TaskLocalFuture<ShutdownSignal, F> {
-        CURRENT.scope(self, future)
+        crate::serving::Serving::signal()
     }
 
     pub(crate) fn new(ctx: &Context) -> Self {

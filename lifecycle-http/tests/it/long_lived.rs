@@ -154,6 +154,41 @@ async fn a_stop_held_by_an_http2_stream_names_it() {
     assert!(held[0].ends_with(", HTTP/2.0)"), "{held:?}");
 }
 
+/// Several streams at once on one HTTP/2 connection: each is named for its own request, not
+/// the connection's latest (each stream's task holds its own name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_held_by_several_http2_streams_of_one_connection_names_each() {
+    use http_body_util::{BodyExt, Empty};
+    let server = start(Duration::ZERO, Duration::from_millis(500)).await;
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake::<_, _, Empty<axum::body::Bytes>>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut requests = Vec::new();
+    for path in ["/stream", "/work?ms=60000", "/stream"] {
+        let mut sender = sender.clone();
+        requests.push(tokio::spawn(async move {
+            let request = axum::http::Request::get(format!("http://test{path}"))
+                .body(Empty::new())
+                .unwrap();
+            let response = sender.send_request(request).await?;
+            response.into_body().collect().await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.handle.shutdown("deploy");
+    let mut held = held_by(server).await;
+    held.sort();
+    assert_eq!(held.len(), 3, "{held:?}");
+    assert!(held[0].starts_with("GET /stream (running "), "{held:?}");
+    assert!(held[1].starts_with("GET /stream (running "), "{held:?}");
+    assert!(held[2].starts_with("GET /work (running "), "{held:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_held_by_a_websocket_counts_it() {
     let server = start(Duration::ZERO, Duration::from_millis(500)).await;
