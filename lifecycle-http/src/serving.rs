@@ -46,11 +46,6 @@ impl Serving {
         SERVING.scope(serving, future)
     }
 
-    /// The signal of the server whose connection or stream the calling task serves.
-    pub(crate) fn signal() -> Option<ShutdownSignal> {
-        SERVING.try_with(|serving| serving.signal.clone()).ok()
-    }
-
     /// Notes `request` as the one the calling task serves now. Outside a server's task (the
     /// service called directly), nothing: the request is then listed without its name.
     pub(crate) fn dispatching<B>(request: &Request<B>) {
@@ -66,5 +61,16 @@ impl Serving {
         SERVING
             .try_with(|serving| serving.request.borrow().clone())
             .unwrap_or_default()
+    }
+}
+
+// Here rather than in `shutdown_signal.rs`, beside the task-local it reads.
+impl ShutdownSignal {
+    /// The signal of the server whose connection or HTTP/2 stream the calling task serves:
+    /// what a handler that has no extractors (a tonic service) takes. `None` outside a
+    /// server's connection, in a task the handler spawned for instance: take the signal in the
+    /// handler and move it there.
+    pub fn current() -> Option<ShutdownSignal> {
+        SERVING.try_with(|serving| serving.signal.clone()).ok()
     }
 }

@@ -43,14 +43,6 @@ struct Tokens {
 }
 
 impl ShutdownSignal {
-    /// The signal of the server whose connection or HTTP/2 stream the calling task serves:
-    /// what a handler that has no extractors (a tonic service) takes. `None` outside a
-    /// server's connection, in a task the handler spawned for instance: take the signal in the
-    /// handler and move it there.
-    pub fn current() -> Option<ShutdownSignal> {
-        crate::serving::Serving::signal()
-    }
-
     pub(crate) fn new(ctx: &Context) -> Self {
         ShutdownSignal(Arc::new(Tokens {
             stopping: ctx.token().clone(),
