@@ -7,7 +7,7 @@
 # Usage: scripts/in-place-upgrade.sh [upgrade|control|steady] [drain-delay]
 #   upgrade (default): three SIGHUP upgrades; expect zero failed requests.
 #   steady: the same load with no upgrade, for the latency of the steady state.
-#   control: three plain restarts (SIGTERM, wait for the exit, start again) on the same port;
+#   control: three plain restarts (SIGTERM, wait for the exit, start again 2 s later) on the same port;
 #            expect failures: connections are refused while no process listens.
 # Needs wrk (Debian: apt-get install wrk). BIN=path/to/example-service uses that binary instead
 # of building a release one. Prints wrk's figures and a verdict line; exits non-zero when the
@@ -93,6 +93,11 @@ restart() {
     while alive "$old"; do sleep 0.01; done
   fi
   rm -f "$work/pid"
+  # The port is closed between the two processes. A connect whose SYN the old process's stop
+  # dropped is retried by the kernel after 1 s and may reach a new process started faster than
+  # that (then the control sees nothing: seen once); a real restart (a container's, a unit's
+  # RestartSec) takes longer, so the new one starts 2 s later.
+  sleep 2
   start
 }
 
