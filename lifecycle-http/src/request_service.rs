@@ -17,7 +17,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use axum::routing::future::RouteFuture;
 use axum::Router;
-use http_body::{Frame, SizeHint};
+use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use tower::Service;
 
@@ -81,7 +81,14 @@ impl Service<Request<Incoming>> for RequestService {
         let http1 = request.version() < Version::HTTP_2 && request.method() != Method::CONNECT;
         Serving::dispatching(&request);
         let (parts, body) = request.into_parts();
-        let (body, timed_out) = TimedBody::new(body, self.activity.body_read_timeout());
+        // A request with no body (most) gets axum's empty body, which boxes nothing; a body is
+        // boxed once, with its read timeout, and the router takes it as it is.
+        let (body, timed_out) = if body.is_end_stream() {
+            (Body::empty(), None)
+        } else {
+            let (body, timed_out) = TimedBody::new(body, self.activity.body_read_timeout());
+            (Body::new(body), timed_out)
+        };
         let mut request = Request::from_parts(parts, body);
         if let Some(peer) = self.peer {
             request.extensions_mut().insert(ConnectInfo(peer));
