@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::Context;
+use crate::context::Context;
 
 /// The first wait between two attempts of [`retry_until`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);

@@ -2,6 +2,7 @@
 //! the testing kit, nearly all on tokio's paused clock. `signals.rs` stays a binary of its own:
 //! it is its own child process, so its `main` is not libtest's.
 
+mod architecture;
 mod common;
 mod configuration;
 mod dag_properties;
