@@ -3,9 +3,8 @@
 //! health service's `Watch` turning `NOT_SERVING` within 100 ms of the signal, and the same port
 //! over TLS for HTTPS and gRPC.
 
-use lifecycle_test_support::free_addr;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,56 +20,9 @@ mod pb {
     include!(concat!(env!("OUT_DIR"), "/client/example.v1.Example.rs"));
 }
 
+use crate::common::{self, free_addr, BIN};
 use pb::example_client::ExampleClient;
 use pb::{TicksRequest, WorkRequest};
-
-const BIN: &str = env!("CARGO_BIN_EXE_example-service");
-
-/// The service as a child process, killed if the test ends before it exits.
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Service {
-    fn start(args: &[&str], dir: &std::path::Path) -> Self {
-        let child = Command::new(BIN)
-            .args(args)
-            .env(
-                "DATABASE_URL",
-                format!("sqlite://{}?mode=rwc", dir.join("service.db").display()),
-            )
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Service(child)
-    }
-
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    async fn exit_code(&mut self, within: Duration) -> Option<i32> {
-        let until = Instant::now() + within;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < until, "the service did not exit in time");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
 
 async fn wait_serving(
     channel: impl Fn() -> futures::future::BoxFuture<'static, Option<Channel>>,
@@ -102,7 +54,7 @@ async fn h2c(addr: SocketAddr) -> Option<Channel> {
 async fn unary_and_streaming_calls_across_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
-    let mut service = Service::start(
+    let mut service = common::spawn(
         &["--listen", &addr.to_string(), "--drain-delay", "500ms"],
         dir.path(),
     );
@@ -159,7 +111,7 @@ async fn unary_and_streaming_calls_across_sigterm() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let signalled = Instant::now();
-    service.terminate();
+    common::signal(&service, "TERM");
     let next = tokio::time::timeout(Duration::from_millis(100), watch.message())
         .await
         .expect("NOT_SERVING within 100 ms of SIGTERM")
@@ -183,7 +135,10 @@ async fn unary_and_streaming_calls_across_sigterm() {
             "the server's status, not a reset: {status:?}"
         );
     }
-    assert_eq!(service.exit_code(Duration::from_secs(15)).await, Some(0));
+    assert_eq!(
+        tokio::task::block_in_place(|| common::wait(&mut service)),
+        Some(0)
+    );
 }
 
 mod tls {
@@ -232,7 +187,7 @@ mod tls {
         std::fs::write(&cert, made.cert.pem()).unwrap();
         std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
         let addr = free_addr();
-        let mut service = Service::start(
+        let mut service = common::spawn(
             &[
                 "--listen",
                 &addr.to_string(),
@@ -270,8 +225,11 @@ mod tls {
         assert_eq!(response.status(), 200);
         response.into_body().collect().await.unwrap();
 
-        service.terminate();
-        assert_eq!(service.exit_code(Duration::from_secs(15)).await, Some(0));
+        common::signal(&service, "TERM");
+        assert_eq!(
+            tokio::task::block_in_place(|| common::wait(&mut service)),
+            Some(0)
+        );
     }
 
     /// The certificate a fresh full handshake gets.
@@ -308,7 +266,7 @@ mod tls {
         std::fs::write(&cert, old.cert.pem()).unwrap();
         std::fs::write(&key, old.signing_key.serialize_pem()).unwrap();
         let addr = free_addr();
-        let mut service = Service::start(
+        let mut service = common::spawn(
             &[
                 "--listen",
                 &addr.to_string(),
@@ -343,7 +301,10 @@ mod tls {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // The old process handed over and exited cleanly; the new one is in the PID file.
-        assert_eq!(service.exit_code(Duration::from_secs(15)).await, Some(0));
+        assert_eq!(
+            tokio::task::block_in_place(|| common::wait(&mut service)),
+            Some(0)
+        );
         let successor: i32 = std::fs::read_to_string(&pid_file)
             .unwrap()
             .trim()

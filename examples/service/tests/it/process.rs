@@ -9,27 +9,12 @@ use std::time::{Duration, Instant};
 
 use crate::common::{self, free_addr, get, Service, BIN};
 
-fn start(args: &[&str], dir: &std::path::Path) -> Service {
-    let child = Command::new(BIN)
-        .args(args)
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.join("service.db").display()),
-        )
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    Service(child)
-}
-
 #[test]
 fn health_endpoints_across_sigterm_and_the_report_file() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let report_path = dir.path().join("report.json");
-    let mut service = start(
+    let mut service = common::spawn(
         &[
             "--listen",
             &addr.to_string(),
@@ -108,7 +93,7 @@ fn health_endpoints_across_sigterm_and_the_report_file() {
 #[test]
 fn refuses_to_start_when_the_shutdown_cannot_fit_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
-    let mut service = start(
+    let mut service = common::spawn(
         &[
             "--listen",
             &free_addr().to_string(),
@@ -228,7 +213,7 @@ fn admin_listener_serves_metrics_through_the_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, admin) = (free_addr(), free_addr());
     let report_path = dir.path().join("report.json");
-    let mut service = start(
+    let mut service = common::spawn(
         &[
             "--listen",
             &addr.to_string(),
@@ -302,7 +287,7 @@ fn a_forced_exit_report_says_what_held_the_stop() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let report_path = dir.path().join("report.json");
-    let mut service = start(
+    let mut service = common::spawn(
         &[
             "--listen",
             &addr.to_string(),

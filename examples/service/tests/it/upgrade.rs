@@ -20,9 +20,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, WaitOptions};
 
-use crate::common::{free_addr, get};
-
-const BIN: &str = env!("CARGO_BIN_EXE_example-service");
+use crate::common::{free_addr, get, BIN};
 
 /// A service started from its own directory, with its PID file, report and log there.
 struct Service {

@@ -26,6 +26,23 @@ pub use lifecycle_test_support::servers::{
     server_available, MARIADB, NATS, POSTGRES, RABBITMQ, REDIS,
 };
 
+/// The binary started with `args` on a SQLite database in `dir`, its stderr piped (some tests
+/// read what it logged); not waited for.
+pub fn spawn(args: &[&str], dir: &std::path::Path) -> Service {
+    let child = Command::new(BIN)
+        .args(args)
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.join("service.db").display()),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Service(child)
+}
+
 /// One HTTP/1.1 request on a fresh connection; the status and the body.
 pub fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
