@@ -167,23 +167,7 @@ fn no_job_is_lost(db: &str, queue: &str, redis: bool) {
         "{duplicates} duplicate runs, {interrupted_by_kills} jobs interrupted by the kill"
     );
     if let Some(queue) = redis_queue {
-        tokio::runtime::Runtime::new().unwrap().block_on(async {
-            let mut redis = redis::Client::open(REDIS_URL)
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-                .unwrap();
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("lifecycle:{queue}:*"))
-                .query_async(&mut redis)
-                .await
-                .unwrap();
-            let _: () = redis::cmd("DEL")
-                .arg(keys)
-                .query_async(&mut redis)
-                .await
-                .unwrap();
-        });
+        delete_redis_queue(queue);
     }
 }
 
@@ -276,6 +260,11 @@ fn a_job_of_a_killed_container_is_taken_up_by_the_next_one_with_the_same_pid() {
     );
     assert_ne!(first_identity, second_identity);
     drop(second);
+    delete_redis_queue(&queue);
+}
+
+/// Deletes what the Redis job queue `queue` left on the server.
+fn delete_redis_queue(queue: &str) {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let mut redis = redis::Client::open(REDIS_URL)
             .unwrap()
