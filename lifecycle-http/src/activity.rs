@@ -2,6 +2,8 @@
 //! are still waiting to be written, whether it has done anything lately, and whether it speaks
 //! HTTP/2. The stop turn and the header read timeout both ask it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
@@ -181,61 +183,79 @@ impl Busy {
     /// for every request and costs a few percent of throughput. The timer checks a quarter of
     /// `limit` at a time whether the connection has been busy since the last check, so it
     /// completes between `limit` and 1.25 × `limit` after the connection went idle.
-    pub(crate) async fn idle_for(&self, limit: Duration) {
+    pub(crate) fn idle_for(&self, limit: Duration) -> IdleFor<'_> {
         let check = (limit / IDLE_CHECKS).max(Duration::from_millis(1));
-        let mut seen = self.state.load(Ordering::Acquire) >> 32;
-        let mut quiet = 0;
-        loop {
-            Tick::new(check).await;
-            let went_idle = self.state.load(Ordering::Acquire) >> 32;
-            if self.is_busy() || went_idle != seen {
-                seen = went_idle;
-                quiet = 0;
-                continue;
-            }
-            quiet += 1;
-            if quiet >= IDLE_CHECKS {
-                return;
-            }
+        IdleFor {
+            busy: self,
+            check,
+            seen: self.went_idle(),
+            quiet: 0,
+            sleep: tokio::time::sleep(check),
+            registered: false,
         }
+    }
+
+    /// How many times the connection stopped being busy (wrapping).
+    fn went_idle(&self) -> u64 {
+        self.state.load(Ordering::Acquire) >> 32
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A `Sleep` that is polled once, to register the task's waker with the timer, and then
-    /// only asked whether it has elapsed. A connection's task polls its idle timer on every
-    /// wake-up, that is for every request, and polling a `Sleep` again registers the waker
-    /// again; the waker of a task wakes the same task for its whole life, so once is enough.
-    struct Tick {
+    /// The future of [`Busy::idle_for`]. A connection's task polls it at every wake-up, that
+    /// is for every request: once its timer is registered, a poll only asks the timer whether
+    /// it has elapsed (polling a `Sleep` again registers the waker again; the waker of a task
+    /// wakes the same task for its whole life, so once is enough).
+    pub(crate) struct IdleFor<'a> {
+        busy: &'a Busy,
+        check: Duration,
+        seen: u64,
+        quiet: u32,
         #[pin]
         sleep: tokio::time::Sleep,
         registered: bool,
     }
 }
 
-impl Tick {
-    fn new(duration: Duration) -> Self {
-        Tick {
-            sleep: tokio::time::sleep(duration),
-            registered: false,
+impl Future for IdleFor<'_> {
+    type Output = ();
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.registered && !self.sleep.is_elapsed() {
+            return Poll::Pending;
         }
+        self.check(cx)
     }
 }
 
-impl std::future::Future for Tick {
-    type Output = ();
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        let this = self.project();
-        if *this.registered {
-            return if this.sleep.is_elapsed() {
-                Poll::Ready(())
+impl IdleFor<'_> {
+    /// A check, at the end of each quarter of the limit (and the first poll).
+    #[cold]
+    fn check(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        loop {
+            if !*this.registered {
+                *this.registered = true;
+                if this.sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            let went_idle = this.busy.went_idle();
+            if this.busy.is_busy() || went_idle != *this.seen {
+                *this.seen = went_idle;
+                *this.quiet = 0;
             } else {
-                Poll::Pending
-            };
+                *this.quiet += 1;
+                if *this.quiet >= IDLE_CHECKS {
+                    return Poll::Ready(());
+                }
+            }
+            this.sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + *this.check);
+            *this.registered = false;
         }
-        *this.registered = true;
-        this.sleep.poll(cx)
     }
 }
 

@@ -2,6 +2,7 @@
 //! closed at the stop turn once nothing is left to write.
 
 use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -17,7 +18,6 @@ use crate::activity::Activity;
 use crate::io::ConnIo;
 use crate::metrics::Closed;
 use crate::request_service::RequestService;
-use crate::requests::Summary;
 use crate::serving::Serving;
 use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::ConnectionGuard;
@@ -45,7 +45,7 @@ where
     fn execute(&self, future: F) {
         // The stream's request is dispatched in its own task (hyper-util's adapter calls the
         // service on the stream future's first poll), which names it there.
-        let serving = Serving::scope(self.signal.clone(), Summary::default(), future);
+        let serving = Serving::scope(self.signal.clone(), future);
         self.ctx.spawn(serving);
     }
 }
@@ -130,12 +130,7 @@ pub(crate) async fn serve_connection(
     // Handlers of HTTP/1 requests run in this task: the signal is theirs (`ShutdownSignal`'s
     // extractor), with no extension inserted per request.
     let signal = activity.signal().clone();
-    let result = Serving::scope(
-        signal,
-        Summary::default(),
-        drive(conn, &activity, header_read_timeout),
-    )
-    .await;
+    let result = Serving::scope(signal, drive(conn, &activity, header_read_timeout)).await;
     let http2 = activity.busy().is_http2();
     match result {
         Err(error) if vanished(&*error) => {
@@ -176,6 +171,18 @@ type Conn<'a, 'b> = Pin<
 >;
 type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
+/// What ended a connection's serving before the drain.
+enum Turn {
+    /// The connection closed.
+    Ended(ConnResult),
+    /// The drain began.
+    Drain,
+    /// The stop turn came (without a drain: a restart or a rollback).
+    Stop,
+    /// The connection was not busy for the header read timeout.
+    Idle,
+}
+
 /// Runs a connection to its end:
 ///
 /// - Before the drain, a connection that has not been busy for `header_read_timeout` is closed
@@ -197,14 +204,33 @@ async fn drive(
 ) -> ConnResult {
     let flags = activity.flags();
     // Serving. The stop turn normally comes after the drain, but a stop outside a shutdown
-    // (a restart, or a rollback) comes without one.
-    let mut draining = true;
-    tokio::select! {
-        biased;
-        result = conn.as_mut() => return result,
-        () = flags.draining() => {}
-        () = flags.stopping() => draining = false,
-        () = activity.busy().idle_for(header_read_timeout) => {
+    // (a restart, or a rollback) comes without one. Written out rather than with `select!`,
+    // whose bookkeeping ran at every wake-up of the task, that is for every request: the
+    // connection first, then each watcher, which once registered is a flag read or a timer's
+    // "elapsed?".
+    let (mut drain, mut stop) = (pin!(flags.draining()), pin!(flags.stopping()));
+    let mut idle = pin!(activity.busy().idle_for(header_read_timeout));
+    let turn = poll_fn(|cx| {
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Turn::Ended(result));
+        }
+        if drain.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Turn::Drain);
+        }
+        if stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Turn::Stop);
+        }
+        if idle.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Turn::Idle);
+        }
+        Poll::Pending
+    })
+    .await;
+    let draining = match turn {
+        Turn::Ended(result) => return result,
+        Turn::Drain => true,
+        Turn::Stop => false,
+        Turn::Idle => {
             if !activity.busy().is_http2() {
                 tracing::trace!("closing a connection that sent no request head in time");
                 return Ok(());
@@ -212,7 +238,7 @@ async fn drive(
             tracing::trace!("closing an idle HTTP/2 connection");
             return going_away(conn, activity, header_read_timeout).await;
         }
-    }
+    };
     // Draining: until the stop turn, or until the client turns out to speak HTTP/2.
     if draining {
         loop {

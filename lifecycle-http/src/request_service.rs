@@ -80,29 +80,30 @@ impl Service<Request<Incoming>> for RequestService {
         // `CONNECT` tunnel, or a 101 (checked on the response).
         let http1 = request.version() < Version::HTTP_2 && request.method() != Method::CONNECT;
         Serving::dispatching(&request);
-        let (parts, body) = request.into_parts();
         // A request with no body (most) gets axum's empty body, which boxes nothing; a body is
-        // boxed once, with its read timeout, and the router takes it as it is.
-        let (body, timed_out) = if body.is_end_stream() {
-            (Body::empty(), None)
-        } else {
+        // boxed once, with its read timeout, and the router takes it as it is. (`map`, not
+        // `into_parts` and `from_parts`: the request is moved once, not twice.)
+        let mut body_timed_out = None;
+        let mut request = request.map(|body| {
+            if body.is_end_stream() {
+                return Body::empty();
+            }
             let (body, timed_out) = TimedBody::new(body, self.activity.body_read_timeout());
-            (Body::new(body), timed_out)
-        };
-        let mut request = Request::from_parts(parts, body);
+            body_timed_out = timed_out;
+            Body::new(body)
+        });
         if let Some(peer) = self.peer {
             request.extensions_mut().insert(ConnectInfo(peer));
         }
-        let in_flight = self.activity.begin();
         // A router is always ready (its `poll_ready` returns `Ready` at once), so it is called
         // without it, as `axum::serve` effectively does; and this service is already the
-        // adapter's clone for this request, so the router is not cloned again.
-        let response = self.router.call(request);
+        // adapter's clone for this request, so the router is not cloned again. Called inside
+        // the future's literal, so the router's future is written in place.
         ResponseFuture {
-            response,
-            in_flight: Some(in_flight),
+            in_flight: Some(self.activity.begin()),
             http1,
-            body_timed_out: timed_out,
+            body_timed_out,
+            response: self.router.call(request),
         }
     }
 }

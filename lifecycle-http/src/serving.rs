@@ -1,76 +1,102 @@
-//! What a task serving requests holds, as a task-local: the server's [`ShutdownSignal`] (what
+//! What a task serving requests holds, while it runs: the server's [`ShutdownSignal`] (what
 //! handlers take) and the name of the request it serves now.
 //!
 //! The name is written in place at each dispatch and read only if the request makes its
 //! handler or body wait (`requests.rs` lists it then), so neither a request's future nor its
 //! body carries it: moved with them through hyper, it cost every request about 250
-//! instructions (BENCHMARKS section 9). The connection's task is scoped with it (HTTP/1
-//! requests are dispatched and their handlers run there, one at a time), and so is each
-//! HTTP/2 stream's task, where hyper-util's adapter dispatches the stream's request (it calls
-//! the service on the stream future's first poll).
+//! instructions (BENCHMARKS section 9). A connection's future is wrapped in [`InServing`]
+//! (HTTP/1 requests are dispatched and their handlers run in its task, one at a time), and so
+//! is each HTTP/2 stream's, where hyper-util's adapter dispatches the stream's request (it
+//! calls the service on the stream future's first poll).
+//!
+//! A scoped thread-local (`scoped-tls`, rust-lang's), not tokio's `task_local!`: the value
+//! stays where it is, pinned in the task's future, and each poll sets one pointer to it; a
+//! tokio task-local moves its value in and out of the thread-local at every poll, which cost
+//! about 70 instructions per HTTP/1 request, and kept the name behind a box so that the move
+//! stayed small (BENCHMARKS section 9).
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::http::Request;
-use tokio::task::futures::TaskLocalFuture;
 
 use crate::requests::Summary;
 use crate::shutdown_signal::ShutdownSignal;
 
-/// The task-local value of a connection's or an HTTP/2 stream's task. Two pointers: tokio
-/// moves the value in and out of the thread-local at every poll of the task, so the name lives
-/// behind a box (one allocation per connection or stream, none per request).
+/// What a connection's or an HTTP/2 stream's task holds while it runs.
 #[derive(Debug)]
 pub(crate) struct Serving {
     signal: ShutdownSignal,
-    request: Box<RefCell<Summary>>,
+    request: RefCell<Summary>,
 }
 
-tokio::task_local! {
-    static SERVING: Serving;
+scoped_tls::scoped_thread_local!(static SERVING: Serving);
+
+pin_project_lite::pin_project! {
+    /// A future (a connection, or an HTTP/2 stream) run with its [`Serving`] as the current one
+    /// at each poll.
+    pub(crate) struct InServing<F> {
+        serving: Serving,
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F: Future> Future for InServing<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        SERVING.set(this.serving, || this.future.poll(cx))
+    }
 }
 
 impl Serving {
-    /// Runs `future` (a connection, or an HTTP/2 stream serving `request`) with `signal` as its
+    /// Runs `future` (a connection, or an HTTP/2 stream) with `signal` as its
     /// [`ShutdownSignal::current`].
-    pub(crate) fn scope<F: Future>(
-        signal: ShutdownSignal,
-        request: Summary,
-        future: F,
-    ) -> TaskLocalFuture<Serving, F> {
-        let serving = Serving {
-            signal,
-            request: Box::new(RefCell::new(request)),
-        };
-        SERVING.scope(serving, future)
+    pub(crate) fn scope<F: Future>(signal: ShutdownSignal, future: F) -> InServing<F> {
+        InServing {
+            serving: Serving {
+                signal,
+                request: RefCell::default(),
+            },
+            future,
+        }
     }
 
     /// Notes `request` as the one the calling task serves now. Outside a server's task (the
     /// service called directly), nothing: the request is then listed without its name.
     pub(crate) fn dispatching<B>(request: &Request<B>) {
-        let _ = SERVING.try_with(|serving| {
-            if let Ok(mut current) = serving.request.try_borrow_mut() {
-                current.set(request);
-            }
-        });
+        if SERVING.is_set() {
+            SERVING.with(|serving| {
+                if let Ok(mut current) = serving.request.try_borrow_mut() {
+                    current.set(request);
+                }
+            });
+        }
     }
 
     /// The request the calling task serves now.
     pub(crate) fn request() -> Summary {
-        SERVING
-            .try_with(|serving| serving.request.borrow().clone())
-            .unwrap_or_default()
+        if SERVING.is_set() {
+            SERVING.with(|serving| serving.request.borrow().clone())
+        } else {
+            Summary::default()
+        }
     }
 }
 
-// Here rather than in `shutdown_signal.rs`, beside the task-local it reads.
+// Here rather than in `shutdown_signal.rs`, beside the thread-local it reads.
 impl ShutdownSignal {
     /// The signal of the server whose connection or HTTP/2 stream the calling task serves:
     /// what a handler that has no extractors (a tonic service) takes. `None` outside a
     /// server's connection, in a task the handler spawned for instance: take the signal in the
     /// handler and move it there.
     pub fn current() -> Option<ShutdownSignal> {
-        SERVING.try_with(|serving| serving.signal.clone()).ok()
+        SERVING
+            .is_set()
+            .then(|| SERVING.with(|serving| serving.signal.clone()))
     }
 }

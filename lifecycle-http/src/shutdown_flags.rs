@@ -119,25 +119,37 @@ impl<'a> Reached<'a> {
 impl Future for Reached<'_> {
     type Output = ();
 
+    /// Inlined: a connection's task polls it at every wake-up; once registered, it reads the
+    /// flag only.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut this = self.project();
-        if this.flag.load(Ordering::Acquire) {
+        if self.flag.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
-        if !*this.registered {
-            // A notification since the future was made counts: poll until registered.
-            while this.notified.as_mut().poll(cx).is_ready() {
-                // Notified: normally the flag is set, but a notification from before the
-                // future was made may have been the one of an earlier moment.
-                if this.flag.load(Ordering::Acquire) {
-                    return Poll::Ready(());
-                }
-                this.notified.set(this.changed.notified());
-            }
-            *this.registered = true;
+        if self.registered {
+            return Poll::Pending;
+        }
+        self.register(cx)
+    }
+}
+
+impl Reached<'_> {
+    /// The first poll: registers the task's waker with the `Notify`.
+    #[cold]
+    fn register(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        // A notification since the future was made counts: poll until registered.
+        while this.notified.as_mut().poll(cx).is_ready() {
+            // Notified: normally the flag is set, but a notification from before the future
+            // was made may have been the one of an earlier moment.
             if this.flag.load(Ordering::Acquire) {
                 return Poll::Ready(());
             }
+            this.notified.set(this.changed.notified());
+        }
+        *this.registered = true;
+        if this.flag.load(Ordering::Acquire) {
+            return Poll::Ready(());
         }
         Poll::Pending
     }
