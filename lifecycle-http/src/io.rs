@@ -76,6 +76,7 @@ impl ConnIo {
         }
     }
 
+    #[inline]
     fn wrote<T>(&mut self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         let blocked = result.is_pending();
         if blocked != self.write_blocked {
@@ -103,6 +104,7 @@ impl ConnIo {
 }
 
 impl AsyncRead for ConnIo {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -132,6 +134,7 @@ impl AsyncWrite for ConnIo {
         this.wrote(result)
     }
 
+    #[inline]
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -75,6 +75,7 @@ impl Service<Request<Incoming>> for RequestService {
         Poll::Ready(Ok(()))
     }
 
+    #[inline]
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         // HTTP/1 clients are asked to close during the drain, except on an upgrade: a
         // `CONNECT` tunnel, or a 101 (checked on the response).
@@ -99,11 +100,12 @@ impl Service<Request<Incoming>> for RequestService {
         // without it, as `axum::serve` effectively does; and this service is already the
         // adapter's clone for this request, so the router is not cloned again. Called inside
         // the future's literal, so the router's future is written in place.
+        let in_flight = Some(self.activity.begin());
         ResponseFuture {
-            in_flight: Some(self.activity.begin()),
+            response: self.router.call(request),
+            in_flight,
             http1,
             body_timed_out,
-            response: self.router.call(request),
         }
     }
 }
@@ -128,6 +130,7 @@ where
 {
     type Output = Result<Response<TrackedBody>, Infallible>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Poll::Ready(Ok(mut response)) = this.response.poll(cx) else {
@@ -184,6 +187,7 @@ impl http_body::Body for TrackedBody {
     type Data = Bytes;
     type Error = axum::Error;
 
+    #[inline]
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
