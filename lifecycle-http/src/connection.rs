@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use lifecycle_core::Context;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -18,6 +17,7 @@ use crate::activity::Activity;
 use crate::io::ConnIo;
 use crate::metrics::Closed;
 use crate::request_service::RequestService;
+use crate::requests::Summary;
 use crate::serving::Serving;
 use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::ConnectionGuard;
@@ -43,9 +43,10 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, future: F) {
-        // The stream's request is dispatched in its own task (hyper-util's adapter calls the
-        // service on the stream future's first poll), which names it there.
-        let serving = Serving::scope(self.signal.clone(), future);
+        // hyper calls the service for a stream's request in the connection's task, which names
+        // the request there, and spawns the stream right after: the stream's task takes the
+        // name with it.
+        let serving = Serving::scope(self.signal.clone(), Serving::request(), future);
         self.ctx.spawn(serving);
     }
 }
@@ -121,16 +122,17 @@ pub(crate) async fn serve_connection(
     // The socket holds a tracking token: if the connection is upgraded, the stop waits for
     // the upgraded socket (a WebSocket) to close too.
     let io = ConnIo::new(stream, activity.clone(), ctx.track(), permit);
-    // Through hyper_util's adapter, as axum and tonic serve theirs: the same service called
-    // as a hyper service directly served 8% fewer gRPC calls (BENCHMARKS, section 7), though
-    // with the same instructions; the code generated around it is what differed.
-    let conn =
-        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let conn = std::pin::pin!(conn);
     // Handlers of HTTP/1 requests run in this task: the signal is theirs (`ShutdownSignal`'s
     // extractor), with no extension inserted per request.
     let signal = activity.signal().clone();
-    let result = Serving::scope(signal, drive(conn, &activity, header_read_timeout)).await;
+    let serving = Serving::scope(
+        signal,
+        Summary::default(),
+        drive(conn, &activity, header_read_timeout),
+    );
+    let result = serving.await;
     let http2 = activity.busy().is_http2();
     match result {
         Err(error) if vanished(&*error) => {
@@ -161,14 +163,8 @@ fn vanished(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-type Conn<'a, 'b> = Pin<
-    &'a mut auto::UpgradeableConnection<
-        'b,
-        TokioIo<ConnIo>,
-        TowerToHyperService<RequestService>,
-        TrackedExecutor,
-    >,
->;
+type Conn<'a, 'b> =
+    Pin<&'a mut auto::UpgradeableConnection<'b, TokioIo<ConnIo>, RequestService, TrackedExecutor>>;
 type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// What ended a connection's serving before the drain.

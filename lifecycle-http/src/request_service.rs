@@ -19,18 +19,20 @@ use axum::routing::future::RouteFuture;
 use axum::Router;
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
-use tower::Service;
+use hyper::service::Service;
+use tower::Service as _;
 
 use crate::activity::{Activity, InProgress};
 use crate::body_timeout::TimedBody;
 use crate::serving::Serving;
 
-/// The service a connection runs: the user's router behind this per-request layer, a tower
-/// service that hyper calls through `hyper_util`'s `TowerToHyperService` (as `axum::serve` and
-/// tonic's server call theirs). The adapter clones it for each request, which costs two
-/// reference counts: the router's and the connection's [`Activity`]'s, which holds everything
-/// else a request needs.
-#[derive(Debug, Clone)]
+/// The service a connection runs: the user's router behind this per-request layer, a hyper
+/// service. Not a tower service behind `hyper_util`'s `TowerToHyperService`, as `axum::serve`
+/// and tonic's server run theirs: the adapter clones the whole service for each request and
+/// drives it through a `Oneshot`, about 100 instructions per request (BENCHMARKS section 9);
+/// here a request clones the router only (one reference count), which axum's `Service` takes
+/// by `&mut`.
+#[derive(Debug)]
 pub(crate) struct RequestService {
     router: Router,
     /// The client's address, for axum's `ConnectInfo<SocketAddr>` (none over a Unix socket).
@@ -71,12 +73,8 @@ impl Service<Request<Incoming>> for RequestService {
     type Error = Infallible;
     type Future = ResponseFuture<RouteFuture<Infallible>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
     #[inline]
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
         // HTTP/1 clients are asked to close during the drain, except on an upgrade: a
         // `CONNECT` tunnel, or a 101 (checked on the response).
         let http1 = request.version() < Version::HTTP_2 && request.method() != Method::CONNECT;
@@ -97,12 +95,10 @@ impl Service<Request<Incoming>> for RequestService {
             request.extensions_mut().insert(ConnectInfo(peer));
         }
         // A router is always ready (its `poll_ready` returns `Ready` at once), so it is called
-        // without it, as `axum::serve` effectively does; and this service is already the
-        // adapter's clone for this request, so the router is not cloned again. Called inside
-        // the future's literal, so the router's future is written in place.
+        // without it, as `axum::serve` effectively does.
         let in_flight = Some(self.activity.begin());
         ResponseFuture {
-            response: self.router.call(request),
+            response: self.router.clone().call(request),
             in_flight,
             http1,
             body_timed_out,

@@ -4,10 +4,11 @@
 //! The name is written in place at each dispatch and read only if the request makes its
 //! handler or body wait (`requests.rs` lists it then), so neither a request's future nor its
 //! body carries it: moved with them through hyper, it cost every request about 250
-//! instructions (BENCHMARKS section 9). A connection's future is wrapped in [`InServing`]
-//! (HTTP/1 requests are dispatched and their handlers run in its task, one at a time), and so
-//! is each HTTP/2 stream's, where hyper-util's adapter dispatches the stream's request (it
-//! calls the service on the stream future's first poll).
+//! instructions (BENCHMARKS section 9). A connection's future is wrapped in [`InServing`]:
+//! HTTP/1 requests are dispatched and their handlers run in its task, one at a time. So is each
+//! HTTP/2 stream's: hyper dispatches a stream's request in the connection's task (which names
+//! it there) and hands the stream to the executor right after, which starts the stream's task
+//! with that name.
 //!
 //! A scoped thread-local (`scoped-tls`, rust-lang's), not tokio's `task_local!`: the value
 //! stays where it is, pinned in the task's future, and each poll sets one pointer to it; a
@@ -54,13 +55,17 @@ impl<F: Future> Future for InServing<F> {
 }
 
 impl Serving {
-    /// Runs `future` (a connection, or an HTTP/2 stream) with `signal` as its
-    /// [`ShutdownSignal::current`].
-    pub(crate) fn scope<F: Future>(signal: ShutdownSignal, future: F) -> InServing<F> {
+    /// Runs `future` (a connection, or an HTTP/2 stream serving `request`) with `signal` as
+    /// its [`ShutdownSignal::current`].
+    pub(crate) fn scope<F: Future>(
+        signal: ShutdownSignal,
+        request: Summary,
+        future: F,
+    ) -> InServing<F> {
         InServing {
             serving: Serving {
                 signal,
-                request: RefCell::default(),
+                request: RefCell::new(request),
             },
             future,
         }
@@ -78,7 +83,8 @@ impl Serving {
         }
     }
 
-    /// The request the calling task serves now.
+    /// The request the calling task serves now: in an HTTP/2 connection's task, the one it
+    /// dispatched last, whose stream hyper hands the executor right after.
     pub(crate) fn request() -> Summary {
         if SERVING.is_set() {
             SERVING.with(|serving| serving.request.borrow().clone())
