@@ -10,11 +10,14 @@
 //!
 //! Two runs per server (`SMALL` and `LARGE` calls, default 4000 and 20000), the difference of
 //! the totals divided by the difference of the counts, so the start-up (and the handshakes)
-//! drop out; the client's share is the same for both servers of a pair.
+//! drop out; the client's share is the same for both servers of a pair. Both run with a second,
+//! idle thread, as every service does (`ONE_THREAD=1`: without it; see `common`).
 //!
 //! Run: `cargo bench -p lifecycle-http --bench grpc_tls_instructions` (needs `valgrind`).
 
 use std::process::Command;
+
+mod common;
 
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -29,6 +32,7 @@ fn serve(server: &str, calls: usize) {
     if server.ends_with("tls") {
         return serve_tls(server, calls);
     }
+    common::second_thread();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -108,6 +112,7 @@ fn serve(server: &str, calls: usize) {
 /// Keep-alive HTTPS requests to `lifecycle-http-tls` or `axum-tls`.
 fn serve_tls(server: &str, requests: usize) {
     use std::sync::Arc;
+    common::second_thread();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -12,9 +12,11 @@
 //! start-up. The client's share is the same for both servers, so the difference between the
 //! two lines is the server's overhead. `METRICS=1` installs a Prometheus recorder first, so
 //! the cost of the server's metrics is counted. Both run with a second, idle thread, as every
-//! service does (`ONE_THREAD=1`: without it; see `serve`).
+//! service does (`ONE_THREAD=1`: without it; see `common`).
 
 use std::process::Command;
+
+mod common;
 
 use axum::body::Bytes;
 use axum::routing::get;
@@ -34,16 +36,7 @@ fn serve(server: &str, requests: usize) {
     if std::env::var_os("METRICS").is_some() {
         lifecycle_http::install_prometheus().unwrap();
     }
-    // Both processes get a second thread, idle, as every service has (a runtime's workers, its
-    // blocking pool, a signal thread; lifecycle has its watchdog): glibc takes a faster path
-    // for each system call and allocation while a process has one thread only, which would
-    // count against lifecycle-http (about 240 instructions per request) what no service sees.
-    // `ONE_THREAD=1` measures without it.
-    if std::env::var_os("ONE_THREAD").is_none() {
-        std::thread::spawn(|| loop {
-            std::thread::park();
-        });
-    }
+    common::second_thread();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

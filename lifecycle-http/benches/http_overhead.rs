@@ -10,7 +10,8 @@
 //!
 //! Both servers run in this process on one runtime with one worker thread, so that on a
 //! two-core machine `wrk` has the other core; they are loaded one at a time, alternating, and
-//! the ratios compare the medians.
+//! the ratios compare the medians. `SERVE=1` only serves both and prints their addresses, for a
+//! load or a profiler run by hand.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -120,6 +121,11 @@ fn main() {
         (local.get().unwrap(), plain)
     });
 
+    // `SERVE=1`: only serve, for a load or a profiler run by hand against either address.
+    if std::env::var_os("SERVE").is_some() {
+        println!("lifecycle-http {ours}\naxum::serve    {plain}");
+        std::thread::park();
+    }
     // Warm both up.
     wrk(ours, 1, connections);
     wrk(plain, 1, connections);

@@ -1,5 +1,5 @@
 //! `ShutdownSignal`: what tells handlers of long-lived responses when to end, an extractor
-//! read from a task-local of the task serving the request (not a request extension).
+//! read from what the task serving the request holds (`serving.rs`), not a request extension.
 
 use std::sync::Arc;
 
