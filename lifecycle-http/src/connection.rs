@@ -2,8 +2,7 @@
 //! closed at the stop turn once nothing is left to write.
 
 use std::future::{poll_fn, Future};
-use std::pin::pin;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -123,16 +122,16 @@ pub(crate) async fn serve_connection(
     // the upgraded socket (a WebSocket) to close too.
     let io = ConnIo::new(stream, activity.clone(), ctx.track(), permit);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    let conn = std::pin::pin!(conn);
+    let conn = pin!(conn);
     // Handlers of HTTP/1 requests run in this task: the signal is theirs (`ShutdownSignal`'s
     // extractor), with no extension inserted per request.
     let signal = activity.signal().clone();
-    let serving = Serving::scope(
+    let result = Serving::scope(
         signal,
         Summary::default(),
         drive(conn, &activity, header_read_timeout),
-    );
-    let result = serving.await;
+    )
+    .await;
     let http2 = activity.busy().is_http2();
     match result {
         Err(error) if vanished(&*error) => {

@@ -208,25 +208,24 @@ async fn waiting_and_later_acquires_fail_at_once_after_close() {
     );
 }
 
-/// A worker that, at its stop turn, inserts two rows in one transaction, sleeping `hold` between
-/// them, then commits.
+/// A worker that, at its stop turn, inserts two rows into `table` in one transaction, sleeping
+/// `hold` between them, then commits.
 fn transaction_worker(
     pool: sqlx::PgPool,
-    note: String,
+    table: String,
     hold: Duration,
 ) -> impl lifecycle_core::Component {
     Worker::new(move |ctx| {
-        let (pool, note) = (pool.clone(), note.clone());
+        // The table's name is the test's own, not input.
+        let (pool, insert) = (pool.clone(), format!("INSERT INTO {table} DEFAULT VALUES"));
         async move {
             ctx.token().cancelled().await;
             let mut tx = pool.begin().await?;
-            sqlx::query("INSERT INTO lifecycle_tx (note) VALUES ($1)")
-                .bind(&note)
+            sqlx::query(sqlx::AssertSqlSafe(insert.as_str()))
                 .execute(&mut *tx)
                 .await?;
             tokio::time::sleep(hold).await;
-            sqlx::query("INSERT INTO lifecycle_tx (note) VALUES ($1)")
-                .bind(&note)
+            sqlx::query(sqlx::AssertSqlSafe(insert.as_str()))
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -235,22 +234,25 @@ fn transaction_worker(
     })
 }
 
-async fn transaction_rows(note: &str, hold: Duration) -> (Report, i64, Vec<String>) {
+async fn transaction_rows(name: &str, hold: Duration) -> (Report, i64, Vec<String>) {
     let app = format!("lifecycle-tx-{}", hold.as_millis());
     let admin = sqlx::PgPool::connect(&postgres_url("lifecycle-admin"))
         .await
         .unwrap();
-    sqlx::query("CREATE TABLE IF NOT EXISTS lifecycle_tx (id BIGSERIAL PRIMARY KEY, note TEXT)")
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM lifecycle_tx WHERE note = $1")
-        .bind(note)
-        .execute(&admin)
-        .await
-        .unwrap();
+    // A table of the test's own: two tests creating one table at once on a new database
+    // race on PostgreSQL's catalog ("relation already exists"), `IF NOT EXISTS` or not.
+    let table = format!("lifecycle_{name}");
+    for statement in [
+        format!("DROP TABLE IF EXISTS {table}"),
+        format!("CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY)"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
     let db = SqlPool::<Postgres>::new(&postgres_url(&app)).unwrap();
-    let worker = transaction_worker(db.pool().clone(), note.to_owned(), hold);
+    let worker = transaction_worker(db.pool().clone(), table.clone(), hold);
     let report = run_until_ready(
         Lifecycle::builder()
             .signals([])
@@ -264,11 +266,11 @@ async fn transaction_rows(note: &str, hold: Duration) -> (Report, i64, Vec<Strin
             .unwrap(),
     )
     .await;
-    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM lifecycle_tx WHERE note = $1")
-        .bind(note)
-        .fetch_one(&admin)
-        .await
-        .unwrap();
+    let (rows,): (i64,) =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&admin)
+            .await
+            .unwrap();
     let left = pg_sessions_gone(&app, Duration::from_secs(1)).await;
     (report, rows, left)
 }
@@ -278,7 +280,7 @@ async fn a_transaction_that_drains_in_time_commits() {
     if !server_available("PostgreSQL", POSTGRES) {
         return;
     }
-    let (report, rows, left) = transaction_rows("tx-in-time", Duration::from_millis(100)).await;
+    let (report, rows, left) = transaction_rows("tx_in_time", Duration::from_millis(100)).await;
     assert_eq!(report.exit_code(), exit_code::SUCCESS, "{report}");
     assert_eq!(rows, 2);
     assert_eq!(left, Vec::<String>::new());
@@ -289,7 +291,7 @@ async fn a_transaction_cut_off_rolls_back_and_leaves_no_session() {
     if !server_available("PostgreSQL", POSTGRES) {
         return;
     }
-    let (report, rows, left) = transaction_rows("tx-cut-off", Duration::from_secs(5)).await;
+    let (report, rows, left) = transaction_rows("tx_cut_off", Duration::from_secs(5)).await;
     assert_eq!(
         report.component("worker").unwrap().outcome,
         Outcome::TimedOut,
