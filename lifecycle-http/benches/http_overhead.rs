@@ -11,13 +11,17 @@
 //! Both servers run in this process on one runtime with one worker thread, so that on a
 //! two-core machine `wrk` has the other core; they are loaded one at a time, alternating, and
 //! the ratios compare the medians. `SERVE=1` only serves both and prints their addresses, for a
-//! load or a profiler run by hand.
+//! load or a profiler run by hand. `AXUM_NODELAY=1` sets TCP_NODELAY on `axum::serve`'s
+//! connections too (lifecycle-http sets it on every connection; `axum::serve` leaves Nagle's
+//! algorithm on), which changes the latency distribution under this load more than the
+//! servers' code does (BENCHMARKS section 9).
 
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use lifecycle_core::{Lifecycle, Phase, Registration};
 use lifecycle_http::HttpServer;
@@ -117,6 +121,13 @@ fn main() {
         // plain axum::serve
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let plain = listener.local_addr().unwrap();
+        // `AXUM_NODELAY=1`: its connections with TCP_NODELAY, as lifecycle-http's are.
+        let nodelay = std::env::var_os("AXUM_NODELAY").is_some();
+        let listener = listener.tap_io(move |tcp| {
+            if nodelay {
+                let _ = tcp.set_nodelay(true);
+            }
+        });
         tokio::spawn(async move { axum::serve(listener, router()).await.unwrap() });
         (local.get().unwrap(), plain)
     });
