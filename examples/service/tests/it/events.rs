@@ -163,12 +163,15 @@ fn no_event_is_lost(broker: Broker) {
 
     let mut service = start(addr);
     let events = 300;
+    // About 7.5 s of work for the consumer's 4 handlers, so that the kill (after the creating,
+    // three pauses and two restarts) always finds work left: with 4.5 s, a run whose creating
+    // was slow once had none left.
     let ids: Vec<i64> = (0..events)
         .map(|i| {
             create(
                 addr,
                 "/events",
-                &format!("{{\"ms\": {}}}", 20 + (i * 7) % 80),
+                &format!("{{\"ms\": {}}}", 40 + (i * 7) % 120),
             )
         })
         .collect();
