@@ -62,7 +62,10 @@ impl Summary {
         let kept = path.len().min(PATH_KEPT);
         self.path[..kept].copy_from_slice(&path[..kept]);
         self.len = path.len();
-        self.method = request.method().clone();
+        // The same method as the last request of the task, most often: no clone and no drop.
+        if self.method != *request.method() {
+            self.method = request.method().clone();
+        }
         self.version = request.version();
     }
 }
@@ -159,5 +162,8 @@ mod tests {
         summary.set(&Request::get(long.as_str()).body(()).unwrap());
         summary.set(&Request::get("/b").body(()).unwrap());
         assert_eq!(summary.to_string(), "GET /b");
+        // The method follows each request, not only the first.
+        summary.set(&Request::delete("/b").body(()).unwrap());
+        assert_eq!(summary.to_string(), "DELETE /b");
     }
 }
