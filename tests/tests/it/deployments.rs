@@ -106,6 +106,17 @@ fn wait_until(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Asserts that `pid` exits with status 0 within [`EXIT`], showing the deployment's log if not.
+#[track_caller]
+fn assert_exits_0(service: &mut Service, pid: u32, deployment: &Deployment) {
+    assert_eq!(
+        service.wait_exit(pid, EXIT),
+        Some(0),
+        "{}",
+        deployment.log()
+    );
+}
+
 /// Waits until the PID file names a process other than `old`.
 fn new_pid(service: &Service, old: u32) -> u32 {
     let mut new = None;
@@ -140,12 +151,7 @@ fn plain_bind_a_sigterm_exits_0_and_later_connects_are_refused() {
     service.wait_ready(START);
     let pid = service.first_pid();
     assert!(signal_pid(pid, "TERM"));
-    assert_eq!(
-        service.wait_exit(pid, EXIT),
-        Some(0),
-        "{}",
-        deployment.log()
-    );
+    assert_exits_0(&mut service, pid, &deployment);
     assert_eq!(deployment.report()["trigger"]["kind"], "signal");
     let refused = TcpStream::connect(deployment.addr()).map_err(|e| e.kind());
     assert_eq!(
@@ -164,12 +170,7 @@ fn socket_activation_a_sigterm_leaves_the_socket_to_the_next_start() {
     service.wait_ready(START);
     let pid = service.first_pid();
     assert!(signal_pid(pid, "TERM"));
-    assert_eq!(
-        service.wait_exit(pid, EXIT),
-        Some(0),
-        "{}",
-        deployment.log()
-    );
+    assert_exits_0(&mut service, pid, &deployment);
 
     // Between two runs a connect waits in the queue of the socket systemd holds...
     let waiting = TcpStream::connect_timeout(&deployment.addr(), Duration::from_secs(2))
@@ -200,21 +201,11 @@ fn socket_activation_an_upgrade_then_a_stop_leave_the_socket_to_the_next_start()
     let old = service.first_pid();
     assert!(signal_pid(old, "HUP"));
     let new = new_pid(&service, old);
-    assert_eq!(
-        service.wait_exit(old, EXIT),
-        Some(0),
-        "{}",
-        deployment.log()
-    );
+    assert_exits_0(&mut service, old, &deployment);
     assert_eq!(deployment.report()["upgrades"][0]["succeeded"], true);
     assert_eq!(get(deployment.addr(), "/readyz"), Some(200));
     assert!(signal_pid(new, "TERM"));
-    assert_eq!(
-        service.wait_exit(new, EXIT),
-        Some(0),
-        "{}",
-        deployment.log()
-    );
+    assert_exits_0(&mut service, new, &deployment);
 
     let waiting = TcpStream::connect_timeout(&deployment.addr(), Duration::from_secs(2))
         .expect("a connect between two runs is queued");
@@ -294,12 +285,7 @@ fn under_the_systemd_watchdog_the_new_process_pings_and_the_reload_completes() {
         "READY=1 comes with the new MAINPID: {reload:?}"
     );
     assert!(reloading < reload.len() - 1);
-    assert_eq!(
-        service.wait_exit(old, EXIT),
-        Some(0),
-        "{}",
-        deployment.log()
-    );
+    assert_exits_0(&mut service, old, &deployment);
 
     // Only the new process is left: its pings keep the unit alive.
     let after: Vec<String> = (0..6).map(|_| notify.next()).collect();
@@ -336,12 +322,7 @@ fn as_pid_1_a_sighup_is_refused_and_the_service_keeps_serving() {
     );
     assert!(Service::runs(pid), "PID 1 is still there");
     assert!(signal_pid(pid, "TERM"));
-    assert_eq!(
-        service.wait_exit(pid, EXIT),
-        Some(0),
-        "{}",
-        deployment.log()
-    );
+    assert_exits_0(&mut service, pid, &deployment);
     let report = deployment.report();
     assert_eq!(report["trigger"]["kind"], "signal", "{report}");
     assert_eq!(report["upgrades"][0]["refused"], true, "{report}");
@@ -363,12 +344,7 @@ fn as_pid_1_without_upgrades_a_sighup_changes_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(get(deployment.addr(), "/readyz"), Some(200));
     assert!(signal_pid(pid, "TERM"));
-    assert_eq!(
-        service.wait_exit(pid, EXIT),
-        Some(0),
-        "{}",
-        deployment.log()
-    );
+    assert_exits_0(&mut service, pid, &deployment);
     let report = deployment.report();
     assert!(report.get("upgrades").is_none(), "no upgrade: {report}");
 }
@@ -397,12 +373,7 @@ fn an_upgrade_with_a_drain_delay_never_withdraws_readiness() {
     assert!(signal_pid(old, "HUP"));
     let new = new_pid(&service, old);
     let began = Instant::now();
-    assert_eq!(
-        service.wait_exit(old, EXIT),
-        Some(0),
-        "{}",
-        deployment.log()
-    );
+    assert_exits_0(&mut service, old, &deployment);
     assert!(
         began.elapsed() < Duration::from_secs(3),
         "the old process did not wait the drain delay: an upgrade is not a drain"
@@ -449,12 +420,7 @@ fn a_failed_upgrade_leaves_the_admin_port_serving() {
     deployment.restore_binary();
     assert!(signal_pid(old, "HUP"));
     let new = new_pid(&service, old);
-    assert_eq!(
-        service.wait_exit(old, EXIT),
-        Some(0),
-        "{}",
-        deployment.log()
-    );
+    assert_exits_0(&mut service, old, &deployment);
     let report = deployment.report();
     assert_eq!(report["upgrades"][0]["succeeded"], false, "{report}");
     assert_eq!(report["upgrades"][1]["succeeded"], true, "{report}");
@@ -542,12 +508,7 @@ fn a_unix_socket_is_handed_over_and_removed_at_the_last_stop() {
     let old = service.first_pid();
     assert!(signal_pid(old, "HUP"));
     let new = new_pid(&service, old);
-    assert_eq!(
-        service.wait_exit(old, EXIT),
-        Some(0),
-        "{}",
-        deployment.log()
-    );
+    assert_exits_0(&mut service, old, &deployment);
     let before = probes.ok();
     wait_until(Duration::from_secs(5), "the new process serves it", || {
         probes.ok() > before + 10
@@ -555,12 +516,7 @@ fn a_unix_socket_is_handed_over_and_removed_at_the_last_stop() {
     let (ok, failed, errors) = probes.stop();
     assert_eq!(failed, 0, "{ok} served: {errors:?}");
     assert!(signal_pid(new, "TERM"));
-    assert_eq!(
-        service.wait_exit(new, EXIT),
-        Some(0),
-        "{}",
-        deployment.log()
-    );
+    assert_exits_0(&mut service, new, &deployment);
     assert!(
         !socket.exists(),
         "the last process removes the socket's path"
@@ -587,12 +543,7 @@ fn an_inherited_socket_nobody_takes_is_closed() {
     let old = service.first_pid();
     assert!(signal_pid(old, "HUP"));
     let new = new_pid(&service, old);
-    assert_eq!(
-        service.wait_exit(old, EXIT),
-        Some(0),
-        "{}",
-        deployment.log()
-    );
+    assert_exits_0(&mut service, old, &deployment);
     let refused = TcpStream::connect(admin).map_err(|e| e.kind());
     assert_eq!(
         refused.err(),
@@ -613,12 +564,7 @@ fn a_sigterm_during_an_upgrade_ends_both_processes() {
     assert!(signal_pid(old, "HUP"));
     std::thread::sleep(Duration::from_millis(500));
     assert!(signal_pid(old, "TERM"));
-    assert_eq!(
-        service.wait_exit(old, EXIT),
-        Some(0),
-        "{}",
-        deployment.log()
-    );
+    assert_exits_0(&mut service, old, &deployment);
     let report = deployment.report();
     assert_eq!(report["trigger"]["kind"], "signal", "{report}");
     let upgrade = &report["upgrades"][0];
@@ -696,11 +642,6 @@ fn the_reload_command_waits_for_the_outcome_and_fails_when_the_upgrade_fails() {
     let new = service.pid_in("pid").expect("a PID file");
     assert_ne!(new, old);
     assert!(printed.contains(&format!(r#""pid":{new}"#)), "{printed}");
-    assert_eq!(
-        service.wait_exit(old, EXIT),
-        Some(0),
-        "{}",
-        deployment.log()
-    );
+    assert_exits_0(&mut service, old, &deployment);
     assert_eq!(service.terminate(new, EXIT), Some(0));
 }
