@@ -6,7 +6,9 @@ use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{mariadb_url, postgres_url, server_available, Proxy, MARIADB, POSTGRES};
+use common::{
+    mariadb_url, postgres_url, server_available, start, start_alone, Proxy, MARIADB, POSTGRES,
+};
 use lifecycle_core::{exit_code, Lifecycle, Outcome, Registration, Report, Worker};
 use lifecycle_db::SqlPool;
 use sqlx::pool::PoolOptions;
@@ -129,18 +131,8 @@ async fn a_leaked_connection_is_reported_and_does_not_hold_the_shutdown() {
     }
     let db = SqlPool::<Postgres>::new(&postgres_url("lifecycle-leak")).unwrap();
     let pool = db.pool().clone();
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new("db", db).stop_timeout(Duration::from_secs(1)))
-        .build()
-        .unwrap();
-    let handle = lifecycle.handle();
-    let run = tokio::spawn(lifecycle.run());
-    handle
-        .watch_phase()
-        .wait_for(|p| p.is_ready())
-        .await
-        .unwrap();
+    let (handle, run) =
+        start_alone(Registration::new("db", db).stop_timeout(Duration::from_secs(1))).await;
     let leaked = pool.acquire().await.unwrap();
     let began = Instant::now();
     handle.shutdown("test over");
@@ -168,18 +160,8 @@ async fn waiting_and_later_acquires_fail_at_once_after_close() {
         .acquire_timeout(Duration::from_secs(30));
     let db = SqlPool::with_options(options, "sqlite::memory:").unwrap();
     let pool = db.pool().clone();
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new("db", db).stop_timeout(Duration::from_millis(500)))
-        .build()
-        .unwrap();
-    let handle = lifecycle.handle();
-    let run = tokio::spawn(lifecycle.run());
-    handle
-        .watch_phase()
-        .wait_for(|p| p.is_ready())
-        .await
-        .unwrap();
+    let (handle, run) =
+        start_alone(Registration::new("db", db).stop_timeout(Duration::from_millis(500))).await;
     let held = pool.acquire().await.unwrap();
     let waiter = tokio::spawn({
         let pool = pool.clone();
@@ -338,13 +320,7 @@ async fn no_session_left(
             .register(Registration::new("queries", queries).depends_on("db"))
             .build()
             .unwrap();
-        let handle = lifecycle.handle();
-        let running = tokio::spawn(lifecycle.run());
-        handle
-            .watch_phase()
-            .wait_for(|p| p.is_ready())
-            .await
-            .unwrap();
+        let (handle, running) = start(lifecycle).await;
         if run == 0 {
             let until = Instant::now() + Duration::from_secs(5);
             while sessions().await == 0 {
@@ -538,18 +514,8 @@ async fn a_database_gone_at_shutdown_cannot_stretch_the_stop() {
         let db =
             SqlPool::<Postgres>::new(&format!("postgres://postgres@{}/test", proxy.addr)).unwrap();
         let pool = db.pool().clone();
-        let lifecycle = Lifecycle::builder()
-            .signals([])
-            .register(Registration::new("db", db).stop_timeout(Duration::from_secs(1)))
-            .build()
-            .unwrap();
-        let handle = lifecycle.handle();
-        let run = tokio::spawn(lifecycle.run());
-        handle
-            .watch_phase()
-            .wait_for(|p| p.is_ready())
-            .await
-            .unwrap();
+        let (handle, run) =
+            start_alone(Registration::new("db", db).stop_timeout(Duration::from_secs(1))).await;
         // Idle connections in the pool, and one query stuck in flight.
         sqlx::query("SELECT 1").execute(&pool).await.unwrap();
         let stuck = tokio::spawn({
