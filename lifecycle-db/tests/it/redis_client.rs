@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    count_connections, redis_admin, redis_clients, redis_url, server_available, Proxy, REDIS,
+    count_connections, free_addr, redis_admin, redis_clients, redis_url, server_available, Proxy,
+    REDIS,
 };
 use lifecycle_core::{exit_code, Lifecycle, Outcome, Registration, Worker};
 use lifecycle_db::RedisClient;
@@ -372,11 +373,7 @@ async fn a_blocking_blmove_on_a_dedicated_connection_leaves_the_shared_one_fast(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_redis_fails_the_start_naming_the_redacted_url_in_bounded_time() {
     // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_addr().port();
     let redis = RedisClient::new(&format!("redis://app:secret@127.0.0.1:{port}/0")).unwrap();
     let began = Instant::now();
     let report = Lifecycle::builder()

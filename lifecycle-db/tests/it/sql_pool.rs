@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    mariadb_url, postgres_url, server_available, start, start_alone, Proxy, MARIADB, POSTGRES,
+    free_addr, mariadb_url, postgres_url, server_available, start, start_alone, Proxy, MARIADB,
+    POSTGRES,
 };
 use lifecycle_core::{exit_code, Lifecycle, Outcome, Registration, Report, Worker};
 use lifecycle_db::SqlPool;
@@ -439,11 +440,7 @@ async fn sqlite_leaves_no_wal_files_after_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_database_fails_the_start_naming_the_host_in_bounded_time() {
     // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_addr().port();
     let db =
         SqlPool::<Postgres>::new(&format!("postgres://app:secret@127.0.0.1:{port}/app")).unwrap();
     let began = Instant::now();

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 pub use lifecycle_test_support::servers::{
     mariadb_url, postgres_url, redis_url, server_available, unique, MARIADB, POSTGRES, REDIS,
 };
-pub use lifecycle_test_support::{start, start_alone, Proxy};
+pub use lifecycle_test_support::{free_addr, start, start_alone, Proxy};
 
 /// A connection to the Redis server of its own, for checks made beside the code under test.
 pub async fn redis_admin() -> redis::aio::MultiplexedConnection {
