@@ -26,6 +26,11 @@ impl Write for Capture {
 // One thread, so that the test's subscriber (set for this thread) sees every task's events.
 #[tokio::test(flavor = "current_thread")]
 async fn a_pool_closed_while_in_use_names_the_missing_dependency() {
+    // tracing caches per call site, for the whole process, whether any subscriber wants it: a
+    // call site first reached by another test (on a thread with no subscriber) could be cached
+    // as wanted by nobody and never reach this thread's. A global registry (which keeps
+    // nothing) wants every call site, so the cache never says "never".
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
     let logs = Arc::new(Mutex::new(Vec::new()));
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
