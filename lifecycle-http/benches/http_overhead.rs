@@ -9,12 +9,13 @@
 //! first, so that `lifecycle-http` records its metrics.
 //!
 //! Both servers run in this process on one runtime with one worker thread, so that on a
-//! two-core machine `wrk` has the other core; they are loaded one at a time, alternating, and
-//! the ratios compare the medians. `SERVE=1` only serves both and prints their addresses, for a
-//! load or a profiler run by hand. `AXUM_NODELAY=1` sets TCP_NODELAY on `axum::serve`'s
-//! connections too (lifecycle-http sets it on every connection; `axum::serve` leaves Nagle's
-//! algorithm on), which changes the latency distribution under this load more than the
-//! servers' code does (BENCHMARKS section 9).
+//! two-core machine `wrk` has the other core; they are loaded one at a time, alternating. The
+//! ratios compare the medians, and the "per-round ratio" is the median of each round's own
+//! ratio, which the machine's drift from round to round does not move. `SERVE=1` only serves
+//! both and prints their addresses, for a load or a profiler run by hand. `AXUM_NODELAY=1`
+//! sets TCP_NODELAY on `axum::serve`'s connections too (lifecycle-http sets it on every
+//! connection; `axum::serve` leaves Nagle's algorithm on), which changes the latency
+//! distribution under this load more than the servers' code does (BENCHMARKS section 9).
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -79,6 +80,11 @@ fn to_ms(value: &str) -> f64 {
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// lifecycle-http's figure over `axum::serve`'s, round by round.
+fn ratios(ours: &[f64], plain: &[f64]) -> Vec<f64> {
+    ours.iter().zip(plain).map(|(o, p)| o / p).collect()
 }
 
 fn env(name: &str, default: u32) -> u32 {
@@ -162,17 +168,23 @@ fn main() {
             }
         }
     }
+    // Each round's own ratio too: both runs of a round are seconds apart, so this VM's drift
+    // (its speed moved by half within an hour) cancels out of it.
+    let mut paired_rps = ratios(&ours_rps, &plain_rps);
+    let mut paired_p99 = ratios(&ours_p99, &plain_p99);
     let (ours_rps, ours_p99) = (median(&mut ours_rps), median(&mut ours_p99));
     let (plain_rps, plain_p99) = (median(&mut plain_rps), median(&mut plain_p99));
     println!();
-    println!("median         lifecycle-http  axum::serve  ratio");
+    println!("median         lifecycle-http  axum::serve  ratio  per-round ratio");
     println!(
-        "req/s          {ours_rps:>14.0} {plain_rps:>12.0} {:>6.3}",
-        ours_rps / plain_rps
+        "req/s          {ours_rps:>14.0} {plain_rps:>12.0} {:>6.3} {:>16.3}",
+        ours_rps / plain_rps,
+        median(&mut paired_rps)
     );
     println!(
-        "p99 latency ms {ours_p99:>14.3} {plain_p99:>12.3} {:>6.3}",
-        ours_p99 / plain_p99
+        "p99 latency ms {ours_p99:>14.3} {plain_p99:>12.3} {:>6.3} {:>16.3}",
+        ours_p99 / plain_p99,
+        median(&mut paired_p99)
     );
     runtime.shutdown_timeout(Duration::from_secs(1));
 }

@@ -21,8 +21,10 @@ pub struct HttpStats(Arc<Counters>);
 #[derive(Debug, Default)]
 struct Counters {
     open_connections: AtomicUsize,
-    in_flight: AtomicUsize,
+    /// Requests received; those in flight are these less the ended ones. Two counters
+    /// rather than a count in flight beside the total: one atomic add per request each way.
     requests: AtomicU64,
+    ended: AtomicU64,
     force_closed: AtomicU64,
     vanished: AtomicU64,
     limit_reached: AtomicU64,
@@ -48,7 +50,10 @@ impl HttpStats {
     /// their response body. (The connection stays busy, and is not closed as idle, until those
     /// bytes have been written to the socket.)
     pub fn in_flight(&self) -> usize {
-        self.0.in_flight.load(Ordering::Relaxed)
+        // The ended count first: a request counted there was counted as received before.
+        let ended = self.0.ended.load(Ordering::Acquire);
+        let received = self.0.requests.load(Ordering::Acquire);
+        received.saturating_sub(ended) as usize
     }
 
     /// Requests received since the server was created.
@@ -102,8 +107,7 @@ impl HttpStats {
     }
 
     pub(crate) fn request_began(&self) {
-        self.0.requests.fetch_add(1, Ordering::Relaxed);
-        self.0.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.0.requests.fetch_add(1, Ordering::Release);
         if let Some(metrics) = self.0.metrics.get() {
             metrics.requests.increment(1);
             metrics.in_progress.increment(1.0);
@@ -111,7 +115,7 @@ impl HttpStats {
     }
 
     pub(crate) fn request_ended(&self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.ended.fetch_add(1, Ordering::Release);
         if let Some(metrics) = self.0.metrics.get() {
             metrics.in_progress.decrement(1.0);
         }
