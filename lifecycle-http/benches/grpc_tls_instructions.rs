@@ -15,14 +15,11 @@
 //!
 //! Run: `cargo bench -p lifecycle-http --bench grpc_tls_instructions` (needs `valgrind`).
 
-use std::process::Command;
-
 mod common;
 
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use lifecycle_core::{Lifecycle, Phase, Registration};
 use lifecycle_http::HttpServer;
 
 /// An empty `HealthCheckRequest` in a gRPC frame.
@@ -47,20 +44,7 @@ fn serve(server: &str, calls: usize) {
                 "127.0.0.1:0".parse().unwrap(),
                 tonic::service::Routes::new(service),
             );
-            let local = server.local_addr();
-            let lifecycle = Lifecycle::builder()
-                .signals([])
-                .register(Registration::new("grpc", server))
-                .build()
-                .unwrap();
-            let handle = lifecycle.handle();
-            tokio::spawn(async move { drop(lifecycle.run().await) });
-            handle
-                .watch_phase()
-                .wait_for(|p| *p == Phase::Ready)
-                .await
-                .unwrap();
-            local.get().unwrap()
+            common::serve_alone(server).await
         } else {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
@@ -129,20 +113,7 @@ fn serve_tls(server: &str, requests: usize) {
             std::fs::write(&key, &key_pem).unwrap();
             let tls = lifecycle_http::TlsConfig::from_pem_files(&cert, &key).unwrap();
             let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), router()).tls(tls);
-            let local = server.local_addr();
-            let lifecycle = Lifecycle::builder()
-                .signals([])
-                .register(Registration::new("https", server))
-                .build()
-                .unwrap();
-            let handle = lifecycle.handle();
-            tokio::spawn(async move { drop(lifecycle.run().await) });
-            handle
-                .watch_phase()
-                .wait_for(|p| *p == Phase::Ready)
-                .await
-                .unwrap();
-            local.get().unwrap()
+            common::serve_alone(server).await
         } else {
             let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = tcp.local_addr().unwrap();
@@ -241,40 +212,14 @@ fn server_config(cert_pem: &str, key_pem: &str) -> std::sync::Arc<rustls::Server
     std::sync::Arc::new(config)
 }
 
-/// The instructions callgrind counted for one run of `serve`.
-fn instructions(server: &str, calls: usize) -> u64 {
-    let out = std::env::var("CALLGRIND_OUT").unwrap_or_else(|_| "/dev/null".into());
-    let output = Command::new("valgrind")
-        .args(["--tool=callgrind", &format!("--callgrind-out-file={out}")])
-        .arg(std::env::current_exe().unwrap())
-        .args(["serve", server, &calls.to_string()])
-        .output()
-        .expect("valgrind is installed (apt-get install valgrind)");
-    let text = String::from_utf8_lossy(&output.stderr);
-    text.lines()
-        .find_map(|l| l.split("Collected :").nth(1))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no instruction count in valgrind's output:\n{text}"))
-}
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("serve") {
         serve(&args[2], args[3].parse().unwrap());
         return;
     }
-    let (small, large) = (env("SMALL", 4000), env("LARGE", 20000));
-    let per_call = |server: &str| {
-        let (a, b) = (instructions(server, small), instructions(server, large));
-        (b - a) as f64 / (large - small) as f64
-    };
+    let (small, large) = common::sizes();
+    let per_call = |server: &str| common::per_request(server, (small, large));
     let what = std::env::var("WHAT").unwrap_or_default();
     if what.is_empty() || what == "grpc" {
         let ours = per_call("lifecycle-http");

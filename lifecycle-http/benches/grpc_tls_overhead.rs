@@ -17,7 +17,6 @@
 //! Both servers of a pair run in this process on one runtime with one worker thread.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,9 +25,10 @@ use axum::routing::get;
 use axum::Router;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use lifecycle_core::{Lifecycle, Phase, Registration};
 use lifecycle_http::{HttpServer, TlsConfig};
 use tokio::net::TcpListener;
+
+mod common;
 
 fn env(name: &str, default: u32) -> u32 {
     std::env::var(name)
@@ -40,18 +40,6 @@ fn env(name: &str, default: u32) -> u32 {
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
-}
-
-/// Runs the load command with the load's core pinned if asked.
-fn pinned(program: &str) -> Command {
-    match std::env::var("WRK_CPU") {
-        Ok(cpu) => {
-            let mut command = Command::new("taskset");
-            command.args(["-c", &cpu, program]);
-            command
-        }
-        Err(_) => Command::new(program),
-    }
 }
 
 // ---- the gRPC client, run as a separate process ----
@@ -119,7 +107,7 @@ fn h2load_grpc(addr: SocketAddr, seconds: u32) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let (body, log) = (dir.path().join("body"), dir.path().join("log"));
     std::fs::write(&body, EMPTY_MESSAGE).unwrap();
-    let output = pinned("h2load")
+    let output = common::pinned("h2load")
         .args(["-t1", "-c4", "-m8", &format!("-D{seconds}")])
         .arg(format!("--data={}", body.display()))
         .arg(format!("--log-file={}", log.display()))
@@ -156,7 +144,7 @@ fn grpc_load(addr: SocketAddr, seconds: u32) -> (f64, f64) {
         return h2load_grpc(addr, seconds);
     }
     let exe = std::env::current_exe().unwrap();
-    let output = pinned(exe.to_str().unwrap())
+    let output = common::pinned(exe.to_str().unwrap())
         .args(["grpc-client", &addr.to_string(), &seconds.to_string()])
         .output()
         .unwrap();
@@ -167,51 +155,6 @@ fn grpc_load(addr: SocketAddr, seconds: u32) -> (f64, f64) {
 }
 
 // ---- wrk over HTTPS ----
-
-fn wrk(url: &str, seconds: u32, connections: u32) -> (f64, f64) {
-    let output = pinned("wrk")
-        .args([
-            "-t1",
-            &format!("-c{connections}"),
-            &format!("-d{seconds}s"),
-            "--latency",
-            url,
-        ])
-        .output()
-        .expect("wrk is installed (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let rps = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
-    let p99 = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("99%"))
-        .map(|v| to_ms(v.trim()))
-        .unwrap_or_else(|| panic!("no 99% latency in wrk output:\n{text}"));
-    if let Some(errors) = text
-        .lines()
-        .find(|l| l.contains("Socket errors") || l.contains("Non-2xx"))
-    {
-        eprintln!("wrk reported: {errors}");
-    }
-    (rps, p99)
-}
-
-fn to_ms(value: &str) -> f64 {
-    let split = value
-        .find(|c: char| c.is_ascii_alphabetic())
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let number: f64 = number.parse().expect("a number");
-    match unit {
-        "us" => number / 1e3,
-        "ms" => number,
-        "s" => number * 1e3,
-        _ => panic!("unknown unit in {value}"),
-    }
-}
 
 /// `axum::serve` over TLS: the handshake in `accept`, as the simplest TLS listener does (the
 /// load keeps its connections, so handshakes are only at the start).
@@ -259,23 +202,6 @@ fn same_server_config(cert_pem: &str, key_pem: &str) -> Arc<rustls::ServerConfig
     .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(config)
-}
-
-async fn start_lifecycle(server: HttpServer) -> SocketAddr {
-    let local = server.local_addr();
-    let lifecycle = Lifecycle::builder()
-        .signals([])
-        .register(Registration::new("http", server))
-        .build()
-        .unwrap();
-    let handle = lifecycle.handle();
-    tokio::spawn(async move { drop(lifecycle.run().await) });
-    handle
-        .watch_phase()
-        .wait_for(|p| *p == Phase::Ready)
-        .await
-        .unwrap();
-    local.get().unwrap()
 }
 
 /// This process's CPU time (user and system, all threads) in seconds, and its threads'
@@ -379,7 +305,7 @@ fn main() {
                 .set_service_status("", tonic_health::ServingStatus::Serving)
                 .await;
             std::mem::forget((reporter_a, reporter_b));
-            let ours = start_lifecycle(HttpServer::bind(
+            let ours = common::serve_alone(HttpServer::bind(
                 "127.0.0.1:0".parse().unwrap(),
                 tonic::service::Routes::new(service_a),
             ))
@@ -418,7 +344,7 @@ fn main() {
         let router = || Router::new().route("/", get(|| async { "hello, world" }));
         let (ours, plain) = runtime.block_on(async {
             let tls = TlsConfig::from_pem_files(&cert, &key).unwrap();
-            let ours = start_lifecycle(
+            let ours = common::serve_alone(
                 HttpServer::bind("127.0.0.1:0".parse().unwrap(), router()).tls(tls),
             )
             .await;
@@ -436,7 +362,7 @@ fn main() {
             "HTTPS (wrk, keep-alive, TLS 1.3)",
             ["lifecycle-http TLS", "axum::serve TLS"],
             rounds,
-            |which, seconds| wrk(&urls[which], seconds, connections),
+            |which, seconds| common::wrk(&urls[which], seconds, connections),
             seconds,
         );
     }

@@ -14,8 +14,6 @@
 //! the cost of the server's metrics is counted. Both run with a second, idle thread, as every
 //! service does (`ONE_THREAD=1`: without it; see `common`).
 
-use std::process::Command;
-
 mod common;
 
 use axum::body::Bytes;
@@ -23,7 +21,6 @@ use axum::routing::get;
 use axum::Router;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use lifecycle_core::{Lifecycle, Phase, Registration};
 use lifecycle_http::HttpServer;
 
 fn router() -> Router {
@@ -44,20 +41,7 @@ fn serve(server: &str, requests: usize) {
     runtime.block_on(async move {
         let addr = if server == "lifecycle-http" {
             let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), router());
-            let local = server.local_addr();
-            let lifecycle = Lifecycle::builder()
-                .signals([])
-                .register(Registration::new("http", server))
-                .build()
-                .unwrap();
-            let handle = lifecycle.handle();
-            tokio::spawn(async move { drop(lifecycle.run().await) });
-            handle
-                .watch_phase()
-                .wait_for(|p| *p == Phase::Ready)
-                .await
-                .unwrap();
-            local.get().unwrap()
+            common::serve_alone(server).await
         } else {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
@@ -93,39 +77,14 @@ fn serve(server: &str, requests: usize) {
     });
 }
 
-/// The instructions callgrind counted for one run of `serve`.
-fn instructions(server: &str, requests: usize) -> u64 {
-    let output = Command::new("valgrind")
-        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
-        .arg(std::env::current_exe().unwrap())
-        .args(["serve", server, &requests.to_string()])
-        .output()
-        .expect("valgrind is installed (apt-get install valgrind)");
-    let text = String::from_utf8_lossy(&output.stderr);
-    text.lines()
-        .find_map(|l| l.split("Collected :").nth(1))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no instruction count in valgrind's output:\n{text}"))
-}
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("serve") {
         serve(&args[2], args[3].parse().unwrap());
         return;
     }
-    let (small, large) = (env("SMALL", 4000), env("LARGE", 20000));
-    let per_request = |server: &str| {
-        let (a, b) = (instructions(server, small), instructions(server, large));
-        (b - a) as f64 / (large - small) as f64
-    };
+    let (small, large) = common::sizes();
+    let per_request = |server: &str| common::per_request(server, (small, large));
     let ours = per_request("lifecycle-http");
     let plain = per_request("axum::serve");
     println!("instructions per request (client included), {small} and {large} requests");

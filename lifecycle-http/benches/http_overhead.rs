@@ -18,63 +18,17 @@
 //! distribution under this load more than the servers' code does (BENCHMARKS section 9).
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
-use lifecycle_core::{Lifecycle, Phase, Registration};
 use lifecycle_http::HttpServer;
+
+mod common;
 
 fn router() -> Router {
     Router::new().route("/", get(|| async { "hello, world" }))
-}
-
-/// Requests per second and the 99th percentile latency in milliseconds, from `wrk`.
-fn wrk(addr: SocketAddr, seconds: u32, connections: u32) -> (f64, f64) {
-    let output = Command::new("wrk")
-        .args([
-            "-t1",
-            &format!("-c{connections}"),
-            &format!("-d{seconds}s"),
-            "--latency",
-        ])
-        .arg(format!("http://{addr}/"))
-        .output()
-        .expect("wrk is installed (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let rps = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
-    let p99 = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("99%"))
-        .map(|v| to_ms(v.trim()))
-        .unwrap_or_else(|| panic!("no 99% latency in wrk output:\n{text}"));
-    let errors = text
-        .lines()
-        .find(|l| l.contains("Socket errors") || l.contains("Non-2xx"));
-    if let Some(errors) = errors {
-        eprintln!("wrk reported: {errors}");
-    }
-    (rps, p99)
-}
-
-fn to_ms(value: &str) -> f64 {
-    let split = value
-        .find(|c: char| c.is_ascii_alphabetic())
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let number: f64 = number.parse().expect("a number");
-    match unit {
-        "us" => number / 1e3,
-        "ms" => number,
-        "s" => number * 1e3,
-        _ => panic!("unknown unit in {value}"),
-    }
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -109,20 +63,8 @@ fn main() {
 
     let (ours, plain) = runtime.block_on(async {
         // lifecycle-http
-        let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), router());
-        let local = server.local_addr();
-        let lifecycle = Lifecycle::builder()
-            .signals([])
-            .register(Registration::new("http", server))
-            .build()
-            .unwrap();
-        let handle = lifecycle.handle();
-        tokio::spawn(async move { drop(lifecycle.run().await) });
-        handle
-            .watch_phase()
-            .wait_for(|p| *p == Phase::Ready)
-            .await
-            .unwrap();
+        let ours =
+            common::serve_alone(HttpServer::bind("127.0.0.1:0".parse().unwrap(), router())).await;
 
         // plain axum::serve
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -135,7 +77,7 @@ fn main() {
             }
         });
         tokio::spawn(async move { axum::serve(listener, router()).await.unwrap() });
-        (local.get().unwrap(), plain)
+        (ours, plain)
     });
 
     // `SERVE=1`: only serve, for a load or a profiler run by hand against either address.
@@ -144,8 +86,9 @@ fn main() {
         std::thread::park();
     }
     // Warm both up.
-    wrk(ours, 1, connections);
-    wrk(plain, 1, connections);
+    let url = |addr: SocketAddr| format!("http://{addr}/");
+    common::wrk(&url(ours), 1, connections);
+    common::wrk(&url(plain), 1, connections);
     let (mut ours_rps, mut ours_p99, mut plain_rps, mut plain_p99) =
         (vec![], vec![], vec![], vec![]);
     println!("round  server          req/s     p99 ms");
@@ -157,7 +100,7 @@ fn main() {
             [("axum::serve", plain), ("lifecycle-http", ours)]
         };
         for (name, addr) in order {
-            let (rps, p99) = wrk(addr, seconds, connections);
+            let (rps, p99) = common::wrk(&url(addr), seconds, connections);
             println!("{round:>5}  {name:<14} {rps:>9.0} {p99:>10.3}");
             if addr == ours {
                 ours_rps.push(rps);

@@ -1,4 +1,33 @@
-//! What the instruction benches share.
+//! What the benches share: the server started alone, a second thread and the count of
+//! instructions per request under callgrind for the instruction benches, `wrk` pinned to its
+//! own core for the throughput benches.
+
+// Each bench uses a part.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use lifecycle_core::{Lifecycle, Phase, Registration};
+use lifecycle_http::HttpServer;
+
+/// Runs `server` alone in a lifecycle (no signals) and returns its address once it is ready.
+pub(crate) async fn serve_alone(server: HttpServer) -> SocketAddr {
+    let local = server.local_addr();
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .register(Registration::new("http", server))
+        .build()
+        .unwrap();
+    let handle = lifecycle.handle();
+    tokio::spawn(async move { drop(lifecycle.run().await) });
+    handle
+        .watch_phase()
+        .wait_for(|p| *p == Phase::Ready)
+        .await
+        .unwrap();
+    local.get().unwrap()
+}
 
 /// Gives the process a second thread, idle, as every service has (a runtime's workers, its
 /// blocking pool, a signal thread; lifecycle has its watchdog), unless `ONE_THREAD` is set.
@@ -10,5 +39,104 @@ pub(crate) fn second_thread() {
         std::thread::spawn(|| loop {
             std::thread::park();
         });
+    }
+}
+
+/// How many requests the two runs of each server make: `SMALL` and `LARGE` from the
+/// environment, by default 4000 and 20000.
+pub(crate) fn sizes() -> (usize, usize) {
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    (env("SMALL", 4000), env("LARGE", 20000))
+}
+
+/// Instructions per request (or call) of `server`: this bench's `serve <server> <n>` mode run
+/// under callgrind with `small` and then `large` requests, the difference between the counts
+/// over the difference between the sizes, so that the start-up and the shutdown cancel out.
+/// `CALLGRIND_OUT=<file>` keeps the last run's profile for `callgrind_annotate`.
+pub(crate) fn per_request(server: &str, (small, large): (usize, usize)) -> f64 {
+    let (a, b) = (instructions(server, small), instructions(server, large));
+    (b - a) as f64 / (large - small) as f64
+}
+
+/// The instructions callgrind counted for one run of `serve`.
+fn instructions(server: &str, requests: usize) -> u64 {
+    let out = std::env::var("CALLGRIND_OUT").unwrap_or_else(|_| "/dev/null".into());
+    let output = Command::new("valgrind")
+        .args(["--tool=callgrind", &format!("--callgrind-out-file={out}")])
+        .arg(std::env::current_exe().unwrap())
+        .args(["serve", server, &requests.to_string()])
+        .output()
+        .expect("valgrind is installed (apt-get install valgrind)");
+    let text = String::from_utf8_lossy(&output.stderr);
+    text.lines()
+        .find_map(|l| l.split("Collected :").nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no instruction count in valgrind's output:\n{text}"))
+}
+
+/// `program` pinned with `taskset` to the core that `WRK_CPU` names, if set. Pin the bench
+/// itself to another (`taskset -c 0 ...`): a child inherits its parent's pinning, so without
+/// `WRK_CPU` the load would share the server's core.
+pub(crate) fn pinned(program: &str) -> Command {
+    match std::env::var("WRK_CPU") {
+        Ok(cpu) => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", &cpu, program]);
+            command
+        }
+        Err(_) => Command::new(program),
+    }
+}
+
+/// `wrk -t1 -c<connections> -d<seconds>s --latency <url>`, [`pinned`]: requests per second and
+/// the 99th percentile latency in milliseconds.
+pub(crate) fn wrk(url: &str, seconds: u32, connections: u32) -> (f64, f64) {
+    let output = pinned("wrk")
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            url,
+        ])
+        .output()
+        .expect("wrk is installed (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(|v| to_ms(v.trim()))
+        .unwrap_or_else(|| panic!("no 99% latency in wrk output:\n{text}"));
+    if let Some(errors) = text
+        .lines()
+        .find(|l| l.contains("Socket errors") || l.contains("Non-2xx"))
+    {
+        eprintln!("wrk reported: {errors}");
+    }
+    (rps, p99)
+}
+
+/// `wrk`'s `812.00us`, `1.20ms` or `2.00s` in milliseconds.
+fn to_ms(value: &str) -> f64 {
+    let split = value
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().expect("a number");
+    match unit {
+        "us" => number / 1e3,
+        "ms" => number,
+        "s" => number * 1e3,
+        _ => panic!("unknown unit in {value}"),
     }
 }

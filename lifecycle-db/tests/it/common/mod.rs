@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lifecycle_core::{exit_code, Component, Lifecycle, Outcome, Registration};
 use lifecycle_db::Job;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +18,31 @@ pub use lifecycle_test_support::servers::{
     mariadb_url, postgres_url, redis_url, server_available, unique, MARIADB, POSTGRES, REDIS,
 };
 pub use lifecycle_test_support::{free_addr, start, start_alone, Proxy};
+
+/// How long a start against a server that cannot be reached may take, at most.
+pub const START_BOUND: Duration = Duration::from_secs(2);
+
+/// Runs `component` alone under a start timeout of [`START_BOUND`], asserts that its start
+/// failed within that bound and failed the run, and returns the start's error.
+pub async fn start_error(component: impl Component + 'static) -> String {
+    let began = tokio::time::Instant::now();
+    let report = Lifecycle::builder()
+        .signals([])
+        .register(Registration::new("server", component).start_timeout(START_BOUND))
+        .build()
+        .unwrap()
+        .run()
+        .await;
+    assert!(
+        began.elapsed() < START_BOUND,
+        "gave up after {:?}",
+        began.elapsed()
+    );
+    assert_eq!(report.exit_code(), exit_code::FAILURE, "{report}");
+    let line = report.component("server").unwrap();
+    assert_eq!(line.outcome, Outcome::Failed, "{report}");
+    line.error.clone().unwrap()
+}
 
 /// A connection to the Redis server of its own, for checks made beside the code under test.
 pub async fn redis_admin() -> redis::aio::MultiplexedConnection {
