@@ -140,6 +140,15 @@ async fn reclaim_left_jobs(jobs: &Jobs) -> JobCounts {
     }
 }
 
+/// Jobs enqueued (`jobs` of `ms` each) and four clients on `/work?ms=20`, once `answered` of
+/// their requests were answered: the load the faults below meet.
+async fn load_up(stack: &Stack, (jobs, ms): (usize, u64), answered: u64) -> Load {
+    enqueue(stack.addr(), jobs, ms).await;
+    let load = Load::start(stack.addr(), "/work?ms=20", 4);
+    wait_answered(&load, answered).await;
+    load
+}
+
 /// Waits until `load` has had `n` answers.
 async fn wait_answered(load: &Load, n: u64) {
     let until = Instant::now() + Duration::from_secs(10);
@@ -211,9 +220,7 @@ async fn sigterm_under_load_drops_nothing_and_leaves_nothing() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    enqueue(stack.addr(), 30, 40).await;
-    let load = Load::start(stack.addr(), "/work?ms=20", 4);
-    wait_answered(&load, 20).await;
+    let load = load_up(&stack, (30, 40), 20).await;
     jobs.wait_for(Duration::from_secs(10), |c| c.done >= 3)
         .await;
 
@@ -298,9 +305,7 @@ async fn a_second_sigterm_forces_exit_130_with_the_report_written() {
     let config = StackConfig::new(BIN).args(&["--drain-delay", "3s"]);
     let jobs = Jobs::connect(config.queue()).await;
     let mut stack = config.start().await;
-    enqueue(stack.addr(), 10, 300).await;
-    let load = Load::start(stack.addr(), "/work?ms=20", 4);
-    wait_answered(&load, 10).await;
+    let load = load_up(&stack, (10, 300), 10).await;
     jobs.wait_for(Duration::from_secs(10), |c| c.running == 1)
         .await;
 
@@ -355,9 +360,7 @@ async fn postgres_sessions_killed_during_the_drain_fail_nothing() {
     let config = StackConfig::new(BIN).args(&["--drain-delay", "1s"]);
     let jobs = Jobs::connect(config.queue()).await;
     let mut stack = config.start().await;
-    enqueue(stack.addr(), 20, 50).await;
-    let load = Load::start(stack.addr(), "/work?ms=20", 4);
-    wait_answered(&load, 20).await;
+    let load = load_up(&stack, (20, 50), 20).await;
     jobs.wait_for(Duration::from_secs(10), |c| c.done >= 2)
         .await;
 
@@ -396,9 +399,7 @@ async fn redis_killed_at_the_stop_turn_holds_nothing_up_and_is_not_reconnected()
     let jobs = Jobs::connect(config.queue()).await;
     let mut stack = config.start().await;
     assert_holds_connections(&stack).await;
-    enqueue(stack.addr(), 10, 50).await;
-    let load = Load::start(stack.addr(), "/work?ms=20", 4);
-    wait_answered(&load, 10).await;
+    let load = load_up(&stack, (10, 50), 10).await;
 
     stack.signal("TERM");
     // A request that is still running at the server's stop turn holds the turn of Redis (the
@@ -446,9 +447,7 @@ async fn a_hung_stop_is_cut_off_and_its_dependencies_still_close() {
     let config = StackConfig::new(BIN).args(&["--drain-delay", "300ms", "--hang-stop", "worker"]);
     let jobs = Jobs::connect(config.queue()).await;
     let mut stack = config.start().await;
-    enqueue(stack.addr(), 20, 50).await;
-    let load = Load::start(stack.addr(), "/work?ms=20", 4);
-    wait_answered(&load, 20).await;
+    let load = load_up(&stack, (20, 50), 20).await;
     jobs.wait_for(Duration::from_secs(10), |c| c.done >= 2)
         .await;
 
