@@ -18,11 +18,28 @@ pub use lifecycle::{eventually, start, start_alone};
 pub use proxy::Proxy;
 pub use servers::{server_available, unique};
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Mutex;
 
-/// A free TCP address on loopback: a port nobody listens on now (bound and released).
+/// A free TCP address on loopback: a port nobody listens on now (bound and released), and one
+/// this process has not handed out before.
+///
+/// The kernel may give a port just released to the next `bind` to port 0: two tests starting
+/// together once got the same one, one service could not bind it and both tests talked to
+/// the other's service (CI, 2026-12-06).
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    loop {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port");
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if handed_out
+            .get_or_insert_with(HashSet::new)
+            .insert(addr.port())
+        {
+            return addr;
+        }
+    }
 }
