@@ -21,6 +21,7 @@ use crate::serving::Serving;
 use crate::shutdown_signal::ShutdownSignal;
 use crate::stats::ConnectionGuard;
 use crate::stream::{Handshake, Stream};
+use crate::watchers::Watchers;
 
 /// How long, after the stop turn, an HTTP/1 connection with no request in progress may still
 /// take to deliver one before it is closed: long enough for a request already on the wire to
@@ -201,24 +202,26 @@ async fn drive(
     // Serving. The stop turn normally comes after the drain, but a stop outside a shutdown
     // (a restart, or a rollback) comes without one. Written out rather than with `select!`,
     // whose bookkeeping ran at every wake-up of the task, that is for every request: the
-    // connection first, then each watcher, which once registered is a flag read or a timer's
-    // "elapsed?".
+    // connection first, then the watchers, only once one of them fired (`Watchers`).
     let (mut drain, mut stop) = (pin!(flags.draining()), pin!(flags.stopping()));
     let mut idle = pin!(activity.busy().idle_for(header_read_timeout));
+    let watchers = Watchers::new();
     let turn = poll_fn(|cx| {
         if let Poll::Ready(result) = conn.as_mut().poll(cx) {
             return Poll::Ready(Turn::Ended(result));
         }
-        if drain.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Turn::Drain);
-        }
-        if stop.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Turn::Stop);
-        }
-        if idle.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Turn::Idle);
-        }
-        Poll::Pending
+        watchers.poll(cx, |cx| {
+            if drain.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Turn::Drain);
+            }
+            if stop.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Turn::Stop);
+            }
+            if idle.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Turn::Idle);
+            }
+            Poll::Pending
+        })
     })
     .await;
     let draining = match turn {

@@ -76,6 +76,7 @@ mod stats;
 mod stream;
 #[cfg(feature = "tls")]
 mod tls;
+mod watchers;
 
 pub use admin::{install_prometheus, AdminRoutes, DURATION_BUCKETS};
 pub use error::HttpError;
