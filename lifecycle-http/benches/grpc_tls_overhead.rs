@@ -23,24 +23,13 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::routing::get;
 use axum::Router;
+use common::{env, median};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lifecycle_http::{HttpServer, TlsConfig};
 use tokio::net::TcpListener;
 
 mod common;
-
-fn env(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
 
 // ---- the gRPC client, run as a separate process ----
 

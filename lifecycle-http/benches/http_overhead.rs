@@ -23,6 +23,7 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
+use common::{env, median};
 use lifecycle_http::HttpServer;
 
 mod common;
@@ -31,21 +32,9 @@ fn router() -> Router {
     Router::new().route("/", get(|| async { "hello, world" }))
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 /// lifecycle-http's figure over `axum::serve`'s, round by round.
 fn ratios(ours: &[f64], plain: &[f64]) -> Vec<f64> {
     ours.iter().zip(plain).map(|(o, p)| o / p).collect()
-}
-
-fn env(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {

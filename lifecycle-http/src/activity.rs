@@ -204,9 +204,9 @@ impl Busy {
 }
 
 pin_project_lite::pin_project! {
-    /// The future of [`Busy::idle_for`]. A connection's task polls it at every wake-up, that
-    /// is for every request: once its timer is registered, a poll only asks the timer whether
-    /// it has elapsed (polling a `Sleep` again registers the waker again; the waker of a task
+    /// The future of [`Busy::idle_for`], polled whenever a connection's watchers fired
+    /// (`Watchers`) and at every wake-up of a draining connection's task: once its timer is
+    /// registered, a poll only asks the timer whether it has elapsed (polling a `Sleep` again registers the waker again; the waker of a task
     /// wakes the same task for its whole life, so once is enough).
     pub(crate) struct IdleFor<'a> {
         busy: &'a Busy,

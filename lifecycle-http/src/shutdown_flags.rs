@@ -119,8 +119,8 @@ impl<'a> Reached<'a> {
 impl Future for Reached<'_> {
     type Output = ();
 
-    /// Inlined: a connection's task polls it at every wake-up; once registered, it reads the
-    /// flag only.
+    /// Inlined: polled whenever a connection's watchers fired (`Watchers`), and at every
+    /// wake-up of a draining connection's task; once registered, it reads the flag only.
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.flag.load(Ordering::Acquire) {

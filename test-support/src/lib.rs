@@ -18,7 +18,7 @@ pub use lifecycle::{eventually, start, start_alone};
 pub use proxy::Proxy;
 pub use servers::{server_available, unique};
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
@@ -29,16 +29,13 @@ use std::sync::Mutex;
 /// together once got the same one, one service could not bind it and both tests talked to
 /// the other's service (CI, 2026-12-06).
 pub fn free_addr() -> SocketAddr {
-    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port");
         let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        if handed_out
-            .get_or_insert_with(HashSet::new)
-            .insert(addr.port())
-        {
+        if handed_out.insert(addr.port()) {
             return addr;
         }
     }

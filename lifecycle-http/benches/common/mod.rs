@@ -42,15 +42,23 @@ pub(crate) fn second_thread() {
     }
 }
 
+/// The environment variable `name` parsed, or `default` when it is unset or not a number.
+pub(crate) fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The median of `values` (the upper one of an even count); sorts them.
+pub(crate) fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 /// How many requests the two runs of each server make: `SMALL` and `LARGE` from the
 /// environment, by default 4000 and 20000.
 pub(crate) fn sizes() -> (usize, usize) {
-    let env = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
     (env("SMALL", 4000), env("LARGE", 20000))
 }
 
