@@ -125,6 +125,53 @@ async fn closes_after_its_dependents_so_their_transactions_commit() {
     );
 }
 
+/// A dependent cut off at its stop timeout in the middle of a query: sqlx returns the
+/// connection only once the server has finished that query (it pings it first), and the pool's
+/// stop waits for it rather than blaming a missing `depends_on` (CI, 2026-12-05: the job
+/// workers' contract, with 100 ms of patience).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_off_mid_query_by_a_dependents_timeout_is_not_blamed_on_it() {
+    if !server_available("PostgreSQL", POSTGRES) {
+        return;
+    }
+    let db = SqlPool::<Postgres>::new(&postgres_url("lifecycle-cut-mid-query")).unwrap();
+    let pool = db.pool().clone();
+    let querying = Arc::new(tokio::sync::Notify::new());
+    let worker = {
+        let querying = querying.clone();
+        Worker::new(move |_ctx| {
+            let (pool, querying) = (pool.clone(), querying.clone());
+            async move {
+                let mut connection = pool.acquire().await?;
+                querying.notify_one();
+                // Deaf to its stop: the stop timeout cuts it off 400 ms before the query ends.
+                sqlx::query("SELECT pg_sleep(0.5)")
+                    .execute(&mut *connection)
+                    .await?;
+                Ok::<_, sqlx::Error>(())
+            }
+        })
+    };
+    let lifecycle = Lifecycle::builder()
+        .signals([])
+        .register(Registration::new("db", db))
+        .register(
+            Registration::new("worker", worker)
+                .depends_on("db")
+                .stop_timeout(Duration::from_millis(100)),
+        )
+        .build()
+        .unwrap();
+    let (handle, run) = start(lifecycle).await;
+    querying.notified().await;
+    handle.shutdown("test over");
+    let report = run.await.unwrap();
+    let worker = report.component("worker").unwrap();
+    assert_eq!(worker.outcome, Outcome::TimedOut, "{report}");
+    let db = report.component("db").unwrap();
+    assert_eq!(db.outcome, Outcome::Stopped, "{report}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaked_connection_is_reported_and_does_not_hold_the_shutdown() {
     if !server_available("PostgreSQL", POSTGRES) {
