@@ -4,6 +4,7 @@ mod dialect;
 mod metrics;
 mod pool;
 mod queue;
+mod sqlite_sidecars;
 
 pub use pool::SqlPool;
 pub use queue::{SqlJobQueue, SqlQueuePool};

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::error::DbError;
 use crate::sql::metrics::{PoolMetrics, SAMPLE_EVERY};
+use crate::sql::sqlite_sidecars;
 use crate::unused_secrets::without_unused_secrets;
 use crate::GIVE_UP_RESERVE;
 
@@ -30,8 +31,9 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 ///   that uses the pool without depending on it (a missing `depends_on`): the stop logs how
 ///   many, and the likely cause, since that user's queries fail with `PoolClosed` from then on.
 ///   It closes the pool: waiting and later `acquire` calls fail at once with `PoolClosed`, idle
-///   connections close, and it waits for checked-out ones to come back and close. If some never
-///   do (a leak, a stuck query, a dead server) it gives up shortly before the stop timeout with
+///   connections close, and it waits for checked-out ones to come back and close (for SQLite,
+///   it then makes sure the `-wal` and `-shm` files are gone). If some never do (a leak, a
+///   stuck query, a dead server) it gives up shortly before the stop timeout with
 ///   [`DbError::CloseTimedOut`], saying how many, and the shutdown goes on.
 ///
 /// # Examples
@@ -197,6 +199,7 @@ impl<DB: Database> Component for SqlPool<DB> {
                 );
             }
             closing.await;
+            sqlite_sidecars::remove_after_close(&self.connect).await;
             in_use
         };
         let Ok(in_use) = tokio::time::timeout_at(give_up, close).await else {
