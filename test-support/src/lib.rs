@@ -3,7 +3,7 @@
 //! - [`servers`]: the real servers on this machine (PostgreSQL, MariaDB, Redis, RabbitMQ,
 //!   NATS), their URLs, a unique name per test, and [`server_available`], which fails the
 //!   test in CI (`CI` set) when a server does not answer, and skips it elsewhere.
-//! - [`free_addr`]: a port nobody listens on now.
+//! - [`free_addr`]: a port nobody listens on now, outside the kernel's range for port 0.
 //! - [`Proxy`]: a TCP proxy in front of a server that a test can black-hole or cut.
 //! - [`start`], [`start_alone`], [`eventually`]: a lifecycle run in a task through the testing
 //!   kit, and a condition waited for.
@@ -19,26 +19,50 @@ pub use proxy::Proxy;
 pub use servers::{server_available, unique};
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Mutex;
 
-/// A free TCP address on loopback: a port nobody listens on now (bound and released), and one
-/// this process has not handed out before.
+use rand::Rng;
+
+/// The lowest port [`free_addr`] hands out.
+const LOWEST_PORT: u16 = 10_000;
+
+/// A free TCP address on loopback: a port nobody listens on now, below the range the kernel
+/// picks from for port 0 and for outgoing connections, and one this process has not handed
+/// out before.
 ///
-/// The kernel may give a port just released to the next `bind` to port 0: two tests starting
-/// together once got the same one, one service could not bind it and both tests talked to
-/// the other's service (CI, 2026-12-06).
+/// A port from the kernel's own range (bind to port 0, release) can be taken before the
+/// test's service binds it: by the next bind to port 0 (two tests starting together once got
+/// the same one, one service could not bind it and both tests talked to the other's service;
+/// CI, 2026-12-06) or as the local port of any outgoing connection. Below that range only
+/// another `free_addr` could take it, and this process never hands one out twice.
 pub fn free_addr() -> SocketAddr {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    loop {
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port");
-        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        if handed_out.insert(addr.port()) {
-            return addr;
+    let end = ephemeral_ports_start().max(LOWEST_PORT + 1_000);
+    let span = end - LOWEST_PORT;
+    // Test processes running at once (each with its own record) start apart.
+    let first = rand::rng().random_range(0..span);
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for step in 0..span {
+        let port = LOWEST_PORT + (first + step) % span;
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if let Ok(listener) = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            handed_out.insert(port);
+            return listener.local_addr().expect("a bound listener's address");
         }
     }
+    panic!("no free port from {LOWEST_PORT} to {end}");
+}
+
+/// The first port of the kernel's range for port 0 and outgoing connections (Linux's default
+/// where it cannot be read).
+fn ephemeral_ports_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 #[cfg(test)]
@@ -53,5 +77,16 @@ mod tests {
         let ports: Vec<u16> = (0..2000).map(|_| super::free_addr().port()).collect();
         let distinct: HashSet<&u16> = ports.iter().collect();
         assert_eq!(distinct.len(), ports.len());
+    }
+
+    /// Nothing the kernel picks (a bind to port 0, an outgoing connection's local port) can
+    /// take a port it handed out.
+    #[test]
+    fn free_addr_stays_below_the_kernels_own_ports() {
+        let start = super::ephemeral_ports_start();
+        for _ in 0..200 {
+            let port = super::free_addr().port();
+            assert!((super::LOWEST_PORT..start).contains(&port), "{port}");
+        }
     }
 }
