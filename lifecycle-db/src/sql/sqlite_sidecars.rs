@@ -65,3 +65,39 @@ mod sqlite {
         connection.close().await
     }
 }
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use std::str::FromStr;
+
+    use sqlx::any::AnyConnectOptions;
+    use sqlx::sqlite::SqliteConnectOptions;
+
+    use super::sqlite::{checkpoint_and_close, options};
+
+    #[test]
+    fn sqlite_is_recognised_typed_and_through_any_and_nothing_else() {
+        let typed = SqliteConnectOptions::from_str("sqlite://app.db").unwrap();
+        assert!(options(&typed).is_some());
+        let any = AnyConnectOptions::from_str("sqlite://app.db?mode=rwc").unwrap();
+        assert_eq!(
+            options(&any).unwrap().get_filename().to_str(),
+            Some("app.db")
+        );
+        let any = AnyConnectOptions::from_str("postgres://app@db/app").unwrap();
+        assert!(options(&any).is_none());
+        let postgres = sqlx::postgres::PgConnectOptions::from_str("postgres://app@db/app");
+        assert!(options(&postgres.unwrap()).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_removed_database_is_never_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.db");
+        std::fs::write(dir.path().join("app.db-wal"), b"").unwrap();
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let options = SqliteConnectOptions::from_str(&url).unwrap();
+        assert!(checkpoint_and_close(options).await.is_err());
+        assert!(!file.exists());
+    }
+}
