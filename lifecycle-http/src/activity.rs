@@ -205,9 +205,10 @@ impl Busy {
 
 pin_project_lite::pin_project! {
     /// The future of [`Busy::idle_for`], polled whenever a connection's watchers fired
-    /// (`Watchers`) and at every wake-up of a draining connection's task: once its timer is
-    /// registered, a poll only asks the timer whether it has elapsed (polling a `Sleep` again registers the waker again; the waker of a task
-    /// wakes the same task for its whole life, so once is enough).
+    /// (`Watchers`) and at every wake-up of a draining connection's task. Once its timer is
+    /// registered, a poll only asks the timer whether it has elapsed: polling a `Sleep` again
+    /// would register the waker again, and the waker it is polled with wakes the same task for
+    /// the connection's whole life, so once is enough.
     pub(crate) struct IdleFor<'a> {
         busy: &'a Busy,
         check: Duration,
