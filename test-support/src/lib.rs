@@ -20,6 +20,7 @@ pub use servers::{server_available, unique};
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Range;
 use std::sync::Mutex;
 
 use rand::Rng;
@@ -38,13 +39,13 @@ const LOWEST_PORT: u16 = 10_000;
 /// another `free_addr` could take it, and this process never hands one out twice.
 pub fn free_addr() -> SocketAddr {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    let end = ephemeral_ports_start().max(LOWEST_PORT + 1_000);
-    let span = end - LOWEST_PORT;
+    let ports = free_addr_ports();
+    let span = ports.end - ports.start;
     // Test processes running at once (each with its own record) start apart.
     let first = rand::rng().random_range(0..span);
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     for step in 0..span {
-        let port = LOWEST_PORT + (first + step) % span;
+        let port = ports.start + (first + step) % span;
         if handed_out.contains(&port) {
             continue;
         }
@@ -53,16 +54,17 @@ pub fn free_addr() -> SocketAddr {
             return listener.local_addr().expect("a bound listener's address");
         }
     }
-    panic!("no free port from {LOWEST_PORT} to {end}");
+    panic!("no free port in {ports:?}");
 }
 
-/// The first port of the kernel's range for port 0 and outgoing connections (Linux's default
-/// where it cannot be read).
-fn ephemeral_ports_start() -> u16 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+/// The ports [`free_addr`] hands out: from 10000 up to the kernel's range for port 0 and
+/// outgoing connections (Linux's default where it cannot be read), and at least 1000 of them.
+fn free_addr_ports() -> Range<u16> {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|range| range.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768)
+        .unwrap_or(32_768);
+    LOWEST_PORT..ephemeral_start.max(LOWEST_PORT + 1_000)
 }
 
 #[cfg(test)]
@@ -83,10 +85,10 @@ mod tests {
     /// take a port it handed out.
     #[test]
     fn free_addr_stays_below_the_kernels_own_ports() {
-        let start = super::ephemeral_ports_start();
+        let ports = super::free_addr_ports();
         for _ in 0..200 {
             let port = super::free_addr().port();
-            assert!((super::LOWEST_PORT..start).contains(&port), "{port}");
+            assert!(ports.contains(&port), "{port} not in {ports:?}");
         }
     }
 }
