@@ -8,24 +8,20 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
-use lifecycle_core::{Lifecycle, Phase, Registration};
+use lifecycle_core::testing::TestRun;
+use lifecycle_core::{Lifecycle, Registration};
 use lifecycle_http::HttpServer;
 
-/// Runs `server` alone in a lifecycle (no signals) and returns its address once it is ready.
+/// Runs `server` alone in a lifecycle, through the testing kit (no signals, no hard exit), and
+/// returns its address once it is ready.
 pub(crate) async fn serve_alone(server: HttpServer) -> SocketAddr {
     let local = server.local_addr();
     let lifecycle = Lifecycle::builder()
-        .signals([])
         .register(Registration::new("http", server))
         .build()
         .unwrap();
-    let handle = lifecycle.handle();
-    tokio::spawn(async move { drop(lifecycle.run().await) });
-    handle
-        .watch_phase()
-        .wait_for(|p| *p == Phase::Ready)
-        .await
-        .unwrap();
+    let run = TestRun::run(lifecycle);
+    run.ready().await.expect("the server starts");
     local.get().unwrap()
 }
 
